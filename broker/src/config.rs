@@ -1,0 +1,244 @@
+//! The broker's command line, and its validation into a [`BrokerConfig`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use shm_layout::layout::Geometry;
+use shm_layout::names::{check_name, valid_shm_name};
+use shm_layout::units::{parse_duration, parse_size};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "broker",
+    version,
+    about = "Mini-Kafka over shared memory: the broker",
+    long_about = "Mini-Kafka over shared memory: the broker.\n\n\
+        Owns a POSIX shared-memory region holding a ring of message slots, shared by \
+        producer and consumer processes on this host. Clients connect to the control \
+        port (TCP, control traffic only) to learn the region and join; payloads never \
+        cross the socket. Prints one line on stdout when ready; SIGINT or SIGTERM stops \
+        it gracefully.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print ring occupancy, groups, members, positions and lag of a running broker.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Broker control address.
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:4444"
+    )]
+    pub broker: String,
+    /// Client id to register with (default: admin-<pid>).
+    #[arg(long, value_name = "NAME")]
+    pub id: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TCP control port; 0 picks a free one (shown in the ready line).
+    #[arg(long, default_value_t = 4444)]
+    pub port: u16,
+    /// Address the control port listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Groups to pre-create: a count N (group-1..group-N) or comma-separated names.
+    #[arg(long, value_name = "N|a,b,...", default_value = "2")]
+    pub groups: String,
+    /// Number of slots in the ring.
+    #[arg(long, default_value_t = 4096)]
+    pub slots: u32,
+    /// Payload bytes per slot (a larger message spans consecutive slots).
+    #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = parse_size)]
+    pub slot_size: u64,
+    /// Largest message (key + payload) accepted [default: 1MiB, or what fits in the ring].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub max_message: Option<u64>,
+    /// Directory of the audit files and the group-position state file.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub data_dir: PathBuf,
+    /// Longest time a record waits in a write buffer before it is written.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// Size of each of the two write buffers per audit file.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub buffer_size: u64,
+    /// A consumer that neither polls nor acknowledges for this long is evicted.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    /// Shared-memory region name [default: /minikafka-<port>].
+    #[arg(long, value_name = "NAME")]
+    pub shm_name: Option<String>,
+    /// Most clients registered at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_clients: u32,
+    /// Most groups at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_groups: u32,
+    /// A send returns only once its message is on disk (group commit).
+    #[arg(long)]
+    pub fsync: bool,
+}
+
+/// Everything the broker needs, validated.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub groups: Vec<String>,
+    pub geometry: Geometry,
+    pub shm_name: Option<String>,
+    pub data_dir: PathBuf,
+    pub flush_interval: Duration,
+    pub buffer_size: u64,
+    pub session_timeout: Duration,
+    pub fsync: bool,
+}
+
+/// Redeliveries each group can hold in the region at once (more wait in the broker).
+const REDELIVERIES_PER_GROUP: u32 = 256;
+const DEFAULT_MAX_MESSAGE: u64 = 1 << 20;
+
+impl ServeArgs {
+    /// Checks the arguments together; the error is one line for the user.
+    pub fn validate(&self) -> Result<BrokerConfig, String> {
+        let groups = parse_groups(&self.groups)?;
+        if groups.len() > self.max_groups as usize {
+            return Err(format!(
+                "--groups asks for {} groups but --max-groups is {}",
+                groups.len(),
+                self.max_groups
+            ));
+        }
+        let slot_size = u32::try_from(self.slot_size)
+            .map_err(|_| format!("--slot-size {} is too large", self.slot_size))?;
+        let mut geometry = Geometry {
+            slots: self.slots,
+            slot_size,
+            max_message: 0,
+            max_clients: self.max_clients,
+            max_groups: self.max_groups,
+            redeliveries_per_group: REDELIVERIES_PER_GROUP,
+        };
+        geometry.max_message = match self.max_message {
+            Some(m) => u32::try_from(m).map_err(|_| format!("--max-message {m} is too large"))?,
+            None => DEFAULT_MAX_MESSAGE.min(geometry.largest_message_that_fits()) as u32,
+        };
+        geometry.validate().map_err(|e| match e {
+            shm_layout::layout::GeometryError::MessageDoesNotFit { .. } => format!(
+                "--max-message {} does not fit in the ring ({} slots of {} bytes hold messages up to {} bytes)",
+                geometry.max_message,
+                geometry.slots,
+                geometry.slot_size,
+                geometry.largest_message_that_fits()
+            ),
+            other => format!("invalid ring geometry: {other}"),
+        })?;
+        if let Some(name) = &self.shm_name {
+            if !valid_shm_name(name) {
+                return Err(format!(
+                    "--shm-name {name:?} must be '/' followed by up to 200 of A-Z a-z 0-9 . _ -"
+                ));
+            }
+        }
+        if self.session_timeout.is_zero() {
+            return Err("--session-timeout must be greater than zero".into());
+        }
+        if self.buffer_size == 0 {
+            return Err("--buffer-size must be greater than zero".into());
+        }
+        Ok(BrokerConfig {
+            bind: self.bind,
+            port: self.port,
+            groups,
+            geometry,
+            shm_name: self.shm_name.clone(),
+            data_dir: self.data_dir.clone(),
+            flush_interval: self.flush_interval,
+            buffer_size: self.buffer_size,
+            session_timeout: self.session_timeout,
+            fsync: self.fsync,
+        })
+    }
+}
+
+/// `N` → `group-1..group-N`; `a,b,c` → those names (validated, no duplicates).
+pub fn parse_groups(spec: &str) -> Result<Vec<String>, String> {
+    if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u32 = spec
+            .parse()
+            .map_err(|_| format!("--groups {spec} is too large"))?;
+        return Ok((1..=n).map(|i| format!("group-{i}")).collect());
+    }
+    let names: Vec<String> = spec.split(',').map(str::to_string).collect();
+    for (i, n) in names.iter().enumerate() {
+        check_name("group name", n).map_err(|e| format!("--groups: {e}"))?;
+        if names[..i].contains(n) {
+            return Err(format!("--groups names {n} twice"));
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut v = vec!["broker"];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).unwrap().serve
+    }
+
+    #[test]
+    fn groups_are_a_count_or_names() {
+        assert_eq!(parse_groups("2").unwrap(), vec!["group-1", "group-2"]);
+        assert_eq!(parse_groups("a,b.c").unwrap(), vec!["a", "b.c"]);
+        assert!(parse_groups("a,a").is_err());
+        assert!(parse_groups("a,,b").is_err());
+        assert!(parse_groups("a b").is_err());
+        assert_eq!(parse_groups("0").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn default_max_message_shrinks_to_fit_a_small_ring_but_an_explicit_one_must_fit() {
+        let c = args(&["--slots", "16"]).validate().unwrap();
+        assert_eq!(c.geometry.max_message, 8 * 1024);
+        let err = args(&["--slots", "16", "--max-message", "1MiB"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("does not fit"), "{err}");
+        let c = args(&[]).validate().unwrap();
+        assert_eq!(c.geometry.max_message, 1 << 20);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        assert!(Cli::try_parse_from(["broker", "--session-timeout", "5"]).is_err());
+        assert!(Cli::try_parse_from(["broker", "--port", "70000"]).is_err());
+        assert!(args(&["--shm-name", "nope"]).validate().is_err());
+        assert!(args(&["--groups", "3", "--max-groups", "2"])
+            .validate()
+            .is_err());
+        assert!(args(&["--slots", "0"]).validate().is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! `broker`: parse the command line, install signal handling, run.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use broker::config::{Cli, Command, StatusArgs};
+use clap::Parser;
+use shm_layout::protocol::{default_id, ControlFrame, Role, Session};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Status(args)) => status(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: broker::config::ServeArgs) -> ExitCode {
+    let config = match args.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once.
+        let registered = signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()));
+        if let Err(e) = registered {
+            eprintln!("broker: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let result = broker::run(config, stop, |line| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn status(args: StatusArgs) -> ExitCode {
+    let id = args.id.unwrap_or_else(|| default_id(Role::Admin));
+    if let Err(e) = shm_layout::names::check_name("id", &id) {
+        eprintln!("broker status: {e}");
+        return ExitCode::from(2);
+    }
+    let reply = Session::connect(&args.broker, Role::Admin, &id, None)
+        .and_then(|mut s| s.request(&ControlFrame::StatusRequest));
+    let json = match reply {
+        Ok(ControlFrame::Status { json }) => json,
+        Ok(other) => {
+            eprintln!("broker status: unexpected reply {other:?}");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("broker status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.json {
+        println!("{json}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<serde_json::Value>(&json) {
+        Ok(v) => {
+            print!("{}", broker::status::render_text(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("broker status: malformed report: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

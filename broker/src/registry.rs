@@ -1,0 +1,693 @@
+//! The broker's book of clients and groups, and the region state it alone writes:
+//! client entries, group rotations, redeliveries. The event loop calls it when
+//! clients register and leave; the cleaner asks it how far each group has consumed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shm_layout::event::{self, event_id};
+use shm_layout::group::{self, Turn};
+use shm_layout::layout::{client_state, group_state, redelivery, EventWord, NAME_CAPACITY};
+use shm_layout::names::check_name;
+use shm_layout::protocol::{Refusal, Role};
+use shm_layout::sys::monotonic_millis;
+use shm_layout::Region;
+
+/// A refused registration: the reason code and one line for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Refusal,
+    pub message: String,
+}
+
+fn refuse(reason: Refusal, message: impl Into<String>) -> Refused {
+    Refused {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// What a successful registration hands back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub client: u32,
+    pub generation: u32,
+    pub group: Option<(u32, String)>,
+}
+
+/// A client the broker knows.
+#[derive(Debug)]
+struct Client {
+    role: Role,
+    id: String,
+    group: Option<u32>,
+}
+
+/// A run of offsets handed out under one rotation.
+#[derive(Debug, Clone)]
+struct Segment {
+    start: u64,
+    members: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct Group {
+    name: String,
+    /// Pre-created groups live as long as the broker; others while they have members.
+    permanent: bool,
+    /// Creation order, for auto-join ties.
+    created: u64,
+    /// Members in join order.
+    members: Vec<u32>,
+    /// Rotations still needed to know who holds an offset, oldest first.
+    segments: VecDeque<Segment>,
+    /// Redeliveries waiting for a free slot in the region's redelivery table.
+    overflow: VecDeque<(u64, u32)>,
+}
+
+impl Group {
+    /// The first offset in `[from, cursor)` handed to `client`, if any.
+    fn first_owned(&self, client: u32, from: u64, cursor: u64) -> Option<u64> {
+        let n_segments = self.segments.len();
+        for (i, seg) in self.segments.iter().enumerate() {
+            let end = if i + 1 < n_segments {
+                self.segments[i + 1].start
+            } else {
+                cursor
+            };
+            let lo = from.max(seg.start);
+            if lo >= end.min(cursor) {
+                continue;
+            }
+            let Some(rank) = seg.members.iter().position(|&m| m == client) else {
+                continue;
+            };
+            let n = seg.members.len() as u64;
+            let first_in_seg = seg.start + rank as u64;
+            let candidate = if lo <= first_in_seg {
+                first_in_seg
+            } else {
+                first_in_seg + (lo - first_in_seg).div_ceil(n) * n
+            };
+            if candidate < end.min(cursor) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+}
+
+/// Limits and timeouts the registry enforces.
+#[derive(Debug, Clone)]
+pub struct RegistryLimits {
+    pub session_timeout: Duration,
+}
+
+/// Every client and group.
+pub struct Registry {
+    region: Arc<Region>,
+    limits: RegistryLimits,
+    clients: Vec<Option<Client>>,
+    ids: HashMap<(Role, String), u32>,
+    groups: Vec<Option<Group>>,
+    generation: u32,
+    groups_created: u64,
+    /// Producers gone with possibly uncommitted reservations, for the cleaner.
+    abandoned: Vec<u32>,
+    /// Admin sessions (they take no client entry).
+    admins: usize,
+    /// The client entry handed out last.
+    last_slot: u32,
+    /// Gone producers whose entries wait for their messages to be reclaimed.
+    retiring: Vec<(u32, u64)>,
+}
+
+/// A consumer to evict for exceeding the session timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    pub client: u32,
+    pub group: String,
+}
+
+impl Registry {
+    /// A registry over `region`, with `groups` pre-created (they start at `start`).
+    pub fn new(region: Arc<Region>, groups: &[String], start: u64, limits: RegistryLimits) -> Self {
+        let g = *region.geometry();
+        let mut r = Registry {
+            clients: (0..g.max_clients).map(|_| None).collect(),
+            groups: (0..g.max_groups).map(|_| None).collect(),
+            region,
+            limits,
+            ids: HashMap::new(),
+            generation: 0,
+            groups_created: 0,
+            abandoned: Vec::new(),
+            admins: 0,
+            last_slot: g.max_clients - 1,
+            retiring: Vec::new(),
+        };
+        for name in groups {
+            r.create_group(name, true, start)
+                .expect("pre-created groups fit: checked at start-up");
+        }
+        r
+    }
+
+    fn create_group(&mut self, name: &str, permanent: bool, start: u64) -> Result<u32, Refused> {
+        let Some(i) = self.groups.iter().position(Option::is_none) else {
+            return Err(refuse(
+                Refusal::TooManyGroups,
+                format!(
+                    "cannot create group {name}: the broker's limit of {} groups is reached",
+                    self.groups.len()
+                ),
+            ));
+        };
+        let entry = self.region.group(i as u32).expect("index below max_groups");
+        for slot in 0..self.region.geometry().redeliveries_per_group {
+            if let Some(e) = self.region.redelivery(i as u32, slot) {
+                e.state.store(redelivery::FREE, Ordering::Relaxed);
+            }
+        }
+        group::reset_group(entry, start);
+        write_name(&entry.meta.name, &entry.meta.name_len, name);
+        entry
+            .meta
+            .state
+            .store(group_state::ACTIVE, Ordering::Release);
+        self.groups_created += 1;
+        self.groups[i] = Some(Group {
+            name: name.to_string(),
+            permanent,
+            created: self.groups_created,
+            members: Vec::new(),
+            segments: VecDeque::new(),
+            overflow: VecDeque::new(),
+        });
+        Ok(i as u32)
+    }
+
+    fn find_group(&self, name: &str) -> Option<u32> {
+        self.groups
+            .iter()
+            .position(|g| g.as_ref().is_some_and(|g| g.name == name))
+            .map(|i| i as u32)
+    }
+
+    /// The live group with the fewest members (ties: first created).
+    fn least_loaded_group(&self) -> Option<u32> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.as_ref().map(|g| (g.members.len(), g.created, i)))
+            .min()
+            .map(|(_, _, i)| i as u32)
+    }
+
+    /// Registers a client that presented `token`.
+    pub fn register(
+        &mut self,
+        role: Role,
+        id: &str,
+        group: Option<&str>,
+        pid: u32,
+        token: [u64; 2],
+    ) -> Result<Registration, Refused> {
+        if token != self.region.token() {
+            return Err(refuse(
+                Refusal::BadToken,
+                "wrong access token: only a process that can map the broker's region may register",
+            ));
+        }
+        check_name("id", id).map_err(|e| refuse(Refusal::InvalidName, e.to_string()))?;
+        if let Some(g) = group {
+            check_name("group name", g).map_err(|e| refuse(Refusal::InvalidName, e.to_string()))?;
+        }
+        if self.ids.contains_key(&(role, id.to_string())) {
+            return Err(refuse(
+                Refusal::IdInUse,
+                format!("a live {} already uses the id {id}", role.name()),
+            ));
+        }
+        if role == Role::Admin {
+            self.admins += 1;
+            return Ok(Registration {
+                client: u32::MAX,
+                generation: 0,
+                group: None,
+            });
+        }
+        let Some(slot) = self.free_client_slot() else {
+            return Err(refuse(
+                Refusal::TooManyClients,
+                format!(
+                    "the broker's limit of {} clients is reached",
+                    self.clients.len()
+                ),
+            ));
+        };
+        let group_index = match (role, group) {
+            (Role::Consumer, Some(name)) => Some(match self.find_group(name) {
+                Some(g) => g,
+                None => {
+                    let start = self.region.next_offset();
+                    self.create_group(name, false, start)?
+                }
+            }),
+            (Role::Consumer, None) => Some(self.least_loaded_group().ok_or_else(|| {
+                refuse(
+                    Refusal::NoGroups,
+                    "the broker has no groups: start the consumer with --group NAME",
+                )
+            })?),
+            _ => None,
+        };
+        self.generation = self.generation.wrapping_add(1).max(1);
+        let region = self.region.clone();
+        let entry = region.client(slot).expect("slot below max_clients");
+        let idn = &entry.identity;
+        idn.role.store(role_code(role), Ordering::Relaxed);
+        idn.generation.store(self.generation, Ordering::Relaxed);
+        idn.pid.store(pid, Ordering::Relaxed);
+        idn.group
+            .store(group_index.unwrap_or(u32::MAX), Ordering::Relaxed);
+        write_name(&idn.id, &idn.id_len, id);
+        group::clear_ranks(entry);
+        entry.activity.sleeping_on.store(0, Ordering::Relaxed);
+        entry
+            .activity
+            .last_active_ms
+            .store(monotonic_millis(), Ordering::Relaxed);
+        idn.state.store(client_state::ACTIVE, Ordering::Release);
+        self.clients[slot as usize] = Some(Client {
+            role,
+            id: id.to_string(),
+            group: group_index,
+        });
+        self.ids.insert((role, id.to_string()), slot);
+        let group = group_index.map(|g| {
+            let entry_group = region.group(g).expect("live group index");
+            entry
+                .activity
+                .ack_upto
+                .store(group::cursor(entry_group), Ordering::Release);
+            let grp = self.groups[g as usize].as_mut().expect("live group");
+            grp.members.push(slot);
+            let name = grp.name.clone();
+            self.rotate(g);
+            (g, name)
+        });
+        Ok(Registration {
+            client: slot,
+            generation: self.generation,
+            group,
+        })
+    }
+
+    /// Installs a rotation over the group's current members at its cursor.
+    fn rotate(&mut self, g: u32) {
+        let entry = self.region.group(g).expect("live group index");
+        let grp = self.groups[g as usize].as_mut().expect("live group");
+        let members: Vec<_> = grp
+            .members
+            .iter()
+            .map(|&m| {
+                self.region
+                    .client(m)
+                    .expect("member index below max_clients")
+            })
+            .collect();
+        let (start, _) = group::install_rotation(entry, &members);
+        if grp.segments.back().is_some_and(|s| s.start == start) {
+            grp.segments.pop_back();
+        }
+        grp.segments.push_back(Segment {
+            start,
+            members: grp.members.clone(),
+        });
+        event::wake(&entry.turn_event);
+    }
+
+    /// An admin session ended.
+    pub fn admin_left(&mut self) {
+        self.admins = self.admins.saturating_sub(1);
+    }
+
+    /// A client's lease ended (disconnect, death or eviction): removes it at once and
+    /// hands what it held to the survivors.
+    pub fn leave(&mut self, client: u32) {
+        let Some(c) = self.clients.get_mut(client as usize).and_then(Option::take) else {
+            return;
+        };
+        self.ids.remove(&(c.role, c.id.clone()));
+        let region = self.region.clone();
+        let Some(entry) = region.client(client) else {
+            return;
+        };
+        entry
+            .identity
+            .state
+            .store(client_state::REMOVED, Ordering::Release);
+        self.uncount_sleeper(client);
+        if c.role == Role::Producer {
+            self.abandoned.push(client);
+            return;
+        }
+        if let Some(g) = c.group {
+            self.remove_member(g, client);
+        }
+        entry
+            .identity
+            .state
+            .store(client_state::FREE, Ordering::Release);
+    }
+
+    fn uncount_sleeper(&self, client: u32) {
+        let Some(entry) = self.region.client(client) else {
+            return;
+        };
+        let on = entry.activity.sleeping_on.swap(0, Ordering::AcqRel);
+        if on == 0 {
+            return;
+        }
+        if let Some(ev) = self.event_word(on - 1) {
+            ev.sleepers.fetch_sub(1, Ordering::Relaxed);
+            event::wake(ev);
+        }
+    }
+
+    fn event_word(&self, id: u32) -> Option<&EventWord> {
+        let h = self.region.header();
+        match id {
+            event_id::PUBLISHED => Some(&h.published),
+            event_id::SPACE => Some(&h.space),
+            event_id::CLEANER => Some(&h.cleaner),
+            g => self
+                .region
+                .group(g.checked_sub(event_id::GROUP_BASE)?)
+                .map(|e| &e.turn_event),
+        }
+    }
+
+    fn remove_member(&mut self, g: u32, client: u32) {
+        let region = self.region.clone();
+        let Some(entry) = region.group(g) else {
+            return;
+        };
+        let Some(grp) = self.groups[g as usize].as_mut() else {
+            return;
+        };
+        grp.members.retain(|&m| m != client);
+        let ack_upto = region
+            .client(client)
+            .map_or(0, |c| c.activity.ack_upto.load(Ordering::Acquire));
+        // Stop handing it offsets first: after this no claim of its can succeed.
+        self.rotate(g);
+        let grp = self.groups[g as usize].as_mut().expect("live group");
+        let cursor = group::cursor(entry);
+        let mut held = Vec::new();
+        let mut from = ack_upto;
+        while let Some(o) = grp.first_owned(client, from, cursor) {
+            held.push((o, 2));
+            from = o + 1;
+        }
+        for slot in 0..region.geometry().redeliveries_per_group {
+            let Some(e) = region.redelivery(g, slot) else {
+                break;
+            };
+            let s = e.state.load(Ordering::Acquire);
+            if redelivery::kind(s) == redelivery::CLAIMED && redelivery::claimer(s) == client {
+                let again = redelivery::pack(redelivery::PENDING, redelivery::attempt(s) + 1, 0);
+                let _ = e
+                    .state
+                    .compare_exchange(s, again, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+        grp.overflow.extend(held);
+        self.offer_overflow(g);
+        let grp = self.groups[g as usize].as_ref().expect("live group");
+        if grp.members.is_empty() && !grp.permanent {
+            self.delete_group(g);
+        } else {
+            event::wake(&entry.turn_event);
+        }
+    }
+
+    fn delete_group(&mut self, g: u32) {
+        if let Some(entry) = self.region.group(g) {
+            entry.meta.state.store(group_state::FREE, Ordering::Release);
+        }
+        self.groups[g as usize] = None;
+    }
+
+    /// Moves waiting redeliveries into free slots of the region's table.
+    fn offer_overflow(&mut self, g: u32) {
+        let Some(grp) = self.groups[g as usize].as_mut() else {
+            return;
+        };
+        while let Some(&(offset, attempt)) = grp.overflow.front() {
+            if !self.region.offer_redelivery(g, offset, attempt) {
+                break;
+            }
+            grp.overflow.pop_front();
+        }
+    }
+
+    /// Frees acknowledged redelivery slots and refills them from the overflow.
+    fn settle_redeliveries(&mut self, g: u32) {
+        let Some(entry) = self.region.group(g) else {
+            return;
+        };
+        for slot in 0..self.region.geometry().redeliveries_per_group {
+            let Some(e) = self.region.redelivery(g, slot) else {
+                break;
+            };
+            if redelivery::kind(e.state.load(Ordering::Acquire)) == redelivery::ACKED {
+                e.state.store(redelivery::FREE, Ordering::Release);
+                entry.meta.redeliveries.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.offer_overflow(g);
+    }
+
+    /// How far group `g` has consumed: every offset below it is acknowledged.
+    fn position(&self, g: u32) -> Option<u64> {
+        let grp = self.groups[g as usize].as_ref()?;
+        let entry = self.region.group(g)?;
+        let cursor = group::cursor(entry);
+        let mut pos = cursor;
+        for &m in &grp.members {
+            let ack = self
+                .region
+                .client(m)
+                .map_or(0, |c| c.activity.ack_upto.load(Ordering::Acquire));
+            if let Some(o) = grp.first_owned(m, ack, cursor) {
+                pos = pos.min(o);
+            }
+        }
+        for slot in 0..self.region.geometry().redeliveries_per_group {
+            let e = self.region.redelivery(g, slot)?;
+            if redelivery::kind(e.state.load(Ordering::Acquire)) != redelivery::FREE {
+                pos = pos.min(e.offset.load(Ordering::Relaxed));
+            }
+        }
+        for &(o, _) in &grp.overflow {
+            pos = pos.min(o);
+        }
+        Some(pos)
+    }
+
+    /// Cleaner pass: settles redeliveries, forgets rotations nobody needs, and returns
+    /// the offset below which every group has consumed (None: no group holds anything).
+    pub fn consumed_by_all(&mut self) -> Option<u64> {
+        let mut all: Option<u64> = None;
+        for g in 0..self.groups.len() as u32 {
+            if self.groups[g as usize].is_none() {
+                continue;
+            }
+            self.settle_redeliveries(g);
+            let Some(pos) = self.position(g) else {
+                continue;
+            };
+            let grp = self.groups[g as usize].as_mut().expect("checked above");
+            while grp.segments.len() > 1 && grp.segments[1].start <= pos {
+                grp.segments.pop_front();
+            }
+            all = Some(all.map_or(pos, |a: u64| a.min(pos)));
+        }
+        all
+    }
+
+    /// Producers whose reservations the cleaner must release (drained).
+    pub fn take_abandoned(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.abandoned)
+    }
+
+    /// Gives back producers whose reservations could not be released this pass.
+    pub fn requeue_abandoned(&mut self, clients: Vec<u32>) {
+        self.abandoned.extend(clients);
+    }
+
+    /// After the cleaner released a gone producer's reservations: its entry (which
+    /// names it to consumers) is freed once every offset below `mark` is reclaimed.
+    pub fn retire_producer(&mut self, client: u32, mark: u64) {
+        self.retiring.push((client, mark));
+    }
+
+    /// Frees the entries of retired producers whose messages are all reclaimed.
+    pub fn release_retired(&mut self, freed_offset: u64) {
+        let region = self.region.clone();
+        self.retiring.retain(|&(client, mark)| {
+            if freed_offset < mark {
+                return true;
+            }
+            if let Some(e) = region.client(client) {
+                e.identity
+                    .state
+                    .store(client_state::FREE, Ordering::Release);
+            }
+            false
+        });
+    }
+
+    /// A client entry nobody uses, searching round-robin from the last one handed
+    /// out so that an entry is reused as late as possible.
+    fn free_client_slot(&mut self) -> Option<u32> {
+        let n = self.clients.len() as u32;
+        for step in 1..=n {
+            let i = (self.last_slot + step) % n;
+            let entry_free = self
+                .region
+                .client(i)
+                .is_some_and(|e| e.identity.state.load(Ordering::Acquire) == client_state::FREE);
+            if self.clients[i as usize].is_none() && entry_free {
+                self.last_slot = i;
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Consumers that held a message or let their turn wait past the session timeout.
+    pub fn overdue_consumers(&self) -> Vec<Eviction> {
+        let now = monotonic_millis();
+        let limit = self.limits.session_timeout.as_millis() as u64;
+        let mut out = Vec::new();
+        for (g, grp) in self.groups.iter().enumerate() {
+            let Some(grp) = grp else { continue };
+            let Some(entry) = self.region.group(g as u32) else {
+                continue;
+            };
+            let cursor = group::cursor(entry);
+            for &m in &grp.members {
+                let Some(c) = self.region.client(m) else {
+                    continue;
+                };
+                let idle = now.saturating_sub(c.activity.last_active_ms.load(Ordering::Acquire));
+                if idle <= limit {
+                    continue;
+                }
+                let ack = c.activity.ack_upto.load(Ordering::Acquire);
+                let holds =
+                    grp.first_owned(m, ack, cursor).is_some() || self.holds_redelivery(g as u32, m);
+                let turn_waits = matches!(group::view_turn(entry, c), Turn::Mine { offset, .. }
+                    if self.region.is_committed(offset));
+                if holds || turn_waits {
+                    out.push(Eviction {
+                        client: m,
+                        group: grp.name.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn holds_redelivery(&self, g: u32, client: u32) -> bool {
+        (0..self.region.geometry().redeliveries_per_group).any(|slot| {
+            self.region.redelivery(g, slot).is_some_and(|e| {
+                let s = e.state.load(Ordering::Acquire);
+                redelivery::kind(s) == redelivery::CLAIMED && redelivery::claimer(s) == client
+            })
+        })
+    }
+
+    /// Number of registered clients of each role (producers, consumers, admins).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let producers = self
+            .clients
+            .iter()
+            .flatten()
+            .filter(|c| c.role == Role::Producer)
+            .count();
+        let consumers = self
+            .clients
+            .iter()
+            .flatten()
+            .filter(|c| c.role == Role::Consumer)
+            .count();
+        (producers, consumers, self.admins)
+    }
+
+    /// A snapshot of every group for status reports: name, member ids, position.
+    pub fn group_snapshot(&self) -> Vec<GroupSnapshot> {
+        let mut out: Vec<_> = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter_map(|(g, grp)| {
+                let grp = grp.as_ref()?;
+                Some(GroupSnapshot {
+                    name: grp.name.clone(),
+                    created: grp.created,
+                    members: grp
+                        .members
+                        .iter()
+                        .filter_map(|&m| self.clients[m as usize].as_ref().map(|c| c.id.clone()))
+                        .collect(),
+                    position: self.position(g as u32).unwrap_or(0),
+                    cursor: self.region.group(g as u32).map_or(0, group::cursor),
+                })
+            })
+            .collect();
+        out.sort_by_key(|g| g.created);
+        out
+    }
+}
+
+/// What `broker status` shows of a group.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    pub name: String,
+    pub created: u64,
+    pub members: Vec<String>,
+    pub position: u64,
+    pub cursor: u64,
+}
+
+fn role_code(role: Role) -> u32 {
+    match role {
+        Role::Producer => 1,
+        Role::Consumer => 2,
+        Role::Admin => 3,
+    }
+}
+
+fn write_name(
+    words: &[std::sync::atomic::AtomicU64; 8],
+    len: &std::sync::atomic::AtomicU32,
+    name: &str,
+) {
+    let mut bytes = [0u8; NAME_CAPACITY];
+    let n = name.len().min(NAME_CAPACITY);
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    for (w, chunk) in words.iter().zip(bytes.chunks_exact(8)) {
+        w.store(
+            u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+            Ordering::Relaxed,
+        );
+    }
+    len.store(n as u32, Ordering::Release);
+}

@@ -1,0 +1,376 @@
+//! The control port: one mio event loop for every connection. A connection says
+//! Hello, is told where the region is, registers with the region's token, and then
+//! stays open as the client's lease; when it closes, the client has left.
+//!
+//! Every connection's memory is bounded: requests longer than
+//! [`frame::MAX_REQUEST_LEN`] are refused before allocation, replies queue up to
+//! [`MAX_OUTPUT`], and a connection must register within [`REGISTRATION_DEADLINE`].
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use shm_layout::layout::LAYOUT_VERSION;
+use shm_layout::protocol::frame::{self, MAX_REQUEST_LEN};
+use shm_layout::protocol::{ControlFrame, Refusal, Role};
+use shm_layout::Region;
+
+use crate::registry::Registry;
+use crate::status;
+
+const LISTENER: Token = Token(usize::MAX);
+/// Time allowed between accepting a connection and its registration.
+pub const REGISTRATION_DEADLINE: Duration = Duration::from_secs(5);
+/// Largest reply backlog kept for one connection.
+pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// How often the loop wakes to check deadlines, evictions and the stop flag.
+const TICK: Duration = Duration::from_millis(50);
+
+enum Stage {
+    AwaitHello,
+    AwaitRegister,
+    Client(u32),
+    Admin,
+}
+
+struct Connection {
+    stream: TcpStream,
+    stage: Stage,
+    accepted: Instant,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Close once the output is flushed.
+    closing: bool,
+}
+
+/// Shared state the loop needs.
+pub struct Server {
+    pub region: Arc<Region>,
+    pub registry: Arc<Mutex<Registry>>,
+    pub max_connections: usize,
+    pub started: Instant,
+}
+
+impl Server {
+    /// Serves until `stop` is set. Then marks the region closing and wakes every
+    /// waiter before closing the connections, so clients learn that the broker
+    /// stopped whichever they notice first.
+    pub fn run(&self, listener: std::net::TcpListener, stop: &AtomicBool) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let mut poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut events = Events::with_capacity(256);
+        let mut conns: HashMap<Token, Connection> = HashMap::new();
+        let mut next_token = 0usize;
+        while !stop.load(Ordering::Acquire) {
+            if let Err(e) = poll.poll(&mut events, Some(TICK)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.iter() {
+                if ev.token() == LISTENER {
+                    self.accept_all(&listener, &poll, &mut conns, &mut next_token);
+                    continue;
+                }
+                let token = ev.token();
+                let Some(conn) = conns.get_mut(&token) else {
+                    continue;
+                };
+                let mut alive = true;
+                if ev.is_readable() {
+                    alive = self.read_from(conn);
+                }
+                if alive && !conn.output.is_empty() {
+                    alive = flush(conn);
+                }
+                if !alive || (conn.closing && conn.output.is_empty()) {
+                    self.close(&poll, &mut conns, token);
+                } else {
+                    let interest = if conn.output.is_empty() {
+                        Interest::READABLE
+                    } else {
+                        Interest::READABLE | Interest::WRITABLE
+                    };
+                    let _ = poll
+                        .registry()
+                        .reregister(&mut conn.stream, token, interest);
+                }
+            }
+            self.housekeeping(&poll, &mut conns);
+        }
+        crate::mark_closing(&self.region);
+        for (_, mut c) in conns.drain() {
+            let _ = poll.registry().deregister(&mut c.stream);
+        }
+        Ok(())
+    }
+
+    fn accept_all(
+        &self,
+        listener: &TcpListener,
+        poll: &Poll,
+        conns: &mut HashMap<Token, Connection>,
+        next_token: &mut usize,
+    ) {
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    if conns.len() >= self.max_connections {
+                        let refusal = ControlFrame::Refused {
+                            reason: Refusal::TooManyClients,
+                            message: format!(
+                                "the broker's limit of {} connections is reached",
+                                self.max_connections
+                            ),
+                        };
+                        let _ = stream.write(&refusal.encode());
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(*next_token);
+                    *next_token = (*next_token + 1) % (usize::MAX - 1);
+                    if poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        conns.insert(
+                            token,
+                            Connection {
+                                stream,
+                                stage: Stage::AwaitHello,
+                                accepted: Instant::now(),
+                                input: Vec::new(),
+                                output: Vec::new(),
+                                closing: false,
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // Out of descriptors or a reset: drop this accept, keep serving.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads what is available and handles every whole frame; false to close.
+    fn read_from(&self, conn: &mut Connection) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if conn.closing {
+                // Ignore anything sent after a refusal; just drain.
+                match conn.stream.read(&mut chunk) {
+                    Ok(0) => return false,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => return false,
+                }
+            }
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    conn.input.extend_from_slice(&chunk[..n]);
+                    if !self.handle_frames(conn) {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Handles every whole frame in the input; false once the connection is refused.
+    fn handle_frames(&self, conn: &mut Connection) -> bool {
+        loop {
+            match frame::check(&conn.input, MAX_REQUEST_LEN) {
+                Ok(None) => return true,
+                Ok(Some(n)) => {
+                    let decoded = ControlFrame::decode(&conn.input[..n]);
+                    conn.input.drain(..n);
+                    match decoded {
+                        Ok(f) => self.handle(conn, f),
+                        Err(e) => refuse(conn, Refusal::ProtocolError, e.to_string()),
+                    }
+                    if conn.closing {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    refuse(conn, Refusal::ProtocolError, e.to_string());
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn handle(&self, conn: &mut Connection, frame: ControlFrame) {
+        match (&conn.stage, frame) {
+            (Stage::AwaitHello, ControlFrame::Hello { .. }) => {
+                let welcome = ControlFrame::Welcome {
+                    broker_pid: std::process::id(),
+                    region: self.region.name().to_string(),
+                    layout_version: LAYOUT_VERSION,
+                    geometry: *self.region.geometry(),
+                };
+                conn.output.extend_from_slice(&welcome.encode());
+                conn.stage = Stage::AwaitRegister;
+            }
+            (
+                Stage::AwaitRegister,
+                ControlFrame::Register {
+                    role,
+                    id,
+                    group,
+                    pid,
+                    token,
+                },
+            ) => {
+                let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+                match reg.register(role, &id, group.as_deref(), pid, token) {
+                    Ok(r) => {
+                        conn.stage = if role == Role::Admin {
+                            Stage::Admin
+                        } else {
+                            Stage::Client(r.client)
+                        };
+                        let reply = ControlFrame::Registered {
+                            client: r.client,
+                            generation: r.generation,
+                            group: r.group,
+                        };
+                        conn.output.extend_from_slice(&reply.encode());
+                    }
+                    Err(refused) => refuse(conn, refused.reason, refused.message),
+                }
+            }
+            (Stage::Client(_) | Stage::Admin, ControlFrame::StatusRequest) => {
+                let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+                let json = status::report(&self.region, &reg, self.started);
+                conn.output
+                    .extend_from_slice(&ControlFrame::Status { json }.encode());
+            }
+            (_, other) => refuse(
+                conn,
+                Refusal::ProtocolError,
+                format!(
+                    "unexpected {} at this point of the handshake",
+                    kind_name(&other)
+                ),
+            ),
+        }
+        if conn.output.len() > MAX_OUTPUT {
+            conn.output.clear();
+            conn.closing = true;
+        }
+    }
+
+    fn close(&self, poll: &Poll, conns: &mut HashMap<Token, Connection>, token: Token) {
+        let Some(mut conn) = conns.remove(&token) else {
+            return;
+        };
+        let _ = poll.registry().deregister(&mut conn.stream);
+        let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        match conn.stage {
+            Stage::Client(c) => reg.leave(c),
+            Stage::Admin => reg.admin_left(),
+            _ => {}
+        }
+        drop(reg);
+        // Wake the cleaner: the leaver may have released slots or redeliveries.
+        shm_layout::event::wake(&self.region.header().cleaner);
+    }
+
+    /// Registration deadlines and session-timeout evictions.
+    fn housekeeping(&self, poll: &Poll, conns: &mut HashMap<Token, Connection>) {
+        let late: Vec<Token> = conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.stage, Stage::AwaitHello | Stage::AwaitRegister)
+                    && c.accepted.elapsed() > REGISTRATION_DEADLINE
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            if let Some(c) = conns.get_mut(&t) {
+                refuse(
+                    c,
+                    Refusal::ProtocolError,
+                    "registration did not complete in time".into(),
+                );
+                let _ = flush(c);
+            }
+            self.close(poll, conns, t);
+        }
+        let overdue = {
+            let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            reg.overdue_consumers()
+        };
+        for ev in overdue {
+            let token = conns
+                .iter()
+                .find(|(_, c)| matches!(c.stage, Stage::Client(x) if x == ev.client))
+                .map(|(t, _)| *t);
+            eprintln!(
+                "broker: evicting consumer from group {} after the session timeout",
+                ev.group
+            );
+            if let Some(t) = token {
+                if let Some(c) = conns.get_mut(&t) {
+                    let f = ControlFrame::Evicted { group: ev.group };
+                    c.output.extend_from_slice(&f.encode());
+                    let _ = flush(c);
+                }
+                self.close(poll, conns, t);
+            }
+        }
+    }
+}
+
+fn refuse(conn: &mut Connection, reason: Refusal, message: String) {
+    let f = ControlFrame::Refused { reason, message };
+    conn.output.extend_from_slice(&f.encode());
+    conn.input.clear();
+    conn.closing = true;
+}
+
+/// Writes as much output as the socket takes; false if the connection is dead.
+fn flush(conn: &mut Connection) -> bool {
+    while !conn.output.is_empty() {
+        match conn.stream.write(&conn.output) {
+            Ok(0) => return false,
+            Ok(n) => {
+                conn.output.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn kind_name(f: &ControlFrame) -> &'static str {
+    match f {
+        ControlFrame::Hello { .. } => "Hello",
+        ControlFrame::Welcome { .. } => "Welcome",
+        ControlFrame::Register { .. } => "Register",
+        ControlFrame::Registered { .. } => "Registered",
+        ControlFrame::Refused { .. } => "Refused",
+        ControlFrame::Evicted { .. } => "Evicted",
+        ControlFrame::StatusRequest => "StatusRequest",
+        ControlFrame::Status { .. } => "Status",
+    }
+}

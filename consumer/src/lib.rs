@@ -1,0 +1,315 @@
+//! Receiving messages from a mini-kafka broker on this host, as a member of a
+//! consumer group.
+//!
+//! Within a group, offsets are handed out in turn to the members in join order; a
+//! [`Consumer`] claims its turns directly in the shared-memory region (no broker
+//! round trip) and borrows each payload in place. Polling again acknowledges the
+//! previous message; [`Consumer::ack`] does it explicitly, and [`Consumer::close`]
+//! acknowledges the last one before leaving. A message that was not acknowledged
+//! when its consumer left is redelivered to another member of the group.
+//!
+//! ```no_run
+//! let mut consumer = consumer::Consumer::connect("127.0.0.1:4444", None, Some("billing"))?;
+//! while let Some(msg) = consumer.poll(None)? {
+//!     println!("{} {:?}", msg.offset, msg.payload);
+//! }
+//! # Ok::<(), consumer::ConsumerError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shm_layout::event::{self, event_id};
+use shm_layout::group::{self, ClaimedRedelivery, Turn};
+use shm_layout::layout::{client_state, ClientEntry, GroupEntry};
+use shm_layout::protocol::{default_id, ConnectError, Role, Session};
+use shm_layout::ring::ReadError;
+use shm_layout::sys::monotonic_millis;
+
+/// Why polling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// Could not reach or register with the broker.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The broker stopped or its control connection was lost.
+    #[error("broker stopped")]
+    BrokerStopped,
+    /// The broker removed this consumer from its group (session timeout).
+    #[error("evicted from group {0}")]
+    Evicted(String),
+    /// The caller's interrupt flag was raised while waiting.
+    #[error("interrupted")]
+    Interrupted,
+    /// The region holds something the consumer refuses to read.
+    #[error("the shared-memory region is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A message borrowed in place from the ring until the next poll or ack.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub offset: u64,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    /// Publish time, microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Id of the producer that sent it.
+    pub producer: &'a str,
+    /// 1 for a first delivery, 2, 3, ... for redeliveries.
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    First(u64),
+    Redelivered(ClaimedRedelivery),
+}
+
+/// A member of a consumer group.
+pub struct Consumer {
+    session: Session,
+    group: u32,
+    group_name: String,
+    held: Option<Held>,
+    interrupt: Option<Arc<AtomicBool>>,
+    producer_name: Option<((u32, u32), String)>,
+}
+
+impl Consumer {
+    /// Connects to the broker at `broker` as `id` (default `consumer-<pid>`), joining
+    /// `group` (created if new) or, without one, the group with fewest consumers.
+    pub fn connect(
+        broker: &str,
+        id: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Consumer, ConsumerError> {
+        let id = id.map_or_else(|| default_id(Role::Consumer), str::to_string);
+        let session = Session::connect(broker, Role::Consumer, &id, group)?;
+        let (g, name) = session.group.clone().ok_or_else(|| {
+            ConsumerError::Corrupt("the broker registered us without a group".into())
+        })?;
+        if session.region.group(g).is_none() {
+            return Err(ConsumerError::Corrupt(format!(
+                "group index {g} is out of range"
+            )));
+        }
+        Ok(Consumer {
+            session,
+            group: g,
+            group_name: name,
+            held: None,
+            interrupt: None,
+            producer_name: None,
+        })
+    }
+
+    /// A flag that, once raised (e.g. by a signal handler), makes a waiting poll
+    /// return [`ConsumerError::Interrupted`].
+    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    /// The group this consumer belongs to.
+    pub fn group(&self) -> &str {
+        &self.group_name
+    }
+
+    /// The id this consumer registered with.
+    pub fn id(&self) -> &str {
+        &self.session.id
+    }
+
+    fn me(&self) -> &ClientEntry {
+        self.session
+            .region
+            .client(self.session.client)
+            .expect("checked at connect")
+    }
+
+    fn group_entry(&self) -> &GroupEntry {
+        self.session
+            .region
+            .group(self.group)
+            .expect("checked at connect")
+    }
+
+    /// Acknowledges the message returned by the last poll, if any.
+    pub fn ack(&mut self) {
+        match self.held.take() {
+            Some(Held::First(offset)) => {
+                // Release pairs with the broker's Acquire load when it computes the
+                // group's position.
+                self.me()
+                    .activity
+                    .ack_upto
+                    .store(offset + 1, Ordering::Release);
+            }
+            Some(Held::Redelivered(claim)) => {
+                let r = &self.session.region;
+                r.ack_redelivery(self.group, self.session.client, &claim);
+            }
+            None => {}
+        }
+    }
+
+    /// Acknowledges the last message and leaves the group.
+    pub fn close(mut self) {
+        self.ack();
+    }
+
+    fn check_alive(&self) -> Result<(), ConsumerError> {
+        let s = &self.session;
+        if s.link.is_evicted()
+            || self.me().identity.state.load(Ordering::Acquire) != client_state::ACTIVE
+                && !s.link.is_gone()
+                && !s.region.is_closing()
+        {
+            return Err(ConsumerError::Evicted(self.group_name.clone()));
+        }
+        if s.link.is_gone() || s.region.is_closing() {
+            return Err(ConsumerError::BrokerStopped);
+        }
+        if self
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Err(ConsumerError::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the previous message and waits for the next one for this
+    /// consumer, at most `timeout` (forever if None); `Ok(None)` on timeout.
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Message<'_>>, ConsumerError> {
+        self.ack();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let next = loop {
+            self.check_alive()?;
+            self.me()
+                .activity
+                .last_active_ms
+                .store(monotonic_millis(), Ordering::Relaxed);
+            if let Some(claim) = self
+                .session
+                .region
+                .claim_redelivery(self.group, self.session.client)
+            {
+                break Held::Redelivered(claim);
+            }
+            match group::view_turn(self.group_entry(), self.me()) {
+                Turn::Mine { offset, word } if self.session.region.is_committed(offset) => {
+                    if group::try_claim(self.group_entry(), word) {
+                        event::notify(&self.group_entry().turn_event);
+                        break Held::First(offset);
+                    }
+                }
+                Turn::Mine { offset, .. } => {
+                    if !self.wait_for(deadline, true, |c| c.session.region.is_committed(offset))? {
+                        return Ok(None);
+                    }
+                }
+                Turn::Other { .. } | Turn::NotMember => {
+                    let word = self.group_entry().turn.turn.load(Ordering::Acquire);
+                    let changed = |c: &Consumer| {
+                        c.group_entry().turn.turn.load(Ordering::Acquire) != word
+                            || c.group_entry().meta.redeliveries.load(Ordering::Acquire) != 0
+                    };
+                    if !self.wait_for(deadline, false, changed)? {
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        self.held = Some(next);
+        let (offset, attempt) = match next {
+            Held::First(o) => (o, 1),
+            Held::Redelivered(c) => (c.offset, c.attempt),
+        };
+        let record = match self.session.region.read_record(offset) {
+            Ok(r) => r,
+            Err(e @ (ReadError::NotAvailable(_) | ReadError::Corrupt(_))) => {
+                return Err(ConsumerError::Corrupt(e.to_string()))
+            }
+        };
+        let key = (record.producer, record.producer_generation);
+        if self.producer_name.as_ref().map(|(k, _)| *k) != Some(key) {
+            let name = producer_name(&self.session.region, key.0, key.1);
+            self.producer_name = Some((key, name));
+        }
+        let producer = self.producer_name.as_ref().map_or("", |(_, n)| n.as_str());
+        Ok(Some(Message {
+            offset,
+            key: record.key,
+            payload: record.payload,
+            timestamp_us: record.timestamp_us,
+            producer,
+            attempt,
+        }))
+    }
+
+    /// Waits until `ready` (or something else worth a new look) happens; false if the
+    /// deadline passed. `on_publish` picks the event: a commit, or a group turn.
+    fn wait_for(
+        &self,
+        deadline: Option<Instant>,
+        on_publish: bool,
+        ready: impl Fn(&Consumer) -> bool,
+    ) -> Result<bool, ConsumerError> {
+        let region = &self.session.region;
+        let (ev, id) = if on_publish {
+            (&region.header().published, event_id::PUBLISHED)
+        } else {
+            (
+                &self.group_entry().turn_event,
+                event_id::GROUP_BASE + self.group,
+            )
+        };
+        let flag = &self.me().activity.sleeping_on;
+        let step_deadline = Instant::now() + event::MAX_SLEEP;
+        let until = deadline.map_or(step_deadline, |d| d.min(step_deadline));
+        let waited = event::wait_until(
+            ev,
+            id,
+            Some(flag),
+            || ready(self) || region.is_closing(),
+            || self.check_alive().is_err(),
+            Some(until),
+        );
+        match waited {
+            Ok(()) => Ok(true),
+            Err(_) => {
+                self.check_alive()?;
+                Ok(deadline.is_none_or(|d| Instant::now() < d))
+            }
+        }
+    }
+}
+
+/// The id of the producer in client entry `client`, if the entry still belongs to
+/// that producer (same generation) and holds a valid name.
+fn producer_name(region: &shm_layout::Region, client: u32, generation: u32) -> String {
+    let Some(entry) = region.client(client) else {
+        return "unknown".into();
+    };
+    let idn = &entry.identity;
+    if idn.generation.load(Ordering::Acquire) != generation {
+        return "unknown".into();
+    }
+    let len = idn.id_len.load(Ordering::Acquire) as usize;
+    let mut bytes = Vec::with_capacity(64);
+    for w in &idn.id {
+        bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    bytes.truncate(len.min(64));
+    match String::from_utf8(bytes) {
+        Ok(s) if shm_layout::names::check_name("id", &s).is_ok() => s,
+        _ => "unknown".into(),
+    }
+}

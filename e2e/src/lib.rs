@@ -1,0 +1,431 @@
+//! A harness for end-to-end tests: starts the built `broker`, `producer` and
+//! `consumer` binaries as separate processes, waits on what they print (never on
+//! time alone), bounds every wait with a deadline, and kills and cleans up whatever
+//! it started when dropped.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous bound for any single wait in a test.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Path of a workspace binary built next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+static UNIQUE: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(&format!("mk-e2e-{tag}")));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running process with its output collected in the background.
+pub struct Proc {
+    pub pid: u32,
+    exit: Receiver<ExitStatus>,
+    status: Option<ExitStatus>,
+    stdout: Receiver<Vec<u8>>,
+    stdout_lines: Option<Receiver<String>>,
+    stderr_lines: Receiver<String>,
+    stderr_seen: Arc<Mutex<Vec<String>>>,
+}
+
+/// What a process left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<String>,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).expect("stdout is UTF-8")
+    }
+    pub fn last_stderr_line(&self) -> &str {
+        self.stderr.last().map(String::as_str).unwrap_or("")
+    }
+}
+
+/// How to treat a process's stdout.
+pub enum StdoutMode {
+    /// Collect it whole, returned by `wait_exit`.
+    Collect,
+    /// Deliver it line by line (`next_stdout_line`).
+    Lines,
+}
+
+impl Proc {
+    /// Starts `program` with `args`, writing `stdin` (then closing it) if given.
+    pub fn spawn(
+        program: &Path,
+        args: &[String],
+        stdin: Option<Vec<u8>>,
+        mode: StdoutMode,
+    ) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child: Child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let pid = child.id();
+        if let Some(data) = stdin {
+            let mut pipe = child.stdin.take().expect("piped stdin");
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            });
+        }
+        let mut out = child.stdout.take().expect("piped stdout");
+        let (stdout_tx, stdout) = channel();
+        let stdout_lines = match mode {
+            StdoutMode::Collect => {
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let _ = out.read_to_end(&mut buf);
+                    let _ = stdout_tx.send(buf);
+                });
+                None
+            }
+            StdoutMode::Lines => {
+                let (tx, rx) = channel();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(out).lines().map_while(Result::ok) {
+                        let _ = tx.send(line);
+                    }
+                    let _ = stdout_tx.send(Vec::new());
+                });
+                Some(rx)
+            }
+        };
+        let err = child.stderr.take().expect("piped stderr");
+        let (err_tx, stderr_lines) = channel();
+        let stderr_seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = stderr_seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push(line.clone());
+                let _ = err_tx.send(line);
+            }
+        });
+        let (exit_tx, exit) = channel();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = exit_tx.send(status);
+            }
+        });
+        Proc {
+            pid,
+            exit,
+            status: None,
+            stdout,
+            stdout_lines,
+            stderr_lines,
+            stderr_seen,
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; panics at the deadline.
+    pub fn wait_stderr(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "pid {}: no stderr line containing {needle:?}; saw {:?}",
+                    self.pid,
+                    self.stderr_seen.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// The next stdout line (`StdoutMode::Lines`); panics at the deadline.
+    pub fn next_stdout_line(&mut self) -> String {
+        let rx = self
+            .stdout_lines
+            .as_ref()
+            .expect("spawned with StdoutMode::Lines");
+        match rx.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(e) => panic!(
+                "pid {}: no stdout line ({e:?}); stderr {:?}",
+                self.pid,
+                self.stderr_seen.lock().unwrap()
+            ),
+        }
+    }
+
+    /// Whether the process is still running (without waiting).
+    pub fn is_running(&mut self) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        match self.exit.try_recv() {
+            Ok(s) => {
+                self.status = Some(s);
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Waits for the process to exit; panics at the deadline.
+    pub fn wait_exit(mut self) -> Finished {
+        self.wait_exit_within(DEADLINE)
+    }
+
+    /// Waits at most `limit` for the process to exit; panics if it does not.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> Finished {
+        let status = match self.status.take() {
+            Some(s) => s,
+            None => match self.exit.recv_timeout(limit) {
+                Ok(s) => s,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "pid {} did not exit within {limit:?}; stderr {:?}",
+                    self.pid,
+                    self.stderr_seen.lock().unwrap()
+                ),
+                Err(e) => panic!("pid {}: {e}", self.pid),
+            },
+        };
+        self.status = Some(status);
+        let stdout = self.stdout.recv_timeout(DEADLINE).unwrap_or_default();
+        // The stderr reader ends at EOF, right after exit; take what it saw.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self
+            .stderr_lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {}
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr_seen.lock().unwrap().clone(),
+        }
+    }
+
+    /// Sends `signal` to the process (only ever one this harness started).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), signal);
+    }
+
+    /// User + system CPU time so far, in clock ticks, from /proc/PID/stat.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read stat");
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// A broker started on a free port with its own region name and data directory.
+pub struct Broker {
+    pub proc: Proc,
+    pub addr: String,
+    pub shm: String,
+    pub data: TempDir,
+}
+
+impl Broker {
+    /// Starts a broker with `extra` arguments and waits for its ready line.
+    pub fn start(extra: &[&str]) -> Broker {
+        let data = TempDir::new("data");
+        let shm = format!("/{}", unique("mk-e2e"));
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--shm-name".into(),
+            shm.clone(),
+            "--data-dir".into(),
+            data.0.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut proc = Proc::spawn(&bin("broker"), &args, None, StdoutMode::Lines);
+        let ready = proc.next_stdout_line();
+        let addr = ready
+            .strip_prefix("listening on ")
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected ready line {ready:?}"))
+            .to_string();
+        assert_eq!(ready, format!("listening on {addr}, shm {shm}"));
+        Broker {
+            proc,
+            addr,
+            shm,
+            data,
+        }
+    }
+
+    /// `-b ADDR` plus `args`, for a client command line.
+    pub fn client_args(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec!["-b".to_string(), self.addr.clone()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// Starts a consumer and waits until it has joined; returns it and its group.
+    pub fn consumer(&self, args: &[&str]) -> (Proc, String) {
+        let mut p = Proc::spawn(
+            &bin("consumer"),
+            &self.client_args(args),
+            None,
+            StdoutMode::Collect,
+        );
+        let line = p.wait_stderr("joined group ");
+        let group = line
+            .strip_prefix("joined group ")
+            .and_then(|r| r.split(" as ").next())
+            .expect("joined line")
+            .to_string();
+        (p, group)
+    }
+
+    /// Starts a producer.
+    pub fn producer(&self, args: &[&str], stdin: Option<Vec<u8>>) -> Proc {
+        Proc::spawn(
+            &bin("producer"),
+            &self.client_args(args),
+            stdin,
+            StdoutMode::Collect,
+        )
+    }
+
+    /// Runs `broker status --json` against this broker.
+    pub fn status(&self) -> serde_json::Value {
+        let p = Proc::spawn(
+            &bin("broker"),
+            &self.client_args(&["--json"]).into_iter().fold(
+                vec!["status".to_string()],
+                |mut v, a| {
+                    v.push(a);
+                    v
+                },
+            ),
+            None,
+            StdoutMode::Collect,
+        );
+        let f = p.wait_exit();
+        assert_eq!(f.code(), Some(0), "broker status failed: {:?}", f.stderr);
+        serde_json::from_slice(&f.stdout).expect("status is JSON")
+    }
+
+    /// Polls `broker status` until `ready` holds for the report; panics at the deadline.
+    pub fn wait_for_status(
+        &self,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let s = self.status();
+            if ready(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker never reported {what}: {s}"
+            );
+        }
+    }
+
+    /// Stops the broker with SIGTERM and waits for it.
+    pub fn stop(mut self) -> Finished {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        self.proc.wait_exit_within(DEADLINE)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.proc.is_running() {
+            self.proc.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = self.proc.wait_exit_within(DEADLINE);
+        }
+        let _ = shm_layout::Region::unlink(&self.shm);
+    }
+}
+
+/// Parses JSON Lines output of `consumer --format json`.
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    std::str::from_utf8(stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// A message's payload bytes from a JSON line (`payload` or `payload_base64`).
+pub fn payload_of(v: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    if let Some(s) = v["payload"].as_str() {
+        return s.as_bytes().to_vec();
+    }
+    let b = v["payload_base64"]
+        .as_str()
+        .expect("payload or payload_base64");
+    base64::engine::general_purpose::STANDARD
+        .decode(b)
+        .expect("valid base64")
+}

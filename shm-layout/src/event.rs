@@ -1,0 +1,201 @@
+//! Waiting and waking through the region: an event count over a futex word.
+//!
+//! A poster changes the state, then wakes sleepers only if some are counted, so the
+//! fast path costs one fence and one load, no syscall. A waiter spins briefly
+//! (a cross-core futex wake costs tens of microseconds, a cache-line hop a tenth of
+//! one), then counts itself, rechecks, and sleeps for at most [`MAX_SLEEP`]: a lost
+//! wake-up or a dead poster delays a waiter, never wedges it.
+
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::layout::EventWord;
+use crate::sys::{futex_wait, futex_wake_all};
+
+/// Longest single sleep: every waiter rechecks its state and stop conditions this often.
+pub const MAX_SLEEP: Duration = Duration::from_millis(100);
+/// How long a waiter spins before sleeping.
+pub const SPIN: Duration = Duration::from_micros(20);
+
+/// Identifies an event word to the broker, which repairs sleeper counts of dead clients.
+pub mod event_id {
+    pub const PUBLISHED: u32 = 0;
+    pub const SPACE: u32 = 1;
+    pub const CLEANER: u32 = 2;
+    /// Group `g`'s turn event is `GROUP_BASE + g`.
+    pub const GROUP_BASE: u32 = 3;
+}
+
+/// Wakes the sleepers of `event`, if any, after the caller changed the state they
+/// wait on.
+pub fn notify(event: &EventWord) {
+    // SeqCst fence pairs with the one in `sleep_once`: either this load sees the
+    // sleeper's increment, or the sleeper's recheck sees our state change.
+    fence(Ordering::SeqCst);
+    if event.sleepers.load(Ordering::Relaxed) > 0 {
+        wake(event);
+    }
+}
+
+/// Wakes every sleeper unconditionally (used when the broker stops).
+pub fn wake(event: &EventWord) {
+    // Release pairs with the Acquire load of `seq` in `sleep_once`.
+    event.seq.fetch_add(1, Ordering::Release);
+    futex_wake_all(&event.seq);
+}
+
+/// Spins until `ready` holds or [`SPIN`] has passed; true if it holds.
+pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN {
+            return ready();
+        }
+    }
+}
+
+/// Sleeps once on `event` unless `ready` already holds, for at most `timeout`
+/// (capped at [`MAX_SLEEP`]). `sleeping_on`, the caller's flag in its client entry,
+/// records the event while asleep so the broker can uncount a sleeper that died.
+pub fn sleep_once(
+    event: &EventWord,
+    id: u32,
+    sleeping_on: Option<&AtomicU32>,
+    mut ready: impl FnMut() -> bool,
+    timeout: Duration,
+) {
+    event.sleepers.fetch_add(1, Ordering::Relaxed);
+    if let Some(flag) = sleeping_on {
+        flag.store(id + 1, Ordering::Relaxed);
+    }
+    // Pairs with the fence in `notify` (see there).
+    fence(Ordering::SeqCst);
+    let seq = event.seq.load(Ordering::Acquire);
+    if !ready() {
+        futex_wait(&event.seq, seq, timeout.min(MAX_SLEEP));
+    }
+    let counted = match sleeping_on {
+        // Whoever swaps the flag back to 0 (we, or the broker repairing after our
+        // death) uncounts us, exactly once.
+        Some(flag) => flag.swap(0, Ordering::AcqRel) != 0,
+        None => true,
+    };
+    if counted {
+        event.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How a wait ended without its condition becoming true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitError {
+    /// `stop` returned true.
+    Stopped,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Waits until `ready` holds: spins, then sleeps in timed steps, checking `stop`
+/// and `deadline` between steps.
+pub fn wait_until(
+    event: &EventWord,
+    id: u32,
+    sleeping_on: Option<&AtomicU32>,
+    mut ready: impl FnMut() -> bool,
+    mut stop: impl FnMut() -> bool,
+    deadline: Option<Instant>,
+) -> Result<(), WaitError> {
+    loop {
+        if spin_until(&mut ready) {
+            return Ok(());
+        }
+        if stop() {
+            return Err(WaitError::Stopped);
+        }
+        let timeout = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(WaitError::TimedOut);
+                }
+                d - now
+            }
+            None => MAX_SLEEP,
+        };
+        sleep_once(event, id, sleeping_on, &mut ready, timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    fn event() -> Arc<EventWord> {
+        Arc::new(EventWord {
+            seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+        })
+    }
+
+    #[test]
+    fn a_notified_waiter_wakes_and_sleepers_return_to_zero() {
+        let ev = event();
+        let flag = Arc::new(AtomicBool::new(false));
+        let (ev2, flag2) = (ev.clone(), flag.clone());
+        let waiter = std::thread::spawn(move || {
+            wait_until(
+                &ev2,
+                0,
+                None,
+                || flag2.load(Ordering::Acquire),
+                || false,
+                Some(Instant::now() + Duration::from_secs(10)),
+            )
+        });
+        flag.store(true, Ordering::Release);
+        notify(&ev);
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+        assert_eq!(ev.sleepers.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn deadline_and_stop_end_a_wait() {
+        let ev = event();
+        let d = Some(Instant::now() + Duration::from_millis(30));
+        assert_eq!(
+            wait_until(&ev, 0, None, || false, || false, d),
+            Err(WaitError::TimedOut)
+        );
+        assert_eq!(
+            wait_until(&ev, 0, None, || false, || true, None),
+            Err(WaitError::Stopped)
+        );
+    }
+
+    #[test]
+    fn a_sleeper_uncounted_by_someone_else_is_not_uncounted_twice() {
+        let ev = event();
+        let flag = AtomicU32::new(0);
+        // Simulates the broker having repaired the count while we slept.
+        sleep_once(
+            &ev,
+            5,
+            Some(&flag),
+            || {
+                if flag.swap(0, Ordering::AcqRel) != 0 {
+                    ev.sleepers.fetch_sub(1, Ordering::Relaxed);
+                }
+                true
+            },
+            Duration::from_millis(1),
+        );
+        assert_eq!(ev.sleepers.load(Ordering::Relaxed), 0);
+    }
+}

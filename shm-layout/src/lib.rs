@@ -1,0 +1,32 @@
+//! The shared-memory region of mini-kafka and everything that touches it.
+//!
+//! # Layout
+//! - [`sys`]: raw OS calls (futex, robust process-shared mutex, clocks, randomness):
+//!   the only place that calls libc directly.
+//! - [`layout`]: the `#[repr(C)]` structs, their compile-time size checks, and the
+//!   offsets of every table from a [`layout::Geometry`] (see `docs/shm-layout.md`).
+//! - [`region`]: creating, opening and unlinking a region; bounds-checked accessors.
+//! - [`event`]: waiting and waking (bounded spin, then timed futex sleeps; no syscall
+//!   for a poster while nobody sleeps).
+//! - [`ring`]: reserve/commit of records, reading by offset, and reclaiming.
+//! - [`group`]: the per-group turn word that hands each offset to one consumer.
+//! - [`protocol`]: control frames over TCP and the client's connection.
+//! - [`escape`], [`names`], [`units`]: text escaping of SPEC §6, name validation,
+//!   durations and sizes on command lines.
+//!
+//! All `unsafe` code of the workspace lives in this crate, in `sys`, `region` and
+//! `ring`, each block with the argument for its soundness.
+
+pub mod escape;
+pub mod event;
+pub mod group;
+pub mod layout;
+pub mod names;
+pub mod protocol;
+pub mod region;
+pub mod ring;
+pub mod sys;
+pub mod units;
+
+pub use layout::Geometry;
+pub use region::{Region, RegionError};

@@ -1,0 +1,55 @@
+//! Validation of the names users choose: client ids, group names, region names.
+
+/// Longest id or group name.
+pub const MAX_NAME_LEN: usize = crate::layout::NAME_CAPACITY;
+
+/// Why a name was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{what} {value:?} is invalid: use 1 to 64 characters of A-Z a-z 0-9 . _ -")]
+pub struct NameError {
+    pub what: &'static str,
+    pub value: String,
+}
+
+fn name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')
+}
+
+/// Checks a client id or group name: 1–64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
+    let ok = !value.is_empty() && value.len() <= MAX_NAME_LEN && value.bytes().all(name_char);
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            what,
+            value: value.to_string(),
+        })
+    }
+}
+
+/// A POSIX shared-memory name: `/` then 1–200 name characters.
+pub fn valid_shm_name(name: &str) -> bool {
+    match name.strip_prefix('/') {
+        Some(rest) => !rest.is_empty() && rest.len() <= 200 && rest.bytes().all(name_char),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_alphabet_and_length() {
+        assert!(check_name("id", "consumer-12.a_b").is_ok());
+        assert!(check_name("id", &"x".repeat(64)).is_ok());
+        assert!(check_name("id", &"x".repeat(65)).is_err());
+        assert!(check_name("id", "").is_err());
+        assert!(check_name("id", "a b").is_err());
+        assert!(check_name("id", "é").is_err());
+        assert!(valid_shm_name("/minikafka-4444"));
+        assert!(!valid_shm_name("minikafka"));
+        assert!(!valid_shm_name("/a/b"));
+    }
+}

@@ -1,0 +1,293 @@
+//! The client end of the control connection: connect, learn the region from the
+//! broker, map it, register with its token, then keep the connection open as the
+//! client's lease. A watcher thread notices the broker going away or evicting us.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::frame::{self, FrameError, MAX_REPLY_LEN};
+use super::message::{ControlFrame, Refusal, Role};
+use crate::layout::LAYOUT_VERSION;
+use crate::region::{Region, RegionError};
+
+/// How long a client waits for each handshake reply.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a client could not join the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No broker answers at the address.
+    #[error("cannot reach the broker at {addr}: {source}")]
+    Unreachable {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// The broker refused us.
+    #[error("the broker refused the registration: {message}")]
+    Refused { reason: Refusal, message: String },
+    /// The broker said something unexpected or nothing in time.
+    #[error("control protocol error with {addr}: {detail}")]
+    Protocol { addr: String, detail: String },
+    /// The broker speaks another layout version.
+    #[error(
+        "the broker uses region layout version {found}, this client understands {LAYOUT_VERSION}"
+    )]
+    LayoutVersion { found: u32 },
+    /// The region could not be mapped or is not what the broker described.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+}
+
+/// What the broker told us about the connection since we registered.
+#[derive(Debug, Default)]
+pub struct Link {
+    gone: AtomicBool,
+    evicted: AtomicBool,
+}
+
+impl Link {
+    /// The control connection closed: the broker stopped or died.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+    /// The broker evicted this consumer from its group.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
+    }
+}
+
+/// A registered client: the mapped region, our place in it, and the open lease.
+pub struct Session {
+    pub region: Region,
+    pub client: u32,
+    pub generation: u32,
+    pub id: String,
+    pub role: Role,
+    /// Group index and name, for consumers.
+    pub group: Option<(u32, String)>,
+    pub link: Arc<Link>,
+    stream: TcpStream,
+    replies: Receiver<ControlFrame>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("client", &self.client)
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+/// The id a client uses when none is given: `<role>-<pid>`.
+pub fn default_id(role: Role) -> String {
+    format!("{}-{}", role.name(), std::process::id())
+}
+
+impl Session {
+    /// Connects to the broker at `addr` and registers as `role`.
+    pub fn connect(
+        addr: &str,
+        role: Role,
+        id: &str,
+        group: Option<&str>,
+    ) -> Result<Session, ConnectError> {
+        let proto = |detail: String| ConnectError::Protocol {
+            addr: addr.to_string(),
+            detail,
+        };
+        let mut stream = connect_tcp(addr)?;
+        stream
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(|e| proto(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = FrameReader::default();
+        send(&mut stream, &ControlFrame::Hello { role }).map_err(|e| proto(e.to_string()))?;
+        let (region_name, geometry) = match conn.next(&mut stream).map_err(proto)? {
+            ControlFrame::Welcome {
+                region,
+                layout_version,
+                geometry,
+                ..
+            } => {
+                if layout_version != LAYOUT_VERSION {
+                    return Err(ConnectError::LayoutVersion {
+                        found: layout_version,
+                    });
+                }
+                (region, geometry)
+            }
+            ControlFrame::Refused { reason, message } => {
+                return Err(ConnectError::Refused { reason, message })
+            }
+            other => return Err(proto(format!("expected Welcome, got {other:?}"))),
+        };
+        let region = Region::open_expecting(&region_name, &geometry)?;
+        let register = ControlFrame::Register {
+            role,
+            id: id.to_string(),
+            group: group.map(str::to_string),
+            pid: std::process::id(),
+            token: region.token(),
+        };
+        send(&mut stream, &register).map_err(|e| proto(e.to_string()))?;
+        let (client, generation, group) = match conn.next(&mut stream).map_err(proto)? {
+            ControlFrame::Registered {
+                client,
+                generation,
+                group,
+            } => (client, generation, group),
+            ControlFrame::Refused { reason, message } => {
+                return Err(ConnectError::Refused { reason, message })
+            }
+            other => return Err(proto(format!("expected Registered, got {other:?}"))),
+        };
+        if role != Role::Admin && region.client(client).is_none() {
+            return Err(proto(format!("client index {client} is out of range")));
+        }
+        let link = Arc::new(Link::default());
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| proto(e.to_string()))?;
+        let (reply_tx, replies) = std::sync::mpsc::channel();
+        let watcher = {
+            let link = link.clone();
+            let reader = stream.try_clone().map_err(|e| proto(e.to_string()))?;
+            std::thread::Builder::new()
+                .name("broker-link".into())
+                .spawn(move || watch(reader, conn, &link, reply_tx))
+                .map_err(|e| proto(e.to_string()))?
+        };
+        Ok(Session {
+            region,
+            client,
+            generation,
+            id: id.to_string(),
+            role,
+            group,
+            link,
+            stream,
+            replies,
+            watcher: Some(watcher),
+        })
+    }
+
+    /// Sends a request over the lease and waits for the broker's reply.
+    pub fn request(&mut self, request: &ControlFrame) -> Result<ControlFrame, ConnectError> {
+        let addr = self
+            .stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let proto = |detail: String| ConnectError::Protocol {
+            addr: addr.clone(),
+            detail,
+        };
+        send(&mut self.stream, request).map_err(|e| proto(e.to_string()))?;
+        self.replies
+            .recv_timeout(HANDSHAKE_TIMEOUT)
+            .map_err(|_| proto("no reply from the broker".into()))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Closing the lease tells the broker we left; it also ends the watcher's read.
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn connect_tcp(addr: &str) -> Result<TcpStream, ConnectError> {
+    let unreachable = |source| ConnectError::Unreachable {
+        addr: addr.to_string(),
+        source,
+    };
+    let addrs = addr.to_socket_addrs().map_err(unreachable)?;
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, HANDSHAKE_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(unreachable(last))
+}
+
+fn send(stream: &mut TcpStream, frame: &ControlFrame) -> std::io::Result<()> {
+    stream.write_all(&frame.encode())
+}
+
+/// Buffers bytes from the broker and yields whole frames.
+#[derive(Default)]
+struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    fn next(&mut self, stream: &mut impl Read) -> Result<ControlFrame, String> {
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        loop {
+            match frame::check(&self.buf, MAX_REPLY_LEN) {
+                Ok(Some(n)) => {
+                    let f = ControlFrame::decode(&self.buf[..n]).map_err(|e| e.to_string());
+                    self.buf.drain(..n);
+                    return f;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => return Err("the broker closed the connection".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if Instant::now() < deadline && is_timeout(&e) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+fn watch(
+    mut stream: TcpStream,
+    mut reader: FrameReader,
+    link: &Link,
+    replies: Sender<ControlFrame>,
+) {
+    loop {
+        match reader.next(&mut stream) {
+            Ok(ControlFrame::Evicted { .. }) => link.evicted.store(true, Ordering::Release),
+            Ok(other) => {
+                let _ = replies.send(other);
+            }
+            Err(_) => break,
+        }
+    }
+    link.gone.store(true, Ordering::Release);
+}
+
+impl From<FrameError> for ConnectError {
+    fn from(e: FrameError) -> Self {
+        ConnectError::Protocol {
+            addr: String::new(),
+            detail: e.to_string(),
+        }
+    }
+}

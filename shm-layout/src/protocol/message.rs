@@ -1,0 +1,428 @@
+//! Frames ⇄ typed control messages. Bodies are big-endian fixed-width integers and
+//! length-prefixed (u16) UTF-8 strings; every read is bounds-checked and a body must
+//! be consumed exactly.
+
+use super::frame::{self, FrameError};
+use crate::layout::Geometry;
+
+/// What a client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Producer,
+    Consumer,
+    /// `broker status` and other read-only tools.
+    Admin,
+}
+
+impl Role {
+    fn code(self) -> u8 {
+        match self {
+            Role::Producer => 1,
+            Role::Consumer => 2,
+            Role::Admin => 3,
+        }
+    }
+    fn from_code(c: u8) -> Result<Role, FrameError> {
+        match c {
+            1 => Ok(Role::Producer),
+            2 => Ok(Role::Consumer),
+            3 => Ok(Role::Admin),
+            _ => Err(FrameError::Malformed("unknown role")),
+        }
+    }
+    /// The word used in default ids and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Why the broker refused a registration or request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BadToken,
+    IdInUse,
+    TooManyClients,
+    TooManyGroups,
+    InvalidName,
+    ProtocolError,
+    Stopping,
+    NoGroups,
+}
+
+impl Refusal {
+    fn code(self) -> u16 {
+        match self {
+            Refusal::BadToken => 1,
+            Refusal::IdInUse => 2,
+            Refusal::TooManyClients => 3,
+            Refusal::TooManyGroups => 4,
+            Refusal::InvalidName => 5,
+            Refusal::ProtocolError => 6,
+            Refusal::Stopping => 7,
+            Refusal::NoGroups => 8,
+        }
+    }
+    fn from_code(c: u16) -> Result<Refusal, FrameError> {
+        Ok(match c {
+            1 => Refusal::BadToken,
+            2 => Refusal::IdInUse,
+            3 => Refusal::TooManyClients,
+            4 => Refusal::TooManyGroups,
+            5 => Refusal::InvalidName,
+            6 => Refusal::ProtocolError,
+            7 => Refusal::Stopping,
+            8 => Refusal::NoGroups,
+            _ => return Err(FrameError::Malformed("unknown refusal code")),
+        })
+    }
+}
+
+/// Every control message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlFrame {
+    /// Client → broker, first frame.
+    Hello { role: Role },
+    /// Broker → client: where the region is and its shape.
+    Welcome {
+        broker_pid: u32,
+        region: String,
+        layout_version: u32,
+        geometry: Geometry,
+    },
+    /// Client → broker: join, proving access with the region's token.
+    Register {
+        role: Role,
+        id: String,
+        group: Option<String>,
+        pid: u32,
+        token: [u64; 2],
+    },
+    /// Broker → client: registration accepted.
+    Registered {
+        client: u32,
+        generation: u32,
+        group: Option<(u32, String)>,
+    },
+    /// Broker → client: request refused; the connection closes after it.
+    Refused { reason: Refusal, message: String },
+    /// Broker → consumer: removed from its group for not polling in time.
+    Evicted { group: String },
+    /// Admin → broker: ask for the status report.
+    StatusRequest,
+    /// Broker → admin: the status report, as JSON.
+    Status { json: String },
+}
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const WELCOME: u8 = 2;
+    pub const REGISTER: u8 = 3;
+    pub const REGISTERED: u8 = 4;
+    pub const REFUSED: u8 = 5;
+    pub const EVICTED: u8 = 6;
+    pub const STATUS_REQUEST: u8 = 7;
+    pub const STATUS: u8 = 8;
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    fn u16(&mut self, v: u16) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+        self.u16(b.len() as u16);
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn long_str(&mut self, s: &str) -> &mut Self {
+        self.u32(s.len() as u32);
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.0.len() < n {
+            return Err(FrameError::Malformed("body too short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn str(&mut self) -> Result<String, FrameError> {
+        let n = self.u16()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| FrameError::Malformed("string is not UTF-8"))
+    }
+    fn long_str(&mut self) -> Result<String, FrameError> {
+        let n = self.u32()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| FrameError::Malformed("string is not UTF-8"))
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, FrameError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.str()?)),
+            _ => Err(FrameError::Malformed("bad option flag")),
+        }
+    }
+    fn finish(self) -> Result<(), FrameError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Malformed("trailing bytes"))
+        }
+    }
+}
+
+impl ControlFrame {
+    /// Encodes the message as a whole frame, length prefix included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::new());
+        let kind = match self {
+            ControlFrame::Hello { role } => {
+                w.u8(role.code());
+                kind::HELLO
+            }
+            ControlFrame::Welcome {
+                broker_pid,
+                region,
+                layout_version,
+                geometry: g,
+            } => {
+                w.u32(*broker_pid)
+                    .str(region)
+                    .u32(*layout_version)
+                    .u32(g.slots)
+                    .u32(g.slot_size)
+                    .u32(g.max_message)
+                    .u32(g.max_clients)
+                    .u32(g.max_groups)
+                    .u32(g.redeliveries_per_group);
+                kind::WELCOME
+            }
+            ControlFrame::Register {
+                role,
+                id,
+                group,
+                pid,
+                token,
+            } => {
+                w.u8(role.code()).str(id);
+                match group {
+                    Some(g) => w.u8(1).str(g),
+                    None => w.u8(0),
+                };
+                w.u32(*pid).u64(token[0]).u64(token[1]);
+                kind::REGISTER
+            }
+            ControlFrame::Registered {
+                client,
+                generation,
+                group,
+            } => {
+                w.u32(*client).u32(*generation);
+                match group {
+                    Some((i, name)) => w.u8(1).u32(*i).str(name),
+                    None => w.u8(0),
+                };
+                kind::REGISTERED
+            }
+            ControlFrame::Refused { reason, message } => {
+                w.u16(reason.code()).str(message);
+                kind::REFUSED
+            }
+            ControlFrame::Evicted { group } => {
+                w.str(group);
+                kind::EVICTED
+            }
+            ControlFrame::StatusRequest => kind::STATUS_REQUEST,
+            ControlFrame::Status { json } => {
+                w.long_str(json);
+                kind::STATUS
+            }
+        };
+        frame::build(kind, &w.0)
+    }
+
+    /// Decodes a whole frame (as measured by [`frame::check`]).
+    pub fn decode(whole: &[u8]) -> Result<ControlFrame, FrameError> {
+        let (k, body) = frame::split(whole)?;
+        let mut r = Reader(body);
+        let msg = match k {
+            kind::HELLO => ControlFrame::Hello {
+                role: Role::from_code(r.u8()?)?,
+            },
+            kind::WELCOME => ControlFrame::Welcome {
+                broker_pid: r.u32()?,
+                region: r.str()?,
+                layout_version: r.u32()?,
+                geometry: Geometry {
+                    slots: r.u32()?,
+                    slot_size: r.u32()?,
+                    max_message: r.u32()?,
+                    max_clients: r.u32()?,
+                    max_groups: r.u32()?,
+                    redeliveries_per_group: r.u32()?,
+                },
+            },
+            kind::REGISTER => ControlFrame::Register {
+                role: Role::from_code(r.u8()?)?,
+                id: r.str()?,
+                group: r.opt_str()?,
+                pid: r.u32()?,
+                token: [r.u64()?, r.u64()?],
+            },
+            kind::REGISTERED => {
+                let client = r.u32()?;
+                let generation = r.u32()?;
+                let group = match r.u8()? {
+                    0 => None,
+                    1 => Some((r.u32()?, r.str()?)),
+                    _ => return Err(FrameError::Malformed("bad option flag")),
+                };
+                ControlFrame::Registered {
+                    client,
+                    generation,
+                    group,
+                }
+            }
+            kind::REFUSED => ControlFrame::Refused {
+                reason: Refusal::from_code(r.u16()?)?,
+                message: r.str()?,
+            },
+            kind::EVICTED => ControlFrame::Evicted { group: r.str()? },
+            kind::STATUS_REQUEST => ControlFrame::StatusRequest,
+            kind::STATUS => ControlFrame::Status {
+                json: r.long_str()?,
+            },
+            other => return Err(FrameError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{check, MAX_REPLY_LEN};
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<ControlFrame> {
+        vec![
+            ControlFrame::Hello {
+                role: Role::Consumer,
+            },
+            ControlFrame::Welcome {
+                broker_pid: 42,
+                region: "/minikafka-4444".into(),
+                layout_version: 1,
+                geometry: Geometry {
+                    slots: 4096,
+                    slot_size: 1024,
+                    max_message: 1 << 20,
+                    max_clients: 1024,
+                    max_groups: 64,
+                    redeliveries_per_group: 256,
+                },
+            },
+            ControlFrame::Register {
+                role: Role::Producer,
+                id: "p-1".into(),
+                group: Some("g".into()),
+                pid: 7,
+                token: [1, u64::MAX],
+            },
+            ControlFrame::Registered {
+                client: 3,
+                generation: 9,
+                group: Some((1, "group-2".into())),
+            },
+            ControlFrame::Refused {
+                reason: Refusal::BadToken,
+                message: "no".into(),
+            },
+            ControlFrame::Evicted { group: "g".into() },
+            ControlFrame::StatusRequest,
+            ControlFrame::Status { json: "{}".into() },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in samples() {
+            let bytes = m.encode();
+            assert_eq!(check(&bytes, MAX_REPLY_LEN), Ok(Some(bytes.len())));
+            assert_eq!(ControlFrame::decode(&bytes).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn truncated_or_padded_bodies_are_malformed() {
+        for m in samples() {
+            let bytes = m.encode();
+            let body_len = bytes.len() - 6;
+            for cut in 0..body_len {
+                let mut short = bytes[..6 + cut].to_vec();
+                short[..4].copy_from_slice(&((cut + 2) as u32).to_be_bytes());
+                if let Ok(decoded) = ControlFrame::decode(&short) {
+                    panic!("a {cut}-byte prefix of {m:?} decoded as {decoded:?}");
+                }
+            }
+            let mut long = bytes.clone();
+            long.push(0);
+            long[..4].copy_from_slice(&((body_len + 3) as u32).to_be_bytes());
+            assert!(ControlFrame::decode(&long).is_err());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(Some(n)) = check(&bytes, MAX_REPLY_LEN) {
+                let _ = ControlFrame::decode(&bytes[..n]);
+            }
+        }
+    }
+}

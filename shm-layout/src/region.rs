@@ -1,0 +1,460 @@
+//! The mapped region: creating it (broker), opening it (clients), and bounds-checked
+//! access to its tables. Geometry is read once, validated, and cached here, so a
+//! later scribble over the header cannot move any bound.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::fcntl::OFlag;
+use nix::sys::mman::{shm_open, shm_unlink};
+use nix::sys::stat::Mode;
+
+use crate::layout::{
+    ClientEntry, Geometry, GeometryError, GroupEntry, Header, IndexEntry, Layout, RedeliveryEntry,
+    LAYOUT_VERSION, MAGIC,
+};
+use crate::names::valid_shm_name;
+
+/// Why a region could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    /// The name is not `/` followed by 1–200 characters of `A-Z a-z 0-9 . _ -`.
+    #[error("invalid shared-memory name {0:?} (expected '/' and up to 200 of A-Z a-z 0-9 . _ -)")]
+    InvalidName(String),
+    /// The geometry is out of range.
+    #[error(transparent)]
+    Geometry(#[from] GeometryError),
+    /// A region with this name already exists.
+    #[error("shared-memory region {0} already exists")]
+    AlreadyExists(String),
+    /// No region with this name exists.
+    #[error("shared-memory region {0} does not exist")]
+    NotFound(String),
+    /// A system call failed.
+    #[error("{op} {name}: {source}")]
+    Io {
+        op: &'static str,
+        name: String,
+        source: std::io::Error,
+    },
+    /// The region does not start with the magic word.
+    #[error("region {0} is not a mini-kafka region (bad magic)")]
+    BadMagic(String),
+    /// The region has a layout version this build does not understand.
+    #[error("region {name} has layout version {found}, this build understands {expected}")]
+    VersionMismatch {
+        name: String,
+        found: u32,
+        expected: u32,
+    },
+    /// The region's geometry differs from what the broker announced, or is invalid.
+    #[error("region {name} has geometry {found}, expected {expected}")]
+    GeometryMismatch {
+        name: String,
+        found: String,
+        expected: String,
+    },
+    /// The file is smaller than its geometry requires.
+    #[error("region {name} is {actual} bytes, its geometry needs {needed}")]
+    Truncated {
+        name: String,
+        actual: u64,
+        needed: u64,
+    },
+}
+
+/// A mapping of the region.
+pub struct Region {
+    map: MmapRaw,
+    geometry: Geometry,
+    layout: Layout,
+    name: String,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("name", &self.name)
+            .field("geometry", &self.geometry)
+            .finish()
+    }
+}
+
+fn io_err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(nix::Error) -> RegionError + 'a {
+    move |e| RegionError::Io {
+        op,
+        name: name.to_string(),
+        source: std::io::Error::from(e),
+    }
+}
+
+impl Region {
+    /// Creates a new region owner-only (0600), sizes and maps it, initialises every
+    /// table and the ring lock, writes the random access `token`, and publishes the
+    /// layout version last.
+    pub fn create(
+        name: &str,
+        geometry: Geometry,
+        token: [u64; 2],
+        broker_pid: u32,
+    ) -> Result<Region, RegionError> {
+        if !valid_shm_name(name) {
+            return Err(RegionError::InvalidName(name.to_string()));
+        }
+        let layout = geometry.validate()?;
+        let fd = shm_open(
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .map_err(|e| match e {
+            nix::Error::EEXIST => RegionError::AlreadyExists(name.to_string()),
+            other => io_err("shm_open", name)(other),
+        })?;
+        let built = (|| {
+            nix::sys::stat::fchmod(&fd, Mode::S_IRUSR | Mode::S_IWUSR)
+                .map_err(io_err("fchmod", name))?;
+            nix::unistd::ftruncate(&fd, layout.total as i64).map_err(io_err("ftruncate", name))?;
+            let map = map_fd(&fd, layout.total, name)?;
+            let region = Region {
+                map,
+                geometry,
+                layout,
+                name: name.to_string(),
+            };
+            region.initialise(token, broker_pid)?;
+            Ok(region)
+        })();
+        if built.is_err() {
+            let _ = shm_unlink(name);
+        }
+        built
+    }
+
+    /// Opens an existing region and checks its magic, version and geometry.
+    pub fn open(name: &str) -> Result<Region, RegionError> {
+        if !valid_shm_name(name) {
+            return Err(RegionError::InvalidName(name.to_string()));
+        }
+        let fd = shm_open(name, OFlag::O_RDWR, Mode::empty()).map_err(|e| match e {
+            nix::Error::ENOENT => RegionError::NotFound(name.to_string()),
+            other => io_err("shm_open", name)(other),
+        })?;
+        let stat = nix::sys::stat::fstat(&fd).map_err(io_err("fstat", name))?;
+        let actual = stat.st_size.max(0) as u64;
+        let header_size = std::mem::size_of::<Header>() as u64;
+        if actual < header_size {
+            return Err(RegionError::Truncated {
+                name: name.to_string(),
+                actual,
+                needed: header_size,
+            });
+        }
+        let map = map_fd(&fd, actual, name)?;
+        // SAFETY: the mapping is at least one header long and page aligned.
+        let header = unsafe { &*(map.as_ptr() as *const Header) };
+        let id = &header.identity;
+        // Acquire pairs with the Release store of `version` in `initialise`: once the
+        // version is visible, so is every field written before it.
+        let version = id.version.load(Ordering::Acquire);
+        if id.magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(RegionError::BadMagic(name.to_string()));
+        }
+        if version != LAYOUT_VERSION {
+            return Err(RegionError::VersionMismatch {
+                name: name.to_string(),
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        let geometry = Geometry {
+            slots: id.slots.load(Ordering::Relaxed),
+            slot_size: id.slot_size.load(Ordering::Relaxed),
+            max_message: id.max_message.load(Ordering::Relaxed),
+            max_clients: id.max_clients.load(Ordering::Relaxed),
+            max_groups: id.max_groups.load(Ordering::Relaxed),
+            redeliveries_per_group: id.redeliveries_per_group.load(Ordering::Relaxed),
+        };
+        let layout = geometry
+            .validate()
+            .map_err(|e| RegionError::GeometryMismatch {
+                name: name.to_string(),
+                found: format!("{geometry:?}"),
+                expected: format!("a valid geometry ({e})"),
+            })?;
+        if actual < layout.total {
+            return Err(RegionError::Truncated {
+                name: name.to_string(),
+                actual,
+                needed: layout.total,
+            });
+        }
+        Ok(Region {
+            map,
+            geometry,
+            layout,
+            name: name.to_string(),
+        })
+    }
+
+    /// Opens a region and insists on the geometry the broker announced.
+    pub fn open_expecting(name: &str, expected: &Geometry) -> Result<Region, RegionError> {
+        let region = Region::open(name)?;
+        if region.geometry != *expected {
+            return Err(RegionError::GeometryMismatch {
+                name: name.to_string(),
+                found: format!("{:?}", region.geometry),
+                expected: format!("{expected:?}"),
+            });
+        }
+        Ok(region)
+    }
+
+    /// Removes the name; existing mappings stay valid until unmapped.
+    pub fn unlink(name: &str) -> Result<(), RegionError> {
+        shm_unlink(name).map_err(|e| match e {
+            nix::Error::ENOENT => RegionError::NotFound(name.to_string()),
+            other => io_err("shm_unlink", name)(other),
+        })
+    }
+
+    fn initialise(&self, token: [u64; 2], broker_pid: u32) -> Result<(), RegionError> {
+        let id = &self.header().identity;
+        let g = &self.geometry;
+        id.magic.store(MAGIC, Ordering::Relaxed);
+        id.broker_pid.store(broker_pid, Ordering::Relaxed);
+        id.slots.store(g.slots, Ordering::Relaxed);
+        id.slot_size.store(g.slot_size, Ordering::Relaxed);
+        id.max_message.store(g.max_message, Ordering::Relaxed);
+        id.max_clients.store(g.max_clients, Ordering::Relaxed);
+        id.max_groups.store(g.max_groups, Ordering::Relaxed);
+        id.redeliveries_per_group
+            .store(g.redeliveries_per_group, Ordering::Relaxed);
+        id.region_size.store(self.layout.total, Ordering::Relaxed);
+        id.generation.fetch_add(1, Ordering::Relaxed);
+        id.token[0].store(token[0], Ordering::Relaxed);
+        id.token[1].store(token[1], Ordering::Relaxed);
+        // SAFETY: the region was just created with O_EXCL and is not yet published
+        // (version is still 0), so no other process can be using the mutex.
+        unsafe { self.header().ring_lock.mutex.init() }.map_err(|source| RegionError::Io {
+            op: "pthread_mutex_init",
+            name: self.name.clone(),
+            source,
+        })?;
+        // Release pairs with the Acquire load in `open`: publishes everything above.
+        id.version.store(LAYOUT_VERSION, Ordering::Release);
+        Ok(())
+    }
+
+    /// The region's name, e.g. `/minikafka-4444`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The geometry validated when the region was created or opened.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// The table offsets.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The region's header.
+    pub fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least `layout.total >= size_of::<Header>()` bytes,
+        // page aligned, and every field of Header is an atomic or the pthread mutex,
+        // so shared references are sound while other processes write it.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    /// The access token written by the broker.
+    pub fn token(&self) -> [u64; 2] {
+        let t = &self.header().identity.token;
+        [t[0].load(Ordering::Relaxed), t[1].load(Ordering::Relaxed)]
+    }
+
+    /// Whether the broker has started stopping.
+    pub fn is_closing(&self) -> bool {
+        self.header().identity.closing.load(Ordering::Acquire) != 0
+    }
+
+    /// Client table entry `i`, if `i < max_clients`.
+    pub fn client(&self, i: u32) -> Option<&ClientEntry> {
+        if i >= self.geometry.max_clients {
+            return None;
+        }
+        let off = self.layout.clients + i as u64 * std::mem::size_of::<ClientEntry>() as u64;
+        // SAFETY: `i` is in bounds, so the entry lies inside the client table, which
+        // lies inside the mapping; the offset is 128-aligned; all fields are atomics.
+        Some(unsafe { &*(self.map.as_ptr().add(off as usize) as *const ClientEntry) })
+    }
+
+    /// Group table entry `i`, if `i < max_groups`.
+    pub fn group(&self, i: u32) -> Option<&GroupEntry> {
+        if i >= self.geometry.max_groups {
+            return None;
+        }
+        let off = self.layout.groups + i as u64 * std::mem::size_of::<GroupEntry>() as u64;
+        // SAFETY: as for `client`: in bounds, aligned, atomics only.
+        Some(unsafe { &*(self.map.as_ptr().add(off as usize) as *const GroupEntry) })
+    }
+
+    /// Redelivery entry `i` of group `g`, if both are in bounds.
+    pub fn redelivery(&self, g: u32, i: u32) -> Option<&RedeliveryEntry> {
+        if g >= self.geometry.max_groups || i >= self.geometry.redeliveries_per_group {
+            return None;
+        }
+        let n = g as u64 * self.geometry.redeliveries_per_group as u64 + i as u64;
+        let off = self.layout.redeliveries + n * std::mem::size_of::<RedeliveryEntry>() as u64;
+        // SAFETY: as for `client`: in bounds, aligned, atomics only.
+        Some(unsafe { &*(self.map.as_ptr().add(off as usize) as *const RedeliveryEntry) })
+    }
+
+    /// The index entry where `offset` lives (or will live).
+    pub fn index_entry(&self, offset: u64) -> &IndexEntry {
+        let i = offset % self.geometry.slots as u64;
+        let off = self.layout.index + i * std::mem::size_of::<IndexEntry>() as u64;
+        // SAFETY: `i < slots`, so the entry is inside the index table; 64-aligned.
+        unsafe { &*(self.map.as_ptr().add(off as usize) as *const IndexEntry) }
+    }
+
+    /// The descriptor of the slot at `position`.
+    pub fn descriptor(&self, position: u64) -> &AtomicU64 {
+        let i = position % self.geometry.slots as u64;
+        let off = self.layout.descriptors + i * 8;
+        // SAFETY: `i < slots`, so the word is inside the descriptor table; 8-aligned.
+        unsafe { &*(self.map.as_ptr().add(off as usize) as *const AtomicU64) }
+    }
+
+    /// Pointer to `len` payload bytes starting at the slot at `position`, if they do
+    /// not run past the end of the payload area (records never wrap).
+    pub(crate) fn slot_bytes(&self, position: u64, len: u64) -> Option<*mut u8> {
+        let slot = position % self.geometry.slots as u64;
+        let start = slot * self.geometry.slot_size as u64;
+        let area = self.geometry.slots as u64 * self.geometry.slot_size as u64;
+        if len > area - start {
+            return None;
+        }
+        // SAFETY: start + len <= payload area size, which lies inside the mapping.
+        Some(unsafe {
+            self.map
+                .as_mut_ptr()
+                .add((self.layout.payload + start) as usize)
+        })
+    }
+}
+
+fn map_fd(fd: &OwnedFd, len: u64, name: &str) -> Result<MmapRaw, RegionError> {
+    MmapOptions::new()
+        .len(len as usize)
+        .populate()
+        .map_raw(fd.as_raw_fd())
+        .map_err(|source| RegionError::Io {
+            op: "mmap",
+            name: name.to_string(),
+            source,
+        })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn test_geometry() -> Geometry {
+        Geometry {
+            slots: 16,
+            slot_size: 64,
+            max_message: 512,
+            max_clients: 8,
+            max_groups: 4,
+            redeliveries_per_group: 8,
+        }
+    }
+
+    /// A region that unlinks itself when dropped.
+    pub struct TestRegion(pub Region);
+    impl Drop for TestRegion {
+        fn drop(&mut self) {
+            let _ = Region::unlink(self.0.name());
+        }
+    }
+
+    pub fn test_region(tag: &str, geometry: Geometry) -> TestRegion {
+        let name = format!("/mk-unit-{}-{}", tag, std::process::id());
+        let _ = Region::unlink(&name);
+        TestRegion(Region::create(&name, geometry, [1, 2], std::process::id()).unwrap())
+    }
+
+    #[test]
+    fn create_then_open_sees_the_same_geometry_and_token() {
+        let r = test_region("open", test_geometry());
+        let opened = Region::open_expecting(r.0.name(), &test_geometry()).unwrap();
+        assert_eq!(opened.token(), [1, 2]);
+        assert_eq!(opened.layout(), r.0.layout());
+    }
+
+    #[test]
+    fn region_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let r = test_region("mode", test_geometry());
+        let path = format!("/dev/shm{}", r.0.name());
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn creating_twice_is_refused_and_other_geometry_is_a_mismatch() {
+        let r = test_region("twice", test_geometry());
+        assert!(matches!(
+            Region::create(r.0.name(), test_geometry(), [0, 0], 1),
+            Err(RegionError::AlreadyExists(_))
+        ));
+        let mut other = test_geometry();
+        other.slots = 32;
+        assert!(matches!(
+            Region::open_expecting(r.0.name(), &other),
+            Err(RegionError::GeometryMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_magic_and_wrong_version_are_refused() {
+        let r = test_region("magic", test_geometry());
+        r.0.header().identity.version.store(99, Ordering::Release);
+        assert!(matches!(
+            Region::open(r.0.name()),
+            Err(RegionError::VersionMismatch { found: 99, .. })
+        ));
+        r.0.header().identity.magic.store(7, Ordering::Relaxed);
+        assert!(matches!(
+            Region::open(r.0.name()),
+            Err(RegionError::BadMagic(_))
+        ));
+    }
+
+    #[test]
+    fn hostile_geometry_in_the_header_is_refused() {
+        let r = test_region("hostile", test_geometry());
+        r.0.header()
+            .identity
+            .slots
+            .store(u32::MAX, Ordering::Relaxed);
+        assert!(matches!(
+            Region::open(r.0.name()),
+            Err(RegionError::GeometryMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn accessors_refuse_out_of_range_indices() {
+        let r = test_region("bounds", test_geometry());
+        assert!(r.0.client(8).is_none());
+        assert!(r.0.group(4).is_none());
+        assert!(r.0.redelivery(0, 8).is_none());
+        assert!(r.0.slot_bytes(15, 64).is_some());
+        assert!(r.0.slot_bytes(15, 65).is_none());
+    }
+}

@@ -1,0 +1,594 @@
+//! The ring: producers reserve slots and commit records under the robust ring lock;
+//! consumers read committed records by offset; the broker's cleaner frees records
+//! every group has consumed and moves the tail.
+//!
+//! A record occupies consecutive slots and never wraps: when it does not fit before
+//! the end of the ring, the remaining slots become a padding allocation. Offsets are
+//! assigned at commit, under the lock, so they have no gaps. The commit point is the
+//! Release store of `IndexEntry::stamp = offset + 1`; `next_offset` and the slot
+//! descriptor follow it and are repaired by the next locker if the committer died.
+//!
+//! Invariants (checked, never assumed, when read back):
+//! - `tail <= head <= tail + slots`, all slot positions monotonic;
+//! - every allocation in `[tail, head)` starts with a descriptor whose length keeps
+//!   it inside the ring without wrapping;
+//! - `freed_offset <= next_offset`, and `index[o % slots].stamp == o + 1` for every
+//!   offset in `[freed_offset, next_offset)`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::event::{self, event_id, WaitError};
+use crate::layout::{descriptor, NO_KEY};
+use crate::region::Region;
+use crate::sys::LockOutcome;
+
+/// Why a send failed. Nothing was committed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// Key plus payload exceed the region's `max_message`.
+    #[error("message of {size} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { size: u64, max: u64 },
+    /// The caller's stop condition held while waiting (broker stopping, link lost).
+    #[error("stopped while waiting")]
+    Stopped,
+    /// The deadline passed while the ring stayed full.
+    #[error("timed out waiting for free space")]
+    TimedOut,
+    /// The region's ring state breaks an invariant.
+    #[error("ring state is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// A lock call failed.
+    #[error("ring lock failed: {0}")]
+    Lock(String),
+}
+
+/// Why a record could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReadError {
+    /// The offset has not been committed (or was already reclaimed).
+    #[error("offset {0} is not available in the ring")]
+    NotAvailable(u64),
+    /// The index entry describes a record that cannot exist.
+    #[error("index entry of offset {0} is corrupt")]
+    Corrupt(u64),
+}
+
+/// A committed record, borrowed in place from the ring.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'r> {
+    pub offset: u64,
+    pub key: Option<&'r [u8]>,
+    pub payload: &'r [u8],
+    pub timestamp_us: u64,
+    pub producer: u32,
+    pub producer_generation: u32,
+}
+
+/// Who is sending: the producer's client index and generation.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender {
+    pub client: u32,
+    pub generation: u32,
+}
+
+/// Held while the ring lock is held; unlocks on drop.
+pub struct RingGuard<'r> {
+    region: &'r Region,
+}
+
+impl Drop for RingGuard<'_> {
+    fn drop(&mut self) {
+        self.region.header().ring_lock.mutex.unlock();
+    }
+}
+
+const LOCK_STEP: Duration = Duration::from_millis(100);
+
+impl Region {
+    /// Takes the ring lock, in timed steps, checking `stop` between them. If the last
+    /// holder died holding it, repairs the ring first.
+    pub fn lock_ring(&self, mut stop: impl FnMut() -> bool) -> Result<RingGuard<'_>, SendError> {
+        let mutex = &self.header().ring_lock.mutex;
+        loop {
+            match mutex.lock_for(LOCK_STEP) {
+                Ok(LockOutcome::Acquired) => return Ok(RingGuard { region: self }),
+                Ok(LockOutcome::OwnerDied) => {
+                    let guard = RingGuard { region: self };
+                    self.repair_commit();
+                    mutex
+                        .mark_consistent()
+                        .map_err(|e| SendError::Lock(e.to_string()))?;
+                    return Ok(guard);
+                }
+                Ok(LockOutcome::TimedOut) => {
+                    if stop() || self.is_closing() {
+                        return Err(SendError::Stopped);
+                    }
+                }
+                Err(e) => return Err(SendError::Lock(e.to_string())),
+            }
+        }
+    }
+
+    /// Finishes a commit whose committer died after its commit point: if the entry
+    /// for `next_offset` is stamped, the record is committed, so `next_offset` moves
+    /// past it and its descriptor is marked committed.
+    fn repair_commit(&self) {
+        let p = &self.header().producer;
+        let next = p.next_offset.load(Ordering::Relaxed);
+        let entry = self.index_entry(next);
+        // Acquire pairs with the Release stamp store in `commit`.
+        if entry.stamp.load(Ordering::Acquire) == next.wrapping_add(1) {
+            p.next_offset.store(next + 1, Ordering::Release);
+            let first = entry.first_slot.load(Ordering::Relaxed);
+            mark_committed(self, first);
+        }
+    }
+
+    /// Occupied slots and the head position, after checking `tail <= head <= tail + slots`.
+    fn occupancy(&self) -> Result<(u64, u64), SendError> {
+        let h = self.header();
+        // Acquire pairs with the Release store of `tail` in `reclaim`.
+        let tail = h.reclaim.tail.load(Ordering::Acquire);
+        let head = h.producer.head.load(Ordering::Relaxed);
+        match head.checked_sub(tail) {
+            Some(used) if used <= self.geometry().slots as u64 => Ok((used, head)),
+            _ => Err(SendError::Corrupt("head and tail out of order")),
+        }
+    }
+
+    /// Slots a reservation of `slots` slots would consume right now, padding included.
+    fn reservation_cost(&self, head: u64, slots: u64) -> u64 {
+        let ring = self.geometry().slots as u64;
+        let to_end = ring - head % ring;
+        if slots > to_end {
+            to_end + slots
+        } else {
+            slots
+        }
+    }
+
+    /// Whether `slots` slots could be reserved now (a hint for waiters; rechecked
+    /// under the lock).
+    pub fn has_space_for(&self, slots: u64) -> bool {
+        match self.occupancy() {
+            Ok((used, head)) => {
+                self.geometry().slots as u64 - used >= self.reservation_cost(head, slots)
+            }
+            Err(_) => true, // let the locked path report the corruption
+        }
+    }
+
+    /// Reserves `slots` consecutive slots for `owner`, padding at the wrap; returns
+    /// the first slot's position, or None if the ring is too full.
+    fn try_reserve(
+        &self,
+        _lock: &RingGuard<'_>,
+        owner: u32,
+        slots: u64,
+    ) -> Result<Option<u64>, SendError> {
+        let ring = self.geometry().slots as u64;
+        let (used, head) = self.occupancy()?;
+        let cost = self.reservation_cost(head, slots);
+        if ring - used < cost {
+            return Ok(None);
+        }
+        let mut first = head;
+        if cost > slots {
+            let pad = cost - slots;
+            self.descriptor(head).store(
+                descriptor::pack(descriptor::PADDING, 0, pad as u32),
+                Ordering::Release,
+            );
+            first = head + pad;
+        }
+        self.descriptor(first).store(
+            descriptor::pack(descriptor::RESERVED, owner, slots as u32),
+            Ordering::Release,
+        );
+        // Descriptors are written before head moves, so an allocation in
+        // [tail, head) always has a valid descriptor (the cleaner reads up to head).
+        self.header()
+            .producer
+            .head
+            .store(first + slots, Ordering::Release);
+        Ok(Some(first))
+    }
+
+    /// Commits the record at `first`: assigns the next offset and publishes it.
+    fn commit(&self, _lock: &RingGuard<'_>, first: u64, meta: &RecordMeta) -> u64 {
+        let p = &self.header().producer;
+        let offset = p.next_offset.load(Ordering::Relaxed);
+        let e = self.index_entry(offset);
+        e.first_slot.store(first, Ordering::Relaxed);
+        e.timestamp_us.store(meta.timestamp_us, Ordering::Relaxed);
+        e.key_len.store(meta.key_len, Ordering::Relaxed);
+        e.payload_len.store(meta.payload_len, Ordering::Relaxed);
+        e.producer.store(meta.sender.client, Ordering::Relaxed);
+        e.producer_generation
+            .store(meta.sender.generation, Ordering::Relaxed);
+        // The commit point. Release pairs with the Acquire loads in `read_record`,
+        // `is_committed` and `repair_commit`.
+        e.stamp.store(offset + 1, Ordering::Release);
+        p.next_offset.store(offset + 1, Ordering::Release);
+        mark_committed(self, first);
+        offset
+    }
+
+    /// Sends one record: waits for space (spin, then timed sleeps), copies the key
+    /// and payload into the ring, commits, and wakes consumers if any sleep.
+    pub fn send(
+        &self,
+        sender: Sender,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        timestamp_us: u64,
+        mut stop: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<u64, SendError> {
+        let key_len = key.map_or(0, |k| k.len() as u64);
+        let size = key_len + payload.len() as u64;
+        let max = self.geometry().max_message as u64;
+        if size > max || (key.is_some() && key_len >= NO_KEY as u64) {
+            return Err(SendError::TooLarge { size, max });
+        }
+        let slots = self.geometry().slots_for(size);
+        let mut guard = self.lock_ring(&mut stop)?;
+        let first = loop {
+            if let Some(first) = self.try_reserve(&guard, sender.client, slots)? {
+                break first;
+            }
+            drop(guard);
+            self.wait_for_space(slots, sender.client, &mut stop, deadline)?;
+            guard = self.lock_ring(&mut stop)?;
+        };
+        let dst = self
+            .slot_bytes(first, size)
+            .ok_or(SendError::Corrupt("reservation outside the payload area"))?;
+        // SAFETY: the slots [first, first + slots) were reserved for us under the lock
+        // and nobody else writes them until they are committed and freed; `dst` has
+        // room for `size` bytes (checked by slot_bytes); sources are valid slices.
+        unsafe {
+            if let Some(k) = key {
+                std::ptr::copy_nonoverlapping(k.as_ptr(), dst, k.len());
+            }
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                dst.add(key_len as usize),
+                payload.len(),
+            );
+        }
+        let meta = RecordMeta {
+            sender,
+            timestamp_us,
+            key_len: key.map_or(NO_KEY, |k| k.len() as u32),
+            payload_len: payload.len() as u32,
+        };
+        let offset = self.commit(&guard, first, &meta);
+        drop(guard);
+        event::notify(&self.header().published);
+        Ok(offset)
+    }
+
+    fn wait_for_space(
+        &self,
+        slots: u64,
+        client: u32,
+        stop: &mut impl FnMut() -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError> {
+        let h = self.header();
+        // The cleaner frees lazily; a producer short of space asks it to run now.
+        event::notify(&h.cleaner);
+        let flag = self.client(client).map(|c| &c.activity.sleeping_on);
+        event::wait_until(
+            &h.space,
+            event_id::SPACE,
+            flag,
+            || self.has_space_for(slots) || self.is_closing(),
+            &mut *stop,
+            deadline,
+        )
+        .map_err(|e| match e {
+            WaitError::Stopped => SendError::Stopped,
+            WaitError::TimedOut => SendError::TimedOut,
+        })?;
+        if self.is_closing() {
+            return Err(SendError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Whether `offset` has been committed and is still in the ring.
+    pub fn is_committed(&self, offset: u64) -> bool {
+        // Acquire pairs with the Release stamp store in `commit`.
+        self.index_entry(offset).stamp.load(Ordering::Acquire) == offset.wrapping_add(1)
+    }
+
+    /// The next offset a commit will take: every offset below it is committed.
+    pub fn next_offset(&self) -> u64 {
+        self.header().producer.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Reads the committed record at `offset`, validating its index entry.
+    ///
+    /// The returned slices point into the ring. They stay valid while the record is
+    /// held by a group (not yet acknowledged); the caller must not keep them longer.
+    pub fn read_record(&self, offset: u64) -> Result<Record<'_>, ReadError> {
+        let e = self.index_entry(offset);
+        // Acquire pairs with the Release stamp store in `commit`.
+        if e.stamp.load(Ordering::Acquire) != offset.wrapping_add(1) {
+            return Err(ReadError::NotAvailable(offset));
+        }
+        let first = e.first_slot.load(Ordering::Relaxed);
+        let key_len = e.key_len.load(Ordering::Relaxed);
+        let payload_len = e.payload_len.load(Ordering::Relaxed) as u64;
+        let timestamp_us = e.timestamp_us.load(Ordering::Relaxed);
+        let producer = e.producer.load(Ordering::Relaxed);
+        let producer_generation = e.producer_generation.load(Ordering::Relaxed);
+        let stored_key = if key_len == NO_KEY { 0 } else { key_len as u64 };
+        let size = stored_key + payload_len;
+        if size > self.geometry().max_message as u64 {
+            return Err(ReadError::Corrupt(offset));
+        }
+        let ptr = self
+            .slot_bytes(first, size)
+            .ok_or(ReadError::Corrupt(offset))?;
+        // SAFETY: slot_bytes checked that `size` bytes from `ptr` lie inside the
+        // payload area. The record is committed and pinned by the caller's group until
+        // acknowledged, so no process writes these bytes while the borrow lives.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, size as usize) };
+        let (key, payload) = bytes.split_at(stored_key as usize);
+        Ok(Record {
+            offset,
+            key: (key_len != NO_KEY).then_some(key),
+            payload,
+            timestamp_us,
+            producer,
+            producer_generation,
+        })
+    }
+
+    /// Slots in use (`head - tail`), for status displays.
+    pub fn used_slots(&self) -> u64 {
+        self.occupancy().map(|(used, _)| used).unwrap_or(0)
+    }
+
+    /// Broker only: frees every committed offset below `upto` and advances the tail
+    /// over freed allocations; wakes producers waiting for space. Returns how many
+    /// records were freed.
+    pub fn reclaim(&self, upto: u64) -> Result<u64, ReclaimError> {
+        let h = self.header();
+        let freed = h.reclaim.freed_offset.load(Ordering::Relaxed);
+        let upto = upto.min(self.next_offset());
+        let mut o = freed;
+        while o < upto {
+            let e = self.index_entry(o);
+            if e.stamp.load(Ordering::Acquire) != o + 1 {
+                return Err(ReclaimError::Corrupt(o));
+            }
+            let first = e.first_slot.load(Ordering::Relaxed);
+            let d = self.descriptor(first);
+            let len = descriptor::len(d.load(Ordering::Relaxed));
+            d.store(
+                descriptor::pack(descriptor::FREE, 0, len),
+                Ordering::Release,
+            );
+            o += 1;
+        }
+        // Release pairs with the Acquire load in a later `reclaim` or status read.
+        h.reclaim.freed_offset.store(upto, Ordering::Release);
+        let moved = self.advance_tail()?;
+        if moved > 0 {
+            event::notify(&h.space);
+        }
+        Ok(upto - freed)
+    }
+
+    /// Moves the tail over free and padding allocations; returns slots released.
+    fn advance_tail(&self) -> Result<u64, ReclaimError> {
+        let h = self.header();
+        let ring = self.geometry().slots as u64;
+        let start = h.reclaim.tail.load(Ordering::Relaxed);
+        let head = h.producer.head.load(Ordering::Acquire);
+        if head < start || head - start > ring {
+            return Err(ReclaimError::Corrupt(start));
+        }
+        let mut tail = start;
+        while tail < head {
+            let d = self.descriptor(tail).load(Ordering::Acquire);
+            let len = descriptor::len(d) as u64;
+            let fits = len >= 1 && len <= ring - tail % ring && tail + len <= head;
+            if !fits {
+                return Err(ReclaimError::BadDescriptor(tail));
+            }
+            match descriptor::kind(d) {
+                descriptor::FREE | descriptor::PADDING => tail += len,
+                _ => break,
+            }
+        }
+        // Release pairs with the Acquire load of `tail` in `occupancy`.
+        h.reclaim.tail.store(tail, Ordering::Release);
+        Ok(tail - start)
+    }
+
+    /// Broker only, under the ring lock: frees the reservations of a producer that
+    /// is gone without committing them. Returns how many it freed.
+    pub fn abandon_reservations(&self, lock: &RingGuard<'_>, owner: u32) -> u64 {
+        let _ = lock;
+        let h = self.header();
+        let ring = self.geometry().slots as u64;
+        let head = h.producer.head.load(Ordering::Relaxed);
+        let mut pos = h.reclaim.tail.load(Ordering::Acquire);
+        let mut freed = 0;
+        while pos < head {
+            let d = self.descriptor(pos);
+            let v = d.load(Ordering::Acquire);
+            let len = descriptor::len(v) as u64;
+            if len == 0 || len > ring - pos % ring {
+                break;
+            }
+            if descriptor::kind(v) == descriptor::RESERVED && descriptor::owner(v) == owner {
+                d.store(
+                    descriptor::pack(descriptor::FREE, 0, len as u32),
+                    Ordering::Release,
+                );
+                freed += 1;
+            }
+            pos += len;
+        }
+        freed
+    }
+}
+
+/// Marks the allocation at `first` committed, unless the cleaner already freed it
+/// (the compare-exchange keeps a late marker from resurrecting a freed allocation).
+fn mark_committed(region: &Region, first: u64) {
+    let d = region.descriptor(first);
+    let v = d.load(Ordering::Relaxed);
+    if descriptor::kind(v) == descriptor::RESERVED {
+        let committed = descriptor::pack(
+            descriptor::COMMITTED,
+            descriptor::owner(v),
+            descriptor::len(v),
+        );
+        let _ = d.compare_exchange(v, committed, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+struct RecordMeta {
+    sender: Sender,
+    timestamp_us: u64,
+    key_len: u32,
+    payload_len: u32,
+}
+
+/// Why the cleaner refused to reclaim.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReclaimError {
+    #[error("index entry of offset {0} is not stamped as committed")]
+    Corrupt(u64),
+    #[error("slot descriptor at position {0} is invalid")]
+    BadDescriptor(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::tests::{test_geometry, test_region};
+
+    const ME: Sender = Sender {
+        client: 1,
+        generation: 1,
+    };
+
+    fn send(r: &Region, payload: &[u8]) -> Result<u64, SendError> {
+        r.send(ME, None, payload, 7, || false, Some(Instant::now()))
+    }
+
+    #[test]
+    fn offsets_are_dense_and_records_read_back_exactly() {
+        let t = test_region("dense", test_geometry());
+        let r = &t.0;
+        for i in 0..5u64 {
+            let payload = vec![i as u8; (i * 50) as usize];
+            assert_eq!(send(r, &payload).unwrap(), i);
+        }
+        let o = r.send(ME, Some(b"k\0"), b"v", 9, || false, None).unwrap();
+        assert_eq!(o, 5);
+        for i in 0..5u64 {
+            let rec = r.read_record(i).unwrap();
+            assert_eq!(rec.payload, vec![i as u8; (i * 50) as usize].as_slice());
+            assert_eq!(rec.key, None);
+        }
+        let rec = r.read_record(5).unwrap();
+        assert_eq!(rec.key, Some(&b"k\0"[..]));
+        assert_eq!(rec.payload, b"v");
+        assert_eq!(rec.timestamp_us, 9);
+        assert_eq!(r.read_record(6).unwrap_err(), ReadError::NotAvailable(6));
+    }
+
+    #[test]
+    fn a_full_ring_refuses_until_reclaimed_and_wraps_with_padding() {
+        let t = test_region("full", test_geometry());
+        let r = &t.0;
+        // 16 slots of 64 bytes; records of 3 slots: 5 fit, the 6th needs padding room.
+        let rec = vec![0xAB; 150];
+        for i in 0..5 {
+            assert_eq!(send(r, &rec).unwrap(), i);
+        }
+        assert_eq!(send(r, &rec), Err(SendError::TimedOut));
+        assert_eq!(r.reclaim(2).unwrap(), 2);
+        assert_eq!(r.used_slots(), 9);
+        // head is at 15: one slot to the end, so padding 1 + 3 slots.
+        assert_eq!(send(r, &rec).unwrap(), 5);
+        assert_eq!(r.used_slots(), 13);
+        assert_eq!(r.read_record(5).unwrap().payload, rec.as_slice());
+        r.reclaim(6).unwrap();
+        assert_eq!(r.used_slots(), 0);
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_and_nothing_is_written() {
+        let t = test_region("big", test_geometry());
+        let r = &t.0;
+        let before = r.next_offset();
+        assert!(matches!(
+            send(r, &[0; 513]),
+            Err(SendError::TooLarge {
+                size: 513,
+                max: 512
+            })
+        ));
+        assert!(matches!(
+            r.send(ME, Some(&[1; 10]), &[0; 503], 0, || false, None),
+            Err(SendError::TooLarge { .. })
+        ));
+        assert_eq!(r.next_offset(), before);
+        assert_eq!(r.used_slots(), 0);
+    }
+
+    #[test]
+    fn a_committed_record_whose_marker_was_lost_is_repaired() {
+        let t = test_region("repair", test_geometry());
+        let r = &t.0;
+        send(r, b"x").unwrap();
+        // Simulate a committer that died right after its commit point.
+        let h = r.header();
+        h.producer.next_offset.store(0, Ordering::Relaxed);
+        r.repair_commit();
+        assert_eq!(r.next_offset(), 1);
+        assert_eq!(send(r, b"y").unwrap(), 1);
+    }
+
+    #[test]
+    fn abandoned_reservations_are_freed_for_reuse() {
+        let t = test_region("abandon", test_geometry());
+        let r = &t.0;
+        let g = r.lock_ring(|| false).unwrap();
+        assert!(r.try_reserve(&g, 3, 4).unwrap().is_some());
+        assert_eq!(r.abandon_reservations(&g, 2), 0);
+        assert_eq!(r.abandon_reservations(&g, 3), 1);
+        drop(g);
+        r.reclaim(0).unwrap();
+        assert_eq!(r.used_slots(), 0);
+    }
+
+    #[test]
+    fn corrupt_head_is_reported_not_trusted() {
+        let t = test_region("corrupt", test_geometry());
+        let r = &t.0;
+        r.header().producer.head.store(1000, Ordering::Relaxed);
+        assert!(matches!(send(r, b"x"), Err(SendError::Corrupt(_))));
+        assert!(r.reclaim(0).is_err());
+        r.header().producer.head.store(0, Ordering::Relaxed);
+        // A stamped entry pointing outside the payload area is refused on read.
+        let e = r.index_entry(0);
+        e.first_slot.store(15, Ordering::Relaxed);
+        e.payload_len.store(500, Ordering::Relaxed);
+        e.key_len.store(NO_KEY, Ordering::Relaxed);
+        e.stamp.store(1, Ordering::Release);
+        assert_eq!(r.read_record(0).unwrap_err(), ReadError::Corrupt(0));
+    }
+}

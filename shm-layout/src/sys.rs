@@ -1,0 +1,216 @@
+//! Raw operating-system primitives the region is built on: futex waits and wakes on
+//! words in shared memory, a robust process-shared pthread mutex, clocks, randomness.
+//!
+//! Everything here is a thin, safe wrapper over one or two libc calls; the algorithms
+//! that use them live in [`crate::event`] and [`crate::ring`].
+
+use std::cell::UnsafeCell;
+use std::io;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Sleeps while `*word == expected`, for at most `timeout`.
+///
+/// Returns when woken, when the value differs, on a signal or at the timeout; callers
+/// always recheck their condition, so the reason does not matter.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; the timeout
+    // pointer is valid; FUTEX_WAIT (not PRIVATE) works across processes sharing the page.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every process sleeping in [`futex_wait`] on `word`.
+pub fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is a valid aligned u32; FUTEX_WAKE only reads the address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Microseconds since the Unix epoch (wall clock; vDSO, no syscall).
+pub fn wall_clock_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds of CLOCK_MONOTONIC, which every process on the host shares; used for
+/// liveness stamps written by one process and judged by another.
+pub fn monotonic_millis() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC is always available on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Fills `buf` from the kernel's random source.
+pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+/// Whether a process with this pid exists (it may be a zombie or another user's).
+pub fn process_exists(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission; it sends nothing.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A pthread mutex that lives in shared memory, is shared between processes, and is
+/// robust: when its holder dies, the next locker is told so and can repair the state
+/// it protects before marking the mutex consistent again.
+#[repr(C)]
+pub struct RobustMutex {
+    raw: UnsafeCell<libc::pthread_mutex_t>,
+}
+
+// SAFETY: the pthread mutex is designed to be used concurrently from many threads and
+// processes; all access goes through pthread calls.
+unsafe impl Sync for RobustMutex {}
+
+/// How a lock attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LockOutcome {
+    /// The lock is held and the protected state is as its last holder left it.
+    Acquired,
+    /// The lock is held, but its previous holder died holding it: repair the state,
+    /// then call [`RobustMutex::mark_consistent`].
+    OwnerDied,
+    /// Not acquired within the timeout.
+    TimedOut,
+}
+
+impl RobustMutex {
+    /// Initialises the mutex in place as process-shared and robust.
+    ///
+    /// # Safety
+    /// No other thread or process may use the mutex during or before this call, and it
+    /// must not currently be locked.
+    pub unsafe fn init(&self) -> io::Result<()> {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: `attr` is initialised by pthread_mutexattr_init before any other use.
+        unsafe {
+            check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+            let attr_ptr = attr.as_mut_ptr();
+            let result = check(libc::pthread_mutexattr_setpshared(
+                attr_ptr,
+                libc::PTHREAD_PROCESS_SHARED,
+            ))
+            .and_then(|_| {
+                check(libc::pthread_mutexattr_setrobust(
+                    attr_ptr,
+                    libc::PTHREAD_MUTEX_ROBUST,
+                ))
+            })
+            .and_then(|_| check(libc::pthread_mutex_init(self.raw.get(), attr_ptr)));
+            libc::pthread_mutexattr_destroy(attr_ptr);
+            result
+        }
+    }
+
+    /// Tries to lock for at most `timeout`.
+    pub fn lock_for(&self, timeout: Duration) -> io::Result<LockOutcome> {
+        let deadline = SystemTime::now() + timeout;
+        let since = deadline.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let abs = libc::timespec {
+            tv_sec: since.as_secs() as libc::time_t,
+            tv_nsec: since.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: the mutex was initialised by the region's creator (the header is only
+        // published after init); `abs` is a valid timespec.
+        let rc = unsafe { libc::pthread_mutex_timedlock(self.raw.get(), &abs) };
+        match rc {
+            0 => Ok(LockOutcome::Acquired),
+            libc::EOWNERDEAD => Ok(LockOutcome::OwnerDied),
+            libc::ETIMEDOUT => Ok(LockOutcome::TimedOut),
+            other => Err(io::Error::from_raw_os_error(other)),
+        }
+    }
+
+    /// After [`LockOutcome::OwnerDied`] and the repair: lets later lockers use it normally.
+    pub fn mark_consistent(&self) -> io::Result<()> {
+        // SAFETY: called by the current holder after EOWNERDEAD, as POSIX requires.
+        check(unsafe { libc::pthread_mutex_consistent(self.raw.get()) })
+    }
+
+    /// Releases a lock taken by this thread.
+    pub fn unlock(&self) {
+        // SAFETY: only called by the guard that holds the lock, on the locking thread.
+        unsafe { libc::pthread_mutex_unlock(self.raw.get()) };
+    }
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bytes_are_not_all_zero() {
+        let mut a = [0u8; 32];
+        random_bytes(&mut a).unwrap();
+        assert!(a.iter().any(|&b| b != 0));
+    }
+
+    #[test]
+    fn monotonic_clock_moves_forward() {
+        let a = monotonic_millis();
+        let b = monotonic_millis();
+        assert!(b >= a);
+    }
+
+    #[test]
+    fn own_pid_exists_and_pid_zero_does_not() {
+        assert!(process_exists(std::process::id()));
+        assert!(!process_exists(0));
+    }
+}
