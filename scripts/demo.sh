@@ -51,3 +51,11 @@ for i in 1 2 3 4; do
     cat "$WORK/consumer-$i.out"
 done
 echo "== every group received all six messages; within a group they were dealt in turn"
+
+echo "== stopping the broker (SIGTERM) flushes the files"
+kill -TERM "${PIDS[0]}"
+wait "${PIDS[0]}"
+for f in persistencia_mensajes.txt log_consumo.txt group_positions.txt; do
+    echo "== $f"
+    cat "$WORK/$f"
+done

@@ -1,78 +1,167 @@
-//! The cleaner thread: frees the slots of records every group has consumed, releases
-//! the reservations of producers that left without committing, and wakes producers
-//! waiting for space. It runs when a producer short of space asks, and at least
-//! every [`PERIOD`].
+//! The cleaner thread: logs every delivery to `log_consumo.txt` (through a double
+//! buffer), frees the slots of records that every group has consumed *and* that are
+//! persisted and logged, releases the reservations of producers that left without
+//! committing, keeps the group-position state file, and samples rates.
+//!
+//! It runs when a producer short of space asks, and at least every [`PERIOD`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shm_layout::event::{self, event_id};
 use shm_layout::Region;
 
+use crate::audit::double_buffer::DoubleBuffer;
+use crate::audit::records::push_delivery;
+use crate::audit::state;
 use crate::registry::Registry;
 
 /// Longest time between two passes.
-pub const PERIOD: Duration = Duration::from_millis(10);
+pub const PERIOD: Duration = Duration::from_millis(5);
 
-/// Runs passes until `stop` is set.
-pub fn run(region: Arc<Region>, registry: Arc<Mutex<Registry>>, stop: Arc<AtomicBool>) {
-    let mut reported = false;
-    while !stop.load(Ordering::Acquire) {
-        if let Err(e) = pass(&region, &registry) {
-            if !reported {
-                eprintln!("broker: cleaner refused to reclaim: {e}");
-                reported = true;
-            }
-        }
-        let h = region.header();
-        let seq = h.cleaner.seq.load(Ordering::Acquire);
-        event::sleep_once(
-            &h.cleaner,
-            event_id::CLEANER,
-            None,
-            || h.cleaner.seq.load(Ordering::Acquire) != seq,
-            PERIOD,
-        );
-    }
+/// The cleaner's state.
+pub struct Cleaner {
+    pub region: Arc<Region>,
+    pub registry: Arc<Mutex<Registry>>,
+    pub log: DoubleBuffer,
+    /// Every offset below this is persisted (published by the persister).
+    pub persisted: Arc<AtomicU64>,
+    pub data_dir: PathBuf,
+    pub flush_interval: Duration,
+    pub fsync: bool,
 }
 
-/// One pass: returns an error when the region's ring state is corrupt.
-pub fn pass(region: &Region, registry: &Mutex<Registry>) -> Result<(), String> {
-    let (upto, abandoned) = {
-        let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-        (reg.consumed_by_all(), reg.take_abandoned())
-    };
-    if !abandoned.is_empty() {
-        release_abandoned(region, registry, abandoned);
+impl Cleaner {
+    /// Runs passes until `stop`; then logs what is left, closes the log and saves the
+    /// group positions. Returns the first error that stopped the audit trail.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+        let mut reported = false;
+        let mut saved: Vec<state::GroupState> = Vec::new();
+        let mut saved_at = Instant::now();
+        let mut line = String::new();
+        while !stop.load(Ordering::Acquire) {
+            if let Err(e) = self.pass(&mut line) {
+                if e.kind() != std::io::ErrorKind::InvalidData {
+                    return Err(e);
+                }
+                if !reported {
+                    eprintln!("broker: cleaner refused to reclaim: {e}");
+                    reported = true;
+                }
+            }
+            if saved_at.elapsed() >= self.flush_interval {
+                let now = self.registry().group_states();
+                if now != saved {
+                    if let Err(e) = state::save(&self.data_dir, &now, self.fsync) {
+                        eprintln!("broker: cannot save group positions: {e}");
+                    }
+                    saved = now;
+                }
+                saved_at = Instant::now();
+            }
+            let h = self.region.header();
+            let seq = h.cleaner.seq.load(Ordering::Acquire);
+            event::sleep_once(
+                &h.cleaner,
+                event_id::CLEANER,
+                None,
+                || h.cleaner.seq.load(Ordering::Acquire) != seq,
+                PERIOD,
+            );
+        }
+        let _ = self.pass(&mut line);
+        let states = self.registry().group_states();
+        self.log.close()?;
+        state::save(&self.data_dir, &states, true)
     }
-    let upto = upto.unwrap_or_else(|| region.next_offset());
-    let reclaimed = region.reclaim(upto).map_err(|e| e.to_string());
-    let freed = region.header().reclaim.freed_offset.load(Ordering::Acquire);
-    registry
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .release_retired(freed);
-    reclaimed.map(|_| ())
-}
 
-fn release_abandoned(region: &Region, registry: &Mutex<Registry>, clients: Vec<u32>) {
-    // A timed lock: a stopped producer holding the ring lock must not stall the
-    // cleaner forever; the work is retried on the next pass.
-    let mut tries = 0;
-    let guard = region.lock_ring(|| {
-        tries += 1;
-        tries > 1
-    });
-    let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-    match guard {
-        Ok(guard) => {
-            for c in clients {
-                region.abandon_reservations(&guard, c);
-                // Under the lock, after any repair: every record of `c` is below this.
-                reg.retire_producer(c, region.next_offset());
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One pass. An `InvalidData` error means the region's ring state is corrupt.
+    fn pass(&mut self, line: &mut String) -> std::io::Result<()> {
+        let next = self.region.next_offset();
+        let (deliveries, consumed, abandoned, text) = {
+            let mut reg = self.registry();
+            let consumed = reg.consumed_by_all();
+            let deliveries = reg.take_deliveries();
+            line.clear();
+            for d in &deliveries {
+                let record = self.region.read_record(d.offset);
+                let producer = match record {
+                    Ok(r) => reg.producer_name(r.producer, r.producer_generation),
+                    Err(_) => Arc::from("unknown"),
+                };
+                push_delivery(
+                    line,
+                    d.time_us,
+                    d.offset,
+                    &producer,
+                    &d.group,
+                    &d.consumer,
+                    d.attempt,
+                );
+            }
+            reg.sample_rates();
+            (
+                deliveries.len(),
+                consumed,
+                reg.take_abandoned(),
+                std::mem::take(line),
+            )
+        };
+        if deliveries > 0 {
+            // One record per line keeps "a record larger than a buffer" meaningful.
+            for l in text.split_inclusive('\n') {
+                self.log.append(l.as_bytes())?;
             }
         }
-        Err(_) => reg.requeue_abandoned(clients),
+        *line = text;
+        // Every delivery of an offset below the groups' positions is in the log now.
+        self.log.set_mark(consumed.unwrap_or(next));
+        let urgent = self.region.used_slots() * 2 >= self.region.geometry().slots as u64;
+        self.log.tick(urgent)?;
+        if !abandoned.is_empty() {
+            self.release_abandoned(abandoned);
+        }
+        let upto = self
+            .log
+            .written_mark()
+            .min(self.persisted.load(Ordering::Acquire));
+        let reclaimed = self.region.reclaim(upto);
+        let freed = self
+            .region
+            .header()
+            .reclaim
+            .freed_offset
+            .load(Ordering::Acquire);
+        self.registry().release_retired(freed);
+        reclaimed
+            .map(|_| ())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+    }
+
+    fn release_abandoned(&self, clients: Vec<u32>) {
+        // A timed lock: a stopped producer holding the ring lock must not stall the
+        // cleaner forever; the work is retried on the next pass.
+        let mut tries = 0;
+        let guard = self.region.lock_ring(|| {
+            tries += 1;
+            tries > 1
+        });
+        let mut reg = self.registry();
+        match guard {
+            Ok(guard) => {
+                for c in clients {
+                    self.region.abandon_reservations(&guard, c);
+                    // Under the lock, after any repair: every record of `c` is below this.
+                    reg.retire_producer(c, self.region.next_offset());
+                }
+            }
+            Err(_) => reg.requeue_abandoned(clients),
+        }
     }
 }

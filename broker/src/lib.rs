@@ -4,27 +4,41 @@
 //! - [`config`]: the command line and its validation.
 //! - [`server`]: the control port's event loop (handshake, registration, leases).
 //! - [`registry`]: clients, groups, rotations, positions and redeliveries.
-//! - [`cleaner`]: the thread that frees consumed slots.
+//! - [`cleaner`]: the thread that logs deliveries and frees consumed slots.
+//! - [`persister`]: the thread that writes every message to the persistence file.
+//! - [`audit`]: the file formats, the double buffer, the state file.
+//! - [`replay`]: republishing unacknowledged records after a restart.
 //! - [`status`]: the report behind `broker status`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cleaner;
 pub mod config;
+pub mod persister;
 pub mod registry;
+pub mod replay;
 pub mod server;
 pub mod status;
 
+use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use nix::fcntl::{Flock, FlockArg};
 
 use shm_layout::event;
 use shm_layout::sys::{process_exists, random_bytes};
 use shm_layout::{Region, RegionError};
 
+use audit::double_buffer::DoubleBuffer;
+use audit::files;
+use audit::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
+use audit::state;
 pub use config::BrokerConfig;
-use registry::{Registry, RegistryLimits};
+use registry::{GroupStart, Registry, RegistryLimits};
 
 /// Why the broker could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +51,15 @@ pub enum BrokerError {
     },
     #[error("shared-memory region {name} belongs to a running broker (pid {pid})")]
     RegionInUse { name: String, pid: u32 },
+    #[error("data directory {0} is in use by another broker")]
+    DataDirInUse(PathBuf),
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the audit trail failed: {0}")]
+    Audit(std::io::Error),
     #[error(transparent)]
     Region(#[from] RegionError),
     #[error("{0}")]
@@ -50,6 +73,7 @@ pub fn mark_closing(region: &Region) {
     event::wake(&h.published);
     event::wake(&h.space);
     event::wake(&h.cleaner);
+    event::wake(&h.persisted);
     for g in 0..region.geometry().max_groups {
         if let Some(e) = region.group(g) {
             event::wake(&e.turn_event);
@@ -83,6 +107,50 @@ fn create_region(
     }
 }
 
+/// Takes the data directory for this broker: a second broker on it is refused.
+fn lock_data_dir(dir: &Path) -> Result<Flock<File>, BrokerError> {
+    let file_err = |source| BrokerError::File {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(file_err)?;
+    let path = dir.join(".broker.lock");
+    let file = File::create(&path).map_err(|source| BrokerError::File { path, source })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| BrokerError::DataDirInUse(dir.to_path_buf()))
+}
+
+/// Where each pre-created group resumes, from the state file; groups not in it
+/// start at `next` (they see every message from now on).
+fn group_starts(config: &BrokerConfig, next: u64) -> Result<Vec<GroupStart>, BrokerError> {
+    let (saved, bad) = state::load(&config.data_dir).map_err(|source| BrokerError::File {
+        path: config.data_dir.join(state::STATE_FILE),
+        source,
+    })?;
+    for line in bad {
+        eprintln!(
+            "broker: ignoring malformed line in {}: {line:?}",
+            state::STATE_FILE
+        );
+    }
+    Ok(config
+        .groups
+        .iter()
+        .map(|name| match saved.iter().find(|g| &g.name == name) {
+            Some(g) => GroupStart {
+                name: name.clone(),
+                start: g.position.min(next),
+                redeliver_below: g.handed_out.min(next),
+            },
+            None => GroupStart {
+                name: name.clone(),
+                start: next,
+                redeliver_below: next,
+            },
+        })
+        .collect())
+}
+
 /// Runs the broker until `stop` is set, then stops gracefully. `ready` receives the
 /// ready line once clients can connect.
 pub fn run(
@@ -101,10 +169,30 @@ pub fn run(
         source,
     })?;
     let local = listener.local_addr()?;
+    let _data_lock = lock_data_dir(&config.data_dir)?;
     let name = config
         .shm_name
         .clone()
         .unwrap_or_else(|| format!("/minikafka-{}", local.port()));
+
+    // The files: repaired, and read for where offsets and groups resume.
+    let persist_path = config.data_dir.join(PERSIST_FILE);
+    let file_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrokerError::File { path, source }
+    };
+    let (persist_file, cut) =
+        files::open_append(&persist_path, PERSIST_HEADER).map_err(file_err(&persist_path))?;
+    report_cut(PERSIST_FILE, cut);
+    let log_path = config.data_dir.join(LOG_FILE);
+    let (log_file, cut) = files::open_append(&log_path, LOG_HEADER).map_err(file_err(&log_path))?;
+    report_cut(LOG_FILE, cut);
+    let next = files::last_persisted_offset(&persist_path)
+        .map_err(file_err(&persist_path))?
+        .map_or(0, |o| o + 1);
+    let starts = group_starts(&config, next)?;
+    let replay_from = starts.iter().map(|g| g.start).min().unwrap_or(next);
+
     let mut token_bytes = [0u8; 16];
     random_bytes(&mut token_bytes)?;
     let token = [
@@ -112,21 +200,74 @@ pub fn run(
         u64::from_le_bytes(token_bytes[8..].try_into().expect("8 bytes")),
     ];
     let region = Arc::new(create_region(&name, &config, token)?);
+    region.start_at(replay_from, next);
+    let h = region.header();
+    h.durable
+        .fsync
+        .store(config.fsync as u32, Ordering::Release);
+    if replay_from < next {
+        h.identity.paused.store(1, Ordering::Release);
+    }
     let registry = Arc::new(Mutex::new(Registry::new(
         region.clone(),
-        &config.groups,
-        region.next_offset(),
+        &starts,
         RegistryLimits {
             session_timeout: config.session_timeout,
         },
     )));
-    let cleaner_stop = Arc::new(AtomicBool::new(false));
-    let cleaner = {
-        let (region, registry, stop) = (region.clone(), registry.clone(), cleaner_stop.clone());
-        std::thread::Builder::new()
-            .name("cleaner".into())
-            .spawn(move || cleaner::run(region, registry, stop))?
+
+    let buffer_size = config.buffer_size as usize;
+    let persisted = Arc::new(AtomicU64::new(next));
+    let persister = persister::Persister {
+        region: region.clone(),
+        registry: registry.clone(),
+        buffer: DoubleBuffer::new(
+            persist_file,
+            buffer_size,
+            config.flush_interval,
+            config.fsync,
+            next,
+            "persist",
+        )?,
+        next,
+        persisted: persisted.clone(),
+        flush_interval: config.flush_interval,
     };
+    let cleaner = cleaner::Cleaner {
+        region: region.clone(),
+        registry: registry.clone(),
+        log: DoubleBuffer::new(
+            log_file,
+            buffer_size,
+            config.flush_interval,
+            config.fsync,
+            replay_from,
+            "log",
+        )?,
+        persisted,
+        data_dir: config.data_dir.clone(),
+        flush_interval: config.flush_interval,
+        fsync: config.fsync,
+    };
+    let persister_stop = Arc::new(AtomicBool::new(false));
+    let cleaner_stop = Arc::new(AtomicBool::new(false));
+    let spawn = |name: &str, f: Box<dyn FnOnce() -> std::io::Result<()> + Send>| {
+        std::thread::Builder::new().name(name.into()).spawn(f)
+    };
+    let persister = {
+        let stop = persister_stop.clone();
+        spawn("persister", Box::new(move || persister.run(stop)))?
+    };
+    let cleaner = {
+        let stop = cleaner_stop.clone();
+        spawn("cleaner", Box::new(move || cleaner.run(stop)))?
+    };
+    let replayer = (replay_from < next).then(|| {
+        let (region, registry, stop) = (region.clone(), registry.clone(), stop.clone());
+        let path = persist_path.clone();
+        std::thread::spawn(move || replay::replay(region, registry, &path, replay_from, next, stop))
+    });
+
     ready(&format!("listening on {local}, shm {name}"));
     let server = server::Server {
         region: region.clone(),
@@ -135,10 +276,31 @@ pub fn run(
         started: Instant::now(),
     };
     let served = server.run(listener, &stop);
+
+    // Graceful stop: clients are woken (closing), then the files are completed in
+    // order (messages, then deliveries and positions), then the region goes.
     mark_closing(&region);
+    if let Some(r) = replayer {
+        let _ = r.join();
+    }
+    persister_stop.store(true, Ordering::Release);
+    let persisted = persister
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("persister panicked")));
     cleaner_stop.store(true, Ordering::Release);
-    let _ = cleaner.join();
+    event::wake(&region.header().cleaner);
+    let logged = cleaner
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("cleaner panicked")));
     let _ = Region::unlink(&name);
     served?;
+    persisted.map_err(BrokerError::Audit)?;
+    logged.map_err(BrokerError::Audit)?;
     Ok(())
+}
+
+fn report_cut(file: &str, bytes: u64) {
+    if bytes > 0 {
+        eprintln!("broker: removed a partial last line ({bytes} bytes) from {file}");
+    }
 }

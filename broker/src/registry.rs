@@ -12,8 +12,11 @@ use shm_layout::group::{self, Turn};
 use shm_layout::layout::{client_state, group_state, redelivery, EventWord, NAME_CAPACITY};
 use shm_layout::names::check_name;
 use shm_layout::protocol::{Refusal, Role};
-use shm_layout::sys::monotonic_millis;
+use shm_layout::ring::REPLAY_GENERATION;
+use shm_layout::sys::{monotonic_millis, wall_clock_micros};
 use shm_layout::Region;
+
+use crate::audit::state::GroupState;
 
 /// A refused registration: the reason code and one line for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,20 +44,42 @@ pub struct Registration {
 #[derive(Debug)]
 struct Client {
     role: Role,
-    id: String,
+    id: Arc<str>,
     group: Option<u32>,
+}
+
+/// A delivery of an offset to a consumer, for the consumption log.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub offset: u64,
+    pub group: Arc<str>,
+    pub consumer: Arc<str>,
+    pub attempt: u32,
+    /// When the broker saw the delivery (µs since the Unix epoch).
+    pub time_us: u64,
+}
+
+/// Where a pre-created group starts after a (re)start.
+#[derive(Debug, Clone)]
+pub struct GroupStart {
+    pub name: String,
+    /// First offset the group is handed (its acknowledged position).
+    pub start: u64,
+    /// First deliveries below this offset are redeliveries (attempt 2): the group had
+    /// been handed them before the restart.
+    pub redeliver_below: u64,
 }
 
 /// A run of offsets handed out under one rotation.
 #[derive(Debug, Clone)]
 struct Segment {
     start: u64,
-    members: Vec<u32>,
+    members: Vec<(u32, Arc<str>)>,
 }
 
 #[derive(Debug)]
 struct Group {
-    name: String,
+    name: Arc<str>,
     /// Pre-created groups live as long as the broker; others while they have members.
     permanent: bool,
     /// Creation order, for auto-join ties.
@@ -65,9 +90,28 @@ struct Group {
     segments: VecDeque<Segment>,
     /// Redeliveries waiting for a free slot in the region's redelivery table.
     overflow: VecDeque<(u64, u32)>,
+    /// First deliveries below this offset have been logged.
+    logged: u64,
+    /// First deliveries below this offset are attempt 2 (handed out before a restart).
+    redeliver_below: u64,
+    /// Per redelivery slot: the (attempt, claimer) already logged.
+    observed: Vec<Option<(u32, u32)>>,
+    /// Deliveries seen so far, and at the last rate sample.
+    delivered: u64,
+    delivered_at_sample: u64,
+    delivered_per_s: f64,
 }
 
 impl Group {
+    /// The member that was handed `offset` first, if any.
+    fn owner_of(&self, offset: u64) -> Option<&(u32, Arc<str>)> {
+        let seg = self.segments.iter().rev().find(|s| s.start <= offset)?;
+        if seg.members.is_empty() {
+            return None;
+        }
+        Some(&seg.members[((offset - seg.start) % seg.members.len() as u64) as usize])
+    }
+
     /// The first offset in `[from, cursor)` handed to `client`, if any.
     fn first_owned(&self, client: u32, from: u64, cursor: u64) -> Option<u64> {
         let n_segments = self.segments.len();
@@ -81,7 +125,7 @@ impl Group {
             if lo >= end.min(cursor) {
                 continue;
             }
-            let Some(rank) = seg.members.iter().position(|&m| m == client) else {
+            let Some(rank) = seg.members.iter().position(|&(m, _)| m == client) else {
                 continue;
             };
             let n = seg.members.len() as u64;
@@ -120,8 +164,17 @@ pub struct Registry {
     admins: usize,
     /// The client entry handed out last.
     last_slot: u32,
-    /// Gone producers whose entries wait for their messages to be reclaimed.
-    retiring: Vec<(u32, u64)>,
+    /// Gone producers whose entries wait for their messages to be reclaimed:
+    /// (client, generation, every offset of theirs is below this).
+    retiring: Vec<(u32, u32, u64)>,
+    /// Names of producers by (client entry, generation), while their messages live.
+    producers: HashMap<(u32, u32), Arc<str>>,
+    /// Deliveries observed and not yet taken by the consumption log.
+    deliveries: Vec<Delivery>,
+    /// Publish-rate sample: when, and the next offset then.
+    sampled_at: std::time::Instant,
+    published_at_sample: u64,
+    published_per_s: f64,
 }
 
 /// A consumer to evict for exceeding the session timeout.
@@ -132,8 +185,8 @@ pub struct Eviction {
 }
 
 impl Registry {
-    /// A registry over `region`, with `groups` pre-created (they start at `start`).
-    pub fn new(region: Arc<Region>, groups: &[String], start: u64, limits: RegistryLimits) -> Self {
+    /// A registry over `region`, with `groups` pre-created where they start.
+    pub fn new(region: Arc<Region>, groups: &[GroupStart], limits: RegistryLimits) -> Self {
         let g = *region.geometry();
         let mut r = Registry {
             clients: (0..g.max_clients).map(|_| None).collect(),
@@ -147,10 +200,20 @@ impl Registry {
             admins: 0,
             last_slot: g.max_clients - 1,
             retiring: Vec::new(),
+            producers: HashMap::new(),
+            deliveries: Vec::new(),
+            sampled_at: std::time::Instant::now(),
+            published_at_sample: 0,
+            published_per_s: 0.0,
         };
-        for name in groups {
-            r.create_group(name, true, start)
+        r.published_at_sample = r.region.next_offset();
+        for g in groups {
+            let i = r
+                .create_group(&g.name, true, g.start)
                 .expect("pre-created groups fit: checked at start-up");
+            if let Some(grp) = r.groups[i as usize].as_mut() {
+                grp.redeliver_below = g.redeliver_below;
+            }
         }
         r
     }
@@ -179,12 +242,18 @@ impl Registry {
             .store(group_state::ACTIVE, Ordering::Release);
         self.groups_created += 1;
         self.groups[i] = Some(Group {
-            name: name.to_string(),
+            name: name.into(),
             permanent,
             created: self.groups_created,
             members: Vec::new(),
             segments: VecDeque::new(),
             overflow: VecDeque::new(),
+            logged: start,
+            redeliver_below: start,
+            observed: vec![None; self.region.geometry().redeliveries_per_group as usize],
+            delivered: 0,
+            delivered_at_sample: 0,
+            delivered_per_s: 0.0,
         });
         Ok(i as u32)
     }
@@ -192,7 +261,7 @@ impl Registry {
     fn find_group(&self, name: &str) -> Option<u32> {
         self.groups
             .iter()
-            .position(|g| g.as_ref().is_some_and(|g| g.name == name))
+            .position(|g| g.as_ref().is_some_and(|g| &*g.name == name))
             .map(|i| i as u32)
     }
 
@@ -281,11 +350,15 @@ impl Registry {
             .last_active_ms
             .store(monotonic_millis(), Ordering::Relaxed);
         idn.state.store(client_state::ACTIVE, Ordering::Release);
+        let id: Arc<str> = id.into();
         self.clients[slot as usize] = Some(Client {
             role,
-            id: id.to_string(),
+            id: id.clone(),
             group: group_index,
         });
+        if role == Role::Producer {
+            self.producers.insert((slot, self.generation), id.clone());
+        }
         self.ids.insert((role, id.to_string()), slot);
         let group = group_index.map(|g| {
             let entry_group = region.group(g).expect("live group index");
@@ -295,7 +368,7 @@ impl Registry {
                 .store(group::cursor(entry_group), Ordering::Release);
             let grp = self.groups[g as usize].as_mut().expect("live group");
             grp.members.push(slot);
-            let name = grp.name.clone();
+            let name = grp.name.to_string();
             self.rotate(g);
             (g, name)
         });
@@ -323,10 +396,18 @@ impl Registry {
         if grp.segments.back().is_some_and(|s| s.start == start) {
             grp.segments.pop_back();
         }
-        grp.segments.push_back(Segment {
-            start,
-            members: grp.members.clone(),
-        });
+        let members = grp
+            .members
+            .iter()
+            .map(|&m| {
+                let id = self.clients[m as usize]
+                    .as_ref()
+                    .map_or_else(|| Arc::from("unknown"), |c| c.id.clone());
+                (m, id)
+            })
+            .collect();
+        let grp = self.groups[g as usize].as_mut().expect("live group");
+        grp.segments.push_back(Segment { start, members });
         event::wake(&entry.turn_event);
     }
 
@@ -338,10 +419,18 @@ impl Registry {
     /// A client's lease ended (disconnect, death or eviction): removes it at once and
     /// hands what it held to the survivors.
     pub fn leave(&mut self, client: u32) {
+        // Log what it was handed before it disappears from the books.
+        if let Some(g) = self
+            .clients
+            .get(client as usize)
+            .and_then(|c| c.as_ref()?.group)
+        {
+            self.observe_group(g);
+        }
         let Some(c) = self.clients.get_mut(client as usize).and_then(Option::take) else {
             return;
         };
-        self.ids.remove(&(c.role, c.id.clone()));
+        self.ids.remove(&(c.role, c.id.to_string()));
         let region = self.region.clone();
         let Some(entry) = region.client(client) else {
             return;
@@ -384,6 +473,7 @@ impl Registry {
             event_id::PUBLISHED => Some(&h.published),
             event_id::SPACE => Some(&h.space),
             event_id::CLEANER => Some(&h.cleaner),
+            event_id::PERSISTED => Some(&h.persisted),
             g => self
                 .region
                 .group(g.checked_sub(event_id::GROUP_BASE)?)
@@ -507,6 +597,7 @@ impl Registry {
             if self.groups[g as usize].is_none() {
                 continue;
             }
+            self.observe_group(g);
             self.settle_redeliveries(g);
             let Some(pos) = self.position(g) else {
                 continue;
@@ -533,16 +624,22 @@ impl Registry {
     /// After the cleaner released a gone producer's reservations: its entry (which
     /// names it to consumers) is freed once every offset below `mark` is reclaimed.
     pub fn retire_producer(&mut self, client: u32, mark: u64) {
-        self.retiring.push((client, mark));
+        let generation = self
+            .region
+            .client(client)
+            .map_or(0, |e| e.identity.generation.load(Ordering::Relaxed));
+        self.retiring.push((client, generation, mark));
     }
 
     /// Frees the entries of retired producers whose messages are all reclaimed.
     pub fn release_retired(&mut self, freed_offset: u64) {
         let region = self.region.clone();
-        self.retiring.retain(|&(client, mark)| {
+        let producers = &mut self.producers;
+        self.retiring.retain(|&(client, generation, mark)| {
             if freed_offset < mark {
                 return true;
             }
+            producers.remove(&(client, generation));
             if let Some(e) = region.client(client) {
                 e.identity
                     .state
@@ -597,7 +694,7 @@ impl Registry {
                 if holds || turn_waits {
                     out.push(Eviction {
                         client: m,
-                        group: grp.name.clone(),
+                        group: grp.name.to_string(),
                     });
                 }
             }
@@ -640,13 +737,16 @@ impl Registry {
             .filter_map(|(g, grp)| {
                 let grp = grp.as_ref()?;
                 Some(GroupSnapshot {
-                    name: grp.name.clone(),
+                    name: grp.name.to_string(),
                     created: grp.created,
                     members: grp
                         .members
                         .iter()
-                        .filter_map(|&m| self.clients[m as usize].as_ref().map(|c| c.id.clone()))
+                        .filter_map(|&m| {
+                            self.clients[m as usize].as_ref().map(|c| c.id.to_string())
+                        })
                         .collect(),
+                    delivered_per_s: grp.delivered_per_s,
                     position: self.position(g as u32).unwrap_or(0),
                     cursor: self.region.group(g as u32).map_or(0, group::cursor),
                 })
@@ -661,10 +761,138 @@ impl Registry {
 #[derive(Debug, Clone)]
 pub struct GroupSnapshot {
     pub name: String,
+    pub delivered_per_s: f64,
     pub created: u64,
     pub members: Vec<String>,
     pub position: u64,
     pub cursor: u64,
+}
+
+impl Registry {
+    /// Logs what group `g` handed out since the last look: first deliveries (from
+    /// its cursor and rotations) and redelivery claims (from the region's table).
+    fn observe_group(&mut self, g: u32) {
+        let region = self.region.clone();
+        let Some(entry) = region.group(g) else {
+            return;
+        };
+        // A cursor beyond the committed offsets can only come from a corrupt region.
+        let cursor = group::cursor(entry).min(region.next_offset());
+        let now = wall_clock_micros();
+        let Some(grp) = self.groups[g as usize].as_mut() else {
+            return;
+        };
+        while grp.logged < cursor {
+            let o = grp.logged;
+            if let Some((_, consumer)) = grp.owner_of(o) {
+                let attempt = if o < grp.redeliver_below { 2 } else { 1 };
+                self.deliveries.push(Delivery {
+                    offset: o,
+                    group: grp.name.clone(),
+                    consumer: consumer.clone(),
+                    attempt,
+                    time_us: now,
+                });
+                grp.delivered += 1;
+            }
+            grp.logged += 1;
+        }
+        for slot in 0..region.geometry().redeliveries_per_group {
+            let Some(e) = region.redelivery(g, slot) else {
+                break;
+            };
+            let s = e.state.load(Ordering::Acquire);
+            let kind = redelivery::kind(s);
+            let seen = &mut grp.observed[slot as usize];
+            if kind != redelivery::CLAIMED && kind != redelivery::ACKED {
+                *seen = None;
+                continue;
+            }
+            let key = (redelivery::attempt(s), redelivery::claimer(s));
+            if *seen == Some(key) {
+                continue;
+            }
+            *seen = Some(key);
+            let consumer = self
+                .clients
+                .get(key.1 as usize)
+                .and_then(|c| c.as_ref())
+                .map_or_else(|| Arc::from("unknown"), |c| c.id.clone());
+            self.deliveries.push(Delivery {
+                offset: e.offset.load(Ordering::Relaxed),
+                group: grp.name.clone(),
+                consumer,
+                attempt: key.0,
+                time_us: now,
+            });
+            grp.delivered += 1;
+        }
+    }
+
+    /// Deliveries observed since the last call.
+    pub fn take_deliveries(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// The id of the producer in client entry `client` with `generation`.
+    pub fn producer_name(&self, client: u32, generation: u32) -> Arc<str> {
+        self.producers
+            .get(&(client, generation))
+            .cloned()
+            .unwrap_or_else(|| Arc::from("unknown"))
+    }
+
+    /// Registers a stand-in producer entry named `id`, for records the broker
+    /// replays from the persistence file after a restart. Returns its client entry.
+    pub fn register_ghost(&mut self, id: &str) -> Option<u32> {
+        let slot = self.free_client_slot()?;
+        let entry = self.region.client(slot)?;
+        let idn = &entry.identity;
+        idn.role.store(role_code(Role::Producer), Ordering::Relaxed);
+        idn.generation.store(REPLAY_GENERATION, Ordering::Relaxed);
+        idn.pid.store(std::process::id(), Ordering::Relaxed);
+        write_name(&idn.id, &idn.id_len, id);
+        idn.state.store(client_state::REMOVED, Ordering::Release);
+        self.producers.insert((slot, REPLAY_GENERATION), id.into());
+        Some(slot)
+    }
+
+    /// Recomputes message rates, at most once a second.
+    pub fn sample_rates(&mut self) {
+        let elapsed = self.sampled_at.elapsed().as_secs_f64();
+        if elapsed < 1.0 {
+            return;
+        }
+        let next = self.region.next_offset();
+        self.published_per_s = (next - self.published_at_sample) as f64 / elapsed;
+        self.published_at_sample = next;
+        for grp in self.groups.iter_mut().flatten() {
+            grp.delivered_per_s = (grp.delivered - grp.delivered_at_sample) as f64 / elapsed;
+            grp.delivered_at_sample = grp.delivered;
+        }
+        self.sampled_at = std::time::Instant::now();
+    }
+
+    /// Messages published per second at the last sample.
+    pub fn published_per_s(&self) -> f64 {
+        self.published_per_s
+    }
+
+    /// Positions of every live group, for the state file.
+    pub fn group_states(&self) -> Vec<GroupState> {
+        (0..self.groups.len() as u32)
+            .filter_map(|g| {
+                let grp = self.groups[g as usize].as_ref()?;
+                let position = self.position(g)?;
+                let cursor = group::cursor(self.region.group(g)?);
+                Some(GroupState {
+                    name: grp.name.to_string(),
+                    position,
+                    handed_out: cursor.max(position),
+                })
+            })
+            .collect()
+    }
 }
 
 fn role_code(role: Role) -> u32 {

@@ -23,6 +23,7 @@ pub fn report(region: &Region, registry: &Registry, started: Instant) -> String 
                 "position": s.position,
                 "handed_out": s.cursor,
                 "lag": next.saturating_sub(s.position),
+                "delivered_per_s": s.delivered_per_s.round(),
             })
         })
         .collect();
@@ -37,8 +38,9 @@ pub fn report(region: &Region, registry: &Registry, started: Instant) -> String 
             "used_slots": region.used_slots(),
             "next_offset": next,
         },
+        "persisted_offset": region.persisted_offset(),
         "rates": {
-            "published_per_s": if uptime > 0.0 { (next as f64 / uptime).round() } else { 0.0 },
+            "published_per_s": registry.published_per_s().round(),
         },
         "producers": producers,
         "consumers": consumers,
@@ -61,8 +63,17 @@ pub fn render_text(v: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         s,
-        "ring: {}/{} slots used, next offset {}, {} producers, {} consumers",
-        ring["used_slots"], ring["slots"], ring["next_offset"], v["producers"], v["consumers"]
+        "ring: {}/{} slots used, next offset {}, persisted below {}, {} msg/s published",
+        ring["used_slots"],
+        ring["slots"],
+        ring["next_offset"],
+        v["persisted_offset"],
+        v["rates"]["published_per_s"]
+    );
+    let _ = writeln!(
+        s,
+        "clients: {} producers, {} consumers",
+        v["producers"], v["consumers"]
     );
     let _ = writeln!(
         s,
@@ -78,10 +89,11 @@ pub fn render_text(v: &serde_json::Value) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "{:<24} {:>10} {:>10} {:>8}  {}",
+            "{:<24} {:>10} {:>10} {:>10} {:>8}  {}",
             g["name"].as_str().unwrap_or("?"),
             g["position"].to_string(),
             g["lag"].to_string(),
+            g["delivered_per_s"].to_string(),
             members.len(),
             members.join(",")
         );

@@ -56,7 +56,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -101,9 +103,9 @@ pub enum StdoutMode {
 
 impl Proc {
     /// Starts `program` with `args`, writing `stdin` (then closing it) if given.
-    pub fn spawn(
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(
         program: &Path,
-        args: &[String],
+        args: &[S],
         stdin: Option<Vec<u8>>,
         mode: StdoutMode,
     ) -> Proc {
@@ -352,6 +354,24 @@ impl Broker {
         )
     }
 
+    /// Starts a producer whose arguments are arbitrary bytes (each one message).
+    pub fn producer_bytes(&self, args: &[&str], messages: &[Vec<u8>]) -> Proc {
+        use std::os::unix::ffi::OsStringExt;
+        let mut all: Vec<std::ffi::OsString> =
+            self.client_args(args).into_iter().map(Into::into).collect();
+        all.extend(
+            messages
+                .iter()
+                .map(|m| std::ffi::OsString::from_vec(m.clone())),
+        );
+        Proc::spawn(&bin("producer"), &all, None, StdoutMode::Collect)
+    }
+
+    /// The data lines of an audit file in the data directory.
+    pub fn data_lines(&self, file: &str) -> Vec<String> {
+        data_lines(&self.data.0.join(file))
+    }
+
     /// Runs `broker status --json` against this broker.
     pub fn status(&self) -> serde_json::Value {
         let p = Proc::spawn(
@@ -391,9 +411,16 @@ impl Broker {
     }
 
     /// Stops the broker with SIGTERM and waits for it.
-    pub fn stop(mut self) -> Finished {
+    pub fn stop(self) -> Finished {
+        self.stop_keeping_data().0
+    }
+
+    /// Stops the broker with SIGTERM, waits, and hands back its data directory.
+    pub fn stop_keeping_data(mut self) -> (Finished, TempDir) {
         self.proc.signal(nix::sys::signal::Signal::SIGTERM);
-        self.proc.wait_exit_within(DEADLINE)
+        let finished = self.proc.wait_exit_within(DEADLINE);
+        let data = std::mem::replace(&mut self.data, TempDir(PathBuf::new()));
+        (finished, data)
     }
 }
 
@@ -404,6 +431,47 @@ impl Drop for Broker {
             let _ = self.proc.wait_exit_within(DEADLINE);
         }
         let _ = shm_layout::Region::unlink(&self.shm);
+    }
+}
+
+/// The data lines (not `#` comments) of a file; checks it ends with a newline.
+pub fn data_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "{} ends mid-line",
+        path.display()
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Starts a broker on an existing data directory (a restart).
+pub fn restart(data: TempDir, extra: &[&str]) -> Broker {
+    let shm = format!("/{}", unique("mk-e2e"));
+    let mut args: Vec<String> = vec![
+        "--port".into(),
+        "0".into(),
+        "--shm-name".into(),
+        shm.clone(),
+        "--data-dir".into(),
+        data.0.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut proc = Proc::spawn(&bin("broker"), &args, None, StdoutMode::Lines);
+    let ready = proc.next_stdout_line();
+    let addr = ready
+        .strip_prefix("listening on ")
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("unexpected ready line {ready:?}"))
+        .to_string();
+    Broker {
+        proc,
+        addr,
+        shm,
+        data,
     }
 }
 

@@ -1,7 +1,9 @@
 //! `producer`: send messages from arguments, stdin, a file, a generator or a stream.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::io::{BufRead, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,9 +28,9 @@ use shm_layout::units::{parse_duration, parse_size};
     group = clap::ArgGroup::new("source").args(["messages", "file", "count", "stream"])
 )]
 struct Args {
-    /// Messages to send, one per argument.
-    #[arg(value_name = "MESSAGE")]
-    messages: Vec<String>,
+    /// Messages to send, one per argument (any bytes).
+    #[arg(value_name = "MESSAGE", value_parser = clap::value_parser!(OsString))]
+    messages: Vec<OsString>,
     /// Broker control address.
     #[arg(
         short = 'b',
@@ -156,7 +158,11 @@ fn send_all(args: &Args, p: &mut Producer, interrupt: &AtomicBool) -> Result<(),
             }
         }
     } else if !args.messages.is_empty() {
-        if let Some(e) = args.messages.iter().find_map(|m| too_large(m.len())) {
+        if let Some(e) = args
+            .messages
+            .iter()
+            .find_map(|m| too_large(m.as_bytes().len()))
+        {
             return Err(e.into());
         }
         for m in &args.messages {

@@ -22,8 +22,9 @@ pub mod event_id {
     pub const PUBLISHED: u32 = 0;
     pub const SPACE: u32 = 1;
     pub const CLEANER: u32 = 2;
+    pub const PERSISTED: u32 = 3;
     /// Group `g`'s turn event is `GROUP_BASE + g`.
-    pub const GROUP_BASE: u32 = 3;
+    pub const GROUP_BASE: u32 = 4;
 }
 
 /// Wakes the sleepers of `event`, if any, after the caller changed the state they

@@ -211,6 +211,8 @@ pub struct Identity {
     pub token: [AtomicU64; 2],
     /// Non-zero once the broker is stopping: every waiter gives up.
     pub closing: AtomicU32,
+    /// Non-zero while the broker replays records after a restart: producers wait.
+    pub paused: AtomicU32,
 }
 
 /// The ring's producer side, protected by `Header::ring_lock`.
@@ -236,6 +238,15 @@ pub struct LockLine {
     pub mutex: RobustMutex,
 }
 
+/// Written by the broker's persistence writer.
+#[repr(C, align(128))]
+pub struct DurableCursor {
+    /// Every offset below this is in `persistencia_mensajes.txt` (on disk under `--fsync`).
+    pub persisted: AtomicU64,
+    /// Non-zero when the broker runs with `--fsync`: a send waits for `persisted`.
+    pub fsync: AtomicU32,
+}
+
 /// The first bytes of the region.
 #[repr(C)]
 pub struct Header {
@@ -249,6 +260,9 @@ pub struct Header {
     pub space: EventWord,
     /// The cleaner sleeps here; producers short of space wake it.
     pub cleaner: EventWord,
+    pub durable: DurableCursor,
+    /// Producers under `--fsync` sleep here waiting for `durable.persisted`.
+    pub persisted: EventWord,
 }
 
 /// Client table entry states.
@@ -404,7 +418,9 @@ const _: () = assert!(size_of::<Identity>() == LINE);
 const _: () = assert!(size_of::<LockLine>() == LINE);
 const _: () = assert!(size_of::<ProducerCursor>() == LINE);
 const _: () = assert!(size_of::<ReclaimCursor>() == LINE);
-const _: () = assert!(size_of::<Header>() == 7 * LINE);
+const _: () = assert!(size_of::<Header>() == 9 * LINE);
+const _: () = assert!(std::mem::offset_of!(Header, durable) == 7 * LINE);
+const _: () = assert!(std::mem::offset_of!(Identity, paused) == 76);
 const _: () = assert!(std::mem::offset_of!(Header, producer) == 2 * LINE);
 const _: () = assert!(std::mem::offset_of!(Header, reclaim) == 3 * LINE);
 const _: () = assert!(std::mem::offset_of!(Header, published) == 4 * LINE);

@@ -72,6 +72,17 @@ pub struct Sender {
     pub generation: u32,
 }
 
+impl Sender {
+    /// The broker itself, replaying records after a restart: not held by the pause,
+    /// and never waiting for durability (the records are already on disk).
+    pub fn is_replay(&self) -> bool {
+        self.generation == REPLAY_GENERATION
+    }
+}
+
+/// Generation used by the broker's replay sender.
+pub const REPLAY_GENERATION: u32 = u32::MAX;
+
 /// Held while the ring lock is held; unlocks on drop.
 pub struct RingGuard<'r> {
     region: &'r Region,
@@ -234,13 +245,20 @@ impl Region {
             return Err(SendError::TooLarge { size, max });
         }
         let slots = self.geometry().slots_for(size);
+        let replay = sender.is_replay();
         let mut guard = self.lock_ring(&mut stop)?;
         let first = loop {
+            if !replay && self.is_paused() {
+                drop(guard);
+                self.wait_for_space(slots, sender.client, false, &mut stop, deadline)?;
+                guard = self.lock_ring(&mut stop)?;
+                continue;
+            }
             if let Some(first) = self.try_reserve(&guard, sender.client, slots)? {
                 break first;
             }
             drop(guard);
-            self.wait_for_space(slots, sender.client, &mut stop, deadline)?;
+            self.wait_for_space(slots, sender.client, replay, &mut stop, deadline)?;
             guard = self.lock_ring(&mut stop)?;
         };
         let dst = self
@@ -268,13 +286,54 @@ impl Region {
         let offset = self.commit(&guard, first, &meta);
         drop(guard);
         event::notify(&self.header().published);
+        if !replay && self.header().durable.fsync.load(Ordering::Relaxed) != 0 {
+            self.wait_until_persisted(offset, sender.client, &mut stop)?;
+        }
         Ok(offset)
+    }
+
+    /// Whether producers are held while the broker replays records.
+    pub fn is_paused(&self) -> bool {
+        self.header().identity.paused.load(Ordering::Acquire) != 0
+    }
+
+    /// Every offset below this has been persisted by the broker.
+    pub fn persisted_offset(&self) -> u64 {
+        self.header().durable.persisted.load(Ordering::Acquire)
+    }
+
+    /// Under `--fsync`: waits until `offset` is on disk (group commit: the writer
+    /// syncs many records at once and wakes every waiter).
+    fn wait_until_persisted(
+        &self,
+        offset: u64,
+        client: u32,
+        stop: &mut impl FnMut() -> bool,
+    ) -> Result<(), SendError> {
+        let h = self.header();
+        event::notify(&h.cleaner);
+        let flag = self.client(client).map(|c| &c.activity.sleeping_on);
+        event::wait_until(
+            &h.persisted,
+            event_id::PERSISTED,
+            flag,
+            || self.persisted_offset() > offset || self.is_closing(),
+            &mut *stop,
+            None,
+        )
+        .map_err(|_| SendError::Stopped)?;
+        if self.persisted_offset() > offset {
+            Ok(())
+        } else {
+            Err(SendError::Stopped)
+        }
     }
 
     fn wait_for_space(
         &self,
         slots: u64,
         client: u32,
+        replay: bool,
         stop: &mut impl FnMut() -> bool,
         deadline: Option<Instant>,
     ) -> Result<(), SendError> {
@@ -286,7 +345,7 @@ impl Region {
             &h.space,
             event_id::SPACE,
             flag,
-            || self.has_space_for(slots) || self.is_closing(),
+            || (self.has_space_for(slots) && (replay || !self.is_paused())) || self.is_closing(),
             &mut *stop,
             deadline,
         )
@@ -348,6 +407,15 @@ impl Region {
             producer,
             producer_generation,
         })
+    }
+
+    /// Broker only, before any client connects: the next commit takes `next_offset`,
+    /// and every offset below `persisted` counts as already persisted.
+    pub fn start_at(&self, next_offset: u64, persisted: u64) {
+        let h = self.header();
+        h.producer.next_offset.store(next_offset, Ordering::Release);
+        h.reclaim.freed_offset.store(next_offset, Ordering::Release);
+        h.durable.persisted.store(persisted, Ordering::Release);
     }
 
     /// Slots in use (`head - tail`), for status displays.

@@ -1,0 +1,135 @@
+//! The persistence thread: copies every committed record, in offset order, into
+//! `persistencia_mensajes.txt` through a double buffer. It publishes the persisted
+//! offset only once the writer has written (under `--fsync`, synced) the records,
+//! and wakes producers waiting for it.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shm_layout::event::{self, event_id};
+use shm_layout::Region;
+
+use crate::audit::double_buffer::DoubleBuffer;
+use crate::audit::records::push_persisted;
+use crate::registry::Registry;
+
+/// Shortest and longest pause between passes.
+const BUSY_PAUSE: Duration = Duration::from_millis(1);
+const IDLE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Publishes a new persisted offset and wakes producers waiting for it (`--fsync`).
+fn publish(region: &Region, persisted: &AtomicU64, mark: u64) {
+    if persisted.fetch_max(mark, Ordering::AcqRel) < mark {
+        let h = region.header();
+        h.durable.persisted.store(mark, Ordering::Release);
+        event::notify(&h.persisted);
+    }
+}
+
+/// The persistence thread's state.
+pub struct Persister {
+    pub region: Arc<Region>,
+    pub registry: Arc<Mutex<Registry>>,
+    pub buffer: DoubleBuffer,
+    /// Next offset to persist.
+    pub next: u64,
+    /// Every offset below this is written; read by the cleaner.
+    pub persisted: Arc<AtomicU64>,
+    pub flush_interval: Duration,
+}
+
+impl Persister {
+    /// Runs until `stop`; then persists every committed record and closes the file.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> io::Result<()> {
+        let mut names: HashMap<(u32, u32), Arc<str>> = HashMap::new();
+        let mut line = String::new();
+        let mut pause = BUSY_PAUSE;
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            if stopping {
+                // Wait out any commit in flight, so the final drain sees it.
+                let mut tries = 0;
+                if let Ok(guard) = self.region.lock_ring(|| {
+                    tries += 1;
+                    tries > 10
+                }) {
+                    drop(guard);
+                }
+            }
+            let progressed = self.drain(&mut names, &mut line)?;
+            if stopping {
+                let mark = self.next;
+                self.buffer.set_mark(mark);
+                let (region, persisted) = (self.region.clone(), self.persisted.clone());
+                self.buffer.close()?;
+                publish(&region, &persisted, mark);
+                return Ok(());
+            }
+            let h = self.region.header();
+            let urgent = self.region.used_slots() * 2 >= self.region.geometry().slots as u64
+                || h.space.sleepers.load(Ordering::Relaxed) > 0
+                || h.persisted.sleepers.load(Ordering::Relaxed) > 0;
+            self.buffer.tick(urgent)?;
+            publish(&self.region, &self.persisted, self.buffer.written_mark());
+            pause = if progressed || urgent {
+                BUSY_PAUSE
+            } else {
+                (pause * 2)
+                    .min(IDLE_PAUSE)
+                    .min(self.flush_interval / 2)
+                    .max(BUSY_PAUSE)
+            };
+            let seq = h.cleaner.seq.load(Ordering::Acquire);
+            event::sleep_once(
+                &h.cleaner,
+                event_id::CLEANER,
+                None,
+                || h.cleaner.seq.load(Ordering::Acquire) != seq,
+                pause,
+            );
+        }
+    }
+
+    /// Formats every committed record not yet persisted; true if there were any.
+    fn drain(
+        &mut self,
+        names: &mut HashMap<(u32, u32), Arc<str>>,
+        line: &mut String,
+    ) -> io::Result<bool> {
+        let committed = self.region.next_offset();
+        let start = self.next;
+        while self.next < committed {
+            let o = self.next;
+            match self.region.read_record(o) {
+                Ok(r) => {
+                    let key = (r.producer, r.producer_generation);
+                    let producer = match names.get(&key) {
+                        Some(n) => n.clone(),
+                        None => {
+                            let n = self
+                                .registry
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .producer_name(key.0, key.1);
+                            names.insert(key, n.clone());
+                            n
+                        }
+                    };
+                    line.clear();
+                    push_persisted(line, o, r.timestamp_us, &producer, r.key, r.payload);
+                    self.buffer.append(line.as_bytes())?;
+                }
+                Err(e) => eprintln!("broker: not persisting offset {o}: {e}"),
+            }
+            self.next += 1;
+            self.buffer.set_mark(self.next);
+        }
+        if names.len() > 4096 {
+            names.clear();
+        }
+        Ok(self.next > start)
+    }
+}
