@@ -62,14 +62,7 @@ impl Cleaner {
                 saved_at = Instant::now();
             }
             let h = self.region.header();
-            let seq = h.cleaner.seq.load(Ordering::Acquire);
-            event::sleep_once(
-                &h.cleaner,
-                event_id::CLEANER,
-                None,
-                || h.cleaner.seq.load(Ordering::Acquire) != seq,
-                PERIOD,
-            );
+            event::nap(&h.cleaner, event_id::CLEANER, PERIOD);
         }
         let _ = self.pass(&mut line);
         let states = self.registry().group_states();

@@ -82,14 +82,7 @@ impl Persister {
                     .min(self.flush_interval / 2)
                     .max(BUSY_PAUSE)
             };
-            let seq = h.cleaner.seq.load(Ordering::Acquire);
-            event::sleep_once(
-                &h.cleaner,
-                event_id::CLEANER,
-                None,
-                || h.cleaner.seq.load(Ordering::Acquire) != seq,
-                pause,
-            );
+            event::nap(&h.cleaner, event_id::CLEANER, pause);
         }
     }
 

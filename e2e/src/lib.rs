@@ -293,7 +293,11 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with `extra` arguments and waits for its ready line.
     pub fn start(extra: &[&str]) -> Broker {
-        let data = TempDir::new("data");
+        Broker::start_in(TempDir::new("data"), extra)
+    }
+
+    /// Starts a broker on the data directory `data` (e.g. a restart).
+    pub fn start_in(data: TempDir, extra: &[&str]) -> Broker {
         let shm = format!("/{}", unique("mk-e2e"));
         let mut args: Vec<String> = vec![
             "--port".into(),
@@ -446,33 +450,6 @@ pub fn data_lines(path: &Path) -> Vec<String> {
         .filter(|l| !l.starts_with('#'))
         .map(str::to_string)
         .collect()
-}
-
-/// Starts a broker on an existing data directory (a restart).
-pub fn restart(data: TempDir, extra: &[&str]) -> Broker {
-    let shm = format!("/{}", unique("mk-e2e"));
-    let mut args: Vec<String> = vec![
-        "--port".into(),
-        "0".into(),
-        "--shm-name".into(),
-        shm.clone(),
-        "--data-dir".into(),
-        data.0.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mut proc = Proc::spawn(&bin("broker"), &args, None, StdoutMode::Lines);
-    let ready = proc.next_stdout_line();
-    let addr = ready
-        .strip_prefix("listening on ")
-        .and_then(|r| r.split(',').next())
-        .unwrap_or_else(|| panic!("unexpected ready line {ready:?}"))
-        .to_string();
-    Broker {
-        proc,
-        addr,
-        shm,
-        data,
-    }
 }
 
 /// Parses JSON Lines output of `consumer --format json`.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use broker::audit::records::{DeliveryRecord, PersistedRecord, LOG_FILE, PERSIST_FILE};
-use e2e::{json_lines, restart, Broker, TempDir};
+use e2e::{json_lines, Broker, TempDir};
 
 fn persisted(broker: &Broker) -> Vec<PersistedRecord> {
     broker
@@ -194,7 +194,7 @@ fn a_restart_continues_offsets_and_resumes_a_group_at_its_acknowledged_position(
     let (stopped, data) = broker.stop_keeping_data();
     assert_eq!(stopped.code(), Some(0));
 
-    let broker = restart(data, &["--groups", "1"]);
+    let broker = Broker::start_in(data, &["--groups", "1"]);
     let (second, _) = broker.consumer(&["--count", "600", "--format", "json"]);
     let input: String = (0..100).map(|i| format!("after {i}\n")).collect();
     assert_eq!(
@@ -260,7 +260,7 @@ fn a_message_handed_out_but_not_acknowledged_before_a_stop_comes_back_as_attempt
         "acked below 0, handed out below 1: {state}"
     );
 
-    let broker = restart(data, &["--groups", "1"]);
+    let broker = Broker::start_in(data, &["--groups", "1"]);
     let (again, _) = broker.consumer(&["--id", "again", "--count", "2"]);
     assert_eq!(again.wait_exit().stdout_text(), "one\ntwo\n");
     let (_, data) = broker.stop_keeping_data();
@@ -331,7 +331,7 @@ fn a_partial_last_line_is_removed_at_the_next_start_and_nothing_else() {
     )
     .unwrap();
 
-    let broker = restart(data, &["--groups", "1"]);
+    let broker = Broker::start_in(data, &["--groups", "1"]);
     assert_eq!(broker.producer(&["next"], None).wait_exit().code(), Some(0));
     let (b, data) = broker.stop_keeping_data();
     assert!(

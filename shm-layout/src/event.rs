@@ -92,6 +92,19 @@ pub fn sleep_once(
     }
 }
 
+/// Sleeps on `event` until someone notifies it or `timeout` passes: for threads
+/// that work in periodic passes and can be asked to run one sooner.
+pub fn nap(event: &EventWord, id: u32, timeout: Duration) {
+    let seq = event.seq.load(Ordering::Acquire);
+    sleep_once(
+        event,
+        id,
+        None,
+        || event.seq.load(Ordering::Acquire) != seq,
+        timeout,
+    );
+}
+
 /// How a wait ended without its condition becoming true.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitError {
