@@ -15,6 +15,7 @@ pub mod audit;
 pub mod cleaner;
 pub mod config;
 pub mod persister;
+pub mod recovery;
 pub mod registry;
 pub mod replay;
 pub mod server;
@@ -51,6 +52,8 @@ pub enum BrokerError {
     },
     #[error("shared-memory region {name} belongs to a running broker (pid {pid})")]
     RegionInUse { name: String, pid: u32 },
+    #[error("shared-memory region {name} was left by a broker with another geometry and still holds messages ({detail}); restart with that geometry to recover them")]
+    ForeignRegion { name: String, detail: String },
     #[error("data directory {0} is in use by another broker")]
     DataDirInUse(PathBuf),
     #[error("{path}: {source}")]
@@ -120,9 +123,15 @@ fn lock_data_dir(dir: &Path) -> Result<Flock<File>, BrokerError> {
         .map_err(|_| BrokerError::DataDirInUse(dir.to_path_buf()))
 }
 
-/// Where each pre-created group resumes, from the state file; groups not in it
-/// start at `next` (they see every message from now on).
-fn group_starts(config: &BrokerConfig, next: u64) -> Result<Vec<GroupStart>, BrokerError> {
+/// Where each pre-created group resumes. The state file and a salvaged region each
+/// give a lower bound of what the group acknowledged (the higher one is used) and
+/// of what it had been handed; a group known to neither starts at `next` (it sees
+/// every message from now on).
+fn group_starts(
+    config: &BrokerConfig,
+    next: u64,
+    salvaged: &recovery::Salvage,
+) -> Result<Vec<GroupStart>, BrokerError> {
     let (saved, bad) = state::load(&config.data_dir).map_err(|source| BrokerError::File {
         path: config.data_dir.join(state::STATE_FILE),
         source,
@@ -136,17 +145,28 @@ fn group_starts(config: &BrokerConfig, next: u64) -> Result<Vec<GroupStart>, Bro
     Ok(config
         .groups
         .iter()
-        .map(|name| match saved.iter().find(|g| &g.name == name) {
-            Some(g) => GroupStart {
+        .map(|name| {
+            let saved = saved.iter().find(|g| &g.name == name);
+            let recovered = salvaged.acknowledged.get(name);
+            if saved.is_none() && recovered.is_none() {
+                return GroupStart {
+                    name: name.clone(),
+                    start: next,
+                    redeliver_below: next,
+                };
+            }
+            let start = saved
+                .map_or(0, |g| g.position)
+                .max(recovered.copied().unwrap_or(0))
+                .min(next);
+            let handed_out = saved
+                .map_or(0, |g| g.handed_out)
+                .max(salvaged.handed_out.get(name).copied().unwrap_or(0));
+            GroupStart {
                 name: name.clone(),
-                start: g.position.min(next),
-                redeliver_below: g.handed_out.min(next),
-            },
-            None => GroupStart {
-                name: name.clone(),
-                start: next,
-                redeliver_below: next,
-            },
+                start,
+                redeliver_below: handed_out.min(next).max(start),
+            }
         })
         .collect())
 }
@@ -181,16 +201,21 @@ pub fn run(
         let path = path.to_path_buf();
         move |source| BrokerError::File { path, source }
     };
-    let (persist_file, cut) =
+    let (mut persist_file, cut) =
         files::open_append(&persist_path, PERSIST_HEADER).map_err(file_err(&persist_path))?;
     report_cut(PERSIST_FILE, cut);
+    let file_next = files::last_persisted_offset(&persist_path)
+        .map_err(file_err(&persist_path))?
+        .map_or(0, |o| o + 1);
+    let salvaged = recovery::salvage(&name, &config.geometry, file_next, &mut persist_file)?;
+    if let Some(report) = &salvaged.report {
+        eprintln!("broker: {report}");
+    }
     let log_path = config.data_dir.join(LOG_FILE);
     let (log_file, cut) = files::open_append(&log_path, LOG_HEADER).map_err(file_err(&log_path))?;
     report_cut(LOG_FILE, cut);
-    let next = files::last_persisted_offset(&persist_path)
-        .map_err(file_err(&persist_path))?
-        .map_or(0, |o| o + 1);
-    let starts = group_starts(&config, next)?;
+    let next = file_next + salvaged.appended;
+    let starts = group_starts(&config, next, &salvaged)?;
     let replay_from = starts.iter().map(|g| g.start).min().unwrap_or(next);
 
     let mut token_bytes = [0u8; 16];

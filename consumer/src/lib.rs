@@ -206,6 +206,7 @@ impl Consumer {
             match group::view_turn(self.group_entry(), self.me()) {
                 Turn::Mine { offset, word } if self.session.region.is_committed(offset) => {
                     if group::try_claim(self.group_entry(), word) {
+                        shm_layout::fault::point("poll-claimed");
                         event::notify(&self.group_entry().turn_event);
                         break Held::First(offset);
                     }
@@ -240,7 +241,11 @@ impl Consumer {
         };
         let key = (record.producer, record.producer_generation);
         if self.producer_name.as_ref().map(|(k, _)| *k) != Some(key) {
-            let name = producer_name(&self.session.region, key.0, key.1);
+            let name = self
+                .session
+                .region
+                .client_name(key.0, key.1)
+                .unwrap_or_else(|| "unknown".into());
             self.producer_name = Some((key, name));
         }
         let producer = self.producer_name.as_ref().map_or("", |(_, n)| n.as_str());
@@ -289,27 +294,5 @@ impl Consumer {
                 Ok(deadline.is_none_or(|d| Instant::now() < d))
             }
         }
-    }
-}
-
-/// The id of the producer in client entry `client`, if the entry still belongs to
-/// that producer (same generation) and holds a valid name.
-fn producer_name(region: &shm_layout::Region, client: u32, generation: u32) -> String {
-    let Some(entry) = region.client(client) else {
-        return "unknown".into();
-    };
-    let idn = &entry.identity;
-    if idn.generation.load(Ordering::Acquire) != generation {
-        return "unknown".into();
-    }
-    let len = idn.id_len.load(Ordering::Acquire) as usize;
-    let mut bytes = Vec::with_capacity(64);
-    for w in &idn.id {
-        bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
-    }
-    bytes.truncate(len.min(64));
-    match String::from_utf8(bytes) {
-        Ok(s) if shm_layout::names::check_name("id", &s).is_ok() => s,
-        _ => "unknown".into(),
     }
 }

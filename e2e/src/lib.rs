@@ -109,7 +109,19 @@ impl Proc {
         stdin: Option<Vec<u8>>,
         mode: StdoutMode,
     ) -> Proc {
+        Proc::spawn_env(program, args, stdin, mode, &[])
+    }
+
+    /// As [`Proc::spawn`], with extra environment variables.
+    pub fn spawn_env<S: AsRef<std::ffi::OsStr>>(
+        program: &Path,
+        args: &[S],
+        stdin: Option<Vec<u8>>,
+        mode: StdoutMode,
+        env: &[(&str, &str)],
+    ) -> Proc {
         let mut cmd = Command::new(program);
+        cmd.envs(env.iter().copied());
         cmd.args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -298,17 +310,13 @@ impl Broker {
 
     /// Starts a broker on the data directory `data` (e.g. a restart).
     pub fn start_in(data: TempDir, extra: &[&str]) -> Broker {
-        let shm = format!("/{}", unique("mk-e2e"));
-        let mut args: Vec<String> = vec![
-            "--port".into(),
-            "0".into(),
-            "--shm-name".into(),
-            shm.clone(),
-            "--data-dir".into(),
-            data.0.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut proc = Proc::spawn(&bin("broker"), &args, None, StdoutMode::Lines);
+        Broker::start_with(data, format!("/{}", unique("mk-e2e")), extra)
+    }
+
+    /// Starts a broker on `data` with region name `shm` (a restart after a crash
+    /// finds the old region there).
+    pub fn start_with(data: TempDir, shm: String, extra: &[&str]) -> Broker {
+        let mut proc = Broker::spawn(&data, &shm, extra);
         let ready = proc.next_stdout_line();
         let addr = ready
             .strip_prefix("listening on ")
@@ -322,6 +330,40 @@ impl Broker {
             shm,
             data,
         }
+    }
+
+    /// Starts a broker process without waiting for it to be ready.
+    pub fn spawn(data: &TempDir, shm: &str, extra: &[&str]) -> Proc {
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--shm-name".into(),
+            shm.to_string(),
+            "--data-dir".into(),
+            data.0.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Proc::spawn(&bin("broker"), &args, None, StdoutMode::Lines)
+    }
+
+    /// Kills the broker with SIGKILL, leaving its region and files as a crash would;
+    /// hands back the data directory and region name.
+    pub fn kill(mut self) -> (TempDir, String) {
+        self.proc.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.proc.wait_exit_within(DEADLINE);
+        let data = std::mem::replace(&mut self.data, TempDir(PathBuf::new()));
+        (data, std::mem::take(&mut self.shm))
+    }
+
+    /// Starts a client binary with extra environment variables.
+    pub fn client_env(&self, program: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_env(
+            &bin(program),
+            &self.client_args(args),
+            None,
+            StdoutMode::Collect,
+            env,
+        )
     }
 
     /// `-b ADDR` plus `args`, for a client command line.
@@ -434,7 +476,9 @@ impl Drop for Broker {
             self.proc.signal(nix::sys::signal::Signal::SIGKILL);
             let _ = self.proc.wait_exit_within(DEADLINE);
         }
-        let _ = shm_layout::Region::unlink(&self.shm);
+        if !self.shm.is_empty() {
+            let _ = shm_layout::Region::unlink(&self.shm);
+        }
     }
 }
 

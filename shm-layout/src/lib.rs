@@ -13,12 +13,14 @@
 //! - [`protocol`]: control frames over TCP and the client's connection.
 //! - [`escape`], [`names`], [`units`]: text escaping of SPEC §6, name validation,
 //!   durations and sizes on command lines.
+//! - [`fault`]: fault-injection points for crash tests (debug builds only).
 //!
 //! All `unsafe` code of the workspace lives in this crate, in `sys`, `region` and
 //! `ring`, each block with the argument for its soundness.
 
 pub mod escape;
 pub mod event;
+pub mod fault;
 pub mod group;
 pub mod layout;
 pub mod names;

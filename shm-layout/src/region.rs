@@ -329,6 +329,25 @@ impl Region {
         unsafe { &*(self.map.as_ptr().add(off as usize) as *const AtomicU64) }
     }
 
+    /// The id in client entry `client`, if it still belongs to the registration of
+    /// `generation` and holds a valid name.
+    pub fn client_name(&self, client: u32, generation: u32) -> Option<String> {
+        let idn = &self.client(client)?.identity;
+        if idn.generation.load(Ordering::Acquire) != generation {
+            return None;
+        }
+        read_name(&idn.id, idn.id_len.load(Ordering::Acquire))
+    }
+
+    /// The name of group entry `g`, if it is active and holds a valid name.
+    pub fn group_name(&self, g: u32) -> Option<String> {
+        let meta = &self.group(g)?.meta;
+        if meta.state.load(Ordering::Acquire) != crate::layout::group_state::ACTIVE {
+            return None;
+        }
+        read_name(&meta.name, meta.name_len.load(Ordering::Acquire))
+    }
+
     /// Pointer to `len` payload bytes starting at the slot at `position`, if they do
     /// not run past the end of the payload area (records never wrap).
     pub(crate) fn slot_bytes(&self, position: u64, len: u64) -> Option<*mut u8> {
@@ -345,6 +364,19 @@ impl Region {
                 .add((self.layout.payload + start) as usize)
         })
     }
+}
+
+/// Decodes a name stored as 8 little-endian words, refusing anything that is not a
+/// valid id or group name.
+fn read_name(words: &[AtomicU64; 8], len: u32) -> Option<String> {
+    let mut bytes = Vec::with_capacity(64);
+    for w in words {
+        bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    bytes.truncate((len as usize).min(64));
+    let s = String::from_utf8(bytes).ok()?;
+    crate::names::check_name("name", &s).ok()?;
+    Some(s)
 }
 
 fn map_fd(fd: &OwnedFd, len: u64, name: &str) -> Result<MmapRaw, RegionError> {

@@ -222,6 +222,7 @@ impl Region {
         // The commit point. Release pairs with the Acquire loads in `read_record`,
         // `is_committed` and `repair_commit`.
         e.stamp.store(offset + 1, Ordering::Release);
+        crate::fault::point("send-committed");
         p.next_offset.store(offset + 1, Ordering::Release);
         mark_committed(self, first);
         offset
@@ -248,6 +249,11 @@ impl Region {
         let replay = sender.is_replay();
         let mut guard = self.lock_ring(&mut stop)?;
         let first = loop {
+            // Checked under the lock: a broker salvaging this region marks it closing
+            // before taking the lock, so nothing is committed after its last look.
+            if self.is_closing() {
+                return Err(SendError::Stopped);
+            }
             if !replay && self.is_paused() {
                 drop(guard);
                 self.wait_for_space(slots, sender.client, false, &mut stop, deadline)?;
@@ -261,6 +267,7 @@ impl Region {
             self.wait_for_space(slots, sender.client, replay, &mut stop, deadline)?;
             guard = self.lock_ring(&mut stop)?;
         };
+        crate::fault::point("send-reserved");
         let dst = self
             .slot_bytes(first, size)
             .ok_or(SendError::Corrupt("reservation outside the payload area"))?;

@@ -98,6 +98,21 @@ pub fn process_exists(pid: u32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Kills this process with SIGKILL (fault injection: dies at this instruction).
+pub fn kill_self() -> ! {
+    // SAFETY: kill(2) with our own pid and SIGKILL has no memory-safety preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    std::process::abort()
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the new limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    Ok(hard)
+}
+
 /// A pthread mutex that lives in shared memory, is shared between processes, and is
 /// robust: when its holder dies, the next locker is told so and can repair the state
 /// it protects before marking the mutex consistent again.

@@ -1,0 +1,161 @@
+//! Start-up recovery of a region left behind under the broker's name.
+//!
+//! - No region: nothing to do.
+//! - Garbage (bad magic, unknown version, impossible geometry, truncated): replaced.
+//! - A region whose broker is alive: never touched; this broker refuses to start.
+//! - A region whose broker died: it is marked closing (so clients still attached
+//!   stop), its ring lock is taken (repairing a commit cut short), and every record
+//!   it holds that `persistencia_mensajes.txt` lacks is appended there, so that no
+//!   message whose send returned is lost. Each group's cursor tells how far the
+//!   group had been handed messages. Then the region is unlinked and a fresh one is
+//!   built; the normal restart path replays from the file what groups had not
+//!   acknowledged.
+//! - A region of another geometry that still holds records: the broker refuses to
+//!   start and names that geometry (nothing is discarded silently).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+
+use shm_layout::sys::process_exists;
+use shm_layout::{Geometry, Region, RegionError};
+
+use crate::audit::records::push_persisted;
+use crate::{mark_closing, BrokerError};
+
+/// What recovery found and did.
+#[derive(Debug, Default)]
+pub struct Salvage {
+    /// Records appended to the persistence file.
+    pub appended: u64,
+    /// Per group name: every offset below this had been handed out.
+    pub handed_out: HashMap<String, u64>,
+    /// Per group name: a lower bound of what the group had acknowledged.
+    pub acknowledged: HashMap<String, u64>,
+    /// One line for the operator, if anything happened.
+    pub report: Option<String>,
+}
+
+/// Recovers the region `name` (see the module docs). `file_next` is the offset
+/// after the last line of the persistence file, `persist` that file opened for
+/// appending.
+pub fn salvage(
+    name: &str,
+    geometry: &Geometry,
+    file_next: u64,
+    persist: &mut File,
+) -> Result<Salvage, BrokerError> {
+    let old = match Region::open(name) {
+        Ok(r) => r,
+        Err(RegionError::NotFound(_)) => return Ok(Salvage::default()),
+        Err(
+            e @ (RegionError::BadMagic(_)
+            | RegionError::VersionMismatch { .. }
+            | RegionError::GeometryMismatch { .. }
+            | RegionError::Truncated { .. }),
+        ) => {
+            Region::unlink(name)?;
+            return Ok(Salvage {
+                report: Some(format!("replaced an unusable region: {e}")),
+                ..Salvage::default()
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pid = old.header().identity.broker_pid.load(Ordering::Relaxed);
+    if pid != std::process::id() && process_exists(pid) && !old.is_closing() {
+        return Err(BrokerError::RegionInUse {
+            name: name.to_string(),
+            pid,
+        });
+    }
+    // Stop any client still attached before looking: a send re-checks `closing`
+    // under the lock, so nothing commits after we hold it.
+    mark_closing(&old);
+    let mut tries = 0;
+    let guard = old.lock_ring(|| {
+        tries += 1;
+        tries > 20
+    });
+    let next = old.next_offset();
+    let freed = old.header().reclaim.freed_offset.load(Ordering::Acquire);
+    let holds = next > freed;
+    if old.geometry() != geometry && holds {
+        let g = old.geometry();
+        return Err(BrokerError::ForeignRegion {
+            name: name.to_string(),
+            detail: format!(
+                "--slots {} --slot-size {} --max-message {} --max-clients {} --max-groups {}, holding offsets {freed}..{next}",
+                g.slots, g.slot_size, g.max_message, g.max_clients, g.max_groups
+            ),
+        });
+    }
+    let mut salvage = Salvage::default();
+    let mut line = String::new();
+    let mut out = Vec::new();
+    for o in file_next.max(freed)..next {
+        match old.read_record(o) {
+            Ok(r) => {
+                let producer = old
+                    .client_name(r.producer, r.producer_generation)
+                    .unwrap_or_else(|| "unknown".into());
+                line.clear();
+                push_persisted(&mut line, o, r.timestamp_us, &producer, r.key, r.payload);
+                out.extend_from_slice(line.as_bytes());
+                salvage.appended += 1;
+            }
+            Err(e) => {
+                eprintln!("broker: cannot recover offset {o} from the old region: {e}");
+                break;
+            }
+        }
+    }
+    persist
+        .write_all(&out)
+        .and_then(|_| persist.sync_data())
+        .map_err(BrokerError::Audit)?;
+    for g in 0..old.geometry().max_groups {
+        if let (Some(name), Some(entry)) = (old.group_name(g), old.group(g)) {
+            let cursor = shm_layout::group::cursor(entry).min(next);
+            let acked = acknowledged_lower_bound(&old, g, cursor).max(freed);
+            salvage.handed_out.insert(name.clone(), cursor);
+            salvage.acknowledged.insert(name, acked);
+        }
+    }
+    drop(guard);
+    drop(old);
+    Region::unlink(name)?;
+    salvage.report = Some(format!(
+        "recovered the region of a broker that died (pid {pid}): {} records persisted from it",
+        salvage.appended
+    ));
+    Ok(salvage)
+}
+
+/// Every offset below the result was acknowledged by group `g`: nothing below the
+/// cursor is held except by a still-registered member (at or above its `ack_upto`)
+/// or by a pending redelivery.
+fn acknowledged_lower_bound(region: &Region, g: u32, cursor: u64) -> u64 {
+    use shm_layout::layout::{client_state, redelivery};
+    let mut bound = cursor;
+    for c in 0..region.geometry().max_clients {
+        let Some(e) = region.client(c) else { break };
+        let idn = &e.identity;
+        if idn.state.load(Ordering::Acquire) == client_state::ACTIVE
+            && idn.role.load(Ordering::Relaxed) == 2
+            && idn.group.load(Ordering::Relaxed) == g
+        {
+            bound = bound.min(e.activity.ack_upto.load(Ordering::Acquire));
+        }
+    }
+    for slot in 0..region.geometry().redeliveries_per_group {
+        let Some(e) = region.redelivery(g, slot) else {
+            break;
+        };
+        if redelivery::kind(e.state.load(Ordering::Acquire)) != redelivery::FREE {
+            bound = bound.min(e.offset.load(Ordering::Relaxed));
+        }
+    }
+    bound
+}

@@ -1,0 +1,445 @@
+//! SPEC §3 and §7 failure promises, with real processes killed at chosen points:
+//! nothing whose send returned is lost, nobody is wedged.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use broker::audit::records::{DeliveryRecord, PersistedRecord, LOG_FILE, PERSIST_FILE};
+use e2e::{json_lines, Broker, Proc, TempDir, DEADLINE};
+use nix::sys::signal::Signal;
+
+fn offsets_of(stdout: &[u8]) -> Vec<u64> {
+    json_lines(stdout)
+        .iter()
+        .map(|v| v["offset"].as_u64().unwrap())
+        .collect()
+}
+
+fn persisted_offsets(dir: &TempDir) -> Vec<u64> {
+    e2e::data_lines(&dir.0.join(PERSIST_FILE))
+        .iter()
+        .map(|l| PersistedRecord::parse(l).unwrap().offset)
+        .collect()
+}
+
+fn log(dir: &TempDir) -> Vec<DeliveryRecord> {
+    e2e::data_lines(&dir.0.join(LOG_FILE))
+        .iter()
+        .map(|l| DeliveryRecord::parse(l).unwrap())
+        .collect()
+}
+
+fn killed(f: &e2e::Finished) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    f.status.signal() == Some(9)
+}
+
+#[test]
+fn a_producer_killed_holding_the_lock_with_a_reserved_record_wedges_nobody() {
+    // A small ring: the rest only flows if the dead producer's reservation is freed.
+    let broker = Broker::start(&["--groups", "1", "--slots", "32"]);
+    let (consumer, _) = broker.consumer(&["--count", "549", "--format", "json"]);
+    let input: String = (0..100).map(|i| format!("victim {i}\n")).collect();
+    let victim = Proc::spawn_env(
+        &e2e::bin("producer"),
+        &broker.client_args(&["--id", "victim"]),
+        Some(input.into_bytes()),
+        e2e::StdoutMode::Collect,
+        &[("MINIKAFKA_FAULT", "send-reserved:50")],
+    )
+    .wait_exit();
+    assert!(
+        killed(&victim),
+        "the fault point killed it: {:?}",
+        victim.status
+    );
+    let input: String = (0..500).map(|i| format!("after {i}\n")).collect();
+    let next = broker
+        .producer(&["--id", "next"], Some(input.into_bytes()))
+        .wait_exit();
+    assert_eq!(next.code(), Some(0), "{:?}", next.stderr);
+    let got = json_lines(&consumer.wait_exit().stdout);
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|v| v["payload"].as_str().unwrap().to_string())
+        .collect();
+    let mut expected: Vec<String> = (0..49).map(|i| format!("victim {i}")).collect();
+    expected.extend((0..500).map(|i| format!("after {i}")));
+    assert_eq!(
+        payloads, expected,
+        "no torn or lost record, no gap in offsets"
+    );
+    let offsets: Vec<u64> = got.iter().map(|v| v["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (0..549).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_producer_killed_just_after_its_commit_point_has_its_message_delivered() {
+    let broker = Broker::start(&["--groups", "1", "--slots", "32"]);
+    let (consumer, _) = broker.consumer(&["--count", "60", "--format", "json"]);
+    let input: String = (0..100).map(|i| format!("victim {i}\n")).collect();
+    let victim = Proc::spawn_env(
+        &e2e::bin("producer"),
+        &broker.client_args(&["--id", "victim"]),
+        Some(input.into_bytes()),
+        e2e::StdoutMode::Collect,
+        &[("MINIKAFKA_FAULT", "send-committed:50")],
+    )
+    .wait_exit();
+    assert!(killed(&victim));
+    // The next locker repairs the commit the dead producer left half-published.
+    let next = broker.producer(
+        &[
+            "--id", "next", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j",
+        ],
+        None,
+    );
+    assert_eq!(next.wait_exit().code(), Some(0));
+    let got = json_lines(&consumer.wait_exit().stdout);
+    let payloads: Vec<&str> = got.iter().map(|v| v["payload"].as_str().unwrap()).collect();
+    assert_eq!(
+        payloads[49], "victim 49",
+        "committed before the death: delivered"
+    );
+    assert_eq!(payloads[50], "a");
+    let offsets: Vec<u64> = got.iter().map(|v| v["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (0..60).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_consumer_killed_holding_a_message_has_it_redelivered_to_its_group() {
+    let broker = Broker::start(&["--groups", "1"]);
+    let victim = broker.client_env(
+        "consumer",
+        &["--id", "victim", "--format", "json"],
+        &[("MINIKAFKA_FAULT", "poll-claimed:20")],
+    );
+    let mut victim = victim;
+    victim.wait_stderr("joined group");
+    let (survivor, _) = broker.consumer(&["--id", "survivor", "--format", "json"]);
+    let input: String = (0..200).map(|i| format!("m{i}\n")).collect();
+    assert_eq!(
+        broker
+            .producer(&[], Some(input.into_bytes()))
+            .wait_exit()
+            .code(),
+        Some(0)
+    );
+    let v = victim.wait_exit();
+    assert!(killed(&v));
+    let victim_got = offsets_of(&v.stdout);
+    assert_eq!(victim_got.len(), 19, "it died claiming its 20th");
+    // The survivor gets everything else, including the message in flight.
+    broker.wait_for_status("group caught up", |s| s["groups"][0]["position"] == 200);
+    survivor.signal(Signal::SIGTERM);
+    let s = survivor.wait_exit();
+    assert_eq!(s.code(), Some(0));
+    let survivor_got = offsets_of(&s.stdout);
+    let all: BTreeSet<u64> = victim_got.iter().chain(&survivor_got).copied().collect();
+    assert_eq!(
+        all,
+        (0..200).collect(),
+        "every message delivered at least once"
+    );
+    assert_eq!(
+        victim_got.len() + survivor_got.len(),
+        200,
+        "no duplicate: the one in flight was never printed"
+    );
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0));
+    let log = log(&data);
+    let retries: Vec<&DeliveryRecord> = log.iter().filter(|d| d.attempt == 2).collect();
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    let in_flight = retries[0].offset;
+    assert_eq!(retries[0].consumer, "survivor");
+    assert!(log
+        .iter()
+        .any(|d| d.offset == in_flight && d.consumer == "victim" && d.attempt == 1));
+    assert!(!victim_got.contains(&in_flight));
+}
+
+#[test]
+fn a_stalled_consumer_is_evicted_and_its_group_carries_on() {
+    let broker = Broker::start(&["--groups", "1", "--session-timeout", "500ms"]);
+    let (stalled, _) = broker.consumer(&["--id", "stalled", "--format", "json"]);
+    let (worker, _) = broker.consumer(&["--id", "worker", "--format", "json"]);
+    stalled.signal(Signal::SIGSTOP);
+    let started = Instant::now();
+    let input: String = (0..100).map(|i| format!("m{i}\n")).collect();
+    assert_eq!(
+        broker
+            .producer(&[], Some(input.into_bytes()))
+            .wait_exit()
+            .code(),
+        Some(0)
+    );
+    let s = broker.wait_for_status("eviction", |s| {
+        s["groups"][0]["position"] == 100
+            && s["groups"][0]["members"] == serde_json::json!(["worker"])
+    });
+    println!("group drained {:?} after the stall", started.elapsed());
+    assert_eq!(s["consumers"], 1);
+    stalled.signal(Signal::SIGCONT);
+    let st = stalled.wait_exit();
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(
+        st.last_stderr_line(),
+        "consumer: evicted from group group-1"
+    );
+    worker.signal(Signal::SIGTERM);
+    let w = worker.wait_exit();
+    assert_eq!(w.code(), Some(0));
+    assert_eq!(offsets_of(&w.stdout), (0..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_killed_broker_stops_its_clients_and_a_restart_loses_nothing() {
+    // An hour-long flush interval: nothing reaches the file before the kill, so the
+    // restart must recover every record from the dead broker's region.
+    let broker = Broker::start(&["--groups", "1", "--flush-interval", "1h"]);
+    let (first, _) = broker.consumer(&["--count", "300", "--format", "json"]);
+    let input: String = (0..1000).map(|i| format!("m{i}\n")).collect();
+    assert_eq!(
+        broker
+            .producer(&["--id", "p"], Some(input.into_bytes()))
+            .wait_exit()
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        offsets_of(&first.wait_exit().stdout),
+        (0..300).collect::<Vec<_>>()
+    );
+    let (bystander, _) = broker.consumer(&["--group", "side"]);
+    let (data, shm) = broker.kill();
+    let b = bystander.wait_exit();
+    assert_eq!(b.code(), Some(1));
+    assert_eq!(b.last_stderr_line(), "consumer: broker stopped");
+    assert!(
+        persisted_offsets(&data).is_empty(),
+        "nothing was flushed before the kill"
+    );
+
+    let broker = Broker::start_with(data, shm, &["--groups", "1"]);
+    let (second, _) = broker.consumer(&["--count", "700", "--format", "json"]);
+    assert_eq!(
+        offsets_of(&second.wait_exit().stdout),
+        (300..1000).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        broker.producer(&["after"], None).wait_exit().code(),
+        Some(0)
+    );
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0));
+    assert!(
+        stopped
+            .stderr
+            .iter()
+            .any(|l| l.contains("recovered the region of a broker that died")),
+        "{:?}",
+        stopped.stderr
+    );
+    assert_eq!(
+        persisted_offsets(&data),
+        (0..1001).collect::<Vec<_>>(),
+        "every offset once"
+    );
+}
+
+#[test]
+fn a_consumer_holding_a_message_when_the_broker_dies_gets_it_again_after_the_restart() {
+    let broker = Broker::start(&["--groups", "1"]);
+    let mut holder = consumer::Consumer::connect(&broker.addr, Some("holder"), None).unwrap();
+    assert_eq!(
+        broker
+            .producer(&["one", "two", "three"], None)
+            .wait_exit()
+            .code(),
+        Some(0)
+    );
+    assert_eq!(holder.poll(Some(DEADLINE)).unwrap().unwrap().offset, 0);
+    assert_eq!(holder.poll(Some(DEADLINE)).unwrap().unwrap().offset, 1);
+    let (data, shm) = broker.kill();
+    // Not polled again: polling would acknowledge offset 1.
+    drop(holder);
+    let broker = Broker::start_with(data, shm, &["--groups", "1"]);
+    let (again, _) = broker.consumer(&["--id", "again", "--count", "2"]);
+    // Offset 0 was acknowledged (by the poll that returned 1); 1 was in flight.
+    assert_eq!(again.wait_exit().stdout_text(), "two\nthree\n");
+    let (_, data) = broker.stop_keeping_data();
+    let after: Vec<(u64, u32)> = log(&data)
+        .iter()
+        .filter(|d| d.consumer == "again")
+        .map(|d| (d.offset, d.attempt))
+        .collect();
+    assert_eq!(after, vec![(1, 2), (2, 1)]);
+}
+
+#[test]
+fn garbage_under_the_region_name_is_replaced() {
+    let data = TempDir::new("garbage");
+    let shm = format!("/{}", e2e::unique("mk-e2e-garbage"));
+    std::fs::write(format!("/dev/shm{shm}"), vec![0xAB; 10_000]).unwrap();
+    let broker = Broker::start_with(data, shm, &["--groups", "1"]);
+    let (c, _) = broker.consumer(&["--count", "1"]);
+    assert_eq!(broker.producer(&["fine"], None).wait_exit().code(), Some(0));
+    assert_eq!(c.wait_exit().stdout_text(), "fine\n");
+    let stopped = broker.stop();
+    assert!(
+        stopped
+            .stderr
+            .iter()
+            .any(|l| l.contains("replaced an unusable region")),
+        "{:?}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn a_region_whose_broker_is_alive_is_never_touched() {
+    let first = Broker::start(&["--groups", "1"]);
+    let other = TempDir::new("other");
+    let p = Broker::spawn(&other, &first.shm, &[]).wait_exit();
+    assert_eq!(p.code(), Some(1));
+    assert_eq!(p.stderr.len(), 1, "{:?}", p.stderr);
+    assert!(
+        p.stderr[0].contains("belongs to a running broker"),
+        "{:?}",
+        p.stderr
+    );
+    let (c, _) = first.consumer(&["--count", "1"]);
+    assert_eq!(
+        first.producer(&["still mine"], None).wait_exit().code(),
+        Some(0)
+    );
+    assert_eq!(c.wait_exit().stdout_text(), "still mine\n");
+}
+
+#[test]
+fn a_dead_brokers_region_of_another_geometry_with_messages_is_refused_not_discarded() {
+    let broker = Broker::start(&["--groups", "1", "--slots", "64", "--flush-interval", "1h"]);
+    assert_eq!(
+        broker.producer(&["precious"], None).wait_exit().code(),
+        Some(0)
+    );
+    let (data, shm) = broker.kill();
+    let p = Broker::spawn(&data, &shm, &["--groups", "1"]).wait_exit();
+    assert_eq!(p.code(), Some(1));
+    assert_eq!(p.stderr.len(), 1, "{:?}", p.stderr);
+    assert!(
+        p.stderr[0].contains("--slots 64"),
+        "names the geometry: {:?}",
+        p.stderr
+    );
+    // With that geometry, it is recovered.
+    let broker = Broker::start_with(data, shm, &["--groups", "1", "--slots", "64"]);
+    let (c, _) = broker.consumer(&["--count", "1"]);
+    assert_eq!(c.wait_exit().stdout_text(), "precious\n");
+}
+
+#[test]
+fn registration_needs_the_regions_token_and_a_refusal_changes_nothing() {
+    use shm_layout::protocol::frame::{check, MAX_REPLY_LEN};
+    use shm_layout::protocol::{ControlFrame, Role};
+    use std::io::{Read, Write};
+    let broker = Broker::start(&["--groups", "1"]);
+    let mut s = std::net::TcpStream::connect(&broker.addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let read_frame = |s: &mut std::net::TcpStream| {
+        let mut buf = Vec::new();
+        loop {
+            if let Ok(Some(n)) = check(&buf, MAX_REPLY_LEN) {
+                return ControlFrame::decode(&buf[..n]).unwrap();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed without a reply");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    s.write_all(
+        &ControlFrame::Hello {
+            role: Role::Consumer,
+        }
+        .encode(),
+    )
+    .unwrap();
+    assert!(matches!(read_frame(&mut s), ControlFrame::Welcome { .. }));
+    let register = ControlFrame::Register {
+        role: Role::Consumer,
+        id: "intruder".into(),
+        group: Some("stolen".into()),
+        pid: 1,
+        token: [1, 2],
+    };
+    s.write_all(&register.encode()).unwrap();
+    match read_frame(&mut s) {
+        ControlFrame::Refused { message, .. } => {
+            assert!(message.contains("access token"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let st = broker.status();
+    assert_eq!(st["consumers"], 0);
+    let groups: Vec<&str> = st["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, vec!["group-1"], "no group was created");
+}
+
+#[test]
+fn the_region_is_owner_only_and_the_port_is_on_loopback_by_default() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = Broker::start(&["--groups", "1"]);
+    let mode = std::fs::metadata(format!("/dev/shm{}", broker.shm))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(broker.addr.starts_with("127.0.0.1:"), "{}", broker.addr);
+}
+
+#[test]
+fn scribbling_over_the_region_fails_operations_cleanly_and_never_crashes_the_broker() {
+    let broker = Broker::start(&["--groups", "1"]);
+    let (c, _) = broker.consumer(&["--count", "1"]);
+    assert_eq!(
+        broker.producer(&["before"], None).wait_exit().code(),
+        Some(0)
+    );
+    assert_eq!(c.wait_exit().code(), Some(0));
+    let region = shm_layout::Region::open(&broker.shm).unwrap();
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = region.header();
+        h.producer.head.store(u64::MAX / 3, Relaxed);
+        for o in 0..64 {
+            let e = region.index_entry(o);
+            e.stamp.store(o + 1, Relaxed);
+            e.first_slot.store(u64::MAX - o, Relaxed);
+            e.payload_len.store(u32::MAX, Relaxed);
+        }
+        h.producer.next_offset.store(40, Relaxed);
+        for g in 0..4 {
+            region.group(g).unwrap().turn.turn.store(u64::MAX, Relaxed);
+        }
+    }
+    let p = broker.producer(&["after"], None).wait_exit();
+    assert_eq!(p.code(), Some(1));
+    assert!(p.last_stderr_line().contains("corrupt"), "{:?}", p.stderr);
+    // The broker still answers and stops cleanly.
+    let s = broker.status();
+    assert!(s["ring"].is_object());
+    let stopped = broker.stop();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    assert!(
+        !stopped.stderr.iter().any(|l| l.contains("panicked")),
+        "{:?}",
+        stopped.stderr
+    );
+}
