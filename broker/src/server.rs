@@ -25,8 +25,9 @@ use crate::status;
 const LISTENER: Token = Token(usize::MAX);
 /// Time allowed between accepting a connection and its registration.
 pub const REGISTRATION_DEADLINE: Duration = Duration::from_secs(5);
-/// Largest reply backlog kept for one connection.
-pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// Largest reply backlog kept for one connection (a status report is well below);
+/// a client that does not read its replies is disconnected past it.
+pub const MAX_OUTPUT: usize = 256 * 1024;
 /// How often the loop wakes to check deadlines, evictions and the stop flag.
 const TICK: Duration = Duration::from_millis(50);
 
