@@ -3,11 +3,15 @@
 #   make run    build, then start the broker with its defaults in the foreground
 #   make demo   a broker, two producers, four consumers in two groups
 #   make test   formatting, lints, and every test (unit, property, end-to-end)
+#   make fuzz   each fuzz target for FUZZ_SECONDS (needs a nightly toolchain)
 
 CARGO ?= cargo
 BINARIES := broker producer consumer
 
-.PHONY: all build run demo test fmt-check lint clean
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := control_frame ring_state region_header
+
+.PHONY: all build run demo test fmt-check lint fuzz clean
 
 all: build
 
@@ -32,6 +36,15 @@ lint:
 test: fmt-check lint
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace
+
+# New inputs go to a scratch corpus; the committed seeds in fuzz/corpus stay as they are.
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz-corpus/$$t; \
+		(cd fuzz && $(CARGO) +nightly fuzz run $$t ../target/fuzz-corpus/$$t corpus/$$t \
+			-- -max_total_time=$(FUZZ_SECONDS)); \
+	done
 
 clean:
 	$(CARGO) clean

@@ -23,6 +23,10 @@ use crate::layout::{descriptor, NO_KEY};
 use crate::region::Region;
 use crate::sys::LockOutcome;
 
+/// Slot positions and offsets at or above this are corrupt (centuries of traffic
+/// away), so arithmetic on them never overflows.
+pub const POSITION_LIMIT: u64 = 1 << 62;
+
 /// Why a send failed. Nothing was committed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SendError {
@@ -128,6 +132,9 @@ impl Region {
     fn repair_commit(&self) {
         let p = &self.header().producer;
         let next = p.next_offset.load(Ordering::Relaxed);
+        if next >= POSITION_LIMIT {
+            return;
+        }
         let entry = self.index_entry(next);
         // Acquire pairs with the Release stamp store in `commit`.
         if entry.stamp.load(Ordering::Acquire) == next.wrapping_add(1) {
@@ -143,6 +150,9 @@ impl Region {
         // Acquire pairs with the Release store of `tail` in `reclaim`.
         let tail = h.reclaim.tail.load(Ordering::Acquire);
         let head = h.producer.head.load(Ordering::Relaxed);
+        if head >= POSITION_LIMIT {
+            return Err(SendError::Corrupt("head beyond any possible position"));
+        }
         match head.checked_sub(tail) {
             Some(used) if used <= self.geometry().slots as u64 => Ok((used, head)),
             _ => Err(SendError::Corrupt("head and tail out of order")),
@@ -181,6 +191,9 @@ impl Region {
     ) -> Result<Option<u64>, SendError> {
         let ring = self.geometry().slots as u64;
         let (used, head) = self.occupancy()?;
+        if self.header().producer.next_offset.load(Ordering::Relaxed) >= POSITION_LIMIT {
+            return Err(SendError::Corrupt("next offset beyond any possible offset"));
+        }
         let cost = self.reservation_cost(head, slots);
         if ring - used < cost {
             return Ok(None);
@@ -436,7 +449,11 @@ impl Region {
     pub fn reclaim(&self, upto: u64) -> Result<u64, ReclaimError> {
         let h = self.header();
         let freed = h.reclaim.freed_offset.load(Ordering::Relaxed);
-        let upto = upto.min(self.next_offset());
+        let next = self.next_offset();
+        if freed > next {
+            return Err(ReclaimError::Corrupt(freed));
+        }
+        let upto = upto.clamp(freed, next);
         let mut o = freed;
         while o < upto {
             let e = self.index_entry(o);
@@ -474,7 +491,7 @@ impl Region {
         while tail < head {
             let d = self.descriptor(tail).load(Ordering::Acquire);
             let len = descriptor::len(d) as u64;
-            let fits = len >= 1 && len <= ring - tail % ring && tail + len <= head;
+            let fits = len >= 1 && len <= ring - tail % ring && len <= head - tail;
             if !fits {
                 return Err(ReclaimError::BadDescriptor(tail));
             }
@@ -496,12 +513,15 @@ impl Region {
         let ring = self.geometry().slots as u64;
         let head = h.producer.head.load(Ordering::Relaxed);
         let mut pos = h.reclaim.tail.load(Ordering::Acquire);
+        if head < pos || head - pos > ring {
+            return 0;
+        }
         let mut freed = 0;
         while pos < head {
             let d = self.descriptor(pos);
             let v = d.load(Ordering::Acquire);
             let len = descriptor::len(v) as u64;
-            if len == 0 || len > ring - pos % ring {
+            if len == 0 || len > ring - pos % ring || len > head - pos {
                 break;
             }
             if descriptor::kind(v) == descriptor::RESERVED && descriptor::owner(v) == owner {
@@ -648,6 +668,66 @@ mod tests {
         drop(g);
         r.reclaim(0).unwrap();
         assert_eq!(r.used_slots(), 0);
+    }
+
+    #[test]
+    fn a_freed_offset_beyond_the_next_offset_is_refused() {
+        let t = test_region("freed", test_geometry());
+        let r = &t.0;
+        r.header().reclaim.freed_offset.store(5, Ordering::Relaxed);
+        assert_eq!(r.reclaim(10), Err(ReclaimError::Corrupt(5)));
+    }
+
+    #[test]
+    fn an_impossible_next_offset_is_refused_not_overflowed() {
+        let t = test_region("maxoff", test_geometry());
+        let r = &t.0;
+        r.header()
+            .producer
+            .next_offset
+            .store(u64::MAX, Ordering::Relaxed);
+        assert!(matches!(send(r, b"x"), Err(SendError::Corrupt(_))));
+        r.repair_commit();
+        assert_eq!(r.next_offset(), u64::MAX);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The `ring_state` fuzz target's property, on stable: scribbled cursors,
+        /// index entries and descriptors make operations fail, never panic.
+        #[test]
+        fn scribbled_ring_state_is_refused_never_trusted(
+            writes in proptest::collection::vec((0u8..9, 0u64..32, proptest::prelude::any::<u64>()), 0..24)
+        ) {
+            let t = test_region("scribble", test_geometry());
+            let r = &t.0;
+            for (which, index, v) in writes {
+                let h = r.header();
+                let e = r.index_entry(index);
+                match which {
+                    0 => h.producer.head.store(v, Ordering::Relaxed),
+                    1 => h.reclaim.tail.store(v, Ordering::Relaxed),
+                    2 => h.producer.next_offset.store(v, Ordering::Relaxed),
+                    3 => h.reclaim.freed_offset.store(v, Ordering::Relaxed),
+                    4 => e.stamp.store(v, Ordering::Relaxed),
+                    5 => e.first_slot.store(v, Ordering::Relaxed),
+                    6 => e.key_len.store(v as u32, Ordering::Relaxed),
+                    7 => e.payload_len.store(v as u32, Ordering::Relaxed),
+                    _ => r.descriptor(index).store(v, Ordering::Relaxed),
+                }
+            }
+            let next = r.next_offset();
+            for o in next.saturating_sub(20)..next.saturating_add(4) {
+                if let Ok(rec) = r.read_record(o) {
+                    let _ = rec.payload.iter().fold(0u8, |a, b| a ^ b);
+                }
+            }
+            let _ = r.used_slots();
+            let _ = send(r, b"payload");
+            let _ = r.reclaim(next);
+            let g = r.lock_ring(|| true).unwrap();
+            let _ = r.abandon_reservations(&g, 1);
+        }
     }
 
     #[test]
