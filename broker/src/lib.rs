@@ -276,8 +276,16 @@ pub fn run(
     };
     let persister_stop = Arc::new(AtomicBool::new(false));
     let cleaner_stop = Arc::new(AtomicBool::new(false));
-    let spawn = |name: &str, f: Box<dyn FnOnce() -> std::io::Result<()> + Send>| {
-        std::thread::Builder::new().name(name.into()).spawn(f)
+    // A thread of the audit trail that fails says so at once; producers then block
+    // (nothing is reclaimed unwritten) rather than anything being lost.
+    let spawn = |name: &'static str, f: Box<dyn FnOnce() -> std::io::Result<()> + Send>| {
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            let result = f();
+            if let Err(e) = &result {
+                eprintln!("broker: the {name} stopped: {e}; producers will block until the broker restarts");
+            }
+            result
+        })
     };
     let persister = {
         let stop = persister_stop.clone();

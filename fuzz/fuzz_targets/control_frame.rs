@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(Some(n)) = check(data, max) {
             assert!(n <= data.len() && n <= max + 4);
             if let Ok(frame) = ControlFrame::decode(&data[..n]) {
-                let again = ControlFrame::decode(&frame.encode()).expect("re-encoded frame decodes");
+                let again =
+                    ControlFrame::decode(&frame.encode()).expect("re-encoded frame decodes");
                 assert_eq!(again, frame);
             }
         }

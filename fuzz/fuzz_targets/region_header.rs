@@ -24,14 +24,24 @@ fuzz_target!(|data: &[u8]| {
         max_groups: 1,
         redeliveries_per_group: 1,
     };
-    let Ok(r) = Region::create(name(), geometry, [0, 0], 1) else { return };
+    let Ok(r) = Region::create(name(), geometry, [0, 0], 1) else {
+        return;
+    };
     let mut words = data
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes(c.try_into().unwrap()));
     let id = &r.header().identity;
     let mut next = |default: u32| words.next().unwrap_or(default);
-    id.magic.store(if next(0) % 4 == 0 { 0 } else { MAGIC }, Relaxed);
-    id.version.store(if next(0) % 4 == 0 { next(0) } else { LAYOUT_VERSION }, Relaxed);
+    id.magic
+        .store(if next(0) % 4 == 0 { 0 } else { MAGIC }, Relaxed);
+    id.version.store(
+        if next(0) % 4 == 0 {
+            next(0)
+        } else {
+            LAYOUT_VERSION
+        },
+        Relaxed,
+    );
     id.slots.store(next(8), Relaxed);
     id.slot_size.store(next(16), Relaxed);
     id.max_message.store(next(64), Relaxed);

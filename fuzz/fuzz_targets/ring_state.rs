@@ -79,8 +79,18 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = r.used_slots();
     let _ = r.has_space_for(3);
-    let sender = Sender { client: 1, generation: 1 };
-    let _ = r.send(sender, Some(b"k"), b"payload", 0, || true, Some(Instant::now()));
+    let sender = Sender {
+        client: 1,
+        generation: 1,
+    };
+    let _ = r.send(
+        sender,
+        Some(b"k"),
+        b"payload",
+        0,
+        || true,
+        Some(Instant::now()),
+    );
     let _ = r.reclaim(next);
     if let Ok(g) = r.lock_ring(|| true) {
         let _ = r.abandon_reservations(&g, 1);
