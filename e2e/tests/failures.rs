@@ -146,6 +146,13 @@ fn a_consumer_killed_holding_a_message_has_it_redelivered_to_its_group() {
         200,
         "no duplicate: the one in flight was never printed"
     );
+    // A fresh client works afterwards.
+    let (fresh, _) = broker.consumer(&["--id", "fresh", "--count", "1"]);
+    assert_eq!(
+        broker.producer(&["later"], None).wait_exit().code(),
+        Some(0)
+    );
+    assert_eq!(fresh.wait_exit().stdout_text(), "later\n");
     let (stopped, data) = broker.stop_keeping_data();
     assert_eq!(stopped.code(), Some(0));
     let log = log(&data);
