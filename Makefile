@@ -4,6 +4,7 @@
 #   make demo   a broker, two producers, four consumers in two groups
 #   make test   formatting, lints, and every test (unit, property, end-to-end)
 #   make fuzz   each fuzz target for FUZZ_SECONDS (needs a nightly toolchain)
+#   make bench  the broker against a Unix-socket and an SPSC-ring baseline (SPEC §9)
 
 CARGO ?= cargo
 BINARIES := broker producer consumer
@@ -11,7 +12,7 @@ BINARIES := broker producer consumer
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := control_frame ring_state region_header
 
-.PHONY: all build run demo test fmt-check lint fuzz clean
+.PHONY: all build run demo test fmt-check lint fuzz bench clean
 
 all: build
 
@@ -36,6 +37,11 @@ lint:
 test: fmt-check lint
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace
+
+# The benchmark is its own crate, outside the workspace, so `make test` never builds it.
+bench: build
+	cd bench && $(CARGO) build --release
+	cd bench && BENCH_BIN_DIR=../target/release ./target/release/mini-kafka-bench
 
 # New inputs go to a scratch corpus; the committed seeds in fuzz/corpus stay as they are.
 fuzz:

@@ -14,6 +14,7 @@
 //! - [`escape`], [`names`], [`units`]: text escaping of SPEC §6, name validation,
 //!   durations and sizes on command lines.
 //! - [`fault`]: fault-injection points for crash tests (debug builds only).
+//! - [`spsc`]: a minimal SPSC ring, the benchmark's physical-limit baseline.
 //!
 //! All `unsafe` code of the workspace lives in this crate, in `sys`, `region` and
 //! `ring`, each block with the argument for its soundness.
@@ -27,6 +28,7 @@ pub mod names;
 pub mod protocol;
 pub mod region;
 pub mod ring;
+pub mod spsc;
 pub mod sys;
 pub mod units;
 

@@ -1,0 +1,417 @@
+//! `make bench`: runs the broker with real producer and consumer processes and, in
+//! the same run, two baselines on this host (a Unix-domain-socket stream with one
+//! write per message, and a busy-polling SPSC ring in shared memory), then prints
+//! msgs/s, MB/s, latency percentiles and CPU per million messages, with ratios.
+//! Results go to `target/bench/results.json`, charts to `docs/bench/`.
+
+mod workers;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let worker_args = workers::Args::parse(args.get(2..).unwrap_or_default());
+    match args.get(1).map(String::as_str) {
+        Some("produce") => workers::produce(&worker_args),
+        Some("consume") => workers::consume(&worker_args),
+        Some("uds-send") => workers::uds_send(&worker_args),
+        Some("uds-recv") => workers::uds_recv(&worker_args),
+        Some("spsc-send") => workers::spsc_send(&worker_args),
+        Some("spsc-recv") => workers::spsc_recv(&worker_args),
+        _ => orchestrate(),
+    }
+}
+
+/// Where the release binaries are (`make bench` builds them first).
+fn bin_dir() -> PathBuf {
+    std::env::var_os("BENCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../target/release"))
+}
+
+/// A worker process: waits for `ready` on stderr, then collects its JSON line.
+struct Worker {
+    child: Child,
+}
+
+impl Worker {
+    fn start(role: &str, args: &[String]) -> Worker {
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .arg(role)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start worker");
+        let err = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(err).lines();
+        match lines.next() {
+            Some(Ok(l)) if l == "ready" => {}
+            other => panic!("{role} did not start: {other:?}"),
+        }
+        let role = role.to_string();
+        std::thread::spawn(move || lines.for_each(|l| eprintln!("  {role}: {l:?}")));
+        Worker { child }
+    }
+
+    fn finish(mut self) -> Value {
+        let mut out = String::new();
+        use std::io::Read;
+        self.child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("read");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "worker failed: {status}");
+        serde_json::from_str(out.trim()).expect("worker JSON")
+    }
+}
+
+/// A broker on a free port with a throw-away data directory.
+struct Broker {
+    child: Child,
+    addr: String,
+    data: PathBuf,
+}
+
+impl Broker {
+    fn start(extra: &[&str]) -> Broker {
+        let tag = format!("mk-bench-{}-{}", std::process::id(), unique());
+        let data = std::env::temp_dir().join(&tag);
+        std::fs::create_dir_all(&data).expect("data dir");
+        let mut child = Command::new(bin_dir().join("broker"))
+            .args(["--port", "0", "--shm-name", &format!("/{tag}"), "--data-dir"])
+            .arg(&data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the broker (make bench builds it)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|r| r.split(',').next())
+            .expect("ready line")
+            .to_string();
+        Broker { child, addr, data }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        proc_cpu_seconds(self.child.id())
+    }
+
+    fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(close) = stat.rfind(')') else { return 0.0 };
+    let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn kv(pairs: &[(&str, String)]) -> Vec<String> {
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// One row of the results table.
+#[derive(Clone)]
+struct Row {
+    workload: String,
+    system: &'static str,
+    msgs_per_s: f64,
+    mb_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    cpu_s_per_m: f64,
+    extra: Value,
+}
+
+impl Row {
+    fn to_json(&self) -> Value {
+        json!({
+            "workload": self.workload, "system": self.system, "msgs_per_s": self.msgs_per_s,
+            "mb_per_s": self.mb_per_s, "p50_us": self.p50_us, "p99_us": self.p99_us,
+            "p999_us": self.p999_us, "max_us": self.max_us, "cpu_s_per_million": self.cpu_s_per_m,
+            "extra": self.extra,
+        })
+    }
+}
+
+fn row(workload: &str, system: &'static str, delivered: f64, secs: f64, size: u64, latency: &Value, cpu: f64) -> Row {
+    Row {
+        workload: workload.to_string(),
+        system,
+        msgs_per_s: delivered / secs,
+        mb_per_s: delivered * size as f64 / secs / 1e6,
+        p50_us: latency["p50_us"].as_f64().unwrap_or(0.0),
+        p99_us: latency["p99_us"].as_f64().unwrap_or(0.0),
+        p999_us: latency["p999_us"].as_f64().unwrap_or(0.0),
+        max_us: latency["max_us"].as_f64().unwrap_or(0.0),
+        cpu_s_per_m: cpu / (delivered / 1e6),
+        extra: Value::Null,
+    }
+}
+
+/// The broker: `producers` producers share `count` messages of `size` bytes; each
+/// of `groups` groups has `per_group` consumers.
+fn run_broker(workload: &str, extra: &[&str], producers: u64, groups: u64, per_group: u64, count: u64, size: u64, rate: u64) -> Row {
+    let group_list: Vec<String> = (1..=groups).map(|g| format!("g{g}")).collect();
+    let spec = group_list.join(",");
+    let mut args = vec!["--groups", spec.as_str()];
+    args.extend_from_slice(extra);
+    let broker = Broker::start(&args);
+    let cpu0 = broker.cpu_seconds();
+    let mut consumers = Vec::new();
+    for g in &group_list {
+        for c in 0..per_group {
+            let share = count / per_group + u64::from(c < count % per_group);
+            consumers.push(Worker::start(
+                "consume",
+                &kv(&[("broker", broker.addr.clone()), ("id", format!("{g}-c{c}")), ("group", g.clone()), ("count", share.to_string())]),
+            ));
+        }
+    }
+    let started = Instant::now();
+    let senders: Vec<Worker> = (0..producers)
+        .map(|p| {
+            let share = count / producers + u64::from(p < count % producers);
+            Worker::start(
+                "produce",
+                &kv(&[("broker", broker.addr.clone()), ("id", format!("p{p}")), ("count", share.to_string()),
+                      ("size", size.to_string()), ("rate", (rate / producers).to_string())]),
+            )
+        })
+        .collect();
+    let sent: Vec<Value> = senders.into_iter().map(Worker::finish).collect();
+    let got: Vec<Value> = consumers.into_iter().map(Worker::finish).collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    let broker_cpu = broker.cpu_seconds() - cpu0;
+    broker.stop();
+    let cpu: f64 = broker_cpu
+        + sent.iter().chain(&got).map(|v| v["cpu_s"].as_f64().unwrap_or(0.0)).sum::<f64>();
+    let delivered: u64 = got.iter().map(|v| v["received"].as_u64().unwrap_or(0)).sum();
+    let publish_secs = sent.iter().map(|v| v["secs"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+    // Latency: the worst consumer's percentiles.
+    let worst = |k: &str| got.iter().map(|v| v[k].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+    let latency = json!({"p50_us": worst("p50_us"), "p99_us": worst("p99_us"), "p999_us": worst("p999_us"), "max_us": worst("max_us")});
+    let mut r = row(workload, "broker", delivered as f64, elapsed, size, &latency, cpu);
+    r.extra = json!({"published_per_s": count as f64 / publish_secs, "deliveries": delivered, "groups": groups});
+    r
+}
+
+fn run_pair(workload: &str, system: &'static str, recv_role: &str, send_role: &str, count: u64, size: u64, rate: u64) -> Row {
+    let name = format!("mk-bench-{}-{}", std::process::id(), unique());
+    let (key, value) = if recv_role.starts_with("uds") {
+        ("path", std::env::temp_dir().join(format!("{name}.sock")).display().to_string())
+    } else {
+        ("name", format!("/{name}"))
+    };
+    let common = |extra: &[(&str, String)]| {
+        let mut v = vec![(key, value.clone()), ("count", count.to_string()), ("size", size.to_string())];
+        v.extend_from_slice(extra);
+        kv(&v)
+    };
+    let receiver = Worker::start(recv_role, &common(&[]));
+    let started = Instant::now();
+    let sender = Worker::start(send_role, &common(&[("rate", rate.to_string())]));
+    let sent = sender.finish();
+    let got = receiver.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    if key == "path" {
+        let _ = std::fs::remove_file(&value);
+    }
+    let cpu = sent["cpu_s"].as_f64().unwrap_or(0.0) + got["cpu_s"].as_f64().unwrap_or(0.0);
+    row(workload, system, count as f64, elapsed, size, &got, cpu)
+}
+
+fn orchestrate() {
+    let out_dir = Path::new("../target/bench");
+    std::fs::create_dir_all(out_dir).expect("target/bench");
+    let mut rows: Vec<Row> = Vec::new();
+    let steps = 17;
+    let mut step = 0;
+    let mut progress = |rows: &mut Vec<Row>, r: Row| {
+        step += 1;
+        eprintln!(
+            "[{step:>2}/{steps}] {:<28} {:<7} {:>12.0} msg/s  p50 {:>8.1} µs  p99 {:>9.1} µs",
+            r.workload, r.system, r.msgs_per_s, r.p50_us, r.p99_us
+        );
+        rows.push(r);
+    };
+    const N: u64 = 400_000;
+    // W1: throughput, one producer to one consumer, audit files on.
+    for (size, n) in [(64u64, N), (1024, N / 2)] {
+        let w = format!("W1 1p→1c {size} B");
+        progress(&mut rows, run_broker(&w, &[], 1, 1, 1, n, size, 0));
+        progress(&mut rows, run_pair(&w, "uds", "uds-recv", "uds-send", n, size, 0));
+        progress(&mut rows, run_pair(&w, "spsc", "spsc-recv", "spsc-send", n, size, 0));
+    }
+    // W2: 4 producers, 2 groups of 2 consumers.
+    let w = "W2 4p→2g×2c 64 B";
+    progress(&mut rows, run_broker(w, &[], 4, 2, 2, N, 64, 0));
+    // W3: one-way latency at 50,000 msg/s for 10 s.
+    let (rate, n) = (50_000, 500_000);
+    let w = "W3 latency @50k/s 64 B";
+    progress(&mut rows, run_broker(w, &[], 1, 1, 1, n, 64, rate));
+    progress(&mut rows, run_pair(w, "uds", "uds-recv", "uds-send", n, 64, rate));
+    progress(&mut rows, run_pair(w, "spsc", "spsc-recv", "spsc-send", n, 64, rate));
+    // W4: fan-out, one consumer per group.
+    for g in [1u64, 2, 4, 8] {
+        let w = format!("W4 fan-out {g} group(s)");
+        progress(&mut rows, run_broker(&w, &[], 1, g, 1, N / 2, 64, 0));
+    }
+    // W5: group commit under --fsync.
+    let w = "W5 --fsync 1p→1c 64 B";
+    progress(&mut rows, run_broker(w, &["--fsync"], 1, 1, 1, 20_000, 64, 0));
+    let w = "W5 --fsync 4p→1c 64 B";
+    progress(&mut rows, run_broker(w, &["--fsync"], 4, 1, 1, 20_000, 64, 0));
+
+    let report = render(&rows);
+    println!("{report}");
+    let json = json!({"rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "ratios": ratios(&rows)});
+    std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&json).unwrap()).expect("write JSON");
+    std::fs::write(out_dir.join("table.md"), &report).expect("write table");
+    charts::draw(&rows, Path::new("../docs/bench"));
+    eprintln!("results: target/bench/results.json, target/bench/table.md; charts: docs/bench/");
+}
+
+fn find<'a>(rows: &'a [Row], workload: &str, system: &str) -> &'a Row {
+    rows.iter()
+        .find(|r| r.workload == workload && r.system == system)
+        .unwrap_or_else(|| panic!("no row {workload}/{system}"))
+}
+
+fn ratios(rows: &[Row]) -> Value {
+    let w1 = "W1 1p→1c 64 B";
+    let broker = find(rows, w1, "broker").msgs_per_s;
+    let w2 = find(rows, "W2 4p→2g×2c 64 B", "broker").msgs_per_s;
+    let w3 = "W3 latency @50k/s 64 B";
+    let deliveries = |g: u64| find(rows, &format!("W4 fan-out {g} group(s)"), "broker").msgs_per_s;
+    json!({
+        "w1_vs_uds": broker / find(rows, w1, "uds").msgs_per_s,
+        "w1_vs_spsc": broker / find(rows, w1, "spsc").msgs_per_s,
+        "w2_vs_uds": w2 / find(rows, w1, "uds").msgs_per_s,
+        "w3_p50_vs_spsc": find(rows, w3, "broker").p50_us / find(rows, w3, "spsc").p50_us,
+        "w3_p50_vs_uds": find(rows, w3, "broker").p50_us / find(rows, w3, "uds").p50_us,
+        "w4_8_groups_vs_1": deliveries(8) / deliveries(1),
+    })
+}
+
+fn render(rows: &[Row]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "| workload | system | msgs/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU s per M msgs |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
+            r.workload, r.system, r.msgs_per_s, r.mb_per_s, r.p50_us, r.p99_us, r.p999_us, r.max_us, r.cpu_s_per_m
+        );
+    }
+    let r = ratios(rows);
+    let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Ratios in this run:");
+    let _ = writeln!(s, "- W1 64 B broker / Unix socket msgs/s: {:.2}×", f("w1_vs_uds"));
+    let _ = writeln!(s, "- W1 64 B broker / SPSC ring msgs/s: {:.1} %", 100.0 * f("w1_vs_spsc"));
+    let _ = writeln!(s, "- W2 aggregate deliveries / Unix socket (W1) msgs/s: {:.2}×", f("w2_vs_uds"));
+    let _ = writeln!(s, "- W3 p50 broker / SPSC ring: {:.2}× (broker / Unix socket: {:.2}×)", f("w3_p50_vs_spsc"), f("w3_p50_vs_uds"));
+    let _ = writeln!(s, "- W4 total deliveries/s, 8 groups / 1 group: {:.2}×", f("w4_8_groups_vs_1"));
+    s
+}
+
+mod charts {
+    use super::{find, Row};
+    use plotters::prelude::*;
+    use std::path::Path;
+
+    /// Latency percentiles of W3 for each system, and W4's fan-out curve, as SVG.
+    pub fn draw(rows: &[Row], dir: &Path) {
+        let _ = std::fs::create_dir_all(dir);
+        let w3 = "W3 latency @50k/s 64 B";
+        let series: Vec<(&str, Vec<f64>, RGBColor)> = [("broker", RED), ("uds", BLUE), ("spsc", GREEN)]
+            .iter()
+            .map(|&(sys, color)| {
+                let r = find(rows, w3, sys);
+                (sys, vec![r.p50_us, r.p99_us, r.p999_us], color)
+            })
+            .collect();
+        let top = series.iter().flat_map(|s| s.1.iter().copied()).fold(1.0, f64::max) * 1.5;
+        let path = dir.join("latency.svg");
+        let root = SVGBackend::new(&path, (720, 420)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        if let Ok(mut chart) = ChartBuilder::on(&root)
+            .caption("W3: one-way latency at 50,000 msg/s (log scale)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..2.2f64, (0.1f64..top).log_scale())
+        {
+            let _ = chart
+                .configure_mesh()
+                .x_labels(3)
+                .x_label_formatter(&|x| match x.round() as i64 { 0 => "p50".into(), 1 => "p99".into(), 2 => "p99.9".into(), _ => String::new() })
+                .y_desc("µs")
+                .draw();
+            for (name, values, color) in series {
+                let points: Vec<(f64, f64)> = values.iter().enumerate().map(|(i, v)| (i as f64, v.max(0.1))).collect();
+                if let Ok(s) = chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))) {
+                    s.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                }
+                let _ = chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())));
+            }
+            let _ = chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw();
+        }
+        let _ = root.present();
+
+        let path = dir.join("fanout.svg");
+        let root = SVGBackend::new(&path, (720, 420)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let points: Vec<(f64, f64)> = [1u64, 2, 4, 8]
+            .iter()
+            .map(|&g| (g as f64, find(rows, &format!("W4 fan-out {g} group(s)"), "broker").msgs_per_s / 1e6))
+            .collect();
+        let top = points.iter().map(|p| p.1).fold(0.1, f64::max) * 1.3;
+        if let Ok(mut chart) = ChartBuilder::on(&root)
+            .caption("W4: total deliveries per second by number of groups", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.5f64..8.5f64, 0f64..top)
+        {
+            let _ = chart.configure_mesh().x_desc("groups").y_desc("million deliveries/s").draw();
+            let _ = chart.draw_series(LineSeries::new(points.clone(), RED.stroke_width(2)));
+            let _ = chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, RED.filled())));
+        }
+        let _ = root.present();
+    }
+}
