@@ -87,7 +87,13 @@ impl Broker {
         let data = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&data).expect("data dir");
         let mut child = Command::new(bin_dir().join("broker"))
-            .args(["--port", "0", "--shm-name", &format!("/{tag}"), "--data-dir"])
+            .args([
+                "--port",
+                "0",
+                "--shm-name",
+                &format!("/{tag}"),
+                "--data-dir",
+            ])
             .arg(&data)
             .args(extra)
             .stdout(Stdio::piped())
@@ -128,7 +134,9 @@ fn unique() -> u64 {
 
 fn proc_cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(close) = stat.rfind(')') else { return 0.0 };
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
     let f: Vec<&str> = stat[close + 2..].split(' ').collect();
     let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -165,7 +173,15 @@ impl Row {
     }
 }
 
-fn row(workload: &str, system: &'static str, delivered: f64, secs: f64, size: u64, latency: &Value, cpu: f64) -> Row {
+fn row(
+    workload: &str,
+    system: &'static str,
+    delivered: f64,
+    secs: f64,
+    size: u64,
+    latency: &Value,
+    cpu: f64,
+) -> Row {
     Row {
         workload: workload.to_string(),
         system,
@@ -180,9 +196,27 @@ fn row(workload: &str, system: &'static str, delivered: f64, secs: f64, size: u6
     }
 }
 
-/// The broker: `producers` producers share `count` messages of `size` bytes; each
-/// of `groups` groups has `per_group` consumers.
-fn run_broker(workload: &str, extra: &[&str], producers: u64, groups: u64, per_group: u64, count: u64, size: u64, rate: u64) -> Row {
+/// A broker workload: `producers` producers share `count` messages of `size` bytes
+/// (paced at `rate` msg/s in total, 0 for as fast as possible); each of `groups`
+/// groups has `per_group` consumers.
+struct Load {
+    producers: u64,
+    groups: u64,
+    per_group: u64,
+    count: u64,
+    size: u64,
+    rate: u64,
+}
+
+fn run_broker(workload: &str, extra: &[&str], load: Load) -> Row {
+    let Load {
+        producers,
+        groups,
+        per_group,
+        count,
+        size,
+        rate,
+    } = load;
     let group_list: Vec<String> = (1..=groups).map(|g| format!("g{g}")).collect();
     let spec = group_list.join(",");
     let mut args = vec!["--groups", spec.as_str()];
@@ -195,7 +229,12 @@ fn run_broker(workload: &str, extra: &[&str], producers: u64, groups: u64, per_g
             let share = count / per_group + u64::from(c < count % per_group);
             consumers.push(Worker::start(
                 "consume",
-                &kv(&[("broker", broker.addr.clone()), ("id", format!("{g}-c{c}")), ("group", g.clone()), ("count", share.to_string())]),
+                &kv(&[
+                    ("broker", broker.addr.clone()),
+                    ("id", format!("{g}-c{c}")),
+                    ("group", g.clone()),
+                    ("count", share.to_string()),
+                ]),
             ));
         }
     }
@@ -205,8 +244,13 @@ fn run_broker(workload: &str, extra: &[&str], producers: u64, groups: u64, per_g
             let share = count / producers + u64::from(p < count % producers);
             Worker::start(
                 "produce",
-                &kv(&[("broker", broker.addr.clone()), ("id", format!("p{p}")), ("count", share.to_string()),
-                      ("size", size.to_string()), ("rate", (rate / producers).to_string())]),
+                &kv(&[
+                    ("broker", broker.addr.clone()),
+                    ("id", format!("p{p}")),
+                    ("count", share.to_string()),
+                    ("size", size.to_string()),
+                    ("rate", (rate / producers).to_string()),
+                ]),
             )
         })
         .collect();
@@ -216,26 +260,66 @@ fn run_broker(workload: &str, extra: &[&str], producers: u64, groups: u64, per_g
     let broker_cpu = broker.cpu_seconds() - cpu0;
     broker.stop();
     let cpu: f64 = broker_cpu
-        + sent.iter().chain(&got).map(|v| v["cpu_s"].as_f64().unwrap_or(0.0)).sum::<f64>();
-    let delivered: u64 = got.iter().map(|v| v["received"].as_u64().unwrap_or(0)).sum();
-    let publish_secs = sent.iter().map(|v| v["secs"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+        + sent
+            .iter()
+            .chain(&got)
+            .map(|v| v["cpu_s"].as_f64().unwrap_or(0.0))
+            .sum::<f64>();
+    let delivered: u64 = got
+        .iter()
+        .map(|v| v["received"].as_u64().unwrap_or(0))
+        .sum();
+    let publish_secs = sent
+        .iter()
+        .map(|v| v["secs"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
     // Latency: the worst consumer's percentiles.
-    let worst = |k: &str| got.iter().map(|v| v[k].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+    let worst = |k: &str| {
+        got.iter()
+            .map(|v| v[k].as_f64().unwrap_or(0.0))
+            .fold(0.0, f64::max)
+    };
     let latency = json!({"p50_us": worst("p50_us"), "p99_us": worst("p99_us"), "p999_us": worst("p999_us"), "max_us": worst("max_us")});
-    let mut r = row(workload, "broker", delivered as f64, elapsed, size, &latency, cpu);
+    let mut r = row(
+        workload,
+        "broker",
+        delivered as f64,
+        elapsed,
+        size,
+        &latency,
+        cpu,
+    );
     r.extra = json!({"published_per_s": count as f64 / publish_secs, "deliveries": delivered, "groups": groups});
     r
 }
 
-fn run_pair(workload: &str, system: &'static str, recv_role: &str, send_role: &str, count: u64, size: u64, rate: u64) -> Row {
+fn run_pair(
+    workload: &str,
+    system: &'static str,
+    recv_role: &str,
+    send_role: &str,
+    count: u64,
+    size: u64,
+    rate: u64,
+) -> Row {
     let name = format!("mk-bench-{}-{}", std::process::id(), unique());
     let (key, value) = if recv_role.starts_with("uds") {
-        ("path", std::env::temp_dir().join(format!("{name}.sock")).display().to_string())
+        (
+            "path",
+            std::env::temp_dir()
+                .join(format!("{name}.sock"))
+                .display()
+                .to_string(),
+        )
     } else {
         ("name", format!("/{name}"))
     };
     let common = |extra: &[(&str, String)]| {
-        let mut v = vec![(key, value.clone()), ("count", count.to_string()), ("size", size.to_string())];
+        let mut v = vec![
+            (key, value.clone()),
+            ("count", count.to_string()),
+            ("size", size.to_string()),
+        ];
         v.extend_from_slice(extra);
         kv(&v)
     };
@@ -270,34 +354,135 @@ fn orchestrate() {
     // W1: throughput, one producer to one consumer, audit files on.
     for (size, n) in [(64u64, N), (1024, N / 2)] {
         let w = format!("W1 1p→1c {size} B");
-        progress(&mut rows, run_broker(&w, &[], 1, 1, 1, n, size, 0));
-        progress(&mut rows, run_pair(&w, "uds", "uds-recv", "uds-send", n, size, 0));
-        progress(&mut rows, run_pair(&w, "spsc", "spsc-recv", "spsc-send", n, size, 0));
+        progress(
+            &mut rows,
+            run_broker(
+                &w,
+                &[],
+                Load {
+                    producers: 1,
+                    groups: 1,
+                    per_group: 1,
+                    count: n,
+                    size,
+                    rate: 0,
+                },
+            ),
+        );
+        progress(
+            &mut rows,
+            run_pair(&w, "uds", "uds-recv", "uds-send", n, size, 0),
+        );
+        progress(
+            &mut rows,
+            run_pair(&w, "spsc", "spsc-recv", "spsc-send", n, size, 0),
+        );
     }
     // W2: 4 producers, 2 groups of 2 consumers.
     let w = "W2 4p→2g×2c 64 B";
-    progress(&mut rows, run_broker(w, &[], 4, 2, 2, N, 64, 0));
+    progress(
+        &mut rows,
+        run_broker(
+            w,
+            &[],
+            Load {
+                producers: 4,
+                groups: 2,
+                per_group: 2,
+                count: N,
+                size: 64,
+                rate: 0,
+            },
+        ),
+    );
     // W3: one-way latency at 50,000 msg/s for 10 s.
     let (rate, n) = (50_000, 500_000);
     let w = "W3 latency @50k/s 64 B";
-    progress(&mut rows, run_broker(w, &[], 1, 1, 1, n, 64, rate));
-    progress(&mut rows, run_pair(w, "uds", "uds-recv", "uds-send", n, 64, rate));
-    progress(&mut rows, run_pair(w, "spsc", "spsc-recv", "spsc-send", n, 64, rate));
+    progress(
+        &mut rows,
+        run_broker(
+            w,
+            &[],
+            Load {
+                producers: 1,
+                groups: 1,
+                per_group: 1,
+                count: n,
+                size: 64,
+                rate,
+            },
+        ),
+    );
+    progress(
+        &mut rows,
+        run_pair(w, "uds", "uds-recv", "uds-send", n, 64, rate),
+    );
+    progress(
+        &mut rows,
+        run_pair(w, "spsc", "spsc-recv", "spsc-send", n, 64, rate),
+    );
     // W4: fan-out, one consumer per group.
     for g in [1u64, 2, 4, 8] {
         let w = format!("W4 fan-out {g} group(s)");
-        progress(&mut rows, run_broker(&w, &[], 1, g, 1, N / 2, 64, 0));
+        progress(
+            &mut rows,
+            run_broker(
+                &w,
+                &[],
+                Load {
+                    producers: 1,
+                    groups: g,
+                    per_group: 1,
+                    count: N / 2,
+                    size: 64,
+                    rate: 0,
+                },
+            ),
+        );
     }
     // W5: group commit under --fsync.
     let w = "W5 --fsync 1p→1c 64 B";
-    progress(&mut rows, run_broker(w, &["--fsync"], 1, 1, 1, 20_000, 64, 0));
+    progress(
+        &mut rows,
+        run_broker(
+            w,
+            &["--fsync"],
+            Load {
+                producers: 1,
+                groups: 1,
+                per_group: 1,
+                count: 20_000,
+                size: 64,
+                rate: 0,
+            },
+        ),
+    );
     let w = "W5 --fsync 4p→1c 64 B";
-    progress(&mut rows, run_broker(w, &["--fsync"], 4, 1, 1, 20_000, 64, 0));
+    progress(
+        &mut rows,
+        run_broker(
+            w,
+            &["--fsync"],
+            Load {
+                producers: 4,
+                groups: 1,
+                per_group: 1,
+                count: 20_000,
+                size: 64,
+                rate: 0,
+            },
+        ),
+    );
 
     let report = render(&rows);
     println!("{report}");
-    let json = json!({"rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "ratios": ratios(&rows)});
-    std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&json).unwrap()).expect("write JSON");
+    let json =
+        json!({"rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "ratios": ratios(&rows)});
+    std::fs::write(
+        out_dir.join("results.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .expect("write JSON");
     std::fs::write(out_dir.join("table.md"), &report).expect("write table");
     charts::draw(&rows, Path::new("../docs/bench"));
     eprintln!("results: target/bench/results.json, target/bench/table.md; charts: docs/bench/");
@@ -334,18 +519,47 @@ fn render(rows: &[Row]) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
-            r.workload, r.system, r.msgs_per_s, r.mb_per_s, r.p50_us, r.p99_us, r.p999_us, r.max_us, r.cpu_s_per_m
+            r.workload,
+            r.system,
+            r.msgs_per_s,
+            r.mb_per_s,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.max_us,
+            r.cpu_s_per_m
         );
     }
     let r = ratios(rows);
     let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
     let _ = writeln!(s);
     let _ = writeln!(s, "Ratios in this run:");
-    let _ = writeln!(s, "- W1 64 B broker / Unix socket msgs/s: {:.2}×", f("w1_vs_uds"));
-    let _ = writeln!(s, "- W1 64 B broker / SPSC ring msgs/s: {:.1} %", 100.0 * f("w1_vs_spsc"));
-    let _ = writeln!(s, "- W2 aggregate deliveries / Unix socket (W1) msgs/s: {:.2}×", f("w2_vs_uds"));
-    let _ = writeln!(s, "- W3 p50 broker / SPSC ring: {:.2}× (broker / Unix socket: {:.2}×)", f("w3_p50_vs_spsc"), f("w3_p50_vs_uds"));
-    let _ = writeln!(s, "- W4 total deliveries/s, 8 groups / 1 group: {:.2}×", f("w4_8_groups_vs_1"));
+    let _ = writeln!(
+        s,
+        "- W1 64 B broker / Unix socket msgs/s: {:.2}×",
+        f("w1_vs_uds")
+    );
+    let _ = writeln!(
+        s,
+        "- W1 64 B broker / SPSC ring msgs/s: {:.1} %",
+        100.0 * f("w1_vs_spsc")
+    );
+    let _ = writeln!(
+        s,
+        "- W2 aggregate deliveries / Unix socket (W1) msgs/s: {:.2}×",
+        f("w2_vs_uds")
+    );
+    let _ = writeln!(
+        s,
+        "- W3 p50 broker / SPSC ring: {:.2}× (broker / Unix socket: {:.2}×)",
+        f("w3_p50_vs_spsc"),
+        f("w3_p50_vs_uds")
+    );
+    let _ = writeln!(
+        s,
+        "- W4 total deliveries/s, 8 groups / 1 group: {:.2}×",
+        f("w4_8_groups_vs_1")
+    );
     s
 }
 
@@ -358,19 +572,27 @@ mod charts {
     pub fn draw(rows: &[Row], dir: &Path) {
         let _ = std::fs::create_dir_all(dir);
         let w3 = "W3 latency @50k/s 64 B";
-        let series: Vec<(&str, Vec<f64>, RGBColor)> = [("broker", RED), ("uds", BLUE), ("spsc", GREEN)]
+        let series: Vec<(&str, Vec<f64>, RGBColor)> =
+            [("broker", RED), ("uds", BLUE), ("spsc", GREEN)]
+                .iter()
+                .map(|&(sys, color)| {
+                    let r = find(rows, w3, sys);
+                    (sys, vec![r.p50_us, r.p99_us, r.p999_us], color)
+                })
+                .collect();
+        let top = series
             .iter()
-            .map(|&(sys, color)| {
-                let r = find(rows, w3, sys);
-                (sys, vec![r.p50_us, r.p99_us, r.p999_us], color)
-            })
-            .collect();
-        let top = series.iter().flat_map(|s| s.1.iter().copied()).fold(1.0, f64::max) * 1.5;
+            .flat_map(|s| s.1.iter().copied())
+            .fold(1.0, f64::max)
+            * 1.5;
         let path = dir.join("latency.svg");
         let root = SVGBackend::new(&path, (720, 420)).into_drawing_area();
         let _ = root.fill(&WHITE);
         if let Ok(mut chart) = ChartBuilder::on(&root)
-            .caption("W3: one-way latency at 50,000 msg/s (log scale)", ("sans-serif", 18))
+            .caption(
+                "W3: one-way latency at 50,000 msg/s (log scale)",
+                ("sans-serif", 18),
+            )
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(60)
@@ -379,17 +601,34 @@ mod charts {
             let _ = chart
                 .configure_mesh()
                 .x_labels(3)
-                .x_label_formatter(&|x| match x.round() as i64 { 0 => "p50".into(), 1 => "p99".into(), 2 => "p99.9".into(), _ => String::new() })
+                .x_label_formatter(&|x| match x.round() as i64 {
+                    0 => "p50".into(),
+                    1 => "p99".into(),
+                    2 => "p99.9".into(),
+                    _ => String::new(),
+                })
                 .y_desc("µs")
                 .draw();
             for (name, values, color) in series {
-                let points: Vec<(f64, f64)> = values.iter().enumerate().map(|(i, v)| (i as f64, v.max(0.1))).collect();
-                if let Ok(s) = chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))) {
-                    s.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                let points: Vec<(f64, f64)> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i as f64, v.max(0.1)))
+                    .collect();
+                if let Ok(s) =
+                    chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                {
+                    s.label(name)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
                 }
-                let _ = chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())));
+                let _ =
+                    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())));
             }
-            let _ = chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw();
+            let _ = chart
+                .configure_series_labels()
+                .border_style(BLACK)
+                .background_style(WHITE)
+                .draw();
         }
         let _ = root.present();
 
@@ -398,17 +637,29 @@ mod charts {
         let _ = root.fill(&WHITE);
         let points: Vec<(f64, f64)> = [1u64, 2, 4, 8]
             .iter()
-            .map(|&g| (g as f64, find(rows, &format!("W4 fan-out {g} group(s)"), "broker").msgs_per_s / 1e6))
+            .map(|&g| {
+                (
+                    g as f64,
+                    find(rows, &format!("W4 fan-out {g} group(s)"), "broker").msgs_per_s / 1e6,
+                )
+            })
             .collect();
         let top = points.iter().map(|p| p.1).fold(0.1, f64::max) * 1.3;
         if let Ok(mut chart) = ChartBuilder::on(&root)
-            .caption("W4: total deliveries per second by number of groups", ("sans-serif", 18))
+            .caption(
+                "W4: total deliveries per second by number of groups",
+                ("sans-serif", 18),
+            )
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(60)
             .build_cartesian_2d(0.5f64..8.5f64, 0f64..top)
         {
-            let _ = chart.configure_mesh().x_desc("groups").y_desc("million deliveries/s").draw();
+            let _ = chart
+                .configure_mesh()
+                .x_desc("groups")
+                .y_desc("million deliveries/s")
+                .draw();
             let _ = chart.draw_series(LineSeries::new(points.clone(), RED.stroke_width(2)));
             let _ = chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, RED.filled())));
         }

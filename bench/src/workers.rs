@@ -100,7 +100,9 @@ impl Receipts {
         self.bytes += payload.len() as u64;
         if payload.len() >= 8 {
             let sent = u64::from_le_bytes(payload[..8].try_into().unwrap());
-            let _ = self.hist.record(monotonic_nanos().saturating_sub(sent).max(1));
+            let _ = self
+                .hist
+                .record(monotonic_nanos().saturating_sub(sent).max(1));
         }
     }
     fn report(&self) {
@@ -124,7 +126,8 @@ impl Receipts {
 }
 
 fn report_sent(sent: u64, started: Instant) {
-    let line = json!({"sent": sent, "secs": started.elapsed().as_secs_f64(), "cpu_s": cpu_seconds()});
+    let line =
+        json!({"sent": sent, "secs": started.elapsed().as_secs_f64(), "cpu_s": cpu_seconds()});
     println!("{line}");
 }
 
@@ -143,8 +146,9 @@ pub fn produce(a: &Args) {
 }
 
 pub fn consume(a: &Args) {
-    let mut c = consumer::Consumer::connect(a.get("broker"), Some(a.get("id")), Some(a.get("group")))
-        .expect("connect");
+    let mut c =
+        consumer::Consumer::connect(a.get("broker"), Some(a.get("id")), Some(a.get("group")))
+            .expect("connect");
     let count = a.num("count");
     ready();
     let mut r = Receipts::new();

@@ -42,7 +42,9 @@ impl SpscRing {
     /// Creates the ring `name` with `slots` (a power of two) slots of `slot_size` bytes.
     pub fn create(name: &str, slots: u64, slot_size: u64) -> std::io::Result<SpscRing> {
         if !slots.is_power_of_two() || slot_size == 0 || slot_size > 1 << 20 || slots > 1 << 20 {
-            return Err(std::io::Error::other("slots must be a power of two, sizes bounded"));
+            return Err(std::io::Error::other(
+                "slots must be a power of two, sizes bounded",
+            ));
         }
         let _ = shm_unlink(name);
         let fd = shm_open(
@@ -54,7 +56,10 @@ impl SpscRing {
         let stride = 4 + slot_size as usize;
         let len = HEADER + slots as usize * stride;
         nix::unistd::ftruncate(&fd, len as i64).map_err(io)?;
-        let map = MmapOptions::new().len(len).populate().map_raw(fd.as_raw_fd())?;
+        let map = MmapOptions::new()
+            .len(len)
+            .populate()
+            .map_raw(fd.as_raw_fd())?;
         let ring = SpscRing {
             map,
             slots,
@@ -77,7 +82,10 @@ impl SpscRing {
         if size < HEADER {
             return Err(std::io::Error::other("ring too small"));
         }
-        let map = MmapOptions::new().len(size).populate().map_raw(fd.as_raw_fd())?;
+        let map = MmapOptions::new()
+            .len(size)
+            .populate()
+            .map_raw(fd.as_raw_fd())?;
         let mut ring = SpscRing {
             map,
             slots: 0,
@@ -185,13 +193,20 @@ mod tests {
         let reader = SpscRing::open(&name).unwrap();
         let t = std::thread::spawn(move || {
             let mut cached = 0;
-            (0..100u32).map(|_| reader.pop(&mut cached, |b| b.to_vec())).collect::<Vec<_>>()
+            (0..100u32)
+                .map(|_| reader.pop(&mut cached, |b| b.to_vec()))
+                .collect::<Vec<_>>()
         });
         let mut cached = 0;
         for i in 0..100u32 {
             ring.push(&i.to_le_bytes(), &mut cached);
         }
         let got = t.join().unwrap();
-        assert_eq!(got, (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            (0..100u32)
+                .map(|i| i.to_le_bytes().to_vec())
+                .collect::<Vec<_>>()
+        );
     }
 }
