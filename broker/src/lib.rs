@@ -253,6 +253,14 @@ pub fn run(
             config.fsync,
             next,
             "persist",
+            {
+                // Written records may free slots and release --fsync senders: say so now.
+                let (region, persisted) = (region.clone(), persisted.clone());
+                Box::new(move |mark| {
+                    persister::publish(&region, &persisted, mark);
+                    event::wake(&region.header().cleaner);
+                })
+            },
         )?,
         next,
         persisted: persisted.clone(),
@@ -268,6 +276,10 @@ pub fn run(
             config.fsync,
             replay_from,
             "log",
+            {
+                let region = region.clone();
+                Box::new(move |_| event::wake(&region.header().cleaner))
+            },
         )?,
         persisted,
         data_dir: config.data_dir.clone(),

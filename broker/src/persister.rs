@@ -21,7 +21,7 @@ const BUSY_PAUSE: Duration = Duration::from_millis(1);
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Publishes a new persisted offset and wakes producers waiting for it (`--fsync`).
-fn publish(region: &Region, persisted: &AtomicU64, mark: u64) {
+pub fn publish(region: &Region, persisted: &AtomicU64, mark: u64) {
     if persisted.fetch_max(mark, Ordering::AcqRel) < mark {
         let h = region.header();
         h.durable.persisted.store(mark, Ordering::Release);

@@ -3,27 +3,43 @@
 //! (0x00–0x1F, 0x7F) and every byte that is not part of valid UTF-8. All other
 //! text, multi-byte UTF-8 included, stays as it is.
 
-use std::fmt::Write;
-
-/// Appends the escaped form of `bytes` to `out`.
+/// Appends the escaped form of `bytes` to `out`. Runs of text that need no escape
+/// are copied whole; only the bytes that do are handled one by one.
 pub fn escape_into(bytes: &[u8], out: &mut String) {
     for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\t' => out.push_str("\\t"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7F => {
-                    let _ = write!(out, "\\x{:02x}", c as u32);
-                }
-                c => out.push(c),
+        let text = chunk.valid();
+        let mut copied = 0;
+        for (i, b) in text.bytes().enumerate() {
+            if b >= 0x20 && b != 0x7F && b != b'\\' {
+                continue;
             }
+            // `i` is an ASCII byte, so both slices end on character boundaries.
+            out.push_str(&text[copied..i]);
+            push_escaped_byte(b, out);
+            copied = i + 1;
         }
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
+        out.push_str(&text[copied..]);
+        for &b in chunk.invalid() {
+            push_hex(b, out);
         }
     }
+}
+
+fn push_escaped_byte(b: u8, out: &mut String) {
+    match b {
+        b'\\' => out.push_str("\\\\"),
+        b'\t' => out.push_str("\\t"),
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        other => push_hex(other, out),
+    }
+}
+
+fn push_hex(b: u8, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push_str("\\x");
+    out.push(HEX[(b >> 4) as usize] as char);
+    out.push(HEX[(b & 15) as usize] as char);
 }
 
 /// The escaped form of `bytes`.

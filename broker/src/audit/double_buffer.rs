@@ -26,11 +26,16 @@ struct Exchange {
     error: Option<String>,
 }
 
+/// Called with the new mark each time one is published (after a write, or when
+/// nothing was buffered): lets the owner wake whoever waits for written records.
+pub type OnWritten = Box<dyn Fn(u64) + Send + Sync>;
+
 struct Shared {
     exchange: Mutex<Exchange>,
     changed: Condvar,
     written_mark: AtomicU64,
     writes: AtomicU64,
+    on_written: OnWritten,
 }
 
 /// The filling side of a double-buffered file.
@@ -53,6 +58,7 @@ impl DoubleBuffer {
         fsync: bool,
         mark: u64,
         name: &str,
+        on_written: OnWritten,
     ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             exchange: Mutex::new(Exchange {
@@ -62,6 +68,7 @@ impl DoubleBuffer {
             changed: Condvar::new(),
             written_mark: AtomicU64::new(mark),
             writes: AtomicU64::new(0),
+            on_written,
         });
         let writer = {
             let shared = shared.clone();
@@ -111,6 +118,7 @@ impl DoubleBuffer {
         if self.filling.is_empty() {
             if self.mark > self.shared.written_mark.load(Ordering::Acquire) && self.writer_idle() {
                 self.shared.written_mark.store(self.mark, Ordering::Release);
+                (self.shared.on_written)(self.mark);
             }
             return Ok(());
         }
@@ -272,6 +280,7 @@ fn write_loop(mut file: File, shared: &Shared, fsync: bool) {
             Ok(()) => {
                 shared.written_mark.fetch_max(mark, Ordering::AcqRel);
                 shared.writes.fetch_add(1, Ordering::Relaxed);
+                (shared.on_written)(mark);
             }
             Err(e) => ex.error = Some(e.to_string()),
         }
@@ -294,7 +303,16 @@ mod tests {
     #[test]
     fn records_arrive_in_order_across_swaps_and_straight_through_writes() {
         let (p, f) = temp_file("order");
-        let mut b = DoubleBuffer::new(f, 16, Duration::from_secs(3600), false, 0, "t").unwrap();
+        let mut b = DoubleBuffer::new(
+            f,
+            16,
+            Duration::from_secs(3600),
+            false,
+            0,
+            "t",
+            Box::new(|_| {}),
+        )
+        .unwrap();
         let mut expected = Vec::new();
         for i in 0..100u64 {
             let rec = if i % 10 == 0 {
@@ -315,7 +333,18 @@ mod tests {
     #[test]
     fn the_mark_is_published_only_after_the_write() {
         let (p, f) = temp_file("mark");
-        let mut b = DoubleBuffer::new(f, 1024, Duration::ZERO, true, 7, "t").unwrap();
+        let seen = Arc::new(AtomicU64::new(0));
+        let hook = seen.clone();
+        let mut b = DoubleBuffer::new(
+            f,
+            1024,
+            Duration::ZERO,
+            true,
+            7,
+            "t",
+            Box::new(move |m| hook.store(m, Ordering::Release)),
+        )
+        .unwrap();
         assert_eq!(b.written_mark(), 7);
         b.append(b"x\n").unwrap();
         b.set_mark(8);
@@ -327,6 +356,11 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(std::fs::read(&p).unwrap(), b"x\n");
+        assert_eq!(
+            seen.load(Ordering::Acquire),
+            8,
+            "the hook heard of the new mark"
+        );
         b.close().unwrap();
         let _ = std::fs::remove_file(p);
     }

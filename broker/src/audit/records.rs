@@ -19,10 +19,36 @@ pub const LOG_HEADER: &str =
 pub const TOPIC: &str = "default";
 pub const PARTITION: u32 = 0;
 
-/// Appends an RFC 3339 UTC timestamp with microseconds.
+/// Appends an RFC 3339 UTC timestamp with microseconds. The date and time up to the
+/// second are formatted once per second per thread; only the microseconds change
+/// from one record to the next.
 pub fn push_timestamp(line: &mut String, micros: u64) {
-    let t = UNIX_EPOCH + Duration::from_micros(micros);
-    let _ = write!(line, "{}", humantime::format_rfc3339_micros(t));
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let (secs, frac) = (micros / 1_000_000, micros % 1_000_000);
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            cached.1.clear();
+            // "2026-11-22T02:11:27Z" without its "Z".
+            let _ = write!(cached.1, "{}", humantime::format_rfc3339_seconds(t));
+            cached.1.pop();
+            cached.0 = secs;
+        }
+        line.push_str(&cached.1);
+    });
+    let mut digits = [b'0'; 6];
+    let mut f = frac;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    line.push('.');
+    line.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
+    line.push('Z');
 }
 
 /// Appends one persistence line (with its newline).
@@ -202,6 +228,24 @@ mod tests {
         assert_eq!(r.key, Some(b"-".to_vec()));
         assert_eq!(r.payload, b"");
         assert_eq!(r.timestamp, "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn cached_timestamps_match_a_full_formatting() {
+        for us in [
+            0,
+            999_999,
+            1_000_000,
+            1_795_832_687_123_456,
+            1_795_832_687_000_001,
+            1_795_832_688_000_000,
+        ] {
+            let mut l = String::new();
+            push_timestamp(&mut l, us);
+            let full = humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us))
+                .to_string();
+            assert_eq!(l, full);
+        }
     }
 
     #[test]
