@@ -115,7 +115,7 @@ impl Cleaner {
         *line = text;
         // Every delivery of an offset below the groups' positions is in the log now.
         self.log.set_mark(consumed.unwrap_or(next));
-        let urgent = self.region.used_slots() * 2 >= self.region.geometry().slots as u64;
+        let urgent = self.region.used_slots() * 8 >= self.region.geometry().slots as u64;
         self.log.tick(urgent)?;
         if !abandoned.is_empty() {
             self.release_abandoned(abandoned);

@@ -69,7 +69,7 @@ impl Persister {
                 return Ok(());
             }
             let h = self.region.header();
-            let urgent = self.region.used_slots() * 2 >= self.region.geometry().slots as u64
+            let urgent = self.region.used_slots() * 8 >= self.region.geometry().slots as u64
                 || h.space.sleepers.load(Ordering::Relaxed) > 0
                 || h.persisted.sleepers.load(Ordering::Relaxed) > 0;
             self.buffer.tick(urgent)?;
