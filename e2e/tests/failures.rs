@@ -202,9 +202,17 @@ fn a_stalled_consumer_is_evicted_and_its_group_carries_on() {
 
 #[test]
 fn a_killed_broker_stops_its_clients_and_a_restart_loses_nothing() {
-    // An hour-long flush interval: nothing reaches the file before the kill, so the
-    // restart must recover every record from the dead broker's region.
-    let broker = Broker::start(&["--groups", "1", "--flush-interval", "1h"]);
+    // An hour-long flush interval and a ring large enough that 1,000 records are no
+    // pressure: nothing reaches the file before the kill, so the restart must
+    // recover every record from the dead broker's region.
+    let broker = Broker::start(&[
+        "--groups",
+        "1",
+        "--flush-interval",
+        "1h",
+        "--slots",
+        "16384",
+    ]);
     let (first, _) = broker.consumer(&["--count", "300", "--format", "json"]);
     let input: String = (0..1000).map(|i| format!("m{i}\n")).collect();
     assert_eq!(
@@ -228,7 +236,7 @@ fn a_killed_broker_stops_its_clients_and_a_restart_loses_nothing() {
         "nothing was flushed before the kill"
     );
 
-    let broker = Broker::start_with(data, shm, &["--groups", "1"]);
+    let broker = Broker::start_with(data, shm, &["--groups", "1", "--slots", "16384"]);
     let (second, _) = broker.consumer(&["--count", "700", "--format", "json"]);
     assert_eq!(
         offsets_of(&second.wait_exit().stdout),
