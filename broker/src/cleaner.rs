@@ -14,7 +14,6 @@ use shm_layout::event::{self, event_id};
 use shm_layout::Region;
 
 use crate::audit::double_buffer::DoubleBuffer;
-use crate::audit::records::push_delivery;
 use crate::audit::state;
 use crate::registry::Registry;
 
@@ -77,42 +76,17 @@ impl Cleaner {
     /// One pass. An `InvalidData` error means the region's ring state is corrupt.
     fn pass(&mut self, line: &mut String) -> std::io::Result<()> {
         let next = self.region.next_offset();
-        let (deliveries, consumed, abandoned, text) = {
+        let (consumed, abandoned) = {
             let mut reg = self.registry();
             let consumed = reg.consumed_by_all();
-            let deliveries = reg.take_deliveries();
-            line.clear();
-            for d in &deliveries {
-                let record = self.region.read_record(d.offset);
-                let producer = match record {
-                    Ok(r) => reg.producer_name(r.producer, r.producer_generation),
-                    Err(_) => Arc::from("unknown"),
-                };
-                push_delivery(
-                    line,
-                    d.time_us,
-                    d.offset,
-                    &producer,
-                    &d.group,
-                    &d.consumer,
-                    d.attempt,
-                );
-            }
+            reg.swap_log_text(line);
             reg.sample_rates();
-            (
-                deliveries.len(),
-                consumed,
-                reg.take_abandoned(),
-                std::mem::take(line),
-            )
+            (consumed, reg.take_abandoned())
         };
-        if deliveries > 0 {
-            // One record per line keeps "a record larger than a buffer" meaningful.
-            for l in text.split_inclusive('\n') {
-                self.log.append(l.as_bytes())?;
-            }
+        // One record per line keeps "a record larger than a buffer" meaningful.
+        for l in line.split_inclusive('\n') {
+            self.log.append(l.as_bytes())?;
         }
-        *line = text;
         // Every delivery of an offset below the groups' positions is in the log now.
         self.log.set_mark(consumed.unwrap_or(next));
         let urgent = self.region.used_slots() * 8 >= self.region.geometry().slots as u64;

@@ -16,6 +16,7 @@ use shm_layout::ring::REPLAY_GENERATION;
 use shm_layout::sys::{monotonic_millis, wall_clock_micros};
 use shm_layout::Region;
 
+use crate::audit::records::push_delivery;
 use crate::audit::state::GroupState;
 
 /// A refused registration: the reason code and one line for the client.
@@ -46,17 +47,6 @@ struct Client {
     role: Role,
     id: Arc<str>,
     group: Option<u32>,
-}
-
-/// A delivery of an offset to a consumer, for the consumption log.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub offset: u64,
-    pub group: Arc<str>,
-    pub consumer: Arc<str>,
-    pub attempt: u32,
-    /// When the broker saw the delivery (µs since the Unix epoch).
-    pub time_us: u64,
 }
 
 /// Where a pre-created group starts after a (re)start.
@@ -169,8 +159,8 @@ pub struct Registry {
     retiring: Vec<(u32, u32, u64)>,
     /// Names of producers by (client entry, generation), while their messages live.
     producers: HashMap<(u32, u32), Arc<str>>,
-    /// Deliveries observed and not yet taken by the consumption log.
-    deliveries: Vec<Delivery>,
+    /// Consumption-log lines observed and not yet taken by the cleaner.
+    log_text: String,
     /// Publish-rate sample: when, and the next offset then.
     sampled_at: std::time::Instant,
     published_at_sample: u64,
@@ -201,7 +191,7 @@ impl Registry {
             last_slot: g.max_clients - 1,
             retiring: Vec::new(),
             producers: HashMap::new(),
-            deliveries: Vec::new(),
+            log_text: String::new(),
             sampled_at: std::time::Instant::now(),
             published_at_sample: 0,
             published_per_s: 0.0,
@@ -770,29 +760,47 @@ pub struct GroupSnapshot {
 
 impl Registry {
     /// Logs what group `g` handed out since the last look: first deliveries (from
-    /// its cursor and rotations) and redelivery claims (from the region's table).
+    /// its cursor and rotations) and redelivery claims (from the region's table),
+    /// formatted straight into the pending consumption-log text.
     fn observe_group(&mut self, g: u32) {
-        let region = self.region.clone();
+        let Registry {
+            region,
+            groups,
+            clients,
+            producers,
+            log_text,
+            ..
+        } = self;
         let Some(entry) = region.group(g) else {
+            return;
+        };
+        let Some(grp) = groups[g as usize].as_mut() else {
             return;
         };
         // A cursor beyond the committed offsets can only come from a corrupt region.
         let cursor = group::cursor(entry).min(region.next_offset());
         let now = wall_clock_micros();
-        let Some(grp) = self.groups[g as usize].as_mut() else {
-            return;
+        let producer_of = |o: u64| -> &str {
+            match region.read_record(o) {
+                Ok(r) => producers
+                    .get(&(r.producer, r.producer_generation))
+                    .map_or("unknown", |n| n),
+                Err(_) => "unknown",
+            }
         };
         while grp.logged < cursor {
             let o = grp.logged;
             if let Some((_, consumer)) = grp.owner_of(o) {
                 let attempt = if o < grp.redeliver_below { 2 } else { 1 };
-                self.deliveries.push(Delivery {
-                    offset: o,
-                    group: grp.name.clone(),
-                    consumer: consumer.clone(),
+                push_delivery(
+                    log_text,
+                    now,
+                    o,
+                    producer_of(o),
+                    &grp.name,
+                    consumer,
                     attempt,
-                    time_us: now,
-                });
+                );
                 grp.delivered += 1;
             }
             grp.logged += 1;
@@ -813,25 +821,21 @@ impl Registry {
                 continue;
             }
             *seen = Some(key);
-            let consumer = self
-                .clients
+            let consumer = clients
                 .get(key.1 as usize)
                 .and_then(|c| c.as_ref())
-                .map_or_else(|| Arc::from("unknown"), |c| c.id.clone());
-            self.deliveries.push(Delivery {
-                offset: e.offset.load(Ordering::Relaxed),
-                group: grp.name.clone(),
-                consumer,
-                attempt: key.0,
-                time_us: now,
-            });
+                .map_or("unknown", |c| &c.id);
+            let o = e.offset.load(Ordering::Relaxed);
+            push_delivery(log_text, now, o, producer_of(o), &grp.name, consumer, key.0);
             grp.delivered += 1;
         }
     }
 
-    /// Deliveries observed since the last call.
-    pub fn take_deliveries(&mut self) -> Vec<Delivery> {
-        std::mem::take(&mut self.deliveries)
+    /// Hands over the consumption-log lines observed since the last call (whole
+    /// lines), taking `into`'s allocation in exchange.
+    pub fn swap_log_text(&mut self, into: &mut String) {
+        into.clear();
+        std::mem::swap(into, &mut self.log_text);
     }
 
     /// The id of the producer in client entry `client` with `generation`.
