@@ -9,6 +9,12 @@
 //! let mut producer = producer::Producer::connect("127.0.0.1:4444", None)?;
 //! let offset = producer.send(b"hello")?;
 //! producer.send_keyed(Some(b"user-7"), b"world")?;
+//! // Many at once: one lock for as many as fit.
+//! producer.send_batch(&[(None, b"a"), (None, b"b")]).map_err(|(_, e)| e)?;
+//! // Zero-copy: write the payload in place in the ring, then publish it.
+//! let mut loan = producer.loan(None, 5)?;
+//! loan.payload_mut().copy_from_slice(b"in pl");
+//! loan.commit()?;
 //! println!("hello is at offset {offset}");
 //! # Ok::<(), producer::ProducerError>(())
 //! ```
@@ -39,6 +45,35 @@ pub enum ProducerError {
     /// The region is in a state the producer refuses to use.
     #[error("the shared-memory region is corrupt: {0}")]
     Corrupt(String),
+}
+
+/// Bytes in the ring lent for a zero-copy send (see [`Producer::loan`]).
+pub struct PayloadLoan<'p> {
+    inner: shm_layout::ring::Loan<'p>,
+    stop: Box<dyn FnMut() -> bool + 'p>,
+    totals: (&'p mut u64, &'p mut u64),
+    len: u64,
+}
+
+impl PayloadLoan<'_> {
+    /// The payload, in place in the shared ring.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.inner.payload_mut()
+    }
+
+    /// Publishes the message; returns its offset.
+    pub fn commit(mut self) -> Result<u64, ProducerError> {
+        let offset = self
+            .inner
+            .commit(wall_clock_micros(), &mut self.stop)
+            .map_err(|e| match e {
+                SendError::Corrupt(_) | SendError::Lock(_) => ProducerError::Corrupt(e.to_string()),
+                _ => ProducerError::BrokerStopped,
+            })?;
+        *self.totals.0 += 1;
+        *self.totals.1 += self.len;
+        Ok(offset)
+    }
 }
 
 /// A registered producer.
@@ -91,53 +126,100 @@ impl Producer {
 
     /// Sends one message with an optional key; returns its offset.
     pub fn send_keyed(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<u64, ProducerError> {
+        self.send_batch(&[(key, payload)])
+            .map(|offsets| offsets[0])
+            .map_err(|(_, e)| e)
+    }
+
+    /// Sends several messages in order, taking the ring lock once for as many as
+    /// fit; returns their offsets. On an error, the first `usize` were sent. A
+    /// message over the maximum refuses the whole batch before anything is sent.
+    pub fn send_batch(
+        &mut self,
+        messages: &[(Option<&[u8]>, &[u8])],
+    ) -> Result<Vec<u64>, (usize, ProducerError)> {
         let s = &self.session;
         let sender = Sender {
             client: s.client,
             generation: s.generation,
         };
-        let link = s.link.clone();
-        let interrupt = self.interrupt.clone();
+        if self.should_stop() {
+            return Err((0, self.stop_reason()));
+        }
+        let (link, interrupt) = (s.link.clone(), self.interrupt.clone());
         let stop = || {
             link.is_gone()
                 || interrupt
                     .as_ref()
                     .is_some_and(|f| f.load(Ordering::Relaxed))
         };
-        if stop() || s.region.is_closing() {
-            return Err(self.stop_reason());
-        }
+        let mut offsets = Vec::with_capacity(messages.len());
         let result = s
             .region
-            .send(sender, key, payload, wall_clock_micros(), stop, None);
+            .send_batch(sender, messages, wall_clock_micros(), stop, None, |o| {
+                offsets.push(o)
+            });
+        self.sent += offsets.len() as u64;
+        self.bytes += messages[..offsets.len()]
+            .iter()
+            .map(|(_, p)| p.len() as u64)
+            .sum::<u64>();
         match result {
-            Ok(offset) => {
-                self.sent += 1;
-                self.bytes += payload.len() as u64;
-                Ok(offset)
-            }
-            Err(SendError::TooLarge { size, max }) => Err(ProducerError::TooLarge { size, max }),
-            Err(SendError::Stopped | SendError::TimedOut) => Err(self.stop_reason()),
-            Err(e @ (SendError::Corrupt(_) | SendError::Lock(_))) => {
-                Err(ProducerError::Corrupt(e.to_string()))
-            }
+            Ok(()) => Ok(offsets),
+            Err((n, e)) => Err((n, self.error_from(e))),
         }
     }
 
-    /// Sends several messages in order; returns their offsets. Stops at the first
-    /// error, which reports how many were sent.
-    pub fn send_batch<'a>(
+    /// Zero-copy send: lends `len` bytes in the ring to write the payload in place;
+    /// [`PayloadLoan::commit`] publishes it. Dropping the loan sends nothing.
+    pub fn loan(
         &mut self,
-        messages: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8])>,
-    ) -> Result<Vec<u64>, (usize, ProducerError)> {
-        let mut offsets = Vec::new();
-        for (key, payload) in messages {
-            match self.send_keyed(key, payload) {
-                Ok(o) => offsets.push(o),
-                Err(e) => return Err((offsets.len(), e)),
+        key: Option<&[u8]>,
+        len: usize,
+    ) -> Result<PayloadLoan<'_>, ProducerError> {
+        if self.should_stop() {
+            return Err(self.stop_reason());
+        }
+        let s = &self.session;
+        let sender = Sender {
+            client: s.client,
+            generation: s.generation,
+        };
+        let (link, interrupt) = (s.link.clone(), self.interrupt.clone());
+        let stop = move || {
+            link.is_gone()
+                || interrupt
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed))
+        };
+        match s.region.loan(sender, key, len, stop.clone(), None) {
+            Ok(inner) => Ok(PayloadLoan {
+                inner,
+                stop: Box::new(stop),
+                totals: (&mut self.sent, &mut self.bytes),
+                len: len as u64,
+            }),
+            Err(e) => Err(self.error_from(e)),
+        }
+    }
+
+    fn should_stop(&self) -> bool {
+        self.session.link.is_gone()
+            || self.session.region.is_closing()
+            || self
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    fn error_from(&self, e: SendError) -> ProducerError {
+        match e {
+            SendError::TooLarge { size, max } => ProducerError::TooLarge { size, max },
+            SendError::Stopped | SendError::TimedOut => self.stop_reason(),
+            e @ (SendError::Corrupt(_) | SendError::Lock(_)) => {
+                ProducerError::Corrupt(e.to_string())
             }
         }
-        Ok(offsets)
     }
 
     fn stop_reason(&self) -> ProducerError {

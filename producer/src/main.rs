@@ -136,10 +136,17 @@ fn send_all(args: &Args, p: &mut Producer, interrupt: &AtomicBool) -> Result<(),
         if let Some(e) = too_large(args.size as usize) {
             return Err(e.into());
         }
-        let mut buf = Vec::with_capacity(args.size as usize);
-        for i in 0..n {
-            generated_message(i, args.size as usize, &mut buf);
-            p.send_keyed(key, &buf)?;
+        let mut pool: Vec<Vec<u8>> = (0..BATCH)
+            .map(|_| Vec::with_capacity(args.size as usize))
+            .collect();
+        let mut i = 0;
+        while i < n {
+            let k = (n - i).min(BATCH as u64) as usize;
+            for (j, buf) in pool[..k].iter_mut().enumerate() {
+                generated_message(i + j as u64, args.size as usize, buf);
+            }
+            send_pool(p, key, &pool[..k])?;
+            i += k as u64;
         }
     } else if args.stream {
         let mut seq = 0u64;
@@ -169,31 +176,58 @@ fn send_all(args: &Args, p: &mut Producer, interrupt: &AtomicBool) -> Result<(),
             p.send_keyed(key, m.as_bytes())?;
         }
     } else {
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
-        let mut line = Vec::new();
+        // Our own buffer, so that we can see which lines are already read ahead.
+        let mut input = std::io::BufReader::with_capacity(64 * 1024, std::io::stdin().lock());
+        let mut pool: Vec<Vec<u8>> = vec![Vec::new(); BATCH];
         loop {
-            line.clear();
-            let n = input
-                .read_until(b'\n', &mut line)
-                .map_err(|e| Failure::Input(format!("cannot read stdin: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-                if line.last() == Some(&b'\r') {
+            // A batch is the lines already read ahead: no line waits for later input.
+            let mut k = 0;
+            while k < BATCH {
+                let line = &mut pool[k];
+                line.clear();
+                let n = input
+                    .read_until(b'\n', line)
+                    .map_err(|e| Failure::Input(format!("cannot read stdin: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                if line.last() == Some(&b'\n') {
                     line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                if let Some(e) = too_large(line.len()) {
+                    send_pool(p, key, &pool[..k])?;
+                    return Err(e.into());
+                }
+                k += 1;
+                if !input.buffer().contains(&b'\n') {
+                    break;
                 }
             }
-            if let Some(e) = too_large(line.len()) {
-                return Err(e.into());
+            if k == 0 {
+                break;
             }
-            p.send_keyed(key, &line)?;
+            send_pool(p, key, &pool[..k])?;
         }
     }
     let _ = std::io::stderr().flush();
     Ok(())
+}
+
+/// Messages sent under one hold of the ring lock.
+const BATCH: usize = 64;
+
+/// Sends `pool` as one batch, each message with `key`.
+fn send_pool(p: &mut Producer, key: Option<&[u8]>, pool: &[Vec<u8>]) -> Result<(), Failure> {
+    if pool.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<(Option<&[u8]>, &[u8])> = pool.iter().map(|m| (key, m.as_slice())).collect();
+    p.send_batch(&records)
+        .map(|_| ())
+        .map_err(|(_, e)| e.into())
 }
 
 /// Message `i` of `--count`: its sequence number, a space, then filler to `size` bytes.

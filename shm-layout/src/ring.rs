@@ -249,70 +249,172 @@ impl Region {
         key: Option<&[u8]>,
         payload: &[u8],
         timestamp_us: u64,
-        mut stop: impl FnMut() -> bool,
+        stop: impl FnMut() -> bool,
         deadline: Option<Instant>,
     ) -> Result<u64, SendError> {
-        let key_len = key.map_or(0, |k| k.len() as u64);
-        let size = key_len + payload.len() as u64;
+        let mut offset = 0;
+        self.send_batch(
+            sender,
+            &[(key, payload)],
+            timestamp_us,
+            stop,
+            deadline,
+            |o| offset = o,
+        )
+        .map_err(|(_, e)| e)?;
+        Ok(offset)
+    }
+
+    /// Sends records in order, committing as many as fit in the ring under one hold
+    /// of the ring lock (and waking consumers once per hold). `committed` hears each
+    /// offset as it is assigned. On an error, the first `usize` records were sent.
+    /// Every size is checked first: one record over `max_message` sends nothing.
+    pub fn send_batch(
+        &self,
+        sender: Sender,
+        records: &[(Option<&[u8]>, &[u8])],
+        timestamp_us: u64,
+        mut stop: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+        mut committed: impl FnMut(u64),
+    ) -> Result<(), (usize, SendError)> {
         let max = self.geometry().max_message as u64;
-        if size > max || (key.is_some() && key_len >= NO_KEY as u64) {
-            return Err(SendError::TooLarge { size, max });
+        for (key, payload) in records {
+            let key_len = key.map_or(0, |k| k.len() as u64);
+            let size = key_len + payload.len() as u64;
+            if size > max || (key.is_some() && key_len >= NO_KEY as u64) {
+                return Err((0, SendError::TooLarge { size, max }));
+            }
         }
-        let slots = self.geometry().slots_for(size);
         let replay = sender.is_replay();
-        let mut guard = self.lock_ring(&mut stop)?;
-        let first = loop {
-            // Checked under the lock: a broker salvaging this region marks it closing
-            // before taking the lock, so nothing is committed after its last look.
-            if self.is_closing() {
-                return Err(SendError::Stopped);
-            }
-            if !replay && self.is_paused() {
-                drop(guard);
-                self.wait_for_space(slots, sender.client, false, &mut stop, deadline)?;
-                guard = self.lock_ring(&mut stop)?;
-                continue;
-            }
-            if let Some(first) = self.try_reserve(&guard, sender.client, slots)? {
-                break first;
+        let mut sent = 0;
+        let mut last = None;
+        while sent < records.len() {
+            let mut guard = self.lock_ring(&mut stop).map_err(|e| (sent, e))?;
+            // A hold commits what fits, then lets others in while it waits for space.
+            while let Some(&(key, payload)) = records.get(sent) {
+                // Checked under the lock: a broker salvaging this region marks it
+                // closing before taking the lock, so nothing commits after its look.
+                if self.is_closing() {
+                    return Err((sent, SendError::Stopped));
+                }
+                let size = key.map_or(0, |k| k.len() as u64) + payload.len() as u64;
+                let slots = self.geometry().slots_for(size);
+                let first = if !replay && self.is_paused() {
+                    None
+                } else {
+                    self.try_reserve(&guard, sender.client, slots)
+                        .map_err(|e| (sent, e))?
+                };
+                let Some(first) = first else {
+                    drop(guard);
+                    if sent > 0 {
+                        event::notify(&self.header().published);
+                    }
+                    self.wait_for_space(slots, sender.client, replay, &mut stop, deadline)
+                        .map_err(|e| (sent, e))?;
+                    guard = self.lock_ring(&mut stop).map_err(|e| (sent, e))?;
+                    continue;
+                };
+                crate::fault::point("send-reserved");
+                self.write_record(first, key, payload)
+                    .map_err(|e| (sent, e))?;
+                let meta = RecordMeta {
+                    sender,
+                    timestamp_us,
+                    key_len: key.map_or(NO_KEY, |k| k.len() as u32),
+                    payload_len: payload.len() as u32,
+                };
+                let offset = self.commit(&guard, first, &meta);
+                committed(offset);
+                last = Some(offset);
+                sent += 1;
             }
             drop(guard);
-            self.wait_for_space(slots, sender.client, replay, &mut stop, deadline)?;
-            guard = self.lock_ring(&mut stop)?;
-        };
-        crate::fault::point("send-reserved");
+            event::notify(&self.header().published);
+        }
+        if let Some(offset) = last {
+            if !replay && self.header().durable.fsync.load(Ordering::Relaxed) != 0 {
+                self.wait_until_persisted(offset, sender.client, &mut stop)
+                    .map_err(|e| (sent, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a key and payload into the slots reserved at `first`.
+    fn write_record(
+        &self,
+        first: u64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let key_len = key.map_or(0, |k| k.len());
         let dst = self
-            .slot_bytes(first, size)
+            .slot_bytes(first, (key_len + payload.len()) as u64)
             .ok_or(SendError::Corrupt("reservation outside the payload area"))?;
-        // SAFETY: the slots [first, first + slots) were reserved for us under the lock
-        // and nobody else writes them until they are committed and freed; `dst` has
-        // room for `size` bytes (checked by slot_bytes); sources are valid slices.
+        // SAFETY: the slots from `first` were reserved for this producer under the
+        // lock and nobody else writes them until they are committed and freed; `dst`
+        // has room for key + payload (checked by slot_bytes); sources are valid slices.
         unsafe {
             if let Some(k) = key {
                 std::ptr::copy_nonoverlapping(k.as_ptr(), dst, k.len());
             }
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                dst.add(key_len as usize),
-                payload.len(),
-            );
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(key_len), payload.len());
         }
-        let meta = RecordMeta {
-            sender,
-            timestamp_us,
-            key_len: key.map_or(NO_KEY, |k| k.len() as u32),
-            payload_len: payload.len() as u32,
-        };
-        let offset = self.commit(&guard, first, &meta);
-        drop(guard);
-        event::notify(&self.header().published);
-        if !replay && self.header().durable.fsync.load(Ordering::Relaxed) != 0 {
-            self.wait_until_persisted(offset, sender.client, &mut stop)?;
-        }
-        Ok(offset)
+        Ok(())
     }
 
-    /// Whether producers are held while the broker replays records.
+    /// Zero-copy send: reserves room for a record of `len` payload bytes (after
+    /// `key`) and lends it out; write the payload in place, then
+    /// [`Loan::commit`]. A loan dropped without commit is released. While a loan is
+    /// out, the ring cannot reclaim past it, so keep it short.
+    pub fn loan(
+        &self,
+        sender: Sender,
+        key: Option<&[u8]>,
+        len: usize,
+        mut stop: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<Loan<'_>, SendError> {
+        let key_len = key.map_or(0, |k| k.len());
+        let size = (key_len + len) as u64;
+        let max = self.geometry().max_message as u64;
+        if size > max || key_len as u64 >= NO_KEY as u64 {
+            return Err(SendError::TooLarge { size, max });
+        }
+        let slots = self.geometry().slots_for(size);
+        loop {
+            let guard = self.lock_ring(&mut stop)?;
+            if self.is_closing() {
+                return Err(SendError::Stopped);
+            }
+            if !self.is_paused() {
+                if let Some(first) = self.try_reserve(&guard, sender.client, slots)? {
+                    drop(guard);
+                    self.write_record(first, key, &[])?;
+                    let payload = self
+                        .slot_bytes(first, size)
+                        .ok_or(SendError::Corrupt("reservation outside the payload area"))?;
+                    return Ok(Loan {
+                        region: self,
+                        sender,
+                        first,
+                        key_len: key.map_or(NO_KEY, |k| k.len() as u32),
+                        // SAFETY: `payload` points `key_len` bytes into a reservation
+                        // of at least `size` bytes (checked by slot_bytes).
+                        payload: unsafe { payload.add(key_len) },
+                        len,
+                        open: true,
+                    });
+                }
+            }
+            drop(guard);
+            self.wait_for_space(slots, sender.client, false, &mut stop, deadline)?;
+        }
+    }
+
+    /// Whether producers are held while the broker replays records.    /// Whether producers are held while the broker replays records.
     pub fn is_paused(&self) -> bool {
         self.header().identity.paused.load(Ordering::Acquire) != 0
     }
@@ -537,6 +639,80 @@ impl Region {
     }
 }
 
+/// Reserved slots lent out for a zero-copy send: see [`Region::loan`].
+pub struct Loan<'r> {
+    region: &'r Region,
+    sender: Sender,
+    first: u64,
+    key_len: u32,
+    payload: *mut u8,
+    len: usize,
+    open: bool,
+}
+
+impl Loan<'_> {
+    /// The payload bytes, in place in the ring.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `payload..payload + len` lies inside slots reserved for this loan
+        // (checked when it was made); nobody else writes them until commit, and the
+        // `&mut self` borrow makes this the only slice into them.
+        unsafe { std::slice::from_raw_parts_mut(self.payload, self.len) }
+    }
+
+    /// Publishes the record; returns its offset.
+    pub fn commit(
+        mut self,
+        timestamp_us: u64,
+        stop: impl FnMut() -> bool,
+    ) -> Result<u64, SendError> {
+        let region = self.region;
+        let guard = region.lock_ring(stop)?;
+        if region.is_closing() {
+            return Err(SendError::Stopped);
+        }
+        let meta = RecordMeta {
+            sender: self.sender,
+            timestamp_us,
+            key_len: self.key_len,
+            payload_len: self.len as u32,
+        };
+        let offset = region.commit(&guard, self.first, &meta);
+        self.open = false;
+        drop(guard);
+        event::notify(&region.header().published);
+        if region.header().durable.fsync.load(Ordering::Relaxed) != 0 {
+            region.wait_until_persisted(offset, self.sender.client, &mut || false)?;
+        }
+        Ok(offset)
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        // Not committed: give the slots back (the cleaner moves the tail over them).
+        let mut tries = 0;
+        if let Ok(guard) = self.region.lock_ring(|| {
+            tries += 1;
+            tries > 10
+        }) {
+            let d = self.region.descriptor(self.first);
+            let v = d.load(Ordering::Acquire);
+            if descriptor::kind(v) == descriptor::RESERVED
+                && descriptor::owner(v) == self.sender.client
+            {
+                d.store(
+                    descriptor::pack(descriptor::FREE, 0, descriptor::len(v)),
+                    Ordering::Release,
+                );
+            }
+            drop(guard);
+        }
+    }
+}
+
 /// Marks the allocation at `first` committed, unless the cleaner already freed it
 /// (the compare-exchange keeps a late marker from resurrecting a freed allocation).
 fn mark_committed(region: &Region, first: u64) {
@@ -668,6 +844,64 @@ mod tests {
         drop(g);
         r.reclaim(0).unwrap();
         assert_eq!(r.used_slots(), 0);
+    }
+
+    #[test]
+    fn a_batch_commits_in_order_and_waits_for_space_between_holds() {
+        let t = test_region("batch", test_geometry());
+        let r = &t.0;
+        let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100]).collect();
+        let records: Vec<(Option<&[u8]>, &[u8])> =
+            payloads.iter().map(|p| (None, p.as_slice())).collect();
+        let mut offsets = Vec::new();
+        r.send_batch(ME, &records, 1, || false, None, |o| offsets.push(o))
+            .unwrap();
+        assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+        // 16 slots of 64 bytes: five 2-slot records fit, the next five need space.
+        let err = r
+            .send_batch(
+                ME,
+                &[(None, &[0u8; 100][..]); 5],
+                1,
+                || false,
+                Some(Instant::now()),
+                |_| {},
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            (3, SendError::TimedOut),
+            "three fit before the ring was full"
+        );
+        let too_big = [(None, &[0u8; 10][..]), (None, &[0u8; 513][..])];
+        assert!(matches!(
+            r.send_batch(ME, &too_big, 1, || false, None, |_| {}),
+            Err((0, SendError::TooLarge { .. }))
+        ));
+        assert_eq!(r.next_offset(), 8, "nothing of the refused batch was sent");
+    }
+
+    #[test]
+    fn a_loan_is_written_in_place_and_committed_or_given_back() {
+        let t = test_region("loan", test_geometry());
+        let r = &t.0;
+        let mut loan = r.loan(ME, Some(b"k"), 100, || false, None).unwrap();
+        loan.payload_mut().copy_from_slice(&[7; 100]);
+        assert_eq!(loan.commit(5, || false).unwrap(), 0);
+        let rec = r.read_record(0).unwrap();
+        assert_eq!(
+            (rec.key, rec.payload, rec.timestamp_us),
+            (Some(&b"k"[..]), &[7u8; 100][..], 5)
+        );
+        drop(r.loan(ME, None, 50, || false, None).unwrap());
+        assert_eq!(r.used_slots(), 3);
+        r.reclaim(1).unwrap();
+        assert_eq!(r.used_slots(), 0, "an uncommitted loan is given back");
+        assert_eq!(r.next_offset(), 1);
+        assert!(matches!(
+            r.loan(ME, None, 513, || false, None),
+            Err(SendError::TooLarge { .. })
+        ));
     }
 
     #[test]
