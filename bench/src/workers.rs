@@ -133,30 +133,26 @@ fn report_sent(sent: u64, started: Instant) {
 
 pub fn produce(a: &Args) {
     let mut p = producer::Producer::connect(a.get("broker"), Some(a.get("id"))).expect("connect");
-    let (count, size, rate) = (a.num("count"), a.num("size") as usize, a.num("rate"));
-    let mut buf = vec![b'x'; size.max(16)];
+    if a.num("rate") > 0 {
+        return send_paced(a, |buf| {
+            p.send(buf).expect("send");
+        });
+    }
+    // Unpaced: the fastest path the library offers, batches of 64.
+    let (count, size) = (a.num("count"), a.num("size") as usize);
+    let mut pool: Vec<Vec<u8>> = (0..64).map(|_| vec![b'x'; size.max(16)]).collect();
     ready();
     let start = Instant::now();
-    if rate == 0 {
-        // Unpaced: the fastest path the library offers, batches of 64.
-        let mut pool: Vec<Vec<u8>> = (0..64).map(|_| vec![b'x'; size.max(16)]).collect();
-        let mut i = 0;
-        while i < count {
-            let k = (count - i).min(64) as usize;
-            for (j, b) in pool[..k].iter_mut().enumerate() {
-                stamp(b, i + j as u64);
-            }
-            let batch: Vec<(Option<&[u8]>, &[u8])> =
-                pool[..k].iter().map(|b| (None, b.as_slice())).collect();
-            p.send_batch(&batch).map_err(|(_, e)| e).expect("send");
-            i += k as u64;
+    let mut i = 0;
+    while i < count {
+        let k = (count - i).min(64) as usize;
+        for (j, b) in pool[..k].iter_mut().enumerate() {
+            stamp(b, i + j as u64);
         }
-    } else {
-        for i in 0..count {
-            pace(start, i, rate);
-            stamp(&mut buf, i);
-            p.send(&buf).expect("send");
-        }
+        let batch: Vec<(Option<&[u8]>, &[u8])> =
+            pool[..k].iter().map(|b| (None, b.as_slice())).collect();
+        p.send_batch(&batch).map_err(|(_, e)| e).expect("send");
+        i += k as u64;
     }
     report_sent(count, start);
 }
@@ -179,6 +175,21 @@ pub fn consume(a: &Args) {
     r.report();
 }
 
+/// Sends `count` stamped messages of `size` bytes through `send`, one at a time,
+/// paced at `rate` per second (0: as fast as possible), then reports.
+fn send_paced(a: &Args, mut send: impl FnMut(&[u8])) {
+    let (count, size, rate) = (a.num("count"), a.num("size") as usize, a.num("rate"));
+    let mut buf = vec![b'x'; size.max(16)];
+    ready();
+    let start = Instant::now();
+    for i in 0..count {
+        pace(start, i, rate);
+        stamp(&mut buf, i);
+        send(&buf);
+    }
+    report_sent(count, start);
+}
+
 pub fn uds_recv(a: &Args) {
     let listener = UnixListener::bind(a.get("path")).expect("bind");
     ready();
@@ -196,17 +207,8 @@ pub fn uds_recv(a: &Args) {
 
 pub fn uds_send(a: &Args) {
     let mut stream = UnixStream::connect(a.get("path")).expect("connect");
-    let (count, size, rate) = (a.num("count"), a.num("size") as usize, a.num("rate"));
-    let mut buf = vec![b'x'; size.max(16)];
-    ready();
-    let start = Instant::now();
-    for i in 0..count {
-        pace(start, i, rate);
-        stamp(&mut buf, i);
-        // One write per message, as an application sending messages would.
-        stream.write_all(&buf).expect("write");
-    }
-    report_sent(count, start);
+    // One write per message, as an application sending messages would.
+    send_paced(a, |buf| stream.write_all(buf).expect("write"));
 }
 
 pub fn spsc_recv(a: &Args) {
@@ -223,15 +225,6 @@ pub fn spsc_recv(a: &Args) {
 
 pub fn spsc_send(a: &Args) {
     let ring = SpscRing::open(a.get("name")).expect("open ring");
-    let (count, size, rate) = (a.num("count"), a.num("size") as usize, a.num("rate"));
-    let mut buf = vec![b'x'; size.max(16)];
-    ready();
-    let start = Instant::now();
     let mut cached = 0;
-    for i in 0..count {
-        pace(start, i, rate);
-        stamp(&mut buf, i);
-        ring.push(&buf, &mut cached);
-    }
-    report_sent(count, start);
+    send_paced(a, |buf| ring.push(buf, &mut cached));
 }

@@ -34,25 +34,27 @@ fn killed(f: &e2e::Finished) -> bool {
     f.status.signal() == Some(9)
 }
 
-#[test]
-fn a_producer_killed_holding_the_lock_with_a_reserved_record_wedges_nobody() {
-    // A small ring: the rest only flows if the dead producer's reservation is freed.
-    let broker = Broker::start(&["--groups", "1", "--slots", "32"]);
-    let (consumer, _) = broker.consumer(&["--count", "549", "--format", "json"]);
+/// A producer sending "victim 0".."victim 99" that kills itself at `fault`.
+fn victim_producer(broker: &Broker, fault: &str) -> e2e::Finished {
     let input: String = (0..100).map(|i| format!("victim {i}\n")).collect();
     let victim = Proc::spawn_env(
         &e2e::bin("producer"),
         &broker.client_args(&["--id", "victim"]),
         Some(input.into_bytes()),
         e2e::StdoutMode::Collect,
-        &[("MINIKAFKA_FAULT", "send-reserved:50")],
+        &[("MINIKAFKA_FAULT", fault)],
     )
     .wait_exit();
-    assert!(
-        killed(&victim),
-        "the fault point killed it: {:?}",
-        victim.status
-    );
+    assert!(killed(&victim), "{fault} killed it: {:?}", victim.status);
+    victim
+}
+
+#[test]
+fn a_producer_killed_holding_the_lock_with_a_reserved_record_wedges_nobody() {
+    // A small ring: the rest only flows if the dead producer's reservation is freed.
+    let broker = Broker::start(&["--groups", "1", "--slots", "32"]);
+    let (consumer, _) = broker.consumer(&["--count", "549", "--format", "json"]);
+    victim_producer(&broker, "send-reserved:50");
     let input: String = (0..500).map(|i| format!("after {i}\n")).collect();
     let next = broker
         .producer(&["--id", "next"], Some(input.into_bytes()))
@@ -77,16 +79,7 @@ fn a_producer_killed_holding_the_lock_with_a_reserved_record_wedges_nobody() {
 fn a_producer_killed_just_after_its_commit_point_has_its_message_delivered() {
     let broker = Broker::start(&["--groups", "1", "--slots", "32"]);
     let (consumer, _) = broker.consumer(&["--count", "60", "--format", "json"]);
-    let input: String = (0..100).map(|i| format!("victim {i}\n")).collect();
-    let victim = Proc::spawn_env(
-        &e2e::bin("producer"),
-        &broker.client_args(&["--id", "victim"]),
-        Some(input.into_bytes()),
-        e2e::StdoutMode::Collect,
-        &[("MINIKAFKA_FAULT", "send-committed:50")],
-    )
-    .wait_exit();
-    assert!(killed(&victim));
+    victim_producer(&broker, "send-committed:50");
     // The next locker repairs the commit the dead producer left half-published.
     let next = broker.producer(
         &[
