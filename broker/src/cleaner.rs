@@ -81,6 +81,7 @@ impl Cleaner {
             let consumed = reg.consumed_by_all();
             reg.swap_log_text(line);
             reg.sample_rates();
+            reg.release_quarantined();
             (consumed, reg.take_abandoned())
         };
         // One record per line keeps "a record larger than a buffer" meaningful.

@@ -13,7 +13,7 @@ use shm_layout::layout::{client_state, group_state, redelivery, EventWord, NAME_
 use shm_layout::names::check_name;
 use shm_layout::protocol::{Refusal, Role};
 use shm_layout::ring::REPLAY_GENERATION;
-use shm_layout::sys::{monotonic_millis, wall_clock_micros};
+use shm_layout::sys::{monotonic_millis, process_exists, wall_clock_micros};
 use shm_layout::Region;
 
 use crate::audit::records::push_delivery;
@@ -154,6 +154,8 @@ pub struct Registry {
     admins: usize,
     /// The client entry handed out last.
     last_slot: u32,
+    /// Removed consumers whose entries wait for their processes to end: (entry, pid).
+    quarantined: Vec<(u32, u32)>,
     /// Gone producers whose entries wait for their messages to be reclaimed:
     /// (client, generation, every offset of theirs is below this).
     retiring: Vec<(u32, u32, u64)>,
@@ -190,6 +192,7 @@ impl Registry {
             admins: 0,
             last_slot: g.max_clients - 1,
             retiring: Vec::new(),
+            quarantined: Vec::new(),
             producers: HashMap::new(),
             log_text: String::new(),
             sampled_at: std::time::Instant::now(),
@@ -429,6 +432,11 @@ impl Registry {
             .identity
             .state
             .store(client_state::REMOVED, Ordering::Release);
+        // Pairs with the fence after a redelivery claim: a consumer that claims after
+        // this sees itself removed and hands the claim back; one that claimed before
+        // is found by the scan in `remove_member`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        group::clear_ranks(entry);
         self.uncount_sleeper(client);
         if c.role == Role::Producer {
             self.abandoned.push(client);
@@ -437,10 +445,26 @@ impl Registry {
         if let Some(g) = c.group {
             self.remove_member(g, client);
         }
-        entry
-            .identity
-            .state
-            .store(client_state::FREE, Ordering::Release);
+        // Not reused while its process lives: an evicted consumer that wakes up must
+        // find its own (removed) entry, not a newcomer's.
+        let pid = entry.identity.pid.load(Ordering::Relaxed);
+        self.quarantined.push((client, pid));
+    }
+
+    /// Frees the entries of removed consumers whose processes are gone.
+    pub fn release_quarantined(&mut self) {
+        let region = self.region.clone();
+        self.quarantined.retain(|&(client, pid)| {
+            if process_exists(pid) {
+                return true;
+            }
+            if let Some(e) = region.client(client) {
+                e.identity
+                    .state
+                    .store(client_state::FREE, Ordering::Release);
+            }
+            false
+        });
     }
 
     fn uncount_sleeper(&self, client: u32) {

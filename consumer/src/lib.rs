@@ -162,14 +162,16 @@ impl Consumer {
 
     fn check_alive(&self) -> Result<(), ConsumerError> {
         let s = &self.session;
-        if s.link.is_evicted()
-            || self.me().identity.state.load(Ordering::Acquire) != client_state::ACTIVE
-                && !s.link.is_gone()
-                && !s.region.is_closing()
-        {
+        // `gone` first: the watcher sets `evicted` before `gone`, so an eviction
+        // followed by the close is never mistaken for the broker stopping.
+        let gone = s.link.is_gone() || s.region.is_closing();
+        let idn = &self.me().identity;
+        let removed = idn.state.load(Ordering::Acquire) != client_state::ACTIVE
+            || idn.generation.load(Ordering::Acquire) != s.generation;
+        if s.link.is_evicted() || (removed && !gone) {
             return Err(ConsumerError::Evicted(self.group_name.clone()));
         }
-        if s.link.is_gone() || s.region.is_closing() {
+        if gone {
             return Err(ConsumerError::BrokerStopped);
         }
         if self
@@ -196,11 +198,12 @@ impl Consumer {
                 .activity
                 .last_active_ms
                 .store(monotonic_millis(), Ordering::Relaxed);
-            if let Some(claim) = self
-                .session
-                .region
-                .claim_redelivery(self.group, self.session.client)
-            {
+            let pending = self.group_entry().meta.redeliveries.load(Ordering::Acquire);
+            if let Some(claim) = self.session.region.claim_redelivery(
+                self.group,
+                self.session.client,
+                self.session.generation,
+            ) {
                 break Held::Redelivered(claim);
             }
             match group::view_turn(self.group_entry(), self.me()) {
@@ -216,11 +219,14 @@ impl Consumer {
                         return Ok(None);
                     }
                 }
-                Turn::Other { .. } | Turn::NotMember => {
-                    let word = self.group_entry().turn.turn.load(Ordering::Acquire);
+                Turn::Other { word, .. } | Turn::NotMember { word } => {
+                    // Wait against the word judged above (not a fresh load, which
+                    // could already be our turn and never change), and for a change
+                    // in pending redeliveries (not their presence: a claimed one is
+                    // not ours to wait for).
                     let changed = |c: &Consumer| {
                         c.group_entry().turn.turn.load(Ordering::Acquire) != word
-                            || c.group_entry().meta.redeliveries.load(Ordering::Acquire) != 0
+                            || c.group_entry().meta.redeliveries.load(Ordering::Acquire) != pending
                     };
                     if !self.wait_for(deadline, false, changed)? {
                         return Ok(None);

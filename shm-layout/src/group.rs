@@ -18,7 +18,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::layout::{redelivery, ClientEntry, GroupEntry};
+use crate::layout::{client_state, redelivery, ClientEntry, GroupEntry};
 use crate::region::Region;
 
 /// Largest cursor the turn word can hold.
@@ -47,10 +47,11 @@ fn unpack_tagged(word: u64, epoch: u16) -> Option<u32> {
 pub enum Turn {
     /// The offset at the cursor is this consumer's; claim it with [`try_claim`].
     Mine { offset: u64, word: u64 },
-    /// Another member's turn.
-    Other { offset: u64 },
-    /// This consumer has no rank in the rotation in force.
-    NotMember,
+    /// Another member's turn; `word` is the turn word this was judged on (wait
+    /// for it to change).
+    Other { offset: u64, word: u64 },
+    /// This consumer has no rank in the rotation in force (judged on `word`).
+    NotMember { word: u64 },
 }
 
 /// Reads the group's turn from `me`'s point of view.
@@ -62,14 +63,14 @@ pub fn view_turn(group: &GroupEntry, me: &ClientEntry) -> Turn {
     let half = (epoch & 1) as usize;
     let rotation = &group.meta.rotation[half];
     let Some(n) = unpack_tagged(rotation.meta.load(Ordering::Relaxed), epoch) else {
-        return Turn::NotMember;
+        return Turn::NotMember { word };
     };
     let start = rotation.start.load(Ordering::Relaxed);
     let Some(rank) = unpack_tagged(me.identity.rank[half].load(Ordering::Relaxed), epoch) else {
-        return Turn::NotMember;
+        return Turn::NotMember { word };
     };
     if n == 0 || rank >= n || cursor < start {
-        return Turn::NotMember;
+        return Turn::NotMember { word };
     }
     if (cursor - start) % n as u64 == rank as u64 {
         Turn::Mine {
@@ -77,7 +78,10 @@ pub fn view_turn(group: &GroupEntry, me: &ClientEntry) -> Turn {
             word,
         }
     } else {
-        Turn::Other { offset: cursor }
+        Turn::Other {
+            offset: cursor,
+            word,
+        }
     }
 }
 
@@ -114,10 +118,13 @@ pub fn reset_group(group: &GroupEntry, start: u64) {
         r.start.store(0, Ordering::Relaxed);
     }
     group.meta.redeliveries.store(0, Ordering::Relaxed);
-    group
-        .turn
-        .turn
-        .store(pack_turn(start.min(MAX_CURSOR), 0), Ordering::Release);
+    // The epoch carries on from the entry's previous life, so that a stale rank or
+    // claim word from a deleted group can never match the new one.
+    let (_, epoch) = unpack_turn(group.turn.turn.load(Ordering::Acquire));
+    group.turn.turn.store(
+        pack_turn(start.min(MAX_CURSOR), epoch.wrapping_add(2)),
+        Ordering::Release,
+    );
 }
 
 /// Broker only: installs a rotation over `members` (in join order) starting at the
@@ -170,8 +177,10 @@ pub struct ClaimedRedelivery {
 }
 
 impl Region {
-    /// Consumer: claims a pending redelivery of group `g`, if any.
-    pub fn claim_redelivery(&self, g: u32, me: u32) -> Option<ClaimedRedelivery> {
+    /// Consumer: claims a pending redelivery of group `g`, if any. A consumer the
+    /// broker removed meanwhile (its entry no longer `ACTIVE` with `generation`)
+    /// hands the claim straight back.
+    pub fn claim_redelivery(&self, g: u32, me: u32, generation: u32) -> Option<ClaimedRedelivery> {
         let group = self.group(g)?;
         if group.meta.redeliveries.load(Ordering::Acquire) == 0 {
             return None;
@@ -190,6 +199,19 @@ impl Region {
                 .compare_exchange(s, claimed, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                // SeqCst fence pairs with the broker's between marking a client
+                // removed and scanning for its claims: one of us sees the other.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                let still_member = self.client(me).is_some_and(|c| {
+                    c.identity.state.load(Ordering::Acquire) == client_state::ACTIVE
+                        && c.identity.generation.load(Ordering::Acquire) == generation
+                });
+                if !still_member {
+                    let _ =
+                        e.state
+                            .compare_exchange(claimed, s, Ordering::AcqRel, Ordering::Relaxed);
+                    return None;
+                }
                 return Some(ClaimedRedelivery {
                     slot,
                     offset: e.offset.load(Ordering::Relaxed),
@@ -252,12 +274,13 @@ mod tests {
         let (a, b) = (r.client(0).unwrap(), r.client(1).unwrap());
         clear_ranks(a);
         clear_ranks(b);
-        assert_eq!(view_turn(g, a), Turn::NotMember);
-        assert_eq!(install_rotation(g, &[a, b]), (10, 1));
+        assert!(matches!(view_turn(g, a), Turn::NotMember { .. }));
+        let (start, _) = install_rotation(g, &[a, b]);
+        assert_eq!(start, 10);
         let Turn::Mine { offset: 10, word } = view_turn(g, a) else {
             panic!("offset 10 should be a's")
         };
-        assert_eq!(view_turn(g, b), Turn::Other { offset: 10 });
+        assert!(matches!(view_turn(g, b), Turn::Other { offset: 10, .. }));
         assert!(try_claim(g, word));
         assert!(!try_claim(g, word), "a claim succeeds once");
         let Turn::Mine { offset: 11, word } = view_turn(g, b) else {
@@ -281,21 +304,55 @@ mod tests {
             panic!()
         };
         // a stalls; the broker removes it and b alone takes over at the same cursor.
-        assert_eq!(install_rotation(g, &[b]), (0, 2));
+        assert_eq!(install_rotation(g, &[b]).0, 0);
         assert!(!try_claim(g, word));
-        assert_eq!(view_turn(g, a), Turn::NotMember);
+        assert!(matches!(view_turn(g, a), Turn::NotMember { .. }));
         assert!(matches!(view_turn(g, b), Turn::Mine { offset: 0, .. }));
+    }
+
+    #[test]
+    fn a_reused_group_entry_never_repeats_an_epoch() {
+        let t = test_region("reuse", test_geometry());
+        let r = &t.0;
+        let g = r.group(0).unwrap();
+        let a = r.client(0).unwrap();
+        reset_group(g, 0);
+        clear_ranks(a);
+        let (_, first) = install_rotation(g, &[a]);
+        // The group is deleted and its entry reused; a's stale rank must not match.
+        reset_group(g, 0);
+        let b = r.client(1).unwrap();
+        clear_ranks(b);
+        let (_, second) = install_rotation(g, &[b]);
+        assert_ne!(first, second);
+        assert!(matches!(view_turn(g, a), Turn::NotMember { .. }));
     }
 
     #[test]
     fn redeliveries_are_claimed_once_and_acked_by_their_claimer_only() {
         let t = test_region("redeliver", test_geometry());
         let r = &t.0;
-        assert_eq!(r.claim_redelivery(0, 1), None);
+        let active = |c: u32| {
+            let e = r.client(c).unwrap();
+            e.identity
+                .state
+                .store(crate::layout::client_state::ACTIVE, Ordering::Relaxed);
+            e.identity.generation.store(7, Ordering::Relaxed);
+        };
+        active(1);
+        active(2);
+        assert_eq!(r.claim_redelivery(0, 1, 7), None);
         assert!(r.offer_redelivery(0, 42, 2));
-        let c = r.claim_redelivery(0, 1).unwrap();
+        // A removed consumer's claim is handed back.
+        assert_eq!(r.claim_redelivery(0, 3, 7), None);
+        assert_eq!(
+            r.claim_redelivery(0, 1, 6),
+            None,
+            "a stale generation is not a member"
+        );
+        let c = r.claim_redelivery(0, 1, 7).unwrap();
         assert_eq!((c.offset, c.attempt), (42, 2));
-        assert_eq!(r.claim_redelivery(0, 2), None);
+        assert_eq!(r.claim_redelivery(0, 2, 7), None);
         assert!(!r.ack_redelivery(0, 2, &c));
         assert!(r.ack_redelivery(0, 1, &c));
     }

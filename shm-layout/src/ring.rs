@@ -141,6 +141,14 @@ impl Region {
             p.next_offset.store(next + 1, Ordering::Release);
             let first = entry.first_slot.load(Ordering::Relaxed);
             mark_committed(self, first);
+        } else if next > 0 {
+            // The holder may have died after moving `next_offset` but before marking
+            // the descriptor: the last committed record must not stay "reserved",
+            // or its slots would be given back as abandoned.
+            let last = self.index_entry(next - 1);
+            if last.stamp.load(Ordering::Acquire) == next {
+                mark_committed(self, last.first_slot.load(Ordering::Relaxed));
+            }
         }
     }
 
@@ -618,6 +626,18 @@ impl Region {
         if head < pos || head - pos > ring {
             return 0;
         }
+        // Allocations that committed records point at are never abandoned, whatever
+        // their descriptor says (a committer may have died before marking it).
+        let freed_offset = h.reclaim.freed_offset.load(Ordering::Acquire);
+        let next = h.producer.next_offset.load(Ordering::Acquire);
+        let committed: std::collections::HashSet<u64> = (freed_offset
+            ..next.min(freed_offset + ring))
+            .filter_map(|o| {
+                let e = self.index_entry(o);
+                (e.stamp.load(Ordering::Acquire) == o + 1)
+                    .then(|| e.first_slot.load(Ordering::Relaxed))
+            })
+            .collect();
         let mut freed = 0;
         while pos < head {
             let d = self.descriptor(pos);
@@ -626,7 +646,10 @@ impl Region {
             if len == 0 || len > ring - pos % ring || len > head - pos {
                 break;
             }
-            if descriptor::kind(v) == descriptor::RESERVED && descriptor::owner(v) == owner {
+            if descriptor::kind(v) == descriptor::RESERVED
+                && descriptor::owner(v) == owner
+                && !committed.contains(&pos)
+            {
                 d.store(
                     descriptor::pack(descriptor::FREE, 0, len as u32),
                     Ordering::Release,
@@ -663,11 +686,18 @@ impl Loan<'_> {
     pub fn commit(
         mut self,
         timestamp_us: u64,
-        stop: impl FnMut() -> bool,
+        mut stop: impl FnMut() -> bool,
     ) -> Result<u64, SendError> {
         let region = self.region;
-        let guard = region.lock_ring(stop)?;
+        let guard = region.lock_ring(&mut stop)?;
         if region.is_closing() {
+            return Err(SendError::Stopped);
+        }
+        // Given back meanwhile (our lease ended and the broker released it)?
+        let d = region.descriptor(self.first).load(Ordering::Acquire);
+        if descriptor::kind(d) != descriptor::RESERVED || descriptor::owner(d) != self.sender.client
+        {
+            self.open = false;
             return Err(SendError::Stopped);
         }
         let meta = RecordMeta {
@@ -681,7 +711,7 @@ impl Loan<'_> {
         drop(guard);
         event::notify(&region.header().published);
         if region.header().durable.fsync.load(Ordering::Relaxed) != 0 {
-            region.wait_until_persisted(offset, self.sender.client, &mut || false)?;
+            region.wait_until_persisted(offset, self.sender.client, &mut stop)?;
         }
         Ok(offset)
     }
@@ -831,6 +861,36 @@ mod tests {
         r.repair_commit();
         assert_eq!(r.next_offset(), 1);
         assert_eq!(send(r, b"y").unwrap(), 1);
+    }
+
+    #[test]
+    fn a_committer_that_died_before_marking_its_descriptor_keeps_its_record() {
+        let t = test_region("died-marking", test_geometry());
+        let r = &t.0;
+        assert_eq!(send(r, b"committed"), Ok(0));
+        // Undo the marker: as if the producer died after `next_offset = 1`.
+        let first = r.index_entry(0).first_slot.load(Ordering::Relaxed);
+        r.descriptor(first).store(
+            descriptor::pack(descriptor::RESERVED, ME.client, 1),
+            Ordering::Relaxed,
+        );
+        let g = r.lock_ring(|| false).unwrap();
+        assert_eq!(
+            r.abandon_reservations(&g, ME.client),
+            0,
+            "a committed record is not abandoned"
+        );
+        drop(g);
+        r.repair_commit();
+        let d = r.descriptor(first).load(Ordering::Relaxed);
+        assert_eq!(
+            descriptor::kind(d),
+            descriptor::COMMITTED,
+            "the next locker marks it"
+        );
+        r.reclaim(0).unwrap();
+        assert_eq!(r.used_slots(), 1, "still held until consumed");
+        assert_eq!(r.read_record(0).unwrap().payload, b"committed");
     }
 
     #[test]
