@@ -54,6 +54,8 @@ pub enum BrokerError {
     RegionInUse { name: String, pid: u32 },
     #[error("shared-memory region {name} was left by a broker with another geometry and still holds messages ({detail}); restart with that geometry to recover them")]
     ForeignRegion { name: String, detail: String },
+    #[error("shared-memory region {0} left by a dead broker is locked by a process that is still alive (stopped?); end it, then restart")]
+    RegionLocked(String),
     #[error("data directory {0} is in use by another broker")]
     DataDirInUse(PathBuf),
     #[error("{path}: {source}")]
@@ -63,6 +65,8 @@ pub enum BrokerError {
     },
     #[error("the audit trail failed: {0}")]
     Audit(std::io::Error),
+    #[error("{0}")]
+    Replay(String),
     #[error(transparent)]
     Region(#[from] RegionError),
     #[error("{0}")]
@@ -310,7 +314,14 @@ pub fn run(
     let replayer = (replay_from < next).then(|| {
         let (region, registry, stop) = (region.clone(), registry.clone(), stop.clone());
         let path = persist_path.clone();
-        std::thread::spawn(move || replay::replay(region, registry, &path, replay_from, next, stop))
+        std::thread::spawn(move || {
+            let result = replay::replay(region, registry, &path, replay_from, next, stop.clone());
+            if result.is_err() {
+                // Producers stay held; the broker stops and says why.
+                stop.store(true, Ordering::Release);
+            }
+            result
+        })
     });
 
     ready(&format!("listening on {local}, shm {name}"));
@@ -325,9 +336,12 @@ pub fn run(
     // Graceful stop: clients are woken (closing), then the files are completed in
     // order (messages, then deliveries and positions), then the region goes.
     mark_closing(&region);
-    if let Some(r) = replayer {
-        let _ = r.join();
-    }
+    let replayed = match replayer {
+        Some(r) => r
+            .join()
+            .unwrap_or_else(|_| Err("the replay thread panicked".into())),
+        None => Ok(()),
+    };
     persister_stop.store(true, Ordering::Release);
     let persisted = persister
         .join()
@@ -338,6 +352,7 @@ pub fn run(
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("cleaner panicked")));
     let _ = Region::unlink(&name);
+    replayed.map_err(BrokerError::Replay)?;
     served?;
     persisted.map_err(BrokerError::Audit)?;
     logged.map_err(BrokerError::Audit)?;

@@ -70,14 +70,18 @@ pub fn salvage(
             pid,
         });
     }
-    // Stop any client still attached before looking: a send re-checks `closing`
-    // under the lock, so nothing commits after we hold it.
-    mark_closing(&old);
+    // Hold the ring lock (repairing a commit its holder's death cut short), then
+    // mark the region closing: a send re-checks `closing` under the lock, so nothing
+    // commits after this look. A live process stopped while holding the lock would
+    // keep it; then refuse rather than read a ring it may still change.
     let mut tries = 0;
-    let guard = old.lock_ring(|| {
-        tries += 1;
-        tries > 20
-    });
+    let guard = old
+        .lock_ring(|| {
+            tries += 1;
+            tries > 20
+        })
+        .map_err(|_| BrokerError::RegionLocked(name.to_string()))?;
+    mark_closing(&old);
     let next = old.next_offset();
     let freed = old.header().reclaim.freed_offset.load(Ordering::Acquire);
     let holds = next > freed;

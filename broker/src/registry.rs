@@ -156,9 +156,9 @@ pub struct Registry {
     last_slot: u32,
     /// Removed consumers whose entries wait for their processes to end: (entry, pid).
     quarantined: Vec<(u32, u32)>,
-    /// Gone producers whose entries wait for their messages to be reclaimed:
-    /// (client, generation, every offset of theirs is below this).
-    retiring: Vec<(u32, u32, u64)>,
+    /// Gone producers whose names (and, while `holds_entry`, client entries) wait
+    /// for their messages to be reclaimed.
+    retiring: Vec<Retiring>,
     /// Names of producers by (client entry, generation), while their messages live.
     producers: HashMap<(u32, u32), Arc<str>>,
     /// Consumption-log lines observed and not yet taken by the cleaner.
@@ -314,7 +314,11 @@ impl Registry {
             (Role::Consumer, Some(name)) => Some(match self.find_group(name) {
                 Some(g) => g,
                 None => {
-                    let start = self.region.next_offset();
+                    // During a replay, offsets below the persisted end are old records.
+                    let start = self
+                        .region
+                        .next_offset()
+                        .max(self.region.persisted_offset());
                     self.create_group(name, false, start)?
                 }
             }),
@@ -514,7 +518,8 @@ impl Registry {
         let mut held = Vec::new();
         let mut from = ack_upto;
         while let Some(o) = grp.first_owned(client, from, cursor) {
-            held.push((o, 2));
+            // Its first delivery here was attempt 2 if it had been handed out before a restart.
+            held.push((o, if o < grp.redeliver_below { 3 } else { 2 }));
             from = o + 1;
         }
         for slot in 0..region.geometry().redeliveries_per_group {
@@ -568,10 +573,20 @@ impl Registry {
             let Some(e) = self.region.redelivery(g, slot) else {
                 break;
             };
-            if redelivery::kind(e.state.load(Ordering::Acquire)) == redelivery::ACKED {
-                e.state.store(redelivery::FREE, Ordering::Release);
-                entry.meta.redeliveries.fetch_sub(1, Ordering::AcqRel);
+            let s = e.state.load(Ordering::Acquire);
+            if redelivery::kind(s) != redelivery::ACKED {
+                continue;
             }
+            let grp = self.groups[g as usize].as_mut().expect("live group");
+            // Freed only once its delivery is logged; `observe_group` runs first in
+            // every pass, so an unlogged one waits one pass.
+            if grp.observed[slot as usize] != Some((redelivery::attempt(s), redelivery::claimer(s)))
+            {
+                continue;
+            }
+            grp.observed[slot as usize] = None;
+            e.state.store(redelivery::FREE, Ordering::Release);
+            entry.meta.redeliveries.fetch_sub(1, Ordering::AcqRel);
         }
         self.offer_overflow(g);
     }
@@ -617,6 +632,9 @@ impl Registry {
                 continue;
             };
             let grp = self.groups[g as usize].as_mut().expect("checked above");
+            // Consumers may have moved on since `observe_group` looked: the position
+            // used to free slots never passes what has been logged.
+            let pos = pos.min(grp.logged);
             while grp.segments.len() > 1 && grp.segments[1].start <= pos {
                 grp.segments.pop_front();
             }
@@ -642,22 +660,29 @@ impl Registry {
             .region
             .client(client)
             .map_or(0, |e| e.identity.generation.load(Ordering::Relaxed));
-        self.retiring.push((client, generation, mark));
+        self.retiring.push(Retiring {
+            client,
+            generation,
+            mark,
+            holds_entry: true,
+        });
     }
 
     /// Frees the entries of retired producers whose messages are all reclaimed.
     pub fn release_retired(&mut self, freed_offset: u64) {
         let region = self.region.clone();
         let producers = &mut self.producers;
-        self.retiring.retain(|&(client, generation, mark)| {
-            if freed_offset < mark {
+        self.retiring.retain(|r| {
+            if freed_offset < r.mark {
                 return true;
             }
-            producers.remove(&(client, generation));
-            if let Some(e) = region.client(client) {
-                e.identity
-                    .state
-                    .store(client_state::FREE, Ordering::Release);
+            producers.remove(&(r.client, r.generation));
+            if r.holds_entry {
+                if let Some(e) = region.client(r.client) {
+                    e.identity
+                        .state
+                        .store(client_state::FREE, Ordering::Release);
+                }
             }
             false
         });
@@ -678,7 +703,37 @@ impl Registry {
                 return Some(i);
             }
         }
-        None
+        // No free entry: producers that left and still wait for the cleaner are
+        // released now, so that what follows does not depend on its timing.
+        if !self.abandoned.is_empty() && !self.retiring.iter().any(|r| r.holds_entry) {
+            let region = self.region.clone();
+            let mut tries = 0;
+            let locked = region.lock_ring(|| {
+                tries += 1;
+                tries > 1
+            });
+            if let Ok(guard) = locked {
+                for c in std::mem::take(&mut self.abandoned) {
+                    region.abandon_reservations(&guard, c);
+                    self.retire_producer(c, region.next_offset());
+                }
+                drop(guard);
+            }
+        }
+        // Still none: rather than refuse (a lagging group could then never get
+        // the consumer that would drain it), reuse the entry of the oldest gone
+        // producer. Its records stay in the files under its name; consumers reading
+        // them see the producer as "unknown".
+        let oldest = self.retiring.iter_mut().find(|r| r.holds_entry)?;
+        oldest.holds_entry = false;
+        let client = oldest.client;
+        self.region
+            .client(client)?
+            .identity
+            .state
+            .store(client_state::FREE, Ordering::Release);
+        self.last_slot = client;
+        Some(client)
     }
 
     /// Consumers that held a message or let their turn wait past the session timeout.
@@ -769,6 +824,17 @@ impl Registry {
         out.sort_by_key(|g| g.created);
         out
     }
+}
+
+/// A gone producer whose records are still in the ring.
+#[derive(Debug, Clone, Copy)]
+struct Retiring {
+    client: u32,
+    generation: u32,
+    /// Every offset of its records is below this.
+    mark: u64,
+    /// Whether it still holds its client entry (given up when the table is full).
+    holds_entry: bool,
 }
 
 /// What `broker status` shows of a group.

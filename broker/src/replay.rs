@@ -17,7 +17,9 @@ use crate::audit::records::{parse_timestamp, PersistedRecord};
 use crate::registry::Registry;
 
 /// Republishes the records `[from, to)` of the persistence file at `path`, then
-/// lets producers in. Runs on its own thread; reports problems on stderr.
+/// lets producers in. Runs on its own thread. If it cannot finish, producers stay
+/// held (a new send would take an offset already in the file) and the error is
+/// returned for the broker to stop with.
 pub fn replay(
     region: Arc<Region>,
     registry: Arc<Mutex<Registry>>,
@@ -25,12 +27,21 @@ pub fn replay(
     from: u64,
     to: u64,
     stop: Arc<AtomicBool>,
-) {
-    if let Err(e) = republish(&region, &registry, path, from, to, &stop) {
-        eprintln!("broker: replay of offsets {from}..{to} stopped: {e}");
+) -> Result<(), String> {
+    let result = republish(&region, &registry, path, from, to, &stop);
+    if stop.load(Ordering::Acquire) {
+        // Asked to stop: an unfinished replay resumes at the next start.
+        return Ok(());
     }
+    result.map_err(|e| {
+        format!(
+            "cannot replay offsets {from}..{to} from {}: {e}",
+            path.display()
+        )
+    })?;
     region.header().identity.paused.store(0, Ordering::Release);
     shm_layout::event::wake(&region.header().space);
+    Ok(())
 }
 
 fn republish(

@@ -451,3 +451,59 @@ fn scribbling_over_the_region_fails_operations_cleanly_and_never_crashes_the_bro
         stopped.stderr
     );
 }
+
+#[test]
+fn a_replay_that_cannot_finish_stops_the_broker_and_never_reuses_offsets() {
+    // A 100 KB record fits a 256-slot ring, not a 64-slot one.
+    let broker = Broker::start(&["--groups", "1", "--slots", "256"]);
+    let dir = TempDir::new("big-record");
+    let path = dir.0.join("big");
+    std::fs::write(&path, vec![b'b'; 100_000]).unwrap();
+    let p = broker
+        .producer(&["--file", path.to_str().unwrap()], None)
+        .wait_exit();
+    assert_eq!(p.code(), Some(0), "{:?}", p.stderr);
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0));
+    // Restarted with a ring too small for it: group-1 never got it, so it must be
+    // replayed, which cannot be done; the broker must stop rather than let
+    // producers take offset 0 again.
+    let shm = format!("/{}", e2e::unique("mk-e2e-replay"));
+    let b = Broker::spawn(&data, &shm, &["--groups", "1", "--slots", "64"]).wait_exit();
+    assert_eq!(b.code(), Some(1), "{:?}", b.stderr);
+    assert!(
+        b.last_stderr_line().contains("cannot replay offsets 0..1"),
+        "{:?}",
+        b.stderr
+    );
+    assert_eq!(
+        persisted_offsets(&data),
+        vec![0],
+        "nothing was written over"
+    );
+}
+
+#[test]
+fn gone_producers_never_fill_the_client_table_against_a_consumer() {
+    // group-1 has nobody, so every producer's record stays in the ring after it
+    // leaves; with room for only four clients, a fifth client must still get in.
+    let broker = Broker::start(&["--groups", "1", "--max-clients", "4"]);
+    for i in 0..6 {
+        let p = broker
+            .producer(&["--id", &format!("p{i}"), &format!("m{i}")], None)
+            .wait_exit();
+        assert_eq!(p.code(), Some(0), "producer {i}: {:?}", p.stderr);
+    }
+    let (c, _) = broker.consumer(&["--count", "6"]);
+    assert_eq!(c.wait_exit().stdout_text(), "m0\nm1\nm2\nm3\nm4\nm5\n");
+    let (_, data) = broker.stop_keeping_data();
+    let producers: Vec<String> = e2e::data_lines(&data.0.join(PERSIST_FILE))
+        .iter()
+        .map(|l| PersistedRecord::parse(l).unwrap().producer)
+        .collect();
+    assert_eq!(
+        producers,
+        ["p0", "p1", "p2", "p3", "p4", "p5"],
+        "the file keeps every name"
+    );
+}
