@@ -138,15 +138,19 @@ pub fn salvage(
 }
 
 /// Every offset below the result was acknowledged by group `g`: nothing below the
-/// cursor is held except by a still-registered member (at or above its `ack_upto`)
-/// or by a pending redelivery.
+/// cursor is held except by a registered or just-removed member (at or above its
+/// `ack_upto`) or by a pending redelivery. (Redeliveries waiting in the broker's
+/// memory because the region's table was full are not visible here.)
 fn acknowledged_lower_bound(region: &Region, g: u32, cursor: u64) -> u64 {
     use shm_layout::layout::{client_state, redelivery};
     let mut bound = cursor;
     for c in 0..region.geometry().max_clients {
         let Some(e) = region.client(c) else { break };
         let idn = &e.identity;
-        if idn.state.load(Ordering::Acquire) == client_state::ACTIVE
+        // Removed consumers count too: the broker may have died before offering
+        // what they held. A lower bound only costs redeliveries, never a loss.
+        let state = idn.state.load(Ordering::Acquire);
+        if (state == client_state::ACTIVE || state == client_state::REMOVED)
             && idn.role.load(Ordering::Relaxed) == 2
             && idn.group.load(Ordering::Relaxed) == g
         {
