@@ -94,23 +94,29 @@ impl Persister {
     ) -> io::Result<bool> {
         let committed = self.region.next_offset();
         let start = self.next;
+        let mut last: Option<((u32, u32), Arc<str>)> = None;
         while self.next < committed {
             let o = self.next;
             match self.region.read_record(o) {
                 Ok(r) => {
                     let key = (r.producer, r.producer_generation);
-                    let producer = match names.get(&key) {
-                        Some(n) => n.clone(),
-                        None => {
-                            let n = self
-                                .registry
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .producer_name(key.0, key.1);
-                            names.insert(key, n.clone());
-                            n
-                        }
+                    // Runs of records from one producer are the common case.
+                    let producer = match last.as_ref().filter(|(k, _)| *k == key) {
+                        Some((_, n)) => n.clone(),
+                        None => match names.get(&key) {
+                            Some(n) => n.clone(),
+                            None => {
+                                let n = self
+                                    .registry
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .producer_name(key.0, key.1);
+                                names.insert(key, n.clone());
+                                n
+                            }
+                        },
                     };
+                    last = Some((key, producer.clone()));
                     line.clear();
                     push_persisted(line, o, r.timestamp_us, &producer, r.key, r.payload);
                     self.buffer.append(line.as_bytes())?;

@@ -6,6 +6,16 @@
 /// Appends the escaped form of `bytes` to `out`. Runs of text that need no escape
 /// are copied whole; only the bytes that do are handled one by one.
 pub fn escape_into(bytes: &[u8], out: &mut String) {
+    // The common case, plain printable ASCII, is one scan and one copy. The scan
+    // does not stop early, so that it compiles to wide compares.
+    let plain = bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (0x20..0x7F).contains(&b) & (b != b'\\'));
+    if plain {
+        // SAFETY: every byte is in 0x20..0x7F, so the slice is ASCII, hence UTF-8.
+        out.push_str(unsafe { std::str::from_utf8_unchecked(bytes) });
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         let text = chunk.valid();
         let mut copied = 0;

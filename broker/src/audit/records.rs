@@ -17,6 +17,7 @@ pub const LOG_HEADER: &str =
     "# timestamp\ttopic\tpartition\toffset\tproducer\tgroup\tconsumer\tattempt\n";
 /// The single topic until topics exist.
 pub const TOPIC: &str = "default";
+/// The single partition (written as the literal `0` in both line formats).
 pub const PARTITION: u32 = 0;
 
 /// Appends an RFC 3339 UTC timestamp with microseconds. The date and time up to the
@@ -60,7 +61,10 @@ pub fn push_persisted(
     key: Option<&[u8]>,
     payload: &[u8],
 ) {
-    let _ = write!(line, "{TOPIC}\t{PARTITION}\t{offset}\t");
+    line.push_str(TOPIC);
+    line.push_str("\t0\t");
+    line.push_str(itoa::Buffer::new().format(offset));
+    line.push('\t');
     push_timestamp(line, timestamp_us);
     line.push('\t');
     escape_into(producer.as_bytes(), line);
@@ -88,13 +92,19 @@ pub fn push_delivery(
     attempt: u32,
 ) {
     push_timestamp(line, timestamp_us);
-    let _ = write!(line, "\t{TOPIC}\t{PARTITION}\t{offset}\t");
+    line.push('\t');
+    line.push_str(TOPIC);
+    line.push_str("\t0\t");
+    line.push_str(itoa::Buffer::new().format(offset));
+    line.push('\t');
     escape_into(producer.as_bytes(), line);
     line.push('\t');
     escape_into(group.as_bytes(), line);
     line.push('\t');
     escape_into(consumer.as_bytes(), line);
-    let _ = writeln!(line, "\t{attempt}");
+    line.push('\t');
+    line.push_str(itoa::Buffer::new().format(attempt));
+    line.push('\n');
 }
 
 /// Why a line could not be parsed.
