@@ -25,7 +25,6 @@ use shm_layout::event::{self, event_id};
 use shm_layout::group::{self, ClaimedRedelivery, Turn};
 use shm_layout::layout::{client_state, ClientEntry, GroupEntry};
 use shm_layout::protocol::{default_id, ConnectError, Role, Session};
-use shm_layout::ring::ReadError;
 use shm_layout::sys::monotonic_millis;
 
 /// Why polling failed.
@@ -64,8 +63,66 @@ pub struct Message<'a> {
 
 #[derive(Debug, Clone, Copy)]
 enum Held {
-    First(u64),
+    /// First deliveries `start..end`, acknowledged together.
+    First {
+        start: u64,
+        end: u64,
+    },
     Redelivered(ClaimedRedelivery),
+}
+
+/// Messages returned by one poll, borrowed in place from the ring until the next
+/// poll (which acknowledges them all).
+pub struct Batch<'c> {
+    consumer: &'c Consumer,
+    start: u64,
+    len: u64,
+}
+
+impl<'c> Batch<'c> {
+    /// How many messages.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the poll timed out with nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Message `i` (in offset order).
+    pub fn get(&self, i: usize) -> Result<Message<'c>, ConsumerError> {
+        let c = self.consumer;
+        if i as u64 >= self.len {
+            return Err(ConsumerError::Corrupt(format!(
+                "batch index {i} out of range"
+            )));
+        }
+        let offset = self.start + i as u64;
+        let r = c
+            .session
+            .region
+            .read_record(offset)
+            .map_err(|e| ConsumerError::Corrupt(e.to_string()))?;
+        let key = (r.producer, r.producer_generation);
+        let producer = c
+            .producer_names
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("unknown", |(_, n)| n.as_str());
+        let attempt = match c.held {
+            Some(Held::Redelivered(claim)) => claim.attempt,
+            _ => 1,
+        };
+        Ok(Message {
+            offset,
+            key: r.key,
+            payload: r.payload,
+            timestamp_us: r.timestamp_us,
+            producer,
+            attempt,
+        })
+    }
 }
 
 /// A member of a consumer group.
@@ -75,7 +132,8 @@ pub struct Consumer {
     group_name: String,
     held: Option<Held>,
     interrupt: Option<Arc<AtomicBool>>,
-    producer_name: Option<((u32, u32), String)>,
+    /// Names of the producers of the current batch's records.
+    producer_names: Vec<((u32, u32), String)>,
 }
 
 impl Consumer {
@@ -102,7 +160,7 @@ impl Consumer {
             group_name: name,
             held: None,
             interrupt: None,
-            producer_name: None,
+            producer_names: Vec::new(),
         })
     }
 
@@ -139,13 +197,10 @@ impl Consumer {
     /// Acknowledges the message returned by the last poll, if any.
     pub fn ack(&mut self) {
         match self.held.take() {
-            Some(Held::First(offset)) => {
+            Some(Held::First { end, .. }) => {
                 // Release pairs with the broker's Acquire load when it computes the
                 // group's position.
-                self.me()
-                    .activity
-                    .ack_upto
-                    .store(offset + 1, Ordering::Release);
+                self.me().activity.ack_upto.store(end, Ordering::Release);
             }
             Some(Held::Redelivered(claim)) => {
                 let r = &self.session.region;
@@ -190,8 +245,33 @@ impl Consumer {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<Message<'_>>, ConsumerError> {
+        let batch = self.poll_batch(1, timeout)?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        batch.get(0).map(Some)
+    }
+
+    /// Acknowledges what the previous poll returned and waits for up to `max`
+    /// messages for this consumer (an empty batch on timeout). A consumer alone in
+    /// its group takes every committed message waiting, up to `max`, in one claim;
+    /// otherwise turns alternate and a batch holds one message.
+    pub fn poll_batch(
+        &mut self,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Batch<'_>, ConsumerError> {
+        // A consumer removed by the broker must not write into what may now be
+        // another client's entry: check before acknowledging.
+        if let Err(e) = self.check_alive() {
+            if matches!(e, ConsumerError::Evicted(_)) {
+                self.held = None;
+            }
+            return Err(e);
+        }
         self.ack();
         let deadline = timeout.map(|t| Instant::now() + t);
+        let max = max.max(1) as u64;
         let next = loop {
             self.check_alive()?;
             self.me()
@@ -207,16 +287,33 @@ impl Consumer {
                 break Held::Redelivered(claim);
             }
             match group::view_turn(self.group_entry(), self.me()) {
-                Turn::Mine { offset, word } if self.session.region.is_committed(offset) => {
-                    if group::try_claim(self.group_entry(), word) {
+                Turn::Mine {
+                    offset,
+                    word,
+                    alone,
+                } if self.session.region.is_committed(offset) => {
+                    // Every offset below `next_offset` is committed.
+                    let run = if alone {
+                        self.session
+                            .region
+                            .next_offset()
+                            .saturating_sub(offset)
+                            .clamp(1, max)
+                    } else {
+                        1
+                    };
+                    if group::try_claim_run(self.group_entry(), word, run) {
                         shm_layout::fault::point("poll-claimed");
                         event::notify(&self.group_entry().turn_event);
-                        break Held::First(offset);
+                        break Held::First {
+                            start: offset,
+                            end: offset + run,
+                        };
                     }
                 }
                 Turn::Mine { offset, .. } => {
                     if !self.wait_for(deadline, true, |c| c.session.region.is_committed(offset))? {
-                        return Ok(None);
+                        return Ok(self.empty_batch());
                     }
                 }
                 Turn::Other { word, .. } | Turn::NotMember { word } => {
@@ -229,40 +326,49 @@ impl Consumer {
                             || c.group_entry().meta.redeliveries.load(Ordering::Acquire) != pending
                     };
                     if !self.wait_for(deadline, false, changed)? {
-                        return Ok(None);
+                        return Ok(self.empty_batch());
                     }
                 }
             }
         };
         self.held = Some(next);
-        let (offset, attempt) = match next {
-            Held::First(o) => (o, 1),
-            Held::Redelivered(c) => (c.offset, c.attempt),
+        let (start, end) = match next {
+            Held::First { start, end } => (start, end),
+            Held::Redelivered(c) => (c.offset, c.offset + 1),
         };
-        let record = match self.session.region.read_record(offset) {
-            Ok(r) => r,
-            Err(e @ (ReadError::NotAvailable(_) | ReadError::Corrupt(_))) => {
-                return Err(ConsumerError::Corrupt(e.to_string()))
-            }
-        };
-        let key = (record.producer, record.producer_generation);
-        if self.producer_name.as_ref().map(|(k, _)| *k) != Some(key) {
-            let name = self
+        // Producer names are resolved now, so that messages borrow only from us.
+        if self.producer_names.len() > 64 {
+            self.producer_names.clear();
+        }
+        for o in start..end {
+            let r = self
                 .session
                 .region
-                .client_name(key.0, key.1)
-                .unwrap_or_else(|| "unknown".into());
-            self.producer_name = Some((key, name));
+                .read_record(o)
+                .map_err(|e| ConsumerError::Corrupt(e.to_string()))?;
+            let key = (r.producer, r.producer_generation);
+            if !self.producer_names.iter().any(|(k, _)| *k == key) {
+                let name = self
+                    .session
+                    .region
+                    .client_name(key.0, key.1)
+                    .unwrap_or_else(|| "unknown".into());
+                self.producer_names.push((key, name));
+            }
         }
-        let producer = self.producer_name.as_ref().map_or("", |(_, n)| n.as_str());
-        Ok(Some(Message {
-            offset,
-            key: record.key,
-            payload: record.payload,
-            timestamp_us: record.timestamp_us,
-            producer,
-            attempt,
-        }))
+        Ok(Batch {
+            consumer: self,
+            start,
+            len: end - start,
+        })
+    }
+
+    fn empty_batch(&self) -> Batch<'_> {
+        Batch {
+            consumer: self,
+            start: 0,
+            len: 0,
+        }
     }
 
     /// Waits until `ready` (or something else worth a new look) happens; false if the

@@ -14,6 +14,9 @@ use shm_layout::names::check_name;
 mod output;
 use output::Format;
 
+/// Most messages printed per flush.
+const BATCH: usize = 64;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "consumer",
@@ -85,23 +88,39 @@ fn main() -> ExitCode {
     let mut out = stdout.lock();
     let mut line = String::new();
     let outcome = loop {
-        if args.count.is_some_and(|n| received >= n) {
+        // Never take more than will be printed: a batch is acknowledged whole.
+        let wanted = args
+            .count
+            .map_or(BATCH, |n| (n - received).min(BATCH as u64) as usize);
+        if wanted == 0 {
             break Ok(());
         }
-        let msg = match consumer.poll(None) {
-            Ok(Some(m)) => m,
-            Ok(None) => continue,
+        let batch = match consumer.poll_batch(wanted, None) {
+            Ok(b) => b,
             Err(ConsumerError::Interrupted) => break Ok(()),
             Err(e) => break Err(e.to_string()),
         };
-        let written = output::write_message(&mut out, args.format, &msg, &group, &id, &mut line)
-            .and_then(|_| out.flush());
-        if let Err(e) = written {
-            // Not acknowledged: the group gets this message again from someone else.
+        let mut written = Ok(());
+        for i in 0..batch.len() {
+            let msg = match batch.get(i) {
+                Ok(m) => m,
+                Err(e) => {
+                    written = Err(std::io::Error::other(e.to_string()));
+                    break;
+                }
+            };
+            written = output::write_message(&mut out, args.format, &msg, &group, &id, &mut line);
+            if written.is_err() {
+                break;
+            }
+            received += 1;
+            bytes += msg.payload.len() as u64;
+        }
+        // One flush per batch, before the next poll acknowledges it.
+        if let Err(e) = written.and_then(|_| out.flush()) {
+            // Not acknowledged: the group gets these messages again from someone else.
             break Err(format!("cannot write to stdout: {e}"));
         }
-        received += 1;
-        bytes += msg.payload.len() as u64;
     };
     match outcome {
         Ok(()) => {

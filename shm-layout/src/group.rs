@@ -46,7 +46,9 @@ fn unpack_tagged(word: u64, epoch: u16) -> Option<u32> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {
     /// The offset at the cursor is this consumer's; claim it with [`try_claim`].
-    Mine { offset: u64, word: u64 },
+    /// `alone`: this consumer is the rotation's only member, so every following
+    /// offset is its own too and [`try_claim_run`] may take several at once.
+    Mine { offset: u64, word: u64, alone: bool },
     /// Another member's turn; `word` is the turn word this was judged on (wait
     /// for it to change).
     Other { offset: u64, word: u64 },
@@ -76,6 +78,7 @@ pub fn view_turn(group: &GroupEntry, me: &ClientEntry) -> Turn {
         Turn::Mine {
             offset: cursor,
             word,
+            alone: n == 1,
         }
     } else {
         Turn::Other {
@@ -87,8 +90,15 @@ pub fn view_turn(group: &GroupEntry, me: &ClientEntry) -> Turn {
 
 /// Claims the offset seen in [`Turn::Mine`]; false if the turn moved meanwhile.
 pub fn try_claim(group: &GroupEntry, word: u64) -> bool {
+    try_claim_run(group, word, 1)
+}
+
+/// Claims `count` consecutive offsets from the one seen in [`Turn::Mine`] (only
+/// when `alone`: otherwise the next offsets are other members' turns); false if the
+/// turn moved meanwhile.
+pub fn try_claim_run(group: &GroupEntry, word: u64, count: u64) -> bool {
     let (cursor, epoch) = unpack_turn(word);
-    if cursor >= MAX_CURSOR {
+    if count == 0 || cursor.saturating_add(count) > MAX_CURSOR {
         return false;
     }
     group
@@ -98,7 +108,7 @@ pub fn try_claim(group: &GroupEntry, word: u64) -> bool {
         // viewers still see the rotation; Acquire pairs with earlier claims.
         .compare_exchange(
             word,
-            pack_turn(cursor + 1, epoch),
+            pack_turn(cursor + count, epoch),
             Ordering::AcqRel,
             Ordering::Relaxed,
         )
@@ -277,17 +287,48 @@ mod tests {
         assert!(matches!(view_turn(g, a), Turn::NotMember { .. }));
         let (start, _) = install_rotation(g, &[a, b]);
         assert_eq!(start, 10);
-        let Turn::Mine { offset: 10, word } = view_turn(g, a) else {
+        let Turn::Mine {
+            offset: 10, word, ..
+        } = view_turn(g, a)
+        else {
             panic!("offset 10 should be a's")
         };
         assert!(matches!(view_turn(g, b), Turn::Other { offset: 10, .. }));
         assert!(try_claim(g, word));
         assert!(!try_claim(g, word), "a claim succeeds once");
-        let Turn::Mine { offset: 11, word } = view_turn(g, b) else {
+        let Turn::Mine {
+            offset: 11, word, ..
+        } = view_turn(g, b)
+        else {
             panic!("offset 11 should be b's")
         };
         assert!(try_claim(g, word));
         assert_eq!(cursor(g), 12);
+    }
+
+    #[test]
+    fn a_lone_member_claims_a_run_and_others_one_at_a_time() {
+        let t = test_region("run", test_geometry());
+        let r = &t.0;
+        let g = r.group(0).unwrap();
+        reset_group(g, 0);
+        let (a, b) = (r.client(0).unwrap(), r.client(1).unwrap());
+        clear_ranks(a);
+        clear_ranks(b);
+        install_rotation(g, &[a]);
+        let Turn::Mine {
+            word, alone: true, ..
+        } = view_turn(g, a)
+        else {
+            panic!("a alone owns every offset")
+        };
+        assert!(try_claim_run(g, word, 5));
+        assert_eq!(cursor(g), 5);
+        install_rotation(g, &[a, b]);
+        assert!(
+            matches!(view_turn(g, b), Turn::Mine { alone: false, .. })
+                || matches!(view_turn(g, a), Turn::Mine { alone: false, .. })
+        );
     }
 
     #[test]

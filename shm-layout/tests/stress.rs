@@ -147,7 +147,7 @@ fn producers_consumers_and_rotations_keep_exactly_once_under_random_delays() {
             let (entry, client) = (r.group(g).unwrap(), r.client(me).unwrap());
             while !stop.load(Ordering::Acquire) {
                 rng.delay();
-                let Turn::Mine { offset, word } = group::view_turn(entry, client) else {
+                let Turn::Mine { offset, word, .. } = group::view_turn(entry, client) else {
                     std::thread::yield_now();
                     continue;
                 };
