@@ -5,6 +5,7 @@
 #   make test   formatting, lints, and every test (unit, property, end-to-end)
 #   make fuzz   each fuzz target for FUZZ_SECONDS (needs a nightly toolchain)
 #   make bench  the broker against a Unix-socket and an SPSC-ring baseline (SPEC §9)
+#   make microbench  criterion micro-benchmarks of the ring's operations
 
 CARGO ?= cargo
 BINARIES := broker producer consumer
@@ -12,7 +13,7 @@ BINARIES := broker producer consumer
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := control_frame ring_state region_header
 
-.PHONY: all build run demo test fmt-check lint fuzz bench clean
+.PHONY: all build run demo test fmt-check lint fuzz bench microbench clean
 
 all: build
 
@@ -42,6 +43,9 @@ test: fmt-check lint
 bench: build
 	cd bench && $(CARGO) build --release
 	cd bench && BENCH_BIN_DIR=../target/release ./target/release/mini-kafka-bench
+
+microbench:
+	$(CARGO) bench -p shm-layout --features bench --bench ring
 
 # New inputs go to a scratch corpus; the committed seeds in fuzz/corpus stay as they are.
 fuzz:
