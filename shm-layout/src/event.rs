@@ -58,6 +58,9 @@ pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
         if start.elapsed() >= SPIN {
             return ready();
         }
+        // With more runnable processes than cores, the one we wait for may need
+        // this core: offer it between rounds.
+        std::thread::yield_now();
     }
 }
 
