@@ -76,13 +76,13 @@ impl Cleaner {
     /// One pass. An `InvalidData` error means the region's ring state is corrupt.
     fn pass(&mut self, line: &mut String) -> std::io::Result<()> {
         let next = self.region.next_offset();
-        let (consumed, abandoned) = {
+        let (consumed, gone_producers) = {
             let mut reg = self.registry();
             let consumed = reg.consumed_by_all();
             reg.swap_log_text(line);
             reg.sample_rates();
             reg.release_quarantined();
-            (consumed, reg.take_abandoned())
+            (consumed, reg.has_gone_producers())
         };
         // One record per line keeps "a record larger than a buffer" meaningful.
         for l in line.split_inclusive('\n') {
@@ -92,8 +92,8 @@ impl Cleaner {
         self.log.set_mark(consumed.unwrap_or(next));
         let urgent = self.region.used_slots() * 8 >= self.region.geometry().slots as u64;
         self.log.tick(urgent)?;
-        if !abandoned.is_empty() {
-            self.release_abandoned(abandoned);
+        if gone_producers {
+            self.release_gone_producers();
         }
         let upto = self
             .log
@@ -112,24 +112,16 @@ impl Cleaner {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
     }
 
-    fn release_abandoned(&self, clients: Vec<u32>) {
-        // A timed lock: a stopped producer holding the ring lock must not stall the
-        // cleaner forever; the work is retried on the next pass.
+    fn release_gone_producers(&self) {
+        // A timed lock, taken before the registry's: a stopped producer holding the
+        // ring lock must stall neither the cleaner nor the event loop; the work is
+        // retried on the next pass.
         let mut tries = 0;
-        let guard = self.region.lock_ring(|| {
+        if let Ok(guard) = self.region.lock_ring(|| {
             tries += 1;
             tries > 1
-        });
-        let mut reg = self.registry();
-        match guard {
-            Ok(guard) => {
-                for c in clients {
-                    self.region.abandon_reservations(&guard, c);
-                    // Under the lock, after any repair: every record of `c` is below this.
-                    reg.retire_producer(c, self.region.next_offset());
-                }
-            }
-            Err(_) => reg.requeue_abandoned(clients),
+        }) {
+            self.registry().retire_gone_producers(&guard);
         }
     }
 }

@@ -643,14 +643,19 @@ impl Registry {
         all
     }
 
-    /// Producers whose reservations the cleaner must release (drained).
-    pub fn take_abandoned(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.abandoned)
+    /// Whether producers left with reservations not yet released.
+    pub fn has_gone_producers(&self) -> bool {
+        !self.abandoned.is_empty()
     }
 
-    /// Gives back producers whose reservations could not be released this pass.
-    pub fn requeue_abandoned(&mut self, clients: Vec<u32>) {
-        self.abandoned.extend(clients);
+    /// Under the ring lock: releases the uncommitted reservations of producers
+    /// that left and retires them (their entries wait for their records).
+    pub fn retire_gone_producers(&mut self, lock: &shm_layout::ring::RingGuard<'_>) {
+        for c in std::mem::take(&mut self.abandoned) {
+            self.region.abandon_reservations(lock, c);
+            // After any repair the lock made: every record of `c` is below this.
+            self.retire_producer(c, self.region.next_offset());
+        }
     }
 
     /// After the cleaner released a gone producer's reservations: its entry (which
@@ -713,10 +718,7 @@ impl Registry {
                 tries > 1
             });
             if let Ok(guard) = locked {
-                for c in std::mem::take(&mut self.abandoned) {
-                    region.abandon_reservations(&guard, c);
-                    self.retire_producer(c, region.next_offset());
-                }
+                self.retire_gone_producers(&guard);
                 drop(guard);
             }
         }
