@@ -363,6 +363,21 @@ fn orchestrate() {
         rows.push(r);
     };
     const N: u64 = 1_000_000;
+    // A discarded first run: the host settles after the build (writeback, caches),
+    // which otherwise lands on whichever workload runs first.
+    eprintln!("warming up (one discarded run)");
+    run_broker(
+        "warm-up",
+        &[],
+        Load {
+            producers: 1,
+            groups: 1,
+            per_group: 1,
+            count: N / 2,
+            size: 64,
+            rate: 0,
+        },
+    );
     // W1: throughput, one producer to one consumer, audit files on.
     for (size, n) in [(64u64, N), (1024, N / 2)] {
         let w = format!("W1 1p→1c {size} B");

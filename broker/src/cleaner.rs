@@ -39,7 +39,7 @@ impl Cleaner {
         let mut reported = false;
         let mut saved: Vec<state::GroupState> = Vec::new();
         let mut saved_at = Instant::now();
-        let mut line = String::new();
+        let mut line = Vec::new();
         while !stop.load(Ordering::Acquire) {
             if let Err(e) = self.pass(&mut line) {
                 if e.kind() != std::io::ErrorKind::InvalidData {
@@ -74,7 +74,7 @@ impl Cleaner {
     }
 
     /// One pass. An `InvalidData` error means the region's ring state is corrupt.
-    fn pass(&mut self, line: &mut String) -> std::io::Result<()> {
+    fn pass(&mut self, line: &mut Vec<u8>) -> std::io::Result<()> {
         let next = self.region.next_offset();
         let (consumed, gone_producers) = {
             let mut reg = self.registry();
@@ -84,10 +84,7 @@ impl Cleaner {
             reg.release_quarantined();
             (consumed, reg.has_gone_producers())
         };
-        // One record per line keeps "a record larger than a buffer" meaningful.
-        for l in line.split_inclusive('\n') {
-            self.log.append(l.as_bytes())?;
-        }
+        self.log.append_lines(line)?;
         // Every delivery of an offset below the groups' positions is in the log now.
         self.log.set_mark(consumed.unwrap_or(next));
         let urgent = self.region.used_slots() * 8 >= self.region.geometry().slots as u64;

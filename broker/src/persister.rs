@@ -13,12 +13,15 @@ use shm_layout::event::{self, event_id};
 use shm_layout::Region;
 
 use crate::audit::double_buffer::DoubleBuffer;
-use crate::audit::records::push_persisted;
+use crate::audit::records::PersistedLines;
 use crate::registry::Registry;
 
 /// Shortest and longest pause between passes.
 const BUSY_PAUSE: Duration = Duration::from_millis(1);
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
+
+/// How many bytes of lines are formatted before they go to the buffer.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// Publishes a new persisted offset and wakes producers waiting for it (`--fsync`).
 pub fn publish(region: &Region, persisted: &AtomicU64, mark: u64) {
@@ -45,7 +48,8 @@ impl Persister {
     /// Runs until `stop`; then persists every committed record and closes the file.
     pub fn run(mut self, stop: Arc<AtomicBool>) -> io::Result<()> {
         let mut names: HashMap<(u32, u32), Arc<str>> = HashMap::new();
-        let mut line = String::new();
+        let mut lines = Vec::new();
+        let mut format = PersistedLines::default();
         let mut pause = BUSY_PAUSE;
         loop {
             let stopping = stop.load(Ordering::Acquire);
@@ -59,7 +63,7 @@ impl Persister {
                     drop(guard);
                 }
             }
-            let progressed = self.drain(&mut names, &mut line)?;
+            let progressed = self.drain(&mut names, &mut format, &mut lines)?;
             if stopping {
                 let mark = self.next;
                 self.buffer.set_mark(mark);
@@ -87,10 +91,13 @@ impl Persister {
     }
 
     /// Formats every committed record not yet persisted; true if there were any.
+    /// Lines are formatted in batches of about [`BATCH_BYTES`] and handed to the
+    /// buffer a batch at a time.
     fn drain(
         &mut self,
         names: &mut HashMap<(u32, u32), Arc<str>>,
-        line: &mut String,
+        format: &mut PersistedLines,
+        lines: &mut Vec<u8>,
     ) -> io::Result<bool> {
         let committed = self.region.next_offset();
         let start = self.next;
@@ -101,30 +108,34 @@ impl Persister {
                 Ok(r) => {
                     let key = (r.producer, r.producer_generation);
                     // Runs of records from one producer are the common case.
-                    let producer = match last.as_ref().filter(|(k, _)| *k == key) {
-                        Some((_, n)) => n.clone(),
-                        None => match names.get(&key) {
-                            Some(n) => n.clone(),
-                            None => {
-                                let n = self
-                                    .registry
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .producer_name(key.0, key.1);
-                                names.insert(key, n.clone());
-                                n
-                            }
-                        },
+                    let producer = match &last {
+                        Some((k, n)) if *k == key => n,
+                        _ => {
+                            let n = match names.get(&key) {
+                                Some(n) => n.clone(),
+                                None => {
+                                    let n = self
+                                        .registry
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .producer_name(key.0, key.1);
+                                    names.insert(key, n.clone());
+                                    n
+                                }
+                            };
+                            &last.insert((key, n)).1
+                        }
                     };
-                    last = Some((key, producer.clone()));
-                    line.clear();
-                    push_persisted(line, o, r.timestamp_us, &producer, r.key, r.payload);
-                    self.buffer.append(line.as_bytes())?;
+                    format.push(lines, o, r.timestamp_us, producer, r.key, r.payload);
                 }
                 Err(e) => eprintln!("broker: not persisting offset {o}: {e}"),
             }
             self.next += 1;
-            self.buffer.set_mark(self.next);
+            if lines.len() >= BATCH_BYTES || self.next == committed {
+                self.buffer.append_lines(lines)?;
+                lines.clear();
+                self.buffer.set_mark(self.next);
+            }
         }
         if names.len() > 4096 {
             names.clear();

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use shm_layout::sys::process_exists;
 use shm_layout::{Geometry, Region, RegionError};
 
-use crate::audit::records::push_persisted;
+use crate::audit::records::PersistedLines;
 use crate::{mark_closing, BrokerError};
 
 /// What recovery found and did.
@@ -96,17 +96,15 @@ pub fn salvage(
         });
     }
     let mut salvage = Salvage::default();
-    let mut line = String::new();
     let mut out = Vec::new();
+    let mut format = PersistedLines::default();
     for o in file_next.max(freed)..next {
         match old.read_record(o) {
             Ok(r) => {
                 let producer = old
                     .client_name(r.producer, r.producer_generation)
                     .unwrap_or_else(|| "unknown".into());
-                line.clear();
-                push_persisted(&mut line, o, r.timestamp_us, &producer, r.key, r.payload);
-                out.extend_from_slice(line.as_bytes());
+                format.push(&mut out, o, r.timestamp_us, &producer, r.key, r.payload);
                 salvage.appended += 1;
             }
             Err(e) => {

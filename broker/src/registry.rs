@@ -16,7 +16,7 @@ use shm_layout::ring::REPLAY_GENERATION;
 use shm_layout::sys::{monotonic_millis, process_exists, wall_clock_micros};
 use shm_layout::Region;
 
-use crate::audit::records::push_delivery;
+use crate::audit::records::DeliveryLines;
 use crate::audit::state::GroupState;
 
 /// A refused registration: the reason code and one line for the client.
@@ -162,7 +162,9 @@ pub struct Registry {
     /// Names of producers by (client entry, generation), while their messages live.
     producers: HashMap<(u32, u32), Arc<str>>,
     /// Consumption-log lines observed and not yet taken by the cleaner.
-    log_text: String,
+    log_text: Vec<u8>,
+    /// Formats the lines of `log_text`.
+    delivery_lines: DeliveryLines,
     /// Publish-rate sample: when, and the next offset then.
     sampled_at: std::time::Instant,
     published_at_sample: u64,
@@ -194,7 +196,8 @@ impl Registry {
             retiring: Vec::new(),
             quarantined: Vec::new(),
             producers: HashMap::new(),
-            log_text: String::new(),
+            log_text: Vec::new(),
+            delivery_lines: DeliveryLines::default(),
             sampled_at: std::time::Instant::now(),
             published_at_sample: 0,
             published_per_s: 0.0,
@@ -861,6 +864,7 @@ impl Registry {
             clients,
             producers,
             log_text,
+            delivery_lines,
             ..
         } = self;
         let Some(entry) = region.group(g) else {
@@ -871,28 +875,28 @@ impl Registry {
         };
         // A cursor beyond the committed offsets can only come from a corrupt region.
         let cursor = group::cursor(entry).min(region.next_offset());
-        let now = wall_clock_micros();
-        let producer_of = |o: u64| -> &str {
-            match region.read_record(o) {
-                Ok(r) => producers
-                    .get(&(r.producer, r.producer_generation))
-                    .map_or("unknown", |n| n),
-                Err(_) => "unknown",
+        delivery_lines.set_time(wall_clock_micros());
+        // Runs of records from one producer are the common case: one lookup a run.
+        let mut last: Option<((u32, u32), &str)> = None;
+        let mut producer_of = |o: u64| -> &str {
+            let Ok(r) = region.read_record(o) else {
+                return "unknown";
+            };
+            let key = (r.producer, r.producer_generation);
+            match last {
+                Some((k, name)) if k == key => name,
+                _ => {
+                    let name = producers.get(&key).map_or("unknown", |n| n);
+                    last = Some((key, name));
+                    name
+                }
             }
         };
         while grp.logged < cursor {
             let o = grp.logged;
             if let Some((_, consumer)) = grp.owner_of(o) {
                 let attempt = if o < grp.redeliver_below { 2 } else { 1 };
-                push_delivery(
-                    log_text,
-                    now,
-                    o,
-                    producer_of(o),
-                    &grp.name,
-                    consumer,
-                    attempt,
-                );
+                delivery_lines.push(log_text, o, producer_of(o), &grp.name, consumer, attempt);
                 grp.delivered += 1;
             }
             grp.logged += 1;
@@ -918,14 +922,14 @@ impl Registry {
                 .and_then(|c| c.as_ref())
                 .map_or("unknown", |c| &c.id);
             let o = e.offset.load(Ordering::Relaxed);
-            push_delivery(log_text, now, o, producer_of(o), &grp.name, consumer, key.0);
+            delivery_lines.push(log_text, o, producer_of(o), &grp.name, consumer, key.0);
             grp.delivered += 1;
         }
     }
 
     /// Hands over the consumption-log lines observed since the last call (whole
     /// lines), taking `into`'s allocation in exchange.
-    pub fn swap_log_text(&mut self, into: &mut String) {
+    pub fn swap_log_text(&mut self, into: &mut Vec<u8>) {
         into.clear();
         std::mem::swap(into, &mut self.log_text);
     }

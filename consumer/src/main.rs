@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     let (mut received, mut bytes) = (0u64, 0u64);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut line = String::new();
+    let mut line = Vec::new();
     let outcome = loop {
         // Never take more than will be printed: a batch is acknowledged whole.
         let wanted = args

@@ -32,7 +32,7 @@ pub fn write_message(
     msg: &Message<'_>,
     group: &str,
     consumer: &str,
-    line: &mut String,
+    line: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     line.clear();
     match format {
@@ -64,11 +64,11 @@ pub fn write_message(
                 Ok(s) => o.insert("payload".into(), json!(s)),
                 Err(_) => o.insert("payload_base64".into(), json!(base64_of(msg.payload))),
             };
-            line.push_str(&Value::Object(o).to_string());
+            line.extend_from_slice(Value::Object(o).to_string().as_bytes());
         }
     }
-    line.push('\n');
-    out.write_all(line.as_bytes())
+    line.push(b'\n');
+    out.write_all(line)
 }
 
 fn base64_of(bytes: &[u8]) -> String {
@@ -92,7 +92,7 @@ mod tests {
 
     fn render(format: Format, m: &Message<'_>) -> String {
         let mut out = Vec::new();
-        write_message(&mut out, format, m, "g", "c-1", &mut String::new()).unwrap();
+        write_message(&mut out, format, m, "g", "c-1", &mut Vec::new()).unwrap();
         String::from_utf8(out).unwrap()
     }
 

@@ -3,60 +3,143 @@
 //! (0x00–0x1F, 0x7F) and every byte that is not part of valid UTF-8. All other
 //! text, multi-byte UTF-8 included, stays as it is.
 
-/// Appends the escaped form of `bytes` to `out`. Runs of text that need no escape
-/// are copied whole; only the bytes that do are handled one by one.
-pub fn escape_into(bytes: &[u8], out: &mut String) {
-    // The common case, plain printable ASCII, is one scan and one copy. The scan
-    // does not stop early, so that it compiles to wide compares.
-    let plain = bytes
-        .iter()
-        .fold(true, |ok, &b| ok & (0x20..0x7F).contains(&b) & (b != b'\\'));
-    if plain {
-        // SAFETY: every byte is in 0x20..0x7F, so the slice is ASCII, hence UTF-8.
-        out.push_str(unsafe { std::str::from_utf8_unchecked(bytes) });
-        return;
+/// Appends the escaped form of `bytes` to `out` (which stays valid UTF-8 if it was).
+/// Runs of text that need no escape are found eight bytes at a time and copied
+/// whole; only bytes that need an escape, and the lead bytes of multi-byte
+/// characters (validated in place), are looked at one by one.
+pub fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
+    let first = first_needing_attention(bytes);
+    out.extend_from_slice(&bytes[..first]);
+    if first < bytes.len() {
+        escape_rest(&bytes[first..], out);
     }
-    for chunk in bytes.utf8_chunks() {
-        let text = chunk.valid();
-        let mut copied = 0;
-        for (i, b) in text.bytes().enumerate() {
-            if b >= 0x20 && b != 0x7F && b != b'\\' {
+}
+
+/// The index of the first byte that is not plain printable ASCII, at a word's
+/// precision (the byte-wise loop after it finds the exact one).
+fn first_needing_attention(bytes: &[u8]) -> usize {
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    let mut i = 0;
+    for word in words {
+        if needs_attention(u64::from_le_bytes(word.try_into().expect("eight bytes"))) {
+            return i;
+        }
+        i += 8;
+    }
+    let plain = tail
+        .iter()
+        .take_while(|&&b| FORMS[b as usize].1 == 1)
+        .count();
+    i + plain
+}
+
+/// How each byte is written: its escaped form padded to four bytes, and how many of
+/// those four count (0 for a byte that may start a multi-byte character, whose
+/// form applies only when it does not).
+const FORMS: [([u8; 4], u8); 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut forms = [([0u8; 4], 0u8); 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        forms[b] = match byte {
+            b'\\' => (*b"\\\\\0\0", 2),
+            b'\t' => (*b"\\t\0\0", 2),
+            b'\n' => (*b"\\n\0\0", 2),
+            b'\r' => (*b"\\r\0\0", 2),
+            0x20..=0x7E => ([byte, 0, 0, 0], 1),
+            _ => (
+                [
+                    b'\\',
+                    b'x',
+                    HEX[(byte >> 4) as usize],
+                    HEX[(byte & 15) as usize],
+                ],
+                if matches!(byte, 0xC2..=0xF4) { 0 } else { 4 },
+            ),
+        };
+        b += 1;
+    }
+    forms
+};
+
+/// Escapes `bytes` into `out`, writing into space reserved for the worst case (four
+/// output bytes per input byte): every byte is one fixed-size store, and runs of
+/// plain text move eight bytes at a time.
+fn escape_rest(bytes: &[u8], out: &mut Vec<u8>) {
+    let base = out.len();
+    out.resize(base + bytes.len() * 4, 0);
+    let dst = &mut out[base..];
+    let (mut w, mut i) = (0, 0);
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8) {
+            let word: [u8; 8] = word.try_into().expect("eight bytes");
+            if !needs_attention(u64::from_le_bytes(word)) {
+                dst[w..w + 8].copy_from_slice(&word);
+                (w, i) = (w + 8, i + 8);
                 continue;
             }
-            // `i` is an ASCII byte, so both slices end on character boundaries.
-            out.push_str(&text[copied..i]);
-            push_escaped_byte(b, out);
-            copied = i + 1;
         }
-        out.push_str(&text[copied..]);
-        for &b in chunk.invalid() {
-            push_hex(b, out);
+        // Byte by byte through the word that needs it.
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            let b = bytes[i];
+            let (form, mut len) = FORMS[b as usize];
+            if len == 0 {
+                if let Some(n) = utf8_sequence_len(&bytes[i..]) {
+                    dst[w..w + n].copy_from_slice(&bytes[i..i + n]);
+                    (w, i) = (w + n, i + n);
+                    continue;
+                }
+                len = 4;
+            }
+            dst[w..w + 4].copy_from_slice(&form);
+            (w, i) = (w + len as usize, i + 1);
         }
     }
+    out.truncate(base + w);
 }
 
-fn push_escaped_byte(b: u8, out: &mut String) {
-    match b {
-        b'\\' => out.push_str("\\\\"),
-        b'\t' => out.push_str("\\t"),
-        b'\n' => out.push_str("\\n"),
-        b'\r' => out.push_str("\\r"),
-        other => push_hex(other, out),
-    }
+/// Whether any of the eight bytes packed in `word` is outside printable ASCII
+/// (below 0x20, 0x7F or above) or is a backslash. Word-at-a-time tests: a byte
+/// below `n` makes `x - n` borrow into its top bit where `x` had none; a byte above
+/// 0x7E sets its top bit when 1 is added (or had it already).
+fn needs_attention(word: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const TOPS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & TOPS;
+    let control = below(word, 0x20);
+    let high = (word.wrapping_add(ONES) | word) & TOPS;
+    let backslash = below(word ^ (ONES * u64::from(b'\\')), 1);
+    control | high | backslash != 0
 }
 
-fn push_hex(b: u8, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push_str("\\x");
-    out.push(HEX[(b >> 4) as usize] as char);
-    out.push(HEX[(b & 15) as usize] as char);
+/// The length of the valid UTF-8 sequence (2 to 4 bytes) that starts `bytes`, whose
+/// first byte is 0x80 or above; `None` when it does not start one.
+fn utf8_sequence_len(bytes: &[u8]) -> Option<usize> {
+    let cont = |k: usize| bytes.get(k).is_some_and(|b| b & 0xC0 == 0x80);
+    let second = *bytes.get(1)?;
+    // The allowed range of the second byte excludes overlong forms, UTF-16
+    // surrogates and code points above U+10FFFF.
+    let (len, lo, hi) = match bytes[0] {
+        0xC2..=0xDF => (2, 0x80, 0xBF),
+        0xE0 => (3, 0xA0, 0xBF),
+        0xE1..=0xEC | 0xEE..=0xEF => (3, 0x80, 0xBF),
+        0xED => (3, 0x80, 0x9F),
+        0xF0 => (4, 0x90, 0xBF),
+        0xF1..=0xF3 => (4, 0x80, 0xBF),
+        0xF4 => (4, 0x80, 0x8F),
+        _ => return None,
+    };
+    ((lo..=hi).contains(&second) && (2..len).all(cont)).then_some(len)
 }
 
 /// The escaped form of `bytes`.
 pub fn escape(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len());
+    let mut s = Vec::with_capacity(bytes.len());
     escape_into(bytes, &mut s);
-    s
+    String::from_utf8(s).expect("escaped text is UTF-8")
 }
 
 /// Why a field could not be unescaped.
@@ -138,7 +221,83 @@ mod tests {
         assert_eq!(unescape("\t"), Err(UnescapeError::RawControl(0)));
     }
 
+    /// The definition of §6, written plainly: text split into valid UTF-8 and
+    /// invalid bytes, controls and backslash escaped, invalid bytes as `\\xhh`.
+    fn escape_by_definition(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in bytes.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\t' => out.push_str("\\t"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c if (c as u32) < 0x20 || c as u32 == 0x7F => {
+                        out.push_str(&format!("\\x{:02x}", c as u32))
+                    }
+                    c => out.push(c),
+                }
+            }
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        out
+    }
+
+    /// Bytes biased towards what is hard to escape: UTF-8 lead and continuation
+    /// bytes, controls, backslashes, and runs of plain text around them.
+    fn tricky_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            any::<u8>(),
+            0x80u8..0xC0,
+            0xC0u8..=0xFF,
+            Just(b'\\'),
+            Just(0x7F),
+            0x20u8..0x7F,
+        ];
+        proptest::collection::vec(byte, 0..96)
+    }
+
+    #[test]
+    fn every_code_point_boundary_matches_the_definition() {
+        for c in [
+            '\u{7F}',
+            '\u{80}',
+            '\u{7FF}',
+            '\u{800}',
+            '\u{D7FF}',
+            '\u{E000}',
+            '\u{FFFF}',
+            '\u{10000}',
+            '\u{10FFFF}',
+        ] {
+            let mut buf = [0; 4];
+            let s = c.encode_utf8(&mut buf);
+            let padded = format!("abcdefgh{s}ijklmnop");
+            assert_eq!(
+                escape(padded.as_bytes()),
+                escape_by_definition(padded.as_bytes())
+            );
+        }
+        // Surrogates, overlong forms and beyond U+10FFFF are not UTF-8.
+        for bad in [
+            &b"\xED\xA0\x80"[..],
+            b"\xC0\xAF",
+            b"\xE0\x80\xAF",
+            b"\xF4\x90\x80\x80",
+            b"\xF8\x88\x80\x80\x80",
+        ] {
+            assert_eq!(escape(bad), escape_by_definition(bad), "{bad:x?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn escape_matches_the_definition(bytes in tricky_bytes()) {
+            prop_assert_eq!(escape(&bytes), escape_by_definition(&bytes));
+        }
+
         #[test]
         fn unescape_inverts_escape(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             prop_assert_eq!(unescape(&escape(&bytes)).unwrap(), bytes);

@@ -102,6 +102,19 @@ impl DoubleBuffer {
         Ok(())
     }
 
+    /// Appends whole lines: at once when they fit in the filling buffer, otherwise
+    /// line by line (so that a line larger than a buffer is still written through).
+    pub fn append_lines(&mut self, lines: &[u8]) -> io::Result<()> {
+        if self.filling.len() + lines.len() <= self.capacity {
+            self.filling.extend_from_slice(lines);
+            return Ok(());
+        }
+        for line in lines.split_inclusive(|&b| b == b'\n') {
+            self.append(line)?;
+        }
+        Ok(())
+    }
+
     /// Sets the mark that the records appended so far complete.
     pub fn set_mark(&mut self, mark: u64) {
         self.mark = mark;
