@@ -164,11 +164,17 @@ pub fn consume(a: &Args) {
     let count = a.num("count");
     ready();
     let mut r = Receipts::new();
+    // The fastest path the library offers: batches of up to 64 borrowed in place.
     while r.count < count {
-        if let Some(m) = c.poll(Some(Duration::from_secs(60))).expect("poll") {
-            r.record(m.payload);
-        } else {
+        let want = (count - r.count).min(64) as usize;
+        let batch = c
+            .poll_batch(want, Some(Duration::from_secs(60)))
+            .expect("poll");
+        if batch.is_empty() {
             panic!("no message for 60 s after {} of {count}", r.count);
+        }
+        for i in 0..batch.len() {
+            r.record(batch.get(i).expect("message").payload);
         }
     }
     c.close();
