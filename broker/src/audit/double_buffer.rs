@@ -344,6 +344,34 @@ mod tests {
     }
 
     #[test]
+    fn batches_of_lines_arrive_whole_whether_they_fit_or_not() {
+        let (p, f) = temp_file("lines");
+        let mut b = DoubleBuffer::new(
+            f,
+            32,
+            Duration::from_secs(3600),
+            false,
+            0,
+            "t",
+            Box::new(|_| {}),
+        )
+        .unwrap();
+        let batches: [&[u8]; 4] = [
+            b"a\nb\n",
+            b"a line longer than the whole buffer is\nc\n",
+            b"0123456789\n0123456789\n0123456789\n",
+            b"d\n",
+        ];
+        for lines in batches {
+            b.append_lines(lines).unwrap();
+            assert!(b.filling.len() <= 32, "the buffer stays within its capacity");
+        }
+        b.close().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), batches.concat());
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
     fn the_mark_is_published_only_after_the_write() {
         let (p, f) = temp_file("mark");
         let seen = Arc::new(AtomicU64::new(0));
