@@ -313,19 +313,24 @@ mod tests {
         (p, f)
     }
 
-    #[test]
-    fn records_arrive_in_order_across_swaps_and_straight_through_writes() {
-        let (p, f) = temp_file("order");
-        let mut b = DoubleBuffer::new(
-            f,
-            16,
+    /// A buffer that swaps only when full, with no hook.
+    fn quiet_buffer(file: File, capacity: usize) -> DoubleBuffer {
+        DoubleBuffer::new(
+            file,
+            capacity,
             Duration::from_secs(3600),
             false,
             0,
             "t",
             Box::new(|_| {}),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn records_arrive_in_order_across_swaps_and_straight_through_writes() {
+        let (p, f) = temp_file("order");
+        let mut b = quiet_buffer(f, 16);
         let mut expected = Vec::new();
         for i in 0..100u64 {
             let rec = if i % 10 == 0 {
@@ -346,16 +351,7 @@ mod tests {
     #[test]
     fn batches_of_lines_arrive_whole_whether_they_fit_or_not() {
         let (p, f) = temp_file("lines");
-        let mut b = DoubleBuffer::new(
-            f,
-            32,
-            Duration::from_secs(3600),
-            false,
-            0,
-            "t",
-            Box::new(|_| {}),
-        )
-        .unwrap();
+        let mut b = quiet_buffer(f, 32);
         let batches: [&[u8]; 4] = [
             b"a\nb\n",
             b"a line longer than the whole buffer is\nc\n",
@@ -364,7 +360,10 @@ mod tests {
         ];
         for lines in batches {
             b.append_lines(lines).unwrap();
-            assert!(b.filling.len() <= 32, "the buffer stays within its capacity");
+            assert!(
+                b.filling.len() <= 32,
+                "the buffer stays within its capacity"
+            );
         }
         b.close().unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), batches.concat());
