@@ -15,8 +15,9 @@ pub fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The index of the first byte that is not plain printable ASCII, at a word's
-/// precision (the byte-wise loop after it finds the exact one).
+/// How many leading bytes are plain printable ASCII, counted in whole words (so it
+/// may stop up to seven bytes early, where `escape_rest` takes over) and exactly in
+/// the tail shorter than a word.
 fn first_needing_attention(bytes: &[u8]) -> usize {
     let words = bytes.chunks_exact(8);
     let tail = words.remainder();
