@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shm_layout::event::{self, event_id};
-use shm_layout::group::{self, Turn};
+use shm_layout::group;
 use shm_layout::layout::{client_state, group_state, redelivery, EventWord, NAME_CAPACITY};
 use shm_layout::names::check_name;
 use shm_layout::protocol::{Refusal, Role};
@@ -76,6 +76,9 @@ struct Group {
     created: u64,
     /// Members in join order.
     members: Vec<u32>,
+    /// Frozen between two rotations: the members are finishing what the last one
+    /// handed them before the next is installed (see `shm_layout::group`).
+    frozen: bool,
     /// Rotations still needed to know who holds an offset, oldest first.
     segments: VecDeque<Segment>,
     /// Redeliveries waiting for a free slot in the region's redelivery table.
@@ -242,6 +245,8 @@ impl Registry {
             permanent,
             created: self.groups_created,
             members: Vec::new(),
+            // A fresh entry has no rotation: nobody can take anything from it.
+            frozen: true,
             segments: VecDeque::new(),
             overflow: VecDeque::new(),
             logged: start,
@@ -369,7 +374,7 @@ impl Registry {
             let grp = self.groups[g as usize].as_mut().expect("live group");
             grp.members.push(slot);
             let name = grp.name.to_string();
-            self.rotate(g);
+            self.change_membership(g);
             (g, name)
         });
         Ok(Registration {
@@ -379,10 +384,46 @@ impl Registry {
         })
     }
 
-    /// Installs a rotation over the group's current members at its cursor.
-    fn rotate(&mut self, g: u32) {
-        let entry = self.region.group(g).expect("live group index");
-        let grp = self.groups[g as usize].as_mut().expect("live group");
+    /// The group's members changed: freezes it (nobody hands out offsets any more),
+    /// then installs the new rotation if the members have finished the old one.
+    fn change_membership(&mut self, g: u32) {
+        let Some(entry) = self.region.group(g) else {
+            return;
+        };
+        let Some(grp) = self.groups[g as usize].as_mut() else {
+            return;
+        };
+        if !grp.frozen {
+            group::install_rotation(entry, &[]);
+            grp.frozen = true;
+        }
+        self.install_when_finished(g);
+    }
+
+    /// For a frozen group: installs a rotation over its members at its cursor, once
+    /// every member has acknowledged all the last rotation handed it (a member never
+    /// needs a rotation older than the one before the one in force).
+    fn install_when_finished(&mut self, g: u32) {
+        let Some(entry) = self.region.group(g) else {
+            return;
+        };
+        let Some(grp) = self.groups[g as usize].as_ref() else {
+            return;
+        };
+        if !grp.frozen || grp.members.is_empty() {
+            return;
+        }
+        let cursor = group::cursor(entry);
+        let finished = grp.members.iter().all(|&m| {
+            let ack = self
+                .region
+                .client(m)
+                .map_or(0, |c| c.activity.ack_upto.load(Ordering::Acquire));
+            grp.first_owned(m, ack, cursor).is_none()
+        });
+        if !finished {
+            return;
+        }
         let members: Vec<_> = grp
             .members
             .iter()
@@ -393,10 +434,7 @@ impl Registry {
             })
             .collect();
         let (start, _) = group::install_rotation(entry, &members);
-        if grp.segments.back().is_some_and(|s| s.start == start) {
-            grp.segments.pop_back();
-        }
-        let members = grp
+        let ids = grp
             .members
             .iter()
             .map(|&m| {
@@ -407,8 +445,17 @@ impl Registry {
             })
             .collect();
         let grp = self.groups[g as usize].as_mut().expect("live group");
-        grp.segments.push_back(Segment { start, members });
+        if grp.segments.back().is_some_and(|s| s.start == start) {
+            grp.segments.pop_back();
+        }
+        grp.segments.push_back(Segment {
+            start,
+            members: ids,
+        });
+        grp.frozen = false;
+        // Members wait for a commit or for the group's turn event.
         event::wake(&entry.turn_event);
+        event::wake(&self.region.header().published);
     }
 
     /// An admin session ended.
@@ -514,8 +561,9 @@ impl Registry {
         let ack_upto = region
             .client(client)
             .map_or(0, |c| c.activity.ack_upto.load(Ordering::Acquire));
-        // Stop handing it offsets first: after this no claim of its can succeed.
-        self.rotate(g);
+        // Stop handing out offsets first: after this the cursor stays put until the
+        // next rotation, and the stalled member can never move it.
+        self.change_membership(g);
         let grp = self.groups[g as usize].as_mut().expect("live group");
         let cursor = group::cursor(entry);
         let mut held = Vec::new();
@@ -544,6 +592,7 @@ impl Registry {
             self.delete_group(g);
         } else {
             event::wake(&entry.turn_event);
+            event::wake(&region.header().published);
         }
     }
 
@@ -631,6 +680,7 @@ impl Registry {
             }
             self.observe_group(g);
             self.settle_redeliveries(g);
+            self.install_when_finished(g);
             let Some(pos) = self.position(g) else {
                 continue;
             };
@@ -763,8 +813,8 @@ impl Registry {
                 let ack = c.activity.ack_upto.load(Ordering::Acquire);
                 let holds =
                     grp.first_owned(m, ack, cursor).is_some() || self.holds_redelivery(g as u32, m);
-                let turn_waits = matches!(group::view_turn(entry, c), Turn::Mine { offset, .. }
-                    if self.region.is_committed(offset));
+                // Committed offsets wait to be handed out and it could take them.
+                let turn_waits = self.region.next_offset() > cursor && group::is_member(entry, c);
                 if holds || turn_waits {
                     out.push(Eviction {
                         client: m,

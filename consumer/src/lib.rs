@@ -1,9 +1,9 @@
 //! Receiving messages from a mini-kafka broker on this host, as a member of a
 //! consumer group.
 //!
-//! Within a group, offsets are handed out in turn to the members in join order; a
-//! [`Consumer`] claims its turns directly in the shared-memory region (no broker
-//! round trip) and borrows each payload in place. Polling again acknowledges the
+//! Within a group, offsets rotate over the members in join order; a [`Consumer`]
+//! hands out committed offsets and reads its own share directly in the
+//! shared-memory region (no broker round trip), borrowing each payload in place. Polling again acknowledges the
 //! previous message; [`Consumer::ack`] does it explicitly, and [`Consumer::close`]
 //! acknowledges the last one before leaving. A message that was not acknowledged
 //! when its consumer left is redelivered to another member of the group.
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shm_layout::event::{self, event_id};
-use shm_layout::group::{self, ClaimedRedelivery, Turn};
+use shm_layout::group::{ClaimedRedelivery, Member, Run, Step};
 use shm_layout::layout::{client_state, ClientEntry, GroupEntry};
 use shm_layout::protocol::{default_id, ConnectError, Role, Session};
 use shm_layout::sys::monotonic_millis;
@@ -63,11 +63,8 @@ pub struct Message<'a> {
 
 #[derive(Debug, Clone, Copy)]
 enum Held {
-    /// First deliveries `start..end`, acknowledged together.
-    First {
-        start: u64,
-        end: u64,
-    },
+    /// First deliveries, acknowledged together.
+    First(Run),
     Redelivered(ClaimedRedelivery),
 }
 
@@ -75,30 +72,29 @@ enum Held {
 /// poll (which acknowledges them all).
 pub struct Batch<'c> {
     consumer: &'c Consumer,
-    start: u64,
-    len: u64,
+    run: Run,
 }
 
 impl<'c> Batch<'c> {
     /// How many messages.
     pub fn len(&self) -> usize {
-        self.len as usize
+        self.run.len as usize
     }
 
     /// Whether the poll timed out with nothing.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.run.len == 0
     }
 
     /// Message `i` (in offset order).
     pub fn get(&self, i: usize) -> Result<Message<'c>, ConsumerError> {
         let c = self.consumer;
-        if i as u64 >= self.len {
+        if i as u64 >= self.run.len {
             return Err(ConsumerError::Corrupt(format!(
                 "batch index {i} out of range"
             )));
         }
-        let offset = self.start + i as u64;
+        let offset = self.run.offset(i as u64);
         let r = c
             .session
             .region
@@ -131,6 +127,8 @@ pub struct Consumer {
     group: u32,
     group_name: String,
     held: Option<Held>,
+    /// Where this consumer reads its share of the group's offsets.
+    member: Member,
     interrupt: Option<Arc<AtomicBool>>,
     /// Names of the producers of the current batch's records.
     producer_names: Vec<((u32, u32), String)>,
@@ -159,6 +157,7 @@ impl Consumer {
             group: g,
             group_name: name,
             held: None,
+            member: Member::default(),
             interrupt: None,
             producer_names: Vec::new(),
         })
@@ -197,10 +196,13 @@ impl Consumer {
     /// Acknowledges the message returned by the last poll, if any.
     pub fn ack(&mut self) {
         match self.held.take() {
-            Some(Held::First { end, .. }) => {
+            Some(Held::First(run)) => {
                 // Release pairs with the broker's Acquire load when it computes the
                 // group's position.
-                self.me().activity.ack_upto.store(end, Ordering::Release);
+                self.me()
+                    .activity
+                    .ack_upto
+                    .store(run.end(), Ordering::Release);
             }
             Some(Held::Redelivered(claim)) => {
                 let r = &self.session.region;
@@ -253,9 +255,9 @@ impl Consumer {
     }
 
     /// Acknowledges what the previous poll returned and waits for up to `max`
-    /// messages for this consumer (an empty batch on timeout). A consumer alone in
-    /// its group takes every committed message waiting, up to `max`, in one claim;
-    /// otherwise turns alternate and a batch holds one message.
+    /// messages for this consumer (an empty batch on timeout). Messages committed
+    /// and not yet handed out are handed to every member at once, up to `max` each;
+    /// the batch holds this consumer's share, every n-th offset with n members.
     pub fn poll_batch(
         &mut self,
         max: usize,
@@ -286,41 +288,35 @@ impl Consumer {
             ) {
                 break Held::Redelivered(claim);
             }
-            match group::view_turn(self.group_entry(), self.me()) {
-                Turn::Mine {
-                    offset,
-                    word,
-                    alone,
-                } if self.session.region.is_committed(offset) => {
-                    // Every offset below `next_offset` is committed.
-                    let run = if alone {
-                        self.session
-                            .region
-                            .next_offset()
-                            .saturating_sub(offset)
-                            .clamp(1, max)
-                    } else {
-                        1
-                    };
-                    if group::try_claim_run(self.group_entry(), word, run) {
-                        shm_layout::fault::point("poll-claimed");
-                        event::notify(&self.group_entry().turn_event);
-                        break Held::First {
-                            start: offset,
-                            end: offset + run,
-                        };
-                    }
+            let region = &self.session.region;
+            let group = region.group(self.group).expect("checked at connect");
+            let me = region
+                .client(self.session.client)
+                .expect("checked at connect");
+            // Every offset below `next_offset` is committed.
+            match self.member.next_step(group, me, region.next_offset(), max) {
+                Step::Take(run) => {
+                    shm_layout::fault::point("poll-claimed");
+                    break Held::First(run);
                 }
-                Turn::Mine { offset, .. } => {
-                    if !self.wait_for(deadline, true, |c| c.session.region.is_committed(offset))? {
+                Step::AwaitMessages { word, cursor } => {
+                    // Woken by a commit; a changed turn word (another member handed
+                    // out offsets, or the rotation changed) is worth a new look too.
+                    let ready = |c: &Consumer| {
+                        let g = c.group_entry();
+                        g.turn.turn.load(Ordering::Acquire) != word
+                            || c.session.region.next_offset() > cursor
+                            || g.meta.redeliveries.load(Ordering::Acquire) != pending
+                    };
+                    if !self.wait_for(deadline, true, ready)? {
                         return Ok(self.empty_batch());
                     }
                 }
-                Turn::Other { word, .. } | Turn::NotMember { word } => {
+                Step::AwaitRotation { word, .. } => {
                     // Wait against the word judged above (not a fresh load, which
-                    // could already be our turn and never change), and for a change
-                    // in pending redeliveries (not their presence: a claimed one is
-                    // not ours to wait for).
+                    // could already be a new rotation and never change), and for a
+                    // change in pending redeliveries (not their presence: a claimed
+                    // one is not ours to wait for).
                     let changed = |c: &Consumer| {
                         c.group_entry().turn.turn.load(Ordering::Acquire) != word
                             || c.group_entry().meta.redeliveries.load(Ordering::Acquire) != pending
@@ -332,19 +328,23 @@ impl Consumer {
             }
         };
         self.held = Some(next);
-        let (start, end) = match next {
-            Held::First { start, end } => (start, end),
-            Held::Redelivered(c) => (c.offset, c.offset + 1),
+        let run = match next {
+            Held::First(run) => run,
+            Held::Redelivered(c) => Run {
+                start: c.offset,
+                stride: 1,
+                len: 1,
+            },
         };
         // Producer names are resolved now, so that messages borrow only from us.
         if self.producer_names.len() > 64 {
             self.producer_names.clear();
         }
-        for o in start..end {
+        for i in 0..run.len {
             let r = self
                 .session
                 .region
-                .read_record(o)
+                .read_record(run.offset(i))
                 .map_err(|e| ConsumerError::Corrupt(e.to_string()))?;
             let key = (r.producer, r.producer_generation);
             if !self.producer_names.iter().any(|(k, _)| *k == key) {
@@ -358,16 +358,18 @@ impl Consumer {
         }
         Ok(Batch {
             consumer: self,
-            start,
-            len: end - start,
+            run,
         })
     }
 
     fn empty_batch(&self) -> Batch<'_> {
         Batch {
             consumer: self,
-            start: 0,
-            len: 0,
+            run: Run {
+                start: 0,
+                stride: 1,
+                len: 0,
+            },
         }
     }
 

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shm_layout::event;
-use shm_layout::group::{self, Turn};
+use shm_layout::group::{self, Member, Step};
 use shm_layout::layout::Geometry;
 use shm_layout::ring::Sender;
 use shm_layout::Region;
@@ -73,14 +73,14 @@ fn benches(c: &mut Criterion) {
     group::reset_group(grp, 0);
     group::clear_ranks(me);
     group::install_rotation(grp, &[me]);
-    g.bench_function("send + claim + read + reclaim", |bench| {
+    let mut member = Member::default();
+    g.bench_function("send + take + read + reclaim", |bench| {
         bench.iter(|| {
             let o = r.send(ME, None, &payload, 0, || false, None).unwrap();
-            let Turn::Mine { word, .. } = group::view_turn(grp, me) else {
+            let Step::Take(run) = member.next_step(grp, me, r.next_offset(), 1) else {
                 panic!("alone in the group")
             };
-            assert!(group::try_claim(grp, word));
-            black_box(r.read_record(o).unwrap().payload);
+            black_box(r.read_record(run.start).unwrap().payload);
             r.reclaim(o + 1).unwrap();
         })
     });

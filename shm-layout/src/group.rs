@@ -3,18 +3,27 @@
 //! A group's `turn` word packs `(cursor << 16) | epoch`: `cursor` is the next offset
 //! the group hands out, `epoch` (16 bits, wrapping) names the rotation in force.
 //! Under a rotation `{start, n}` the offset `c` belongs to the member of rank
-//! `(c - start) % n`. That member claims it by a compare-exchange of
-//! `(c, epoch) -> (c + 1, epoch)`: every offset is handed out once, in order, and
-//! offsets below the cursor are exactly those already handed out.
+//! `(c - start) % n`. Any member moves the cursor over committed offsets, many at a
+//! time, by a compare-exchange of `(c, epoch) -> (c + k, epoch)`: that hands every
+//! member its share of `c..c + k` at once, and each member then reads its own
+//! offsets (`start + rank`, every `n`-th after it) below the cursor without asking
+//! anyone. Offsets below the cursor are exactly those handed out; a member holds
+//! those of its own that it has not acknowledged (`ack_upto`).
 //!
-//! The broker changes membership by writing the next rotation into the other half of
-//! the double buffer (and each member's rank for it), then compare-exchanging
-//! `(c, e) -> (c, e + 1)`: the new rotation starts at the cursor it swapped, and a
-//! claim made against the old epoch fails instead of slipping through. A stalled
-//! consumer that wakes up after being removed therefore cannot claim anything.
+//! Membership changes in two steps, both by the broker. It first *freezes* the group:
+//! an empty rotation at the cursor (`(c, e) -> (c, e + 1)`), under which nobody can
+//! move the cursor, while the members finish what the old rotation handed them (they
+//! find where it ended in the frozen rotation's start). Once every remaining member
+//! has acknowledged its share below the cursor, the broker installs the new
+//! rotation, starting at that same cursor (`e + 2`). Frozen and real rotations
+//! therefore alternate, and a member never needs a rotation older than the one before
+//! the one in force: the two halves of the double buffer are enough. A claim made
+//! against an old epoch fails instead of slipping through, so a stalled consumer that
+//! wakes up after being removed cannot move the cursor.
 //!
 //! Cursors are 48 bits: a group can hand out 2^48 offsets (years at millions per
-//! second).
+//! second); epochs are 16 bits, so a member must not sleep through 2^15 membership
+//! changes between two reads of one poll.
 
 use std::sync::atomic::Ordering;
 
@@ -42,61 +51,264 @@ fn unpack_tagged(word: u64, epoch: u16) -> Option<u32> {
     (word & VALID != 0 && (word >> 32) as u16 == epoch).then_some(word as u32)
 }
 
-/// What a consumer sees when it looks at its group's turn.
+/// The rotation in force, as one member sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Turn {
-    /// The offset at the cursor is this consumer's; claim it with [`try_claim`].
-    /// `alone`: this consumer is the rotation's only member, so every following
-    /// offset is its own too and [`try_claim_run`] may take several at once.
-    Mine { offset: u64, word: u64, alone: bool },
-    /// Another member's turn; `word` is the turn word this was judged on (wait
-    /// for it to change).
-    Other { offset: u64, word: u64 },
-    /// This consumer has no rank in the rotation in force (judged on `word`).
+pub enum View {
+    /// `me` has rank `rank` among `members`; the rotation began at `start`.
+    Member {
+        word: u64,
+        start: u64,
+        members: u32,
+        rank: u32,
+    },
+    /// Between two rotations: nobody may move the cursor, which is where the frozen
+    /// rotation began.
+    Frozen { word: u64 },
+    /// `me` has no rank in the rotation in force (or there is none yet).
     NotMember { word: u64 },
 }
 
-/// Reads the group's turn from `me`'s point of view.
-pub fn view_turn(group: &GroupEntry, me: &ClientEntry) -> Turn {
-    // Acquire pairs with the Release compare-exchanges in `install_rotation` and
-    // `try_claim`: the rotation and ranks written before them are visible.
-    let word = group.turn.turn.load(Ordering::Acquire);
-    let (cursor, epoch) = unpack_turn(word);
+/// A rotation as one member read it: (members, start, rank), each `None` unless
+/// tagged with the epoch asked for.
+struct HalfRead {
+    members: Option<u32>,
+    start: u64,
+    rank: Option<u32>,
+}
+
+/// Reads the half of the double buffer holding rotation `epoch` (and `me`'s rank in
+/// it), provided the turn word still shows epoch `valid_while` afterwards. A half is
+/// rewritten only once the epoch has moved past the one after it, so a read that
+/// finds the epoch unchanged did not see a torn rotation.
+fn read_half(
+    group: &GroupEntry,
+    me: &ClientEntry,
+    epoch: u16,
+    valid_while: u16,
+) -> Option<HalfRead> {
     let half = (epoch & 1) as usize;
     let rotation = &group.meta.rotation[half];
-    let Some(n) = unpack_tagged(rotation.meta.load(Ordering::Relaxed), epoch) else {
-        return Turn::NotMember { word };
-    };
-    let start = rotation.start.load(Ordering::Relaxed);
-    let Some(rank) = unpack_tagged(me.identity.rank[half].load(Ordering::Relaxed), epoch) else {
-        return Turn::NotMember { word };
-    };
-    if n == 0 || rank >= n || cursor < start {
-        return Turn::NotMember { word };
+    // Acquire pairs with the Release stores of the next rewrite of this half, so
+    // that seeing any of them makes the epoch check below fail.
+    let meta = rotation.meta.load(Ordering::Acquire);
+    let start = rotation.start.load(Ordering::Acquire);
+    let rank = me.identity.rank[half].load(Ordering::Acquire);
+    if unpack_turn(group.turn.turn.load(Ordering::Acquire)).1 != valid_while {
+        return None;
     }
-    if (cursor - start) % n as u64 == rank as u64 {
-        Turn::Mine {
-            offset: cursor,
-            word,
-            alone: n == 1,
-        }
-    } else {
-        Turn::Other {
-            offset: cursor,
-            word,
+    Some(HalfRead {
+        members: unpack_tagged(meta, epoch),
+        start,
+        rank: unpack_tagged(rank, epoch),
+    })
+}
+
+/// Reads the rotation in force from `me`'s point of view, consistently.
+pub fn view(group: &GroupEntry, me: &ClientEntry) -> View {
+    loop {
+        // Acquire pairs with the Release compare-exchange in `install_rotation`: the
+        // rotation and ranks written before it are visible.
+        let word = group.turn.turn.load(Ordering::Acquire);
+        let (_, epoch) = unpack_turn(word);
+        let Some(read) = read_half(group, me, epoch, epoch) else {
+            continue;
+        };
+        return match (read.members, read.rank) {
+            (Some(0), _) => View::Frozen { word },
+            (Some(members), Some(rank)) if rank < members => View::Member {
+                word,
+                start: read.start,
+                members,
+                rank,
+            },
+            _ => View::NotMember { word },
+        };
+    }
+}
+
+/// Whether `me` is a member of the rotation in force (not frozen).
+pub fn is_member(group: &GroupEntry, me: &ClientEntry) -> bool {
+    matches!(view(group, me), View::Member { .. })
+}
+
+/// Offsets one member takes at once: `start`, `start + stride`, ... (`len` of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub start: u64,
+    pub stride: u64,
+    pub len: u64,
+}
+
+impl Run {
+    /// The `i`-th offset of the run.
+    pub fn offset(&self, i: u64) -> u64 {
+        self.start + i * self.stride
+    }
+
+    /// One past the last offset: what acknowledging the run stores in `ack_upto`.
+    pub fn end(&self) -> u64 {
+        match self.len {
+            0 => self.start,
+            n => self.offset(n - 1) + 1,
         }
     }
 }
 
-/// Claims the offset seen in [`Turn::Mine`]; false if the turn moved meanwhile.
-pub fn try_claim(group: &GroupEntry, word: u64) -> bool {
-    try_claim_run(group, word, 1)
+/// What a member does next, from [`Member::next_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// These offsets were handed to this member: read, then acknowledge them.
+    Take(Run),
+    /// Nothing is handed to this member and every committed offset is handed out:
+    /// wait for a commit at or beyond `cursor`, or for `word` to change.
+    AwaitMessages { word: u64, cursor: u64 },
+    /// This member is in no rotation in force (`frozen`: the group is between two):
+    /// wait for `word` to change.
+    AwaitRotation { word: u64, frozen: bool },
 }
 
-/// Claims `count` consecutive offsets from the one seen in [`Turn::Mine`] (only
-/// when `alone`: otherwise the next offsets are other members' turns); false if the
-/// turn moved meanwhile.
-pub fn try_claim_run(group: &GroupEntry, word: u64, count: u64) -> bool {
+/// The rotation a member last took offsets under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Assignment {
+    epoch: u16,
+    stride: u64,
+    /// This member's next offset under the rotation.
+    next: u64,
+    /// Where the rotation ended, once the epoch has moved on.
+    end: Option<u64>,
+}
+
+/// One consumer's side of its group: the rotation it reads its offsets under.
+#[derive(Debug, Default, Clone)]
+pub struct Member {
+    /// None until the member first finds a rotation.
+    assignment: Option<Assignment>,
+}
+
+impl Member {
+    /// Finds the next offsets handed to `me` (at most `max`), moving the group's
+    /// cursor over committed offsets (every offset below `committed` is) when nothing
+    /// handed out is left for it.
+    pub fn next_step(
+        &mut self,
+        group: &GroupEntry,
+        me: &ClientEntry,
+        committed: u64,
+        max: u64,
+    ) -> Step {
+        let max = max.max(1);
+        loop {
+            let word = group.turn.turn.load(Ordering::Acquire);
+            let (cursor, epoch) = unpack_turn(word);
+            let Some(a) = self.assignment.as_mut() else {
+                if let Some(step) = self.catch_up(group, me) {
+                    return step;
+                }
+                continue;
+            };
+            if a.end.is_none() && a.epoch != epoch {
+                // The rotation ended where the next one (frozen, then real at the same
+                // cursor) began. Two rotations later, the broker has seen this member
+                // acknowledge all it was handed under it: nothing is left.
+                match epoch.wrapping_sub(a.epoch) {
+                    1 | 2 => match current_start(group, me, epoch) {
+                        Some(end) => a.end = Some(end),
+                        None => continue,
+                    },
+                    _ => a.end = Some(a.next),
+                }
+            }
+            let handed_out = a.end.map_or(cursor, |end| end.min(cursor));
+            if a.next < handed_out {
+                let len = (handed_out - a.next).div_ceil(a.stride).min(max);
+                let run = Run {
+                    start: a.next,
+                    stride: a.stride,
+                    len,
+                };
+                a.next = a.next.saturating_add(len * a.stride);
+                return Step::Take(run);
+            }
+            if a.end.is_some() {
+                if let Some(step) = self.catch_up(group, me) {
+                    return step;
+                }
+                continue;
+            }
+            // Hand out at most `max` offsets to each member: every member reads its
+            // share at the same pace.
+            let count = committed
+                .saturating_sub(cursor)
+                .min(max.saturating_mul(a.stride))
+                .min(MAX_CURSOR - cursor.min(MAX_CURSOR));
+            if count == 0 {
+                return Step::AwaitMessages { word, cursor };
+            }
+            try_advance(group, word, count);
+        }
+    }
+
+    /// With no rotation to read from (none yet, or the last one is over and read to
+    /// its end): starts on the rotation in force, or, while the group is frozen, on
+    /// the rotation before the freeze if this member has not read it yet (then it
+    /// has taken nothing under it). Returns what to wait for if there is none.
+    fn catch_up(&mut self, group: &GroupEntry, me: &ClientEntry) -> Option<Step> {
+        let read = self.assignment.map(|a| a.epoch);
+        match view(group, me) {
+            View::Member {
+                word,
+                start,
+                members,
+                rank,
+            } => {
+                self.assignment = Some(Assignment {
+                    epoch: unpack_turn(word).1,
+                    stride: members as u64,
+                    next: start.saturating_add(rank as u64),
+                    end: None,
+                });
+                None
+            }
+            View::Frozen { word } => match previous_rotation(group, me, word) {
+                Some(before) if Some(before.epoch) != read => {
+                    self.assignment = Some(before);
+                    None
+                }
+                _ => Some(Step::AwaitRotation { word, frozen: true }),
+            },
+            View::NotMember { word } => Some(Step::AwaitRotation {
+                word,
+                frozen: false,
+            }),
+        }
+    }
+}
+
+/// Where the rotation of `epoch` began, if it is still the one in force.
+fn current_start(group: &GroupEntry, me: &ClientEntry, epoch: u16) -> Option<u64> {
+    let read = read_half(group, me, epoch, epoch)?;
+    read.members.map(|_| read.start)
+}
+
+/// While the group is frozen (judged on `frozen`): `me`'s share of the rotation
+/// before, from its start, ending where the freeze began.
+fn previous_rotation(group: &GroupEntry, me: &ClientEntry, frozen: u64) -> Option<Assignment> {
+    let (end, epoch) = unpack_turn(frozen);
+    let before = epoch.wrapping_sub(1);
+    // That half is rewritten only once the freeze is over.
+    let read = read_half(group, me, before, epoch)?;
+    let (members, rank) = (read.members?, read.rank?);
+    (rank < members).then_some(Assignment {
+        epoch: before,
+        stride: members as u64,
+        next: read.start.saturating_add(rank as u64),
+        end: Some(end),
+    })
+}
+
+/// Moves the cursor judged in `word` over `count` offsets, handing them out; false if
+/// the turn word changed meanwhile (another member moved it, or the rotation ended).
+pub fn try_advance(group: &GroupEntry, word: u64, count: u64) -> bool {
     let (cursor, epoch) = unpack_turn(word);
     if count == 0 || cursor.saturating_add(count) > MAX_CURSOR {
         return false;
@@ -105,7 +317,7 @@ pub fn try_claim_run(group: &GroupEntry, word: u64, count: u64) -> bool {
         .turn
         .turn
         // Release extends the release sequence of the broker's install, so later
-        // viewers still see the rotation; Acquire pairs with earlier claims.
+        // viewers still see the rotation; Acquire pairs with earlier advances.
         .compare_exchange(
             word,
             pack_turn(cursor + count, epoch),
@@ -138,7 +350,8 @@ pub fn reset_group(group: &GroupEntry, start: u64) {
 }
 
 /// Broker only: installs a rotation over `members` (in join order) starting at the
-/// group's current cursor. Returns `(start, epoch)` of the new rotation.
+/// group's current cursor; with no members, freezes the group. Returns
+/// `(start, epoch)` of the new rotation.
 pub fn install_rotation(group: &GroupEntry, members: &[&ClientEntry]) -> (u64, u16) {
     loop {
         let word = group.turn.turn.load(Ordering::Acquire);
@@ -146,14 +359,16 @@ pub fn install_rotation(group: &GroupEntry, members: &[&ClientEntry]) -> (u64, u
         let next = epoch.wrapping_add(1);
         let half = (next & 1) as usize;
         let rotation = &group.meta.rotation[half];
-        rotation.start.store(cursor, Ordering::Relaxed);
+        // Release on each store: a member reading this half for the epoch before
+        // `next - 1` sees the epoch moved on if it sees any of them (see `view`).
+        rotation.start.store(cursor, Ordering::Release);
         rotation
             .meta
-            .store(pack_tagged(next, members.len() as u32), Ordering::Relaxed);
+            .store(pack_tagged(next, members.len() as u32), Ordering::Release);
         for (rank, m) in members.iter().enumerate() {
-            m.identity.rank[half].store(pack_tagged(next, rank as u32), Ordering::Relaxed);
+            m.identity.rank[half].store(pack_tagged(next, rank as u32), Ordering::Release);
         }
-        // Release publishes the rotation and ranks above to `view_turn`.
+        // Release publishes the rotation and ranks above to `view`.
         if group
             .turn
             .turn
@@ -274,81 +489,112 @@ impl Region {
 mod tests {
     use super::*;
     use crate::region::tests::{test_geometry, test_region};
+    use proptest::prelude::*;
+
+    fn take(step: Step) -> Vec<u64> {
+        let Step::Take(run) = step else {
+            panic!("expected offsets, got {step:?}")
+        };
+        (0..run.len).map(|i| run.offset(i)).collect()
+    }
 
     #[test]
-    fn members_take_turns_in_rank_order_and_claims_are_exclusive() {
-        let t = test_region("turns", test_geometry());
+    fn one_member_hands_out_a_batch_and_each_reads_its_own_share() {
+        let t = test_region("share", test_geometry());
         let r = &t.0;
         let g = r.group(0).unwrap();
         reset_group(g, 10);
         let (a, b) = (r.client(0).unwrap(), r.client(1).unwrap());
         clear_ranks(a);
         clear_ranks(b);
-        assert!(matches!(view_turn(g, a), Turn::NotMember { .. }));
-        let (start, _) = install_rotation(g, &[a, b]);
-        assert_eq!(start, 10);
-        let Turn::Mine {
-            offset: 10, word, ..
-        } = view_turn(g, a)
-        else {
-            panic!("offset 10 should be a's")
-        };
-        assert!(matches!(view_turn(g, b), Turn::Other { offset: 10, .. }));
-        assert!(try_claim(g, word));
-        assert!(!try_claim(g, word), "a claim succeeds once");
-        let Turn::Mine {
-            offset: 11, word, ..
-        } = view_turn(g, b)
-        else {
-            panic!("offset 11 should be b's")
-        };
-        assert!(try_claim(g, word));
-        assert_eq!(cursor(g), 12);
+        let (mut ma, mut mb) = (Member::default(), Member::default());
+        assert!(matches!(
+            ma.next_step(g, a, 16, 8),
+            Step::AwaitRotation { frozen: false, .. }
+        ));
+        assert_eq!(install_rotation(g, &[a, b]).0, 10);
+        assert_eq!(take(ma.next_step(g, a, 16, 8)), [10, 12, 14]);
+        assert_eq!(cursor(g), 16, "a handed out every committed offset");
+        assert_eq!(take(mb.next_step(g, b, 16, 8)), [11, 13, 15]);
+        assert!(matches!(
+            mb.next_step(g, b, 16, 8),
+            Step::AwaitMessages { cursor: 16, .. }
+        ));
+        // At most `max` offsets per member are handed out at once.
+        assert_eq!(take(mb.next_step(g, b, 100, 2)), [17, 19]);
+        assert_eq!(cursor(g), 20);
+        assert_eq!(take(ma.next_step(g, a, 100, 8)), [16, 18]);
     }
 
     #[test]
-    fn a_lone_member_claims_a_run_and_others_one_at_a_time() {
-        let t = test_region("run", test_geometry());
+    fn a_frozen_group_hands_out_nothing_while_members_finish_the_old_rotation() {
+        let t = test_region("freeze", test_geometry());
         let r = &t.0;
         let g = r.group(0).unwrap();
         reset_group(g, 0);
         let (a, b) = (r.client(0).unwrap(), r.client(1).unwrap());
         clear_ranks(a);
         clear_ranks(b);
-        install_rotation(g, &[a]);
-        let Turn::Mine {
-            word, alone: true, ..
-        } = view_turn(g, a)
-        else {
-            panic!("a alone owns every offset")
-        };
-        assert!(try_claim_run(g, word, 5));
-        assert_eq!(cursor(g), 5);
+        let (mut ma, mut mb) = (Member::default(), Member::default());
         install_rotation(g, &[a, b]);
+        assert_eq!(take(ma.next_step(g, a, 8, 4)), [0, 2, 4, 6]);
+        let Step::AwaitMessages { word: stale, .. } = ma.next_step(g, a, 8, 4) else {
+            panic!("a has nothing left")
+        };
+        assert_eq!(install_rotation(g, &[]).0, 8, "frozen at the cursor");
         assert!(
-            matches!(view_turn(g, b), Turn::Mine { alone: false, .. })
-                || matches!(view_turn(g, a), Turn::Mine { alone: false, .. })
+            !try_advance(g, stale, 4),
+            "an old epoch cannot move the cursor"
         );
+        assert!(matches!(
+            ma.next_step(g, a, 20, 4),
+            Step::AwaitRotation { frozen: true, .. }
+        ));
+        assert_eq!(take(mb.next_step(g, b, 20, 2)), [1, 3], "b's leftovers");
+        assert_eq!(take(mb.next_step(g, b, 20, 2)), [5, 7]);
+        assert!(matches!(
+            mb.next_step(g, b, 20, 2),
+            Step::AwaitRotation { frozen: true, .. }
+        ));
+        assert_eq!(cursor(g), 8);
+        // a leaves; b alone carries on from the frozen cursor.
+        assert_eq!(install_rotation(g, &[b]).0, 8);
+        assert_eq!(take(mb.next_step(g, b, 20, 4)), [8, 9, 10, 11]);
+        assert!(matches!(
+            ma.next_step(g, a, 20, 4),
+            Step::AwaitRotation { frozen: false, .. }
+        ));
     }
 
     #[test]
-    fn a_claim_against_an_old_rotation_fails() {
-        let t = test_region("epoch", test_geometry());
+    fn a_member_that_has_not_looked_yet_finds_its_share_of_a_frozen_rotation() {
+        let t = test_region("late", test_geometry());
         let r = &t.0;
         let g = r.group(0).unwrap();
         reset_group(g, 0);
-        let (a, b) = (r.client(0).unwrap(), r.client(1).unwrap());
-        clear_ranks(a);
-        clear_ranks(b);
+        let (a, b, c) = (
+            r.client(0).unwrap(),
+            r.client(1).unwrap(),
+            r.client(2).unwrap(),
+        );
+        for m in [a, b, c] {
+            clear_ranks(m);
+        }
+        let (mut ma, mut mb, mut mc) = (Member::default(), Member::default(), Member::default());
         install_rotation(g, &[a, b]);
-        let Turn::Mine { word, .. } = view_turn(g, a) else {
-            panic!()
-        };
-        // a stalls; the broker removes it and b alone takes over at the same cursor.
-        assert_eq!(install_rotation(g, &[b]).0, 0);
-        assert!(!try_claim(g, word));
-        assert!(matches!(view_turn(g, a), Turn::NotMember { .. }));
-        assert!(matches!(view_turn(g, b), Turn::Mine { offset: 0, .. }));
+        assert_eq!(take(ma.next_step(g, a, 6, 8)), [0, 2, 4]);
+        // b has not polled yet when c joins.
+        install_rotation(g, &[]);
+        assert!(matches!(
+            mc.next_step(g, c, 6, 8),
+            Step::AwaitRotation { frozen: true, .. }
+        ));
+        assert_eq!(take(mb.next_step(g, b, 6, 8)), [1, 3, 5]);
+        install_rotation(g, &[a, b, c]);
+        // a finished long ago: it goes straight on to the new rotation.
+        assert_eq!(take(ma.next_step(g, a, 12, 8)), [6, 9]);
+        assert_eq!(take(mb.next_step(g, b, 12, 8)), [7, 10]);
+        assert_eq!(take(mc.next_step(g, c, 12, 8)), [8, 11]);
     }
 
     #[test]
@@ -366,7 +612,118 @@ mod tests {
         clear_ranks(b);
         let (_, second) = install_rotation(g, &[b]);
         assert_ne!(first, second);
-        assert!(matches!(view_turn(g, a), Turn::NotMember { .. }));
+        assert!(matches!(view(g, a), View::NotMember { .. }));
+        assert!(is_member(g, b));
+    }
+
+    /// What the model broker and members do, one step at a time.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Commit(u64),
+        Poll {
+            member: usize,
+            max: u64,
+        },
+        /// Start a membership change: freeze, then install `members` (a bit set)
+        /// once everyone has finished the old rotation.
+        Change {
+            members: u8,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1u64..20).prop_map(Op::Commit),
+            8 => (0usize..3, 1u64..6).prop_map(|(member, max)| Op::Poll { member, max }),
+            1 => (1u8..8).prop_map(|members| Op::Change { members }),
+        ]
+    }
+
+    proptest! {
+        /// Any interleaving of commits, polls and membership changes hands every
+        /// offset to exactly one member, the one whose turn it is under the rotation
+        /// in force, and each member takes its offsets in increasing order.
+        #[test]
+        fn every_offset_goes_once_to_its_owner_in_order(ops in proptest::collection::vec(op(), 1..200)) {
+            let t = test_region("model", test_geometry());
+            let r = &t.0;
+            let g = r.group(0).unwrap();
+            reset_group(g, 0);
+            let clients: Vec<_> = (0..3).map(|i| r.client(i).unwrap()).collect();
+            for c in &clients {
+                clear_ranks(c);
+            }
+            let mut members = vec![Member::default(); 3];
+            let mut acked = [0u64; 3];
+            let mut committed = 0u64;
+            // (start, members in rank order) of every real rotation.
+            let mut rotations: Vec<(u64, Vec<usize>)> = Vec::new();
+            let mut pending: Option<Vec<usize>> = None;
+            let mut taken: Vec<Option<usize>> = Vec::new();
+            let install = |who: &[usize], rotations: &mut Vec<(u64, Vec<usize>)>| {
+                let entries: Vec<_> = who.iter().map(|&i| clients[i]).collect();
+                let (start, _) = install_rotation(g, &entries);
+                rotations.push((start, who.to_vec()));
+            };
+            install(&[0], &mut rotations);
+            let owner = |rotations: &[(u64, Vec<usize>)], o: u64| {
+                let (start, who) = rotations.iter().rev().find(|(s, _)| *s <= o).unwrap();
+                who[((o - start) % who.len() as u64) as usize]
+            };
+            let drained = |rotations: &[(u64, Vec<usize>)], acked: &[u64; 3]| {
+                let c = cursor(g);
+                (rotations.last().unwrap().0..c).all(|o| acked[owner(rotations, o)] > o)
+            };
+            for op in ops {
+                match op {
+                    Op::Commit(k) => committed += k,
+                    Op::Poll { member, max } => {
+                        if let Step::Take(run) = members[member].next_step(g, clients[member], committed, max) {
+                            prop_assert!(run.len >= 1 && run.len <= max);
+                            prop_assert!(run.end() <= committed);
+                            prop_assert!(run.start >= acked[member], "in order");
+                            for i in 0..run.len {
+                                let o = run.offset(i);
+                                if taken.len() <= o as usize {
+                                    taken.resize(o as usize + 1, None);
+                                }
+                                prop_assert_eq!(taken[o as usize], None, "offset {} taken twice", o);
+                                prop_assert_eq!(owner(&rotations, o), member, "offset {}", o);
+                                taken[o as usize] = Some(member);
+                            }
+                            acked[member] = run.end();
+                        }
+                    }
+                    Op::Change { members: mask } => {
+                        if pending.is_none() {
+                            install_rotation(g, &[]);
+                        }
+                        pending = Some((0..3).filter(|i| mask & (1 << i) != 0).collect());
+                    }
+                }
+                if pending.is_some() && drained(&rotations, &acked) {
+                    install(&pending.take().unwrap(), &mut rotations);
+                }
+            }
+            // Everyone finishes what it was handed; nothing below the cursor is lost.
+            for _ in 0..64 {
+                for (i, m) in members.iter_mut().enumerate() {
+                    if let Step::Take(run) = m.next_step(g, clients[i], cursor(g), u64::MAX) {
+                        for j in 0..run.len {
+                            let o = run.offset(j) as usize;
+                            if taken.len() <= o {
+                                taken.resize(o + 1, None);
+                            }
+                            prop_assert_eq!(taken[o], None);
+                            taken[o] = Some(i);
+                        }
+                    }
+                }
+            }
+            let c = cursor(g) as usize;
+            prop_assert!(taken.len() <= c);
+            prop_assert!(taken.iter().all(Option::is_some), "every handed-out offset taken");
+        }
     }
 
     #[test]

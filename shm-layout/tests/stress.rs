@@ -1,7 +1,7 @@
 //! A stress test of the in-region protocol with injected delays: producer threads
-//! send through the robust ring lock, consumer threads claim turns in two groups,
-//! and a broker thread keeps changing each group's rotation while it reclaims
-//! slots. Every offset must reach every group exactly once, intact, and the ring
+//! send through the robust ring lock, consumer threads hand out and take their
+//! shares in two groups, and a broker thread keeps changing each group's rotation
+//! (freeze, wait for the members to finish, install) while it reclaims slots. Every offset must reach every group exactly once, intact, and the ring
 //! (small, so it wraps and pads many times) must never wedge.
 //!
 //! Why not loom or shuttle: the protocol runs on `#[repr(C)]` std atomics inside a
@@ -10,11 +10,11 @@
 //! algorithm rather than this code. Random delays at every step, many schedules per
 //! run, and the multi-process kill tests cover it instead.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shm_layout::group::{self, Turn};
+use shm_layout::group::{self, Member, Step};
 use shm_layout::layout::Geometry;
 use shm_layout::ring::Sender;
 use shm_layout::Region;
@@ -88,13 +88,7 @@ fn producers_consumers_and_rotations_keep_exactly_once_under_random_delays() {
                 .to_vec()
         })
         .collect();
-    // Offsets each consumer claimed and is still processing (u64::MAX: none).
-    let in_flight: Arc<Vec<AtomicU64>> = Arc::new(
-        (0..consumer_ids.len())
-            .map(|_| AtomicU64::new(u64::MAX))
-            .collect(),
-    );
-    // Per group: (offset, claimer) of every claim.
+    // Per group: (offset, taker) of every offset taken.
     let seen: PerGroup<(u64, u32)> =
         Arc::new((0..GROUPS).map(|_| Mutex::new(Vec::new())).collect());
     // Per group: every rotation installed, as (start, members in rank order).
@@ -134,58 +128,68 @@ fn producers_consumers_and_rotations_keep_exactly_once_under_random_delays() {
         }));
     }
     for (i, &me) in consumer_ids.iter().enumerate() {
-        let (region, in_flight, seen, stop) = (
-            region.clone(),
-            in_flight.clone(),
-            seen.clone(),
-            stop.clone(),
-        );
+        let (region, seen, stop) = (region.clone(), seen.clone(), stop.clone());
         let g = i as u32 / CONSUMERS_PER_GROUP;
         threads.push(std::thread::spawn(move || {
             let r = &region.0;
             let mut rng = Rng(1000 + i as u64);
             let (entry, client) = (r.group(g).unwrap(), r.client(me).unwrap());
+            let mut member = Member::default();
             while !stop.load(Ordering::Acquire) {
                 rng.delay();
-                let Turn::Mine { offset, word, .. } = group::view_turn(entry, client) else {
+                let max = 1 + rng.next() % 5;
+                let Step::Take(run) = member.next_step(entry, client, r.next_offset(), max) else {
                     std::thread::yield_now();
                     continue;
                 };
-                if !r.is_committed(offset) {
-                    std::hint::spin_loop();
-                    continue;
+                for k in 0..run.len {
+                    rng.delay();
+                    let offset = run.offset(k);
+                    let rec = r.read_record(offset).expect("a taken record is readable");
+                    let text = String::from_utf8_lossy(rec.payload);
+                    let mut parts = text.splitn(3, ':');
+                    let (p, s) = (parts.next().unwrap(), parts.next().unwrap());
+                    let expected = payload(p.parse().unwrap(), s.parse().unwrap());
+                    assert_eq!(rec.payload, expected.as_slice(), "offset {offset} intact");
+                    seen[g as usize].lock().unwrap().push((offset, me));
                 }
-                in_flight[i].store(offset, Ordering::SeqCst);
-                rng.delay();
-                if !group::try_claim(entry, word) {
-                    in_flight[i].store(u64::MAX, Ordering::SeqCst);
-                    continue;
-                }
-                rng.delay();
-                let rec = r.read_record(offset).expect("a claimed record is readable");
-                let text = String::from_utf8_lossy(rec.payload);
-                let mut parts = text.splitn(3, ':');
-                let (p, s) = (parts.next().unwrap(), parts.next().unwrap());
-                let expected = payload(p.parse().unwrap(), s.parse().unwrap());
-                assert_eq!(rec.payload, expected.as_slice(), "offset {offset} intact");
-                seen[g as usize].lock().unwrap().push((offset, me));
-                in_flight[i].store(u64::MAX, Ordering::SeqCst);
+                client.activity.ack_upto.store(run.end(), Ordering::SeqCst);
             }
         }));
     }
     // The broker: rotations over changing member subsets, and reclaiming.
     {
-        let (region, in_flight, stop) = (region.clone(), in_flight.clone(), stop.clone());
+        let (region, stop) = (region.clone(), stop.clone());
         let log = rotations.clone();
         let consumer_ids = consumer_ids.clone();
         threads.push(std::thread::spawn(move || {
             let r = &region.0;
             let mut rng = Rng(99);
             let mut rotations = 0u64;
+            let mut next_members: Vec<Option<Vec<u32>>> = vec![None; GROUPS as usize];
+            // Every offset below the result is handed out and acknowledged by its
+            // owner under the rotations in `log`.
+            let acknowledged = |g: u32, log: &[(u64, Vec<u32>)]| {
+                let cursor = group::cursor(r.group(g).unwrap());
+                let (start, members) = log.last().unwrap();
+                (*start..cursor)
+                    .find(|&o| {
+                        let owner = members[((o - start) % members.len() as u64) as usize];
+                        r.client(owner)
+                            .unwrap()
+                            .activity
+                            .ack_upto
+                            .load(Ordering::SeqCst)
+                            <= o
+                    })
+                    .unwrap_or(cursor)
+            };
             while !stop.load(Ordering::Acquire) {
+                let mut upto = u64::MAX;
                 for g in 0..GROUPS {
                     let entry = r.group(g).unwrap();
-                    if rng.next().is_multiple_of(8) {
+                    let mut log = log[g as usize].lock().unwrap();
+                    if next_members[g as usize].is_none() && rng.next().is_multiple_of(8) {
                         let ids = &consumer_ids[(g * CONSUMERS_PER_GROUP) as usize..]
                             [..CONSUMERS_PER_GROUP as usize];
                         let mut chosen: Vec<u32> = ids
@@ -196,27 +200,25 @@ fn producers_consumers_and_rotations_keep_exactly_once_under_random_delays() {
                         if chosen.is_empty() {
                             chosen.push(ids[0]);
                         }
+                        group::install_rotation(entry, &[]);
+                        next_members[g as usize] = Some(chosen);
+                    }
+                    let done = acknowledged(g, &log);
+                    if next_members[g as usize].is_some() && done == group::cursor(entry) {
+                        let chosen = next_members[g as usize].take().unwrap();
                         let members: Vec<_> =
                             chosen.iter().map(|&c| r.client(c).unwrap()).collect();
                         let (start, _) = group::install_rotation(entry, &members);
-                        log[g as usize].lock().unwrap().push((start, chosen));
+                        log.push((start, chosen));
                         rotations += 1;
                     }
-                }
-                let mut upto = u64::MAX;
-                for g in 0..GROUPS {
-                    let cursor = group::cursor(r.group(g).unwrap());
-                    let busy = in_flight[(g * CONSUMERS_PER_GROUP) as usize..]
-                        [..CONSUMERS_PER_GROUP as usize]
-                        .iter()
-                        .map(|f| f.load(Ordering::SeqCst))
-                        .min()
-                        .unwrap();
-                    upto = upto.min(cursor.min(busy));
+                    upto = upto.min(done);
                 }
                 r.reclaim(upto).expect("ring state stays valid");
                 rng.delay();
-                if (0..GROUPS).all(|g| group::cursor(r.group(g).unwrap()) >= total) {
+                let total_acknowledged =
+                    (0..GROUPS).all(|g| acknowledged(g, &log[g as usize].lock().unwrap()) >= total);
+                if total_acknowledged {
                     break;
                 }
                 assert!(Instant::now() < deadline, "wedged: {rotations} rotations");
@@ -237,7 +239,7 @@ fn producers_consumers_and_rotations_keep_exactly_once_under_random_delays() {
             (0..total).collect::<Vec<_>>(),
             "group {g}: each offset once"
         );
-        // Each offset went to the member whose turn it was under the rotation in force.
+        // Each offset went to the member whose share it was under the rotation in force.
         let log = rotations[g].lock().unwrap();
         for &(offset, claimer) in &claims {
             let (start, members) = log
