@@ -2,7 +2,7 @@
 //! it prints `ready` on stderr once connected, then one JSON line on stdout when done.
 //!
 //! Every payload starts with the CLOCK_MONOTONIC send time (ns) and a sequence
-//! number, so receivers measure one-way latency.
+//! number, in hex, so receivers measure one-way latency.
 
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -48,10 +48,56 @@ fn ready() {
     eprintln!("ready");
 }
 
-/// Fills `buf` (at least 16 bytes) with the send time and sequence number.
+/// Bytes a stamp takes at the start of a payload.
+const STAMP_LEN: usize = 32;
+
+/// Writes the send time and sequence number at the start of `buf` (at least
+/// [`STAMP_LEN`] bytes) as 16 hex digits each: printable text, like the payloads
+/// `producer --count` generates.
 fn stamp(buf: &mut [u8], seq: u64) {
-    buf[..8].copy_from_slice(&monotonic_nanos().to_le_bytes());
-    buf[8..16].copy_from_slice(&seq.to_le_bytes());
+    buf[..16].copy_from_slice(&hex_digits(monotonic_nanos()));
+    buf[16..STAMP_LEN].copy_from_slice(&hex_digits(seq));
+}
+
+/// Per byte of a u128: 0x01, 0x06, 0x0F, 0x30.
+const BYTES_01: u128 = u128::from_ne_bytes([0x01; 16]);
+const BYTES_06: u128 = BYTES_01 * 0x06;
+const BYTES_0F: u128 = BYTES_01 * 0x0F;
+const BYTES_30: u128 = BYTES_01 * 0x30;
+
+/// `value` as 16 lower-case hex digits. The stamp is written and read for every
+/// message of every system measured, so it is done a word at a time: the nibbles
+/// are spread one per byte, then each becomes its digit without a branch.
+fn hex_digits(value: u64) -> [u8; 16] {
+    let v = value as u128;
+    let mut x = ((v & 0xFFFF_FFFF_0000_0000) << 32) | (v & 0xFFFF_FFFF);
+    x = ((x & 0x0000_0000_FFFF_0000_0000_0000_FFFF_0000) << 16)
+        | (x & 0x0000_0000_0000_FFFF_0000_0000_0000_FFFF);
+    x = ((x & 0x0000_FF00_0000_FF00_0000_FF00_0000_FF00) << 8)
+        | (x & 0x0000_00FF_0000_00FF_0000_00FF_0000_00FF);
+    x = ((x & 0x00F0_00F0_00F0_00F0_00F0_00F0_00F0_00F0) << 4)
+        | (x & 0x000F_000F_000F_000F_000F_000F_000F_000F);
+    // Nibbles of 10 and more gain 0x27, the gap from '9' + 1 to 'a'.
+    let letters = ((x + BYTES_06) >> 4) & BYTES_01;
+    (x + BYTES_30 + letters * 0x27).to_be_bytes()
+}
+
+/// The value of 16 lower-case hex digits, if that is what `digits` holds.
+fn parse_hex_digits(digits: [u8; 16]) -> Option<u64> {
+    let c = u128::from_be_bytes(digits);
+    // '0'..'9' keep their low nibble; 'a'..'f' (bit 6 set) add 9 to theirs.
+    let mut x = (c & BYTES_0F) + ((c >> 6) & BYTES_01) * 9;
+    x = (x | (x >> 4)) & 0x00FF_00FF_00FF_00FF_00FF_00FF_00FF_00FF;
+    x = (x | (x >> 8)) & 0x0000_FFFF_0000_FFFF_0000_FFFF_0000_FFFF;
+    x = (x | (x >> 16)) & 0x0000_0000_FFFF_FFFF_0000_0000_FFFF_FFFF;
+    let value = (x as u64 & 0xFFFF_FFFF) | (((x >> 64) as u64) << 32);
+    // Anything but lower-case hex digits would not come back the same.
+    (hex_digits(value) == digits).then_some(value)
+}
+
+/// The send time a stamped payload carries.
+fn sent_at(payload: &[u8]) -> Option<u64> {
+    parse_hex_digits(payload.get(..16)?.try_into().ok()?)
 }
 
 /// Waits until message `i` is due at `rate` per second (0: no pacing).
@@ -76,8 +122,9 @@ fn pace(start: Instant, i: u64, rate: u64) {
 /// Latency and timing seen by a receiver.
 struct Receipts {
     hist: Histogram<u64>,
-    first: Option<Instant>,
-    last: Instant,
+    /// CLOCK_MONOTONIC ns of the first and last receipt.
+    first: Option<u64>,
+    last: u64,
     count: u64,
     bytes: u64,
 }
@@ -87,28 +134,26 @@ impl Receipts {
         Receipts {
             hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram"),
             first: None,
-            last: Instant::now(),
+            last: 0,
             count: 0,
             bytes: 0,
         }
     }
     fn record(&mut self, payload: &[u8]) {
-        let now = Instant::now();
+        // One clock read serves both the latency and the receiving window.
+        let now = monotonic_nanos();
         self.first.get_or_insert(now);
         self.last = now;
         self.count += 1;
         self.bytes += payload.len() as u64;
-        if payload.len() >= 8 {
-            let sent = u64::from_le_bytes(payload[..8].try_into().unwrap());
-            let _ = self
-                .hist
-                .record(monotonic_nanos().saturating_sub(sent).max(1));
+        if let Some(sent) = sent_at(payload) {
+            let _ = self.hist.record(now.saturating_sub(sent).max(1));
         }
     }
     fn report(&self) {
         let secs = self
             .first
-            .map_or(0.0, |f| (self.last - f).as_secs_f64())
+            .map_or(0.0, |f| self.last.saturating_sub(f) as f64 / 1e9)
             .max(1e-9);
         let us = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
         let line = json!({
@@ -140,7 +185,7 @@ pub fn produce(a: &Args) {
     }
     // Unpaced: the fastest path the library offers, batches of 64.
     let (count, size) = (a.num("count"), a.num("size") as usize);
-    let mut pool: Vec<Vec<u8>> = (0..64).map(|_| vec![b'x'; size.max(16)]).collect();
+    let mut pool: Vec<Vec<u8>> = (0..64).map(|_| vec![b'x'; size.max(STAMP_LEN)]).collect();
     ready();
     let start = Instant::now();
     let mut i = 0;
@@ -185,7 +230,7 @@ pub fn consume(a: &Args) {
 /// paced at `rate` per second (0: as fast as possible), then reports.
 fn send_paced(a: &Args, mut send: impl FnMut(&[u8])) {
     let (count, size, rate) = (a.num("count"), a.num("size") as usize, a.num("rate"));
-    let mut buf = vec![b'x'; size.max(16)];
+    let mut buf = vec![b'x'; size.max(STAMP_LEN)];
     ready();
     let start = Instant::now();
     for i in 0..count {
@@ -202,7 +247,7 @@ pub fn uds_recv(a: &Args) {
     let (stream, _) = listener.accept().expect("accept");
     let (count, size) = (a.num("count"), a.num("size") as usize);
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut buf = vec![0u8; size.max(16)];
+    let mut buf = vec![0u8; size.max(STAMP_LEN)];
     let mut r = Receipts::new();
     for _ in 0..count {
         reader.read_exact(&mut buf).expect("read");
@@ -219,7 +264,8 @@ pub fn uds_send(a: &Args) {
 
 pub fn spsc_recv(a: &Args) {
     let (count, size) = (a.num("count"), a.num("size"));
-    let ring = SpscRing::create(a.get("name"), 4096, size.max(16)).expect("create ring");
+    let ring =
+        SpscRing::create(a.get("name"), 4096, size.max(STAMP_LEN as u64)).expect("create ring");
     ready();
     let mut r = Receipts::new();
     let mut cached = 0;
@@ -233,4 +279,35 @@ pub fn spsc_send(a: &Args) {
     let ring = SpscRing::open(a.get("name")).expect("open ring");
     let mut cached = 0;
     send_paced(a, |buf| ring.push(buf, &mut cached));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_stamps_round_trip_and_refuse_anything_else() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for v in [0, 1, 9, 10, 15, 16, 0xABCD, u64::MAX]
+            .into_iter()
+            .chain((0..10_000).map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            }))
+        {
+            let digits = hex_digits(v);
+            assert_eq!(std::str::from_utf8(&digits).unwrap(), format!("{v:016x}"));
+            assert_eq!(parse_hex_digits(digits), Some(v));
+        }
+        for bad in [
+            *b"000000000000000G",
+            *b"000000000000000A",
+            *b"00000000000000 0",
+            *b"0000000000000:00",
+        ] {
+            assert_eq!(parse_hex_digits(bad), None);
+        }
+    }
 }

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use shm_layout::sys::process_exists;
 use shm_layout::{Geometry, Region, RegionError};
@@ -98,12 +99,21 @@ pub fn salvage(
     let mut salvage = Salvage::default();
     let mut out = Vec::new();
     let mut format = PersistedLines::default();
+    // One name per producer, so lines of a run share their formatted start.
+    let mut last_producer: Option<((u32, u32), Arc<str>)> = None;
     for o in file_next.max(freed)..next {
         match old.read_record(o) {
             Ok(r) => {
-                let producer = old
-                    .client_name(r.producer, r.producer_generation)
-                    .unwrap_or_else(|| "unknown".into());
+                let who = (r.producer, r.producer_generation);
+                let producer = match &last_producer {
+                    Some((w, name)) if *w == who => name.clone(),
+                    _ => {
+                        let name = old.client_name(who.0, who.1);
+                        let name: Arc<str> = Arc::from(name.as_deref().unwrap_or("unknown"));
+                        last_producer = Some((who, name.clone()));
+                        name
+                    }
+                };
                 format.push(&mut out, o, r.timestamp_us, &producer, r.key, r.payload);
                 salvage.appended += 1;
             }

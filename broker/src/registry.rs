@@ -89,6 +89,8 @@ struct Group {
     redeliver_below: u64,
     /// Per redelivery slot: the (attempt, claimer) already logged.
     observed: Vec<Option<(u32, u32)>>,
+    /// Formats this group's consumption-log lines.
+    delivery_lines: DeliveryLines,
     /// Deliveries seen so far, and at the last rate sample.
     delivered: u64,
     delivered_at_sample: u64,
@@ -166,8 +168,8 @@ pub struct Registry {
     producers: HashMap<(u32, u32), Arc<str>>,
     /// Consumption-log lines observed and not yet taken by the cleaner.
     log_text: Vec<u8>,
-    /// Formats the lines of `log_text`.
-    delivery_lines: DeliveryLines,
+    /// Stands for a producer or consumer whose name is no longer known.
+    unknown: Arc<str>,
     /// Publish-rate sample: when, and the next offset then.
     sampled_at: std::time::Instant,
     published_at_sample: u64,
@@ -200,7 +202,7 @@ impl Registry {
             quarantined: Vec::new(),
             producers: HashMap::new(),
             log_text: Vec::new(),
-            delivery_lines: DeliveryLines::default(),
+            unknown: Arc::from("unknown"),
             sampled_at: std::time::Instant::now(),
             published_at_sample: 0,
             published_per_s: 0.0,
@@ -252,6 +254,7 @@ impl Registry {
             logged: start,
             redeliver_below: start,
             observed: vec![None; self.region.geometry().redeliveries_per_group as usize],
+            delivery_lines: DeliveryLines::default(),
             delivered: 0,
             delivered_at_sample: 0,
             delivered_per_s: 0.0,
@@ -914,7 +917,7 @@ impl Registry {
             clients,
             producers,
             log_text,
-            delivery_lines,
+            unknown,
             ..
         } = self;
         let Some(entry) = region.group(g) else {
@@ -925,18 +928,19 @@ impl Registry {
         };
         // A cursor beyond the committed offsets can only come from a corrupt region.
         let cursor = group::cursor(entry).min(region.next_offset());
-        delivery_lines.set_time(wall_clock_micros());
+        // Taken out while the group is looked at, and put back at the end.
+        let mut lines = std::mem::take(&mut grp.delivery_lines);
+        lines.set_time(wall_clock_micros());
         // Runs of records from one producer are the common case: one lookup a run.
-        let mut last: Option<((u32, u32), &str)> = None;
-        let mut producer_of = |o: u64| -> &str {
-            let Ok(r) = region.read_record(o) else {
-                return "unknown";
+        let mut last: Option<((u32, u32), &Arc<str>)> = None;
+        let mut producer_of = |o: u64| -> &Arc<str> {
+            let Some(key) = region.record_producer(o) else {
+                return unknown;
             };
-            let key = (r.producer, r.producer_generation);
             match last {
                 Some((k, name)) if k == key => name,
                 _ => {
-                    let name = producers.get(&key).map_or("unknown", |n| n);
+                    let name = producers.get(&key).unwrap_or(unknown);
                     last = Some((key, name));
                     name
                 }
@@ -946,7 +950,7 @@ impl Registry {
             let o = grp.logged;
             if let Some((_, consumer)) = grp.owner_of(o) {
                 let attempt = if o < grp.redeliver_below { 2 } else { 1 };
-                delivery_lines.push(log_text, o, producer_of(o), &grp.name, consumer, attempt);
+                lines.push(log_text, o, producer_of(o), &grp.name, consumer, attempt);
                 grp.delivered += 1;
             }
             grp.logged += 1;
@@ -970,11 +974,12 @@ impl Registry {
             let consumer = clients
                 .get(key.1 as usize)
                 .and_then(|c| c.as_ref())
-                .map_or("unknown", |c| &c.id);
+                .map_or(&*unknown, |c| &c.id);
             let o = e.offset.load(Ordering::Relaxed);
-            delivery_lines.push(log_text, o, producer_of(o), &grp.name, consumer, key.0);
+            lines.push(log_text, o, producer_of(o), &grp.name, consumer, key.0);
             grp.delivered += 1;
         }
+        grp.delivery_lines = lines;
     }
 
     /// Hands over the consumption-log lines observed since the last call (whole

@@ -25,6 +25,7 @@ use shm_layout::event::{self, event_id};
 use shm_layout::group::{ClaimedRedelivery, Member, Run, Step};
 use shm_layout::layout::{client_state, ClientEntry, GroupEntry};
 use shm_layout::protocol::{default_id, ConnectError, Role, Session};
+use shm_layout::ring::ReadError;
 use shm_layout::sys::monotonic_millis;
 
 /// Why polling failed.
@@ -340,13 +341,17 @@ impl Consumer {
         if self.producer_names.len() > 64 {
             self.producer_names.clear();
         }
+        let mut last = None;
         for i in 0..run.len {
-            let r = self
-                .session
-                .region
-                .read_record(run.offset(i))
-                .map_err(|e| ConsumerError::Corrupt(e.to_string()))?;
-            let key = (r.producer, r.producer_generation);
+            let offset = run.offset(i);
+            let key = self.session.region.record_producer(offset).ok_or_else(|| {
+                ConsumerError::Corrupt(ReadError::NotAvailable(offset).to_string())
+            })?;
+            // Runs of one producer's records are the common case.
+            if last == Some(key) {
+                continue;
+            }
+            last = Some(key);
             if !self.producer_names.iter().any(|(k, _)| *k == key) {
                 let name = self
                     .session

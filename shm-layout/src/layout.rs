@@ -76,7 +76,14 @@ impl Geometry {
     /// Slots occupied by a record of `bytes` bytes (key + payload); at least one, so
     /// that every message, even an empty one, has a place and an offset.
     pub fn slots_for(&self, bytes: u64) -> u64 {
-        bytes.div_ceil(self.slot_size as u64).max(1)
+        let size = self.slot_size as u64;
+        // A shift for the usual power-of-two slot size: this runs for every send.
+        let slots = if size.is_power_of_two() {
+            (bytes >> size.trailing_zeros()) + u64::from(bytes & (size - 1) != 0)
+        } else {
+            bytes.div_ceil(size)
+        };
+        slots.max(1)
     }
 
     /// The largest record, in slots, that can always be placed: at the wrap a
@@ -458,6 +465,17 @@ mod tests {
             max_clients: 1024,
             max_groups: 64,
             redeliveries_per_group: 256,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn slots_for_rounds_up_for_every_slot_size(bytes in 0u64..1 << 40, size in 8u32..5000) {
+            let g = Geometry { slot_size: size, ..default_geometry() };
+            proptest::prop_assert_eq!(g.slots_for(bytes), bytes.div_ceil(size as u64).max(1));
+            let p = Geometry { slot_size: size.next_power_of_two(), ..default_geometry() };
+            let expected = bytes.div_ceil(p.slot_size as u64).max(1);
+            proptest::prop_assert_eq!(p.slots_for(bytes), expected);
         }
     }
 

@@ -297,6 +297,8 @@ impl Region {
         let replay = sender.is_replay();
         let mut sent = 0;
         let mut last = None;
+        // Ring positions this hold has filled.
+        let mut filled: Option<(u64, u64)> = None;
         while sent < records.len() {
             let mut guard = self.lock_ring(&mut stop).map_err(|e| (sent, e))?;
             // A hold commits what fits, then lets others in while it waits for space.
@@ -319,6 +321,9 @@ impl Region {
                     if sent > 0 {
                         event::notify(&self.header().published);
                     }
+                    if let Some((from, to)) = filled.take() {
+                        self.nudge_cleaner(from, to);
+                    }
                     self.wait_for_space(slots, sender.client, replay, &mut stop, deadline)
                         .map_err(|e| (sent, e))?;
                     guard = self.lock_ring(&mut stop).map_err(|e| (sent, e))?;
@@ -337,9 +342,15 @@ impl Region {
                 committed(offset);
                 last = Some(offset);
                 sent += 1;
+                filled = filled.map_or(Some((first, first + slots)), |(from, _)| {
+                    Some((from, first + slots))
+                });
             }
             drop(guard);
             event::notify(&self.header().published);
+            if let Some((from, to)) = filled.take() {
+                self.nudge_cleaner(from, to);
+            }
         }
         if let Some(offset) = last {
             if !replay && self.header().durable.fsync.load(Ordering::Relaxed) != 0 {
@@ -409,6 +420,7 @@ impl Region {
                         sender,
                         first,
                         key_len: key.map_or(NO_KEY, |k| k.len() as u32),
+                        slots,
                         // SAFETY: `payload` points `key_len` bytes into a reservation
                         // of at least `size` bytes (checked by slot_bytes).
                         payload: unsafe { payload.add(key_len) },
@@ -422,7 +434,7 @@ impl Region {
         }
     }
 
-    /// Whether producers are held while the broker replays records.    /// Whether producers are held while the broker replays records.
+    /// Whether producers are held while the broker replays records.
     pub fn is_paused(&self) -> bool {
         self.header().identity.paused.load(Ordering::Acquire) != 0
     }
@@ -456,6 +468,17 @@ impl Region {
             Ok(())
         } else {
             Err(SendError::Stopped)
+        }
+    }
+
+    /// The cleaner frees slots in passes, and sleeps between them. A producer that
+    /// has filled another eighth of the ring asks for a pass, so that slots come
+    /// back while the ring still has room rather than once it is full. One wake-up
+    /// per eighth, and only if the cleaner sleeps.
+    fn nudge_cleaner(&self, from: u64, to: u64) {
+        let step = (self.geometry().slots as u64 / 8).max(1);
+        if from / step != to / step {
+            event::notify(&self.header().cleaner);
         }
     }
 
@@ -537,6 +560,20 @@ impl Region {
             producer,
             producer_generation,
         })
+    }
+
+    /// The producer (client entry, generation) of the committed record at `offset`:
+    /// what the consumption log needs, without the bounds checks of a payload.
+    pub fn record_producer(&self, offset: u64) -> Option<(u32, u32)> {
+        let e = self.index_entry(offset);
+        // Acquire pairs with the Release stamp store in `commit`.
+        if e.stamp.load(Ordering::Acquire) != offset.wrapping_add(1) {
+            return None;
+        }
+        Some((
+            e.producer.load(Ordering::Relaxed),
+            e.producer_generation.load(Ordering::Relaxed),
+        ))
     }
 
     /// Broker only, before any client connects: the next commit takes `next_offset`,
@@ -668,6 +705,7 @@ pub struct Loan<'r> {
     sender: Sender,
     first: u64,
     key_len: u32,
+    slots: u64,
     payload: *mut u8,
     len: usize,
     open: bool,
@@ -710,6 +748,7 @@ impl Loan<'_> {
         self.open = false;
         drop(guard);
         event::notify(&region.header().published);
+        region.nudge_cleaner(self.first, self.first + self.slots);
         if region.header().durable.fsync.load(Ordering::Relaxed) != 0 {
             region.wait_until_persisted(offset, self.sender.client, &mut stop)?;
         }
@@ -778,6 +817,7 @@ pub enum ReclaimError {
 mod tests {
     use super::*;
     use crate::region::tests::{test_geometry, test_region};
+    use crate::Geometry;
 
     const ME: Sender = Sender {
         client: 1,
@@ -828,6 +868,41 @@ mod tests {
         assert_eq!(r.read_record(5).unwrap().payload, rec.as_slice());
         r.reclaim(6).unwrap();
         assert_eq!(r.used_slots(), 0);
+    }
+
+    #[test]
+    fn rings_of_any_size_wrap_for_laps_and_read_back_exactly() {
+        // Power-of-two counts and sizes take masks and shifts, others divisions.
+        for (slots, slot_size) in [(16, 64), (13, 48), (16, 48), (13, 64)] {
+            let geometry = Geometry {
+                slots,
+                slot_size,
+                max_message: 3 * slot_size,
+                ..test_geometry()
+            };
+            let t = test_region(&format!("laps-{slots}-{slot_size}"), geometry);
+            let r = &t.0;
+            let mut sizes = (0..200u64).map(|i| (i * 37 % (3 * slot_size as u64 + 1)) as usize);
+            let mut next = 0u64;
+            for lap in 0..20u64 {
+                let batch: Vec<Vec<u8>> = sizes
+                    .by_ref()
+                    .take(3)
+                    .enumerate()
+                    .map(|(j, n)| vec![(lap * 3 + j as u64) as u8; n])
+                    .collect();
+                for payload in &batch {
+                    assert_eq!(send(r, payload).unwrap(), next, "{slots}x{slot_size}");
+                    next += 1;
+                }
+                for (j, payload) in batch.iter().enumerate() {
+                    let o = next - 3 + j as u64;
+                    assert_eq!(r.read_record(o).unwrap().payload, payload.as_slice());
+                }
+                r.reclaim(next).unwrap();
+                assert_eq!(r.used_slots(), 0);
+            }
+        }
     }
 
     #[test]

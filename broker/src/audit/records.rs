@@ -1,6 +1,7 @@
 //! The line formats of the two audit files, and parsers that turn a line back into
 //! exact bytes (for users, recovery and tests).
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use shm_layout::escape::{escape_into, unescape, UnescapeError};
@@ -22,6 +23,7 @@ pub const PARTITION: u32 = 0;
 /// Formats RFC 3339 UTC timestamps with microseconds. The date and time up to the
 /// second are formatted once per second; only the microseconds change from one
 /// record to the next.
+#[derive(Debug)]
 pub struct Timestamps {
     /// "2026-11-22T02:11:27" (with room for years past 9999), and its length.
     text: [u8; 32],
@@ -73,13 +75,77 @@ fn push_number(line: &mut Vec<u8>, n: u64) {
     line.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// Formats persistence lines, keeping what repeats from one record to the next (the
-/// second of the timestamp, the escaped producer id).
+/// How many decimal digits `n` takes.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// Writes `n` in decimal into `digits`, right-aligned and zero-padded: with exactly
+/// [`decimal_len`] digits it is `n`'s plain decimal form.
+fn write_decimal(digits: &mut [u8], mut n: u64) {
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// Appends one persistence line (with its newline), formatting every field afresh:
+/// the reference that [`PersistedLines`] must match.
+pub fn push_persisted(
+    line: &mut Vec<u8>,
+    offset: u64,
+    timestamp_us: u64,
+    producer: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) {
+    line.extend_from_slice(TOPIC.as_bytes());
+    line.extend_from_slice(b"\t0\t");
+    push_number(line, offset);
+    line.push(b'\t');
+    push_timestamp(line, timestamp_us);
+    line.push(b'\t');
+    escape_into(producer.as_bytes(), line);
+    line.push(b'\t');
+    push_key_and_payload(line, key, payload);
+}
+
+/// The last two fields of a persistence line, and its newline.
+fn push_key_and_payload(line: &mut Vec<u8>, key: Option<&[u8]>, payload: &[u8]) {
+    match key {
+        None => line.extend_from_slice(b"-\t"),
+        // A key that is exactly "-" must not read as "no key".
+        Some(b"-") => line.extend_from_slice(b"\\x2d\t"),
+        Some(k) => {
+            escape_into(k, line);
+            line.push(b'\t');
+        }
+    }
+    escape_into(payload, line);
+    line.push(b'\n');
+}
+
+/// Formats persistence lines. Consecutive records share most of a line's start
+/// (topic, partition, the offset's length, the timestamp's second, the producer), so
+/// it is kept formatted and only the offset's and the microseconds' digits are
+/// rewritten in place: a record costs one copy of that start, a scan of its payload
+/// for bytes to escape, and a copy of the payload.
 #[derive(Default)]
 pub struct PersistedLines {
     timestamps: Timestamps,
-    producer: String,
-    producer_escaped: Vec<u8>,
+    /// "default\t0\t<offset>\t<timestamp>\t<producer>\t" of the last line.
+    head: Vec<u8>,
+    /// What `head` was formatted for; None before the first line.
+    shown: Option<HeadFields>,
+}
+
+/// The fields a [`PersistedLines`] head shows, and where its variable digits are.
+struct HeadFields {
+    /// Compared by identity: the caller hands the same `Arc` for the same producer.
+    producer: Arc<str>,
+    second: u64,
+    offset_digits: std::ops::Range<usize>,
+    micros_at: usize,
 }
 
 impl PersistedLines {
@@ -89,47 +155,135 @@ impl PersistedLines {
         line: &mut Vec<u8>,
         offset: u64,
         timestamp_us: u64,
-        producer: &str,
+        producer: &Arc<str>,
         key: Option<&[u8]>,
         payload: &[u8],
     ) {
-        if self.producer != producer {
-            self.producer = producer.to_string();
-            self.producer_escaped.clear();
-            escape_into(producer.as_bytes(), &mut self.producer_escaped);
+        let (second, micros) = (timestamp_us / 1_000_000, timestamp_us % 1_000_000);
+        let reusable = self.shown.as_ref().filter(|s| {
+            s.second == second
+                && Arc::ptr_eq(&s.producer, producer)
+                && s.offset_digits.len() == decimal_len(offset)
+        });
+        match reusable {
+            Some(s) => {
+                let (digits, micros_at) = (s.offset_digits.clone(), s.micros_at);
+                write_decimal(&mut self.head[digits], offset);
+                write_decimal(&mut self.head[micros_at..micros_at + 6], micros);
+            }
+            None => self.format_head(offset, timestamp_us, producer),
         }
-        line.extend_from_slice(TOPIC.as_bytes());
-        line.extend_from_slice(b"\t0\t");
-        push_number(line, offset);
-        line.push(b'\t');
-        self.timestamps.push(line, timestamp_us);
-        line.push(b'\t');
-        line.extend_from_slice(&self.producer_escaped);
-        line.push(b'\t');
-        match key {
-            None => line.push(b'-'),
-            // A key that is exactly "-" must not read as "no key".
-            Some(b"-") => line.extend_from_slice(b"\\x2d"),
-            Some(k) => escape_into(k, line),
-        }
-        line.push(b'\t');
-        escape_into(payload, line);
-        line.push(b'\n');
+        line.extend_from_slice(&self.head);
+        push_key_and_payload(line, key, payload);
+    }
+
+    fn format_head(&mut self, offset: u64, timestamp_us: u64, producer: &Arc<str>) {
+        let head = &mut self.head;
+        head.clear();
+        head.extend_from_slice(TOPIC.as_bytes());
+        head.extend_from_slice(b"\t0\t");
+        let digits_start = head.len();
+        push_number(head, offset);
+        let offset_digits = digits_start..head.len();
+        head.push(b'\t');
+        self.timestamps.push(head, timestamp_us);
+        // The timestamp ends with ".ffffffZ".
+        let micros_at = head.len() - 7;
+        head.push(b'\t');
+        escape_into(producer.as_bytes(), head);
+        head.push(b'\t');
+        self.shown = Some(HeadFields {
+            producer: producer.clone(),
+            second: timestamp_us / 1_000_000,
+            offset_digits,
+            micros_at,
+        });
     }
 }
 
-/// Formats consumption-log lines that share one timestamp (deliveries seen together),
-/// keeping the fields after the offset while they repeat: a run of deliveries from
-/// one producer to one consumer costs a copy and a number per line.
-#[derive(Default)]
+/// Appends one consumption-log line (with its newline), formatting every field
+/// afresh: the reference that [`DeliveryLines`] must match.
+pub fn push_delivery(
+    line: &mut Vec<u8>,
+    timestamp_us: u64,
+    offset: u64,
+    producer: &str,
+    group: &str,
+    consumer: &str,
+    attempt: u32,
+) {
+    push_timestamp(line, timestamp_us);
+    line.push(b'\t');
+    line.extend_from_slice(TOPIC.as_bytes());
+    line.extend_from_slice(b"\t0\t");
+    push_number(line, offset);
+    push_delivery_suffix(line, producer, group, consumer, attempt);
+}
+
+/// "\t<producer>\t<group>\t<consumer>\t<attempt>\n".
+fn push_delivery_suffix(
+    line: &mut Vec<u8>,
+    producer: &str,
+    group: &str,
+    consumer: &str,
+    attempt: u32,
+) {
+    for field in [producer, group, consumer] {
+        line.push(b'\t');
+        escape_into(field.as_bytes(), line);
+    }
+    line.push(b'\t');
+    push_number(line, u64::from(attempt));
+    line.push(b'\n');
+}
+
+/// How many kinds of delivery line (producer, group, consumer, attempt) a
+/// [`DeliveryLines`] keeps formatted.
+const RECENT_KINDS: usize = 16;
+
+/// Formats consumption-log lines that share one timestamp (deliveries seen
+/// together). Deliveries come in runs of a few kinds: one producer's messages handed
+/// in turn to a group's members. The last line of each recent kind is kept whole and
+/// only its offset's digits are rewritten in place: a line costs a lookup among the
+/// kinds (by identity), the digits, and one copy.
+#[derive(Debug, Default)]
 pub struct DeliveryLines {
     timestamps: Timestamps,
-    /// "<timestamp>\tdefault\t0\t".
+    /// "<timestamp>\tdefault\t0\t" for the time set last.
     prefix: Vec<u8>,
-    /// What `suffix` was formatted from.
-    fields: Option<(String, String, String, u32)>,
+    /// Counts `set_time` calls: a kept line formatted under an older time is rebuilt.
+    time: u64,
+    recent: Vec<RecentLine>,
+    /// Where the last lookup hit (the next kind is most often right after it), and
+    /// which entry a new kind replaces once `recent` is full.
+    last_hit: usize,
+    next_victim: usize,
+}
+
+/// One kind of delivery line, kept formatted.
+#[derive(Debug)]
+struct RecentLine {
+    /// Compared by identity: callers hand the same `Arc` for the same name.
+    producer: Arc<str>,
+    group: Arc<str>,
+    consumer: Arc<str>,
+    attempt: u32,
     /// "\t<producer>\t<group>\t<consumer>\t<attempt>\n".
     suffix: Vec<u8>,
+    /// The last line of this kind, formatted under `time`, and where its offset's
+    /// digits are.
+    line: Vec<u8>,
+    time: u64,
+    digits: std::ops::Range<usize>,
+}
+
+impl RecentLine {
+    fn is(&self, producer: &Arc<str>, group: &Arc<str>, consumer: &Arc<str>, attempt: u32) -> bool {
+        self.attempt == attempt
+            && Arc::ptr_eq(&self.consumer, consumer)
+            && Arc::ptr_eq(&self.producer, producer)
+            && Arc::ptr_eq(&self.group, group)
+    }
 }
 
 impl DeliveryLines {
@@ -147,6 +301,7 @@ impl DeliveryLines {
         self.prefix.push(b'\t');
         self.prefix.extend_from_slice(TOPIC.as_bytes());
         self.prefix.extend_from_slice(b"\t0\t");
+        self.time += 1;
     }
 
     /// Appends one consumption-log line (with its newline).
@@ -154,42 +309,69 @@ impl DeliveryLines {
         &mut self,
         line: &mut Vec<u8>,
         offset: u64,
-        producer: &str,
-        group: &str,
-        consumer: &str,
+        producer: &Arc<str>,
+        group: &Arc<str>,
+        consumer: &Arc<str>,
         attempt: u32,
     ) {
-        let same = self.fields.as_ref().is_some_and(|(p, g, c, a)| {
-            *a == attempt && p == producer && c == consumer && g == group
-        });
-        if !same {
-            self.suffix.clear();
-            for field in [producer, group, consumer] {
-                self.suffix.push(b'\t');
-                escape_into(field.as_bytes(), &mut self.suffix);
-            }
-            self.suffix.push(b'\t');
-            push_number(&mut self.suffix, u64::from(attempt));
-            self.suffix.push(b'\n');
-            self.fields = Some((producer.into(), group.into(), consumer.into(), attempt));
+        let i = self
+            .find(producer, group, consumer, attempt)
+            .unwrap_or_else(|| {
+                self.remember(RecentLine {
+                    producer: producer.clone(),
+                    group: group.clone(),
+                    consumer: consumer.clone(),
+                    attempt,
+                    suffix: {
+                        let mut suffix = Vec::new();
+                        push_delivery_suffix(&mut suffix, producer, group, consumer, attempt);
+                        suffix
+                    },
+                    line: Vec::new(),
+                    time: 0,
+                    digits: 0..0,
+                })
+            });
+        self.last_hit = i;
+        let kind = &mut self.recent[i];
+        if kind.time == self.time && kind.digits.len() == decimal_len(offset) {
+            write_decimal(&mut kind.line[kind.digits.clone()], offset);
+        } else {
+            kind.line.clear();
+            kind.line.extend_from_slice(&self.prefix);
+            let start = kind.line.len();
+            push_number(&mut kind.line, offset);
+            kind.digits = start..kind.line.len();
+            kind.line.extend_from_slice(&kind.suffix);
+            kind.time = self.time;
         }
-        line.extend_from_slice(&self.prefix);
-        push_number(line, offset);
-        line.extend_from_slice(&self.suffix);
+        line.extend_from_slice(&kind.line);
     }
-}
 
-/// Appends one consumption-log line (with its newline).
-pub fn push_delivery(
-    line: &mut Vec<u8>,
-    timestamp_us: u64,
-    offset: u64,
-    producer: &str,
-    group: &str,
-    consumer: &str,
-    attempt: u32,
-) {
-    DeliveryLines::new(timestamp_us).push(line, offset, producer, group, consumer, attempt);
+    fn find(
+        &self,
+        producer: &Arc<str>,
+        group: &Arc<str>,
+        consumer: &Arc<str>,
+        attempt: u32,
+    ) -> Option<usize> {
+        let n = self.recent.len();
+        (self.last_hit..n)
+            .chain(0..self.last_hit.min(n))
+            .find(|&i| self.recent[i].is(producer, group, consumer, attempt))
+    }
+
+    /// Keeps `kind`, replacing the oldest one once full; returns its index.
+    fn remember(&mut self, kind: RecentLine) -> usize {
+        if self.recent.len() < RECENT_KINDS {
+            self.recent.push(kind);
+            return self.recent.len() - 1;
+        }
+        let i = self.next_victim;
+        self.next_victim = (i + 1) % RECENT_KINDS;
+        self.recent[i] = kind;
+        i
+    }
 }
 
 /// Why a line could not be parsed.
@@ -313,7 +495,7 @@ mod tests {
     #[test]
     fn persisted_lines_have_seven_fields_and_mark_absent_and_dash_keys() {
         let mut l = Vec::new();
-        PersistedLines::default().push(&mut l, 5, 1_795_832_687_123_456, "p-1", None, b"a\tb");
+        push_persisted(&mut l, 5, 1_795_832_687_123_456, "p-1", None, b"a\tb");
         assert_eq!(
             l,
             b"default\t0\t5\t2026-11-28T02:24:47.123456Z\tp-1\t-\ta\\tb\n"
@@ -321,7 +503,7 @@ mod tests {
         let r = PersistedRecord::parse(as_text(&l)).unwrap();
         assert_eq!((r.offset, r.key, r.payload), (5, None, b"a\tb".to_vec()));
         l.clear();
-        PersistedLines::default().push(&mut l, 6, 0, "p", Some(b"-"), b"");
+        push_persisted(&mut l, 6, 0, "p", Some(b"-"), b"");
         assert!(as_text(&l).contains("\t\\x2d\t"));
         let r = PersistedRecord::parse(as_text(&l)).unwrap();
         assert_eq!(r.key, Some(b"-".to_vec()));
@@ -361,16 +543,24 @@ mod tests {
         assert!(DeliveryRecord::parse("a\tb").is_err());
     }
 
+    /// Names handed out as the registry does: one `Arc` per name.
+    fn names(n: usize, prefix: &str) -> Vec<Arc<str>> {
+        (0..n).map(|i| Arc::from(format!("{prefix}{i}"))).collect()
+    }
+
     #[test]
-    fn formatters_that_keep_repeated_fields_write_the_same_lines_as_one_offs() {
+    fn formatters_that_keep_lines_write_the_same_lines_as_one_offs() {
+        let (p, g, c) = (names(2, "p"), names(2, "g"), names(2, "c"));
+        let tab: Arc<str> = Arc::from("p\t");
         let deliveries = [
-            (1, "p1", "g", "c1", 1),
-            (2, "p1", "g", "c1", 1),
-            (3, "p2", "g", "c1", 1),
-            (4, "p2", "g", "c2", 1),
-            (5, "p2", "h", "c2", 1),
-            (6, "p2", "h", "c2", 3),
-            (7, "p\t", "h", "c2", 3),
+            (1, &p[0], &g[0], &c[0], 1),
+            (2, &p[0], &g[0], &c[0], 1),
+            (3, &p[1], &g[0], &c[0], 1),
+            (4, &p[1], &g[0], &c[1], 1),
+            (5, &p[1], &g[1], &c[1], 1),
+            (6, &p[1], &g[1], &c[1], 3),
+            (7, &tab, &g[1], &c[1], 3),
+            (10, &tab, &g[1], &c[1], 3),
         ];
         let mut kept = Vec::new();
         let mut lines = DeliveryLines::new(1_795_832_687_123_456);
@@ -382,19 +572,19 @@ mod tests {
         assert_eq!(as_text(&kept), as_text(&one_offs));
 
         let records = [
-            (1, 1_795_832_687_123_456, "p1", None, &b"a"[..]),
-            (2, 1_795_832_687_999_999, "p1", Some(&b"k"[..]), b"b\xff"),
-            (3, 1_795_832_688_000_000, "p2", None, b""),
-            (4, 1_795_832_688_000_001, "p1", None, b"c"),
+            (9, 1_795_832_687_123_456, &p[0], None, &b"a"[..]),
+            (10, 1_795_832_687_999_999, &p[0], Some(&b"k"[..]), b"b\xff"),
+            (11, 1_795_832_688_000_000, &p[1], None, b""),
+            (12, 1_795_832_688_000_001, &p[0], None, b"c"),
         ];
         let (mut kept, mut one_offs) = (Vec::new(), Vec::new());
         let mut lines = PersistedLines::default();
         for (o, t, p, k, v) in records {
             lines.push(&mut kept, o, t, p, k, v);
-            PersistedLines::default().push(&mut one_offs, o, t, p, k, v);
+            push_persisted(&mut one_offs, o, t, p, k, v);
         }
         assert_eq!(as_text(&kept), as_text(&one_offs));
-        assert!(as_text(&kept).contains("\tp2\t"));
+        assert!(as_text(&kept).contains("\tp1\t"));
     }
 
     proptest! {
@@ -404,11 +594,64 @@ mod tests {
             payload in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             let mut l = Vec::new();
-            PersistedLines::default().push(&mut l, 1, 2, "prod", key.as_deref(), &payload);
+            push_persisted(&mut l, 1, 2, "prod", key.as_deref(), &payload);
             prop_assert_eq!(as_text(&l).matches('\n').count(), 1);
             let r = PersistedRecord::parse(as_text(&l)).unwrap();
             prop_assert_eq!(r.key, key);
             prop_assert_eq!(r.payload, payload);
+        }
+
+        #[test]
+        fn kept_persistence_lines_match_one_offs_for_any_sequence(
+            records in proptest::collection::vec(
+                (0u64..3, 0u64..3_000_000, 0usize..3, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..4)), proptest::collection::vec(any::<u8>(), 0..12)),
+                1..60,
+            ),
+            first_offset in prop_oneof![Just(0u64), Just(95u64), 0u64..u64::MAX / 2],
+        ) {
+            let producers = names(3, "p");
+            let (mut offset, mut time) = (first_offset, 1_795_832_687_000_000u64);
+            let (mut kept, mut one_offs) = (Vec::new(), Vec::new());
+            let mut lines = PersistedLines::default();
+            for (skip, dt, p, key, payload) in &records {
+                lines.push(&mut kept, offset, time, &producers[*p], key.as_deref(), payload);
+                push_persisted(&mut one_offs, offset, time, &producers[*p], key.as_deref(), payload);
+                offset += 1 + skip * 7;
+                time += dt;
+            }
+            prop_assert_eq!(as_text(&kept), as_text(&one_offs));
+        }
+
+        #[test]
+        fn kept_delivery_lines_match_one_offs_for_any_sequence(
+            deliveries in proptest::collection::vec(
+                (
+                    0u64..3,
+                    0usize..3,
+                    0usize..2,
+                    prop_oneof![4 => 0usize..2, 1 => 0usize..20],
+                    1u32..3,
+                    proptest::bool::weighted(0.1),
+                ),
+                1..80,
+            ),
+            first_offset in prop_oneof![Just(0u64), Just(97u64), Just(9_990u64), 0u64..u64::MAX / 2],
+        ) {
+            // 20 consumers: more kinds than the formatter keeps.
+            let (p, g, c) = (names(3, "p"), names(2, "g"), names(20, "c"));
+            let (mut offset, mut time) = (first_offset, 1_795_832_687_999_990u64);
+            let (mut kept, mut one_offs) = (Vec::new(), Vec::new());
+            let mut lines = DeliveryLines::new(time);
+            for (skip, pi, gi, ci, attempt, tick) in &deliveries {
+                if *tick {
+                    time += 3;
+                    lines.set_time(time);
+                }
+                lines.push(&mut kept, offset, &p[*pi], &g[*gi], &c[*ci], *attempt);
+                push_delivery(&mut one_offs, time, offset, &p[*pi], &g[*gi], &c[*ci], *attempt);
+                offset += 1 + skip * 5;
+            }
+            prop_assert_eq!(as_text(&kept), as_text(&one_offs));
         }
     }
 }
