@@ -6,7 +6,7 @@
 //! It runs when a producer short of space asks, and at least every [`PERIOD`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use shm_layout::Region;
 
 use crate::audit::double_buffer::DoubleBuffer;
 use crate::audit::state;
+use crate::reclaim::Reclaimer;
 use crate::registry::Registry;
 
 /// Longest time between two passes.
@@ -25,8 +26,8 @@ pub struct Cleaner {
     pub region: Arc<Region>,
     pub registry: Arc<Mutex<Registry>>,
     pub log: DoubleBuffer,
-    /// Every offset below this is persisted (published by the persister).
-    pub persisted: Arc<AtomicU64>,
+    /// Frees what is persisted, logged and consumed.
+    pub reclaimer: Arc<Reclaimer>,
     pub data_dir: PathBuf,
     pub flush_interval: Duration,
     pub fsync: bool,
@@ -92,11 +93,7 @@ impl Cleaner {
         if gone_producers {
             self.release_gone_producers();
         }
-        let upto = self
-            .log
-            .written_mark()
-            .min(self.persisted.load(Ordering::Acquire));
-        let reclaimed = self.region.reclaim(upto);
+        let reclaimed = self.reclaimer.reclaim();
         let freed = self
             .region
             .header()

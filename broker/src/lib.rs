@@ -15,6 +15,7 @@ pub mod audit;
 pub mod cleaner;
 pub mod config;
 pub mod persister;
+pub mod reclaim;
 pub mod recovery;
 pub mod registry;
 pub mod replay;
@@ -39,6 +40,7 @@ use audit::files;
 use audit::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
 use audit::state;
 pub use config::BrokerConfig;
+use reclaim::Reclaimer;
 use registry::{GroupStart, Registry, RegistryLimits};
 
 /// Why the broker could not start or had to stop.
@@ -247,6 +249,11 @@ pub fn run(
 
     let buffer_size = config.buffer_size as usize;
     let persisted = Arc::new(AtomicU64::new(next));
+    let reclaimer = Arc::new(Reclaimer::new(
+        region.clone(),
+        persisted.clone(),
+        replay_from,
+    ));
     let persister = persister::Persister {
         region: region.clone(),
         registry: registry.clone(),
@@ -258,10 +265,13 @@ pub fn run(
             next,
             "persist",
             {
-                // Written records may free slots and release --fsync senders: say so now.
+                // Written records may free slots and release --fsync senders.
                 let (region, persisted) = (region.clone(), persisted.clone());
+                let reclaimer = reclaimer.clone();
                 Box::new(move |mark| {
                     persister::publish(&region, &persisted, mark);
+                    // A corrupt ring is reported by the cleaner's own pass.
+                    let _ = reclaimer.reclaim();
                     event::wake(&region.header().cleaner);
                 })
             },
@@ -281,11 +291,15 @@ pub fn run(
             replay_from,
             "log",
             {
-                let region = region.clone();
-                Box::new(move |_| event::wake(&region.header().cleaner))
+                let (region, reclaimer) = (region.clone(), reclaimer.clone());
+                Box::new(move |mark| {
+                    reclaimer.note_logged(mark);
+                    let _ = reclaimer.reclaim();
+                    event::wake(&region.header().cleaner);
+                })
             },
         )?,
-        persisted,
+        reclaimer,
         data_dir: config.data_dir.clone(),
         flush_interval: config.flush_interval,
         fsync: config.fsync,

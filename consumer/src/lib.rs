@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shm_layout::event::{self, event_id};
+use shm_layout::event::{self, event_id, Patience};
 use shm_layout::group::{ClaimedRedelivery, Member, Run, Step};
 use shm_layout::layout::{client_state, ClientEntry, GroupEntry};
 use shm_layout::protocol::{default_id, ConnectError, Role, Session};
@@ -402,6 +402,7 @@ impl Consumer {
             ev,
             id,
             Some(flag),
+            Patience::SpinFirst,
             || ready(self) || region.is_closing(),
             || self.check_alive().is_err(),
             Some(until),

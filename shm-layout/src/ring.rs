@@ -18,7 +18,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::event::{self, event_id, WaitError};
+use crate::event::{self, event_id, Patience, WaitError};
 use crate::layout::{descriptor, NO_KEY};
 use crate::region::Region;
 use crate::sys::LockOutcome;
@@ -459,6 +459,7 @@ impl Region {
             &h.persisted,
             event_id::PERSISTED,
             flag,
+            Patience::SleepAtOnce,
             || self.persisted_offset() > offset || self.is_closing(),
             &mut *stop,
             None,
@@ -471,12 +472,12 @@ impl Region {
         }
     }
 
-    /// The cleaner frees slots in passes, and sleeps between them. A producer that
-    /// has filled another eighth of the ring asks for a pass, so that slots come
-    /// back while the ring still has room rather than once it is full. One wake-up
-    /// per eighth, and only if the cleaner sleeps.
+    /// The broker's persister and cleaner work in passes, and sleep between them. A
+    /// producer that has filled another quarter of the ring asks for a pass, so that
+    /// slots come back while the ring still has room rather than once it is full.
+    /// One wake-up per quarter, and only if they sleep.
     fn nudge_cleaner(&self, from: u64, to: u64) {
-        let step = (self.geometry().slots as u64 / 8).max(1);
+        let step = (self.geometry().slots as u64 / 4).max(1);
         if from / step != to / step {
             event::notify(&self.header().cleaner);
         }
@@ -498,6 +499,7 @@ impl Region {
             &h.space,
             event_id::SPACE,
             flag,
+            Patience::SleepAtOnce,
             || (self.has_space_for(slots) && (replay || !self.is_paused())) || self.is_closing(),
             &mut *stop,
             deadline,

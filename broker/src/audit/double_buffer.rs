@@ -27,7 +27,7 @@ struct Exchange {
 }
 
 /// Called with the new mark each time one is published (after a write, or when
-/// nothing was buffered): lets the owner wake whoever waits for written records.
+/// nothing was buffered): lets the owner act on written records at once.
 pub type OnWritten = Box<dyn Fn(u64) + Send + Sync>;
 
 struct Shared {
@@ -289,17 +289,26 @@ fn write_loop(mut file: File, shared: &Shared, fsync: bool) {
             file.write_all(&buffer)
                 .and_then(|_| if fsync { file.sync_data() } else { Ok(()) });
         let mut ex = shared.exchange.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
+        let written = match result {
             Ok(()) => {
                 shared.written_mark.fetch_max(mark, Ordering::AcqRel);
                 shared.writes.fetch_add(1, Ordering::Relaxed);
-                (shared.on_written)(mark);
+                true
             }
-            Err(e) => ex.error = Some(e.to_string()),
-        }
+            Err(e) => {
+                ex.error = Some(e.to_string());
+                false
+            }
+        };
         buffer.clear();
         ex.spare = Some(buffer);
         shared.changed.notify_all();
+        drop(ex);
+        // Outside the lock: the hook may do real work (freeing slots), and the
+        // filling side must not wait for it to swap.
+        if written {
+            (shared.on_written)(mark);
+        }
     }
 }
 

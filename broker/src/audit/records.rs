@@ -89,6 +89,25 @@ fn write_decimal(digits: &mut [u8], mut n: u64) {
     }
 }
 
+/// Turns the decimal digits of `old` in `digits` into those of `new` (of the same
+/// length). Offsets mostly grow by a small step from one line to the next, which
+/// changes the last digit or two: those are adjusted in place.
+fn rewrite_decimal(digits: &mut [u8], old: u64, new: u64) {
+    if let Some(step @ 1..=9) = new.checked_sub(old) {
+        let mut carry = step as u8;
+        for d in digits.iter_mut().rev() {
+            let v = *d - b'0' + carry;
+            if v < 10 {
+                *d = b'0' + v;
+                return;
+            }
+            *d = b'0' + v - 10;
+            carry = 1;
+        }
+    }
+    write_decimal(digits, new);
+}
+
 /// Appends one persistence line (with its newline), formatting every field afresh:
 /// the reference that [`PersistedLines`] must match.
 pub fn push_persisted(
@@ -144,6 +163,8 @@ struct HeadFields {
     /// Compared by identity: the caller hands the same `Arc` for the same producer.
     producer: Arc<str>,
     second: u64,
+    micros: u64,
+    offset: u64,
     offset_digits: std::ops::Range<usize>,
     micros_at: usize,
 }
@@ -160,16 +181,21 @@ impl PersistedLines {
         payload: &[u8],
     ) {
         let (second, micros) = (timestamp_us / 1_000_000, timestamp_us % 1_000_000);
-        let reusable = self.shown.as_ref().filter(|s| {
+        let reusable = self.shown.as_mut().filter(|s| {
             s.second == second
                 && Arc::ptr_eq(&s.producer, producer)
                 && s.offset_digits.len() == decimal_len(offset)
         });
         match reusable {
             Some(s) => {
-                let (digits, micros_at) = (s.offset_digits.clone(), s.micros_at);
-                write_decimal(&mut self.head[digits], offset);
-                write_decimal(&mut self.head[micros_at..micros_at + 6], micros);
+                rewrite_decimal(&mut self.head[s.offset_digits.clone()], s.offset, offset);
+                s.offset = offset;
+                // Several records share a microsecond at full speed.
+                if s.micros != micros {
+                    let at = s.micros_at;
+                    write_decimal(&mut self.head[at..at + 6], micros);
+                    s.micros = micros;
+                }
             }
             None => self.format_head(offset, timestamp_us, producer),
         }
@@ -195,6 +221,8 @@ impl PersistedLines {
         self.shown = Some(HeadFields {
             producer: producer.clone(),
             second: timestamp_us / 1_000_000,
+            micros: timestamp_us % 1_000_000,
+            offset,
             offset_digits,
             micros_at,
         });
@@ -274,6 +302,7 @@ struct RecentLine {
     /// digits are.
     line: Vec<u8>,
     time: u64,
+    offset: u64,
     digits: std::ops::Range<usize>,
 }
 
@@ -329,13 +358,14 @@ impl DeliveryLines {
                     },
                     line: Vec::new(),
                     time: 0,
+                    offset: 0,
                     digits: 0..0,
                 })
             });
         self.last_hit = i;
         let kind = &mut self.recent[i];
         if kind.time == self.time && kind.digits.len() == decimal_len(offset) {
-            write_decimal(&mut kind.line[kind.digits.clone()], offset);
+            rewrite_decimal(&mut kind.line[kind.digits.clone()], kind.offset, offset);
         } else {
             kind.line.clear();
             kind.line.extend_from_slice(&self.prefix);
@@ -345,6 +375,7 @@ impl DeliveryLines {
             kind.line.extend_from_slice(&kind.suffix);
             kind.time = self.time;
         }
+        kind.offset = offset;
         line.extend_from_slice(&kind.line);
     }
 
