@@ -1,8 +1,10 @@
-//! Two fixed-capacity buffers per file: the caller fills one while a dedicated
-//! writer thread writes the other. They swap when the filling one is full, when the
-//! flush interval has passed, or when the caller says it is urgent. A record larger
-//! than a buffer is written straight through. Memory stays bounded: a full buffer
-//! makes the caller wait for the writer, it never grows.
+//! Two buffers per file: the caller fills one while a dedicated writer thread writes
+//! the other. The writer *takes* the filled buffer (a swap under a lock) as soon as
+//! it is free and the buffer is due: full, older than the flush interval, or asked
+//! for by the caller (urgent). So the writer goes from one write to the next without
+//! waiting to be handed anything, and the caller never waits for the writer unless
+//! its buffer is full. A line larger than a buffer is written on its own. Memory
+//! stays bounded: buffers never grow past their capacity, or one such line.
 //!
 //! Each buffer carries a *mark* (a position the caller defines, e.g. "every offset
 //! below N"). The writer publishes a buffer's mark only once its bytes are written
@@ -12,40 +14,51 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-#[derive(Default)]
-struct Exchange {
-    /// A buffer handed to the writer, with its mark.
-    full: Option<(Vec<u8>, u64)>,
-    /// The buffer the writer gave back, empty.
-    spare: Option<Vec<u8>>,
-    closed: bool,
-    error: Option<String>,
-}
 
 /// Called with the new mark each time one is published (after a write, or when
 /// nothing was buffered): lets the owner act on written records at once.
 pub type OnWritten = Box<dyn Fn(u64) + Send + Sync>;
 
+struct Exchange {
+    /// What the caller has appended and the writer not yet taken.
+    filling: Vec<u8>,
+    /// The position `filling` (with everything taken before it) completes.
+    mark: u64,
+    /// The caller asked for `filling` to be written now.
+    urgent: bool,
+    /// When the writer last took a buffer: `filling` is due a flush interval later.
+    last_take: Instant,
+    /// The writer is writing a buffer it took.
+    writing: bool,
+    closed: bool,
+    error: Option<String>,
+}
+
 struct Shared {
     exchange: Mutex<Exchange>,
-    changed: Condvar,
+    /// Tells the writer something may be due (or that it should stop).
+    due: Condvar,
+    /// Tells the caller the writer took a buffer or finished one.
+    taken: Condvar,
+    capacity: usize,
+    interval: Duration,
     written_mark: AtomicU64,
     writes: AtomicU64,
     on_written: OnWritten,
 }
 
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Exchange> {
+        self.exchange.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The filling side of a double-buffered file.
 pub struct DoubleBuffer {
     shared: Arc<Shared>,
-    filling: Vec<u8>,
-    mark: u64,
-    capacity: usize,
-    interval: Duration,
-    last_swap: Instant,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -60,12 +73,21 @@ impl DoubleBuffer {
         name: &str,
         on_written: OnWritten,
     ) -> io::Result<Self> {
+        let capacity = capacity.max(1);
         let shared = Arc::new(Shared {
             exchange: Mutex::new(Exchange {
-                spare: Some(Vec::with_capacity(capacity)),
-                ..Exchange::default()
+                filling: Vec::with_capacity(capacity),
+                mark,
+                urgent: false,
+                last_take: Instant::now(),
+                writing: false,
+                closed: false,
+                error: None,
             }),
-            changed: Condvar::new(),
+            due: Condvar::new(),
+            taken: Condvar::new(),
+            capacity,
+            interval,
             written_mark: AtomicU64::new(mark),
             writes: AtomicU64::new(0),
             on_written,
@@ -78,133 +100,84 @@ impl DoubleBuffer {
         };
         Ok(DoubleBuffer {
             shared,
-            filling: Vec::with_capacity(capacity),
-            mark,
-            capacity: capacity.max(1),
-            interval,
-            last_swap: Instant::now(),
             writer: Some(writer),
         })
     }
 
-    /// Appends one record (a whole line). Waits for the writer only when the buffer
-    /// is full.
-    pub fn append(&mut self, record: &[u8]) -> io::Result<()> {
-        if self.filling.len() + record.len() > self.capacity {
-            self.swap()?;
-        }
-        if record.len() > self.capacity {
-            // Straight through: hand it to the writer as a buffer of its own.
-            self.hand_over(record.to_vec())?;
-            return Ok(());
-        }
-        self.filling.extend_from_slice(record);
-        Ok(())
-    }
-
-    /// Appends whole lines: at once when they fit in the filling buffer, otherwise
-    /// line by line (so that a line larger than a buffer is still written through).
-    pub fn append_lines(&mut self, lines: &[u8]) -> io::Result<()> {
-        if self.filling.len() + lines.len() <= self.capacity {
-            self.filling.extend_from_slice(lines);
-            return Ok(());
-        }
-        for line in lines.split_inclusive(|&b| b == b'\n') {
-            self.append(line)?;
-        }
-        Ok(())
-    }
-
-    /// Sets the mark that the records appended so far complete.
-    pub fn set_mark(&mut self, mark: u64) {
-        self.mark = mark;
-    }
-
-    /// Whether anything is buffered and not yet handed to the writer.
-    pub fn has_pending(&self) -> bool {
-        !self.filling.is_empty()
-    }
-
-    /// Swaps if the interval has passed or `urgent`, and the writer is free; also
-    /// publishes a new mark when nothing is buffered.
-    pub fn tick(&mut self, urgent: bool) -> io::Result<()> {
-        if self.filling.is_empty() {
-            if self.mark > self.shared.written_mark.load(Ordering::Acquire) && self.writer_idle() {
-                self.shared.written_mark.store(self.mark, Ordering::Release);
-                (self.shared.on_written)(self.mark);
-            }
-            return Ok(());
-        }
-        if (urgent || self.last_swap.elapsed() >= self.interval) && self.writer_idle() {
-            self.swap()?;
-        }
-        Ok(())
-    }
-
-    fn writer_idle(&self) -> bool {
-        let ex = self
-            .shared
-            .exchange
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        ex.full.is_none() && ex.spare.is_some()
-    }
-
-    /// Hands the filling buffer to the writer, waiting for the spare one.
-    pub fn swap(&mut self) -> io::Result<()> {
-        let mut spare = self.take_spare()?;
-        std::mem::swap(&mut spare, &mut self.filling);
-        self.last_swap = Instant::now();
-        self.give(spare)
-    }
-
-    fn hand_over(&mut self, buffer: Vec<u8>) -> io::Result<()> {
-        // Keep file order: whatever is buffered goes first.
-        if !self.filling.is_empty() {
-            self.swap()?;
-        }
-        let spare = self.take_spare()?;
-        self.give(buffer)?;
-        // The writer returns `buffer`; keep the regular-sized spare instead.
-        let returned = self.take_spare()?;
-        drop(returned);
-        self.shared
-            .exchange
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .spare = Some(spare);
-        Ok(())
-    }
-
-    fn take_spare(&self) -> io::Result<Vec<u8>> {
-        let mut ex = self
-            .shared
-            .exchange
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        loop {
+    /// Appends whole lines. Runs of lines that fit go in at once; when the buffer is
+    /// full the caller waits for the writer to take it. A line larger than a whole
+    /// buffer goes into a buffer of its own.
+    pub fn append_lines(&mut self, mut lines: &[u8]) -> io::Result<()> {
+        let shared = &*self.shared;
+        let mut ex = shared.lock();
+        while !lines.is_empty() {
             if let Some(e) = &ex.error {
                 return Err(io::Error::other(e.clone()));
             }
-            if let Some(b) = ex.spare.take() {
-                return Ok(b);
+            let room = shared.capacity.saturating_sub(ex.filling.len());
+            let fit = if lines.len() <= room {
+                lines.len()
+            } else {
+                // The longest run of whole lines that fits.
+                lines[..room]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1)
+            };
+            let take = if fit > 0 {
+                fit
+            } else if ex.filling.is_empty() {
+                // A line longer than a whole buffer: alone, and written at once.
+                ex.urgent = true;
+                lines
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(lines.len(), |i| i + 1)
+            } else {
+                ex.urgent = true;
+                shared.due.notify_one();
+                ex = shared.taken.wait(ex).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            if ex.filling.is_empty() {
+                // The writer may sleep without a timer while nothing is buffered.
+                shared.due.notify_one();
             }
-            ex = self
-                .shared
-                .changed
-                .wait(ex)
-                .unwrap_or_else(|p| p.into_inner());
+            ex.filling.extend_from_slice(&lines[..take]);
+            lines = &lines[take..];
         }
+        Ok(())
     }
 
-    fn give(&self, buffer: Vec<u8>) -> io::Result<()> {
-        let mut ex = self
-            .shared
-            .exchange
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        ex.full = Some((buffer, self.mark));
-        self.shared.changed.notify_all();
+    /// Sets the mark that the lines appended so far complete.
+    pub fn set_mark(&mut self, mark: u64) {
+        self.shared.lock().mark = mark;
+    }
+
+    /// Whether anything is buffered and not yet taken by the writer.
+    pub fn has_pending(&self) -> bool {
+        !self.shared.lock().filling.is_empty()
+    }
+
+    /// With `urgent`, asks the writer to take what is buffered now. When nothing is
+    /// buffered or being written, publishes the mark (every line for it is written).
+    pub fn tick(&mut self, urgent: bool) -> io::Result<()> {
+        let shared = &*self.shared;
+        let mut ex = shared.lock();
+        if let Some(e) = &ex.error {
+            return Err(io::Error::other(e.clone()));
+        }
+        if ex.filling.is_empty() {
+            let mark = ex.mark;
+            if !ex.writing && mark > shared.written_mark.load(Ordering::Acquire) {
+                shared.written_mark.fetch_max(mark, Ordering::AcqRel);
+                drop(ex);
+                (shared.on_written)(mark);
+            }
+        } else if urgent && !ex.urgent {
+            ex.urgent = true;
+            shared.due.notify_one();
+        }
         Ok(())
     }
 
@@ -221,33 +194,19 @@ impl DoubleBuffer {
     /// Writes everything buffered, syncs, stops the writer thread, and reports the
     /// first write error, if any.
     pub fn close(mut self) -> io::Result<()> {
-        if !self.filling.is_empty() {
-            self.swap()?;
-        }
-        // Wait for the writer to finish the last buffer, then tell it to stop.
-        let spare = self.take_spare()?;
-        {
-            let mut ex = self
-                .shared
-                .exchange
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            ex.spare = Some(spare);
+        let mark = {
+            let mut ex = self.shared.lock();
             ex.closed = true;
-            self.shared.changed.notify_all();
-        }
+            self.shared.due.notify_one();
+            ex.mark
+        };
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
-        let ex = self
-            .shared
-            .exchange
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match &ex.error {
+        match &self.shared.lock().error {
             Some(e) => Err(io::Error::other(e.clone())),
             None => {
-                self.shared.written_mark.store(self.mark, Ordering::Release);
+                self.shared.written_mark.fetch_max(mark, Ordering::AcqRel);
                 Ok(())
             }
         }
@@ -257,55 +216,71 @@ impl DoubleBuffer {
 impl Drop for DoubleBuffer {
     fn drop(&mut self) {
         if let Some(w) = self.writer.take() {
-            let mut ex = self
-                .shared
-                .exchange
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            ex.closed = true;
-            self.shared.changed.notify_all();
-            drop(ex);
+            self.shared.lock().closed = true;
+            self.shared.due.notify_one();
             let _ = w.join();
         }
     }
 }
 
+/// The writer thread: takes each buffer as it falls due, writes it, publishes its
+/// mark; on close, writes what is left, syncs and returns.
 fn write_loop(mut file: File, shared: &Shared, fsync: bool) {
+    let mut spare = Vec::with_capacity(shared.capacity);
     loop {
-        let (mut buffer, mark) = {
-            let mut ex = shared.exchange.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut ours, mark) = {
+            let mut ex = shared.lock();
             loop {
-                if let Some(job) = ex.full.take() {
-                    break job;
-                }
-                if ex.closed {
+                if !ex.filling.is_empty() {
+                    let age = ex.last_take.elapsed();
+                    let full = ex.filling.len() >= shared.capacity;
+                    if ex.urgent || ex.closed || full || age >= shared.interval {
+                        break;
+                    }
+                    ex = shared
+                        .due
+                        .wait_timeout(ex, shared.interval - age)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                } else if ex.closed {
                     let _ = file.sync_all();
                     return;
+                } else {
+                    ex = shared.due.wait(ex).unwrap_or_else(|p| p.into_inner());
                 }
-                ex = shared.changed.wait(ex).unwrap_or_else(|p| p.into_inner());
             }
+            let ours = std::mem::replace(&mut ex.filling, std::mem::take(&mut spare));
+            ex.urgent = false;
+            ex.writing = true;
+            ex.last_take = Instant::now();
+            shared.taken.notify_all();
+            (ours, ex.mark)
         };
-        let result =
-            file.write_all(&buffer)
-                .and_then(|_| if fsync { file.sync_data() } else { Ok(()) });
-        let mut ex = shared.exchange.lock().unwrap_or_else(|p| p.into_inner());
-        let written = match result {
-            Ok(()) => {
-                shared.written_mark.fetch_max(mark, Ordering::AcqRel);
-                shared.writes.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(e) => {
-                ex.error = Some(e.to_string());
-                false
-            }
+        let result = file
+            .write_all(&ours)
+            .and_then(|_| if fsync { file.sync_data() } else { Ok(()) });
+        ours.clear();
+        // A buffer that held one oversized line goes back to its usual size.
+        ours.shrink_to(shared.capacity);
+        spare = ours;
+        let written = {
+            let mut ex = shared.lock();
+            ex.writing = false;
+            let written = match result {
+                Ok(()) => {
+                    shared.written_mark.fetch_max(mark, Ordering::AcqRel);
+                    shared.writes.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(e) => {
+                    ex.error.get_or_insert(e.to_string());
+                    false
+                }
+            };
+            shared.taken.notify_all();
+            written
         };
-        buffer.clear();
-        ex.spare = Some(buffer);
-        shared.changed.notify_all();
-        drop(ex);
-        // Outside the lock: the hook may do real work (freeing slots), and the
-        // filling side must not wait for it to swap.
+        // Outside the lock: the hook may do real work (freeing slots).
         if written {
             (shared.on_written)(mark);
         }
@@ -322,7 +297,7 @@ mod tests {
         (p, f)
     }
 
-    /// A buffer that swaps only when full, with no hook.
+    /// A buffer written only when full or asked, with no hook.
     fn quiet_buffer(file: File, capacity: usize) -> DoubleBuffer {
         DoubleBuffer::new(
             file,
@@ -336,29 +311,38 @@ mod tests {
         .unwrap()
     }
 
+    fn wait_for_mark(b: &DoubleBuffer, mark: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.written_mark() < mark {
+            assert!(Instant::now() < deadline, "mark {mark} not written");
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
-    fn records_arrive_in_order_across_swaps_and_straight_through_writes() {
+    fn records_arrive_in_order_across_swaps_and_oversized_lines() {
         let (p, f) = temp_file("order");
         let mut b = quiet_buffer(f, 16);
         let mut expected = Vec::new();
         for i in 0..100u64 {
-            let rec = if i % 10 == 0 {
+            let mut rec = if i % 10 == 0 {
                 vec![b'A' + (i % 26) as u8; 40]
             } else {
-                format!("{i}\n").into_bytes()
+                format!("{i}").into_bytes()
             };
-            b.append(&rec).unwrap();
+            rec.push(b'\n');
+            b.append_lines(&rec).unwrap();
             b.set_mark(i + 1);
             expected.extend_from_slice(&rec);
         }
-        assert!(b.writes() > 0, "a full buffer was handed to the writer");
+        assert!(b.writes() > 0, "full buffers were written before close");
         b.close().unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), expected);
         let _ = std::fs::remove_file(p);
     }
 
     #[test]
-    fn batches_of_lines_arrive_whole_whether_they_fit_or_not() {
+    fn batches_of_lines_arrive_whole_and_buffers_stay_within_capacity() {
         let (p, f) = temp_file("lines");
         let mut b = quiet_buffer(f, 32);
         let batches: [&[u8]; 4] = [
@@ -369,9 +353,11 @@ mod tests {
         ];
         for lines in batches {
             b.append_lines(lines).unwrap();
+            let ex = b.shared.lock();
+            let single_line = ex.filling.iter().filter(|&&c| c == b'\n').count() <= 1;
             assert!(
-                b.filling.len() <= 32,
-                "the buffer stays within its capacity"
+                ex.filling.len() <= 32 || single_line,
+                "a buffer holds at most its capacity, or one longer line"
             );
         }
         b.close().unwrap();
@@ -387,7 +373,7 @@ mod tests {
         let mut b = DoubleBuffer::new(
             f,
             1024,
-            Duration::ZERO,
+            Duration::from_secs(3600),
             true,
             7,
             "t",
@@ -395,21 +381,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.written_mark(), 7);
-        b.append(b"x\n").unwrap();
+        b.append_lines(b"x\n").unwrap();
         b.set_mark(8);
-        assert_eq!(b.written_mark(), 7, "buffered, not written");
         b.tick(false).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while b.written_mark() != 8 {
-            assert!(Instant::now() < deadline);
-            std::thread::yield_now();
-        }
+        assert_eq!(b.written_mark(), 7, "buffered, not written");
+        b.tick(true).unwrap();
+        wait_for_mark(&b, 8);
         assert_eq!(std::fs::read(&p).unwrap(), b"x\n");
         assert_eq!(
             seen.load(Ordering::Acquire),
             8,
             "the hook heard of the new mark"
         );
+        // A mark with nothing new to write is published by the next tick.
+        b.set_mark(9);
+        b.tick(false).unwrap();
+        wait_for_mark(&b, 9);
+        b.close().unwrap();
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn the_writer_keeps_the_flush_interval_by_itself() {
+        let (p, f) = temp_file("interval");
+        let mut b = DoubleBuffer::new(
+            f,
+            1024,
+            Duration::from_millis(20),
+            false,
+            0,
+            "t",
+            Box::new(|_| {}),
+        )
+        .unwrap();
+        let started = Instant::now();
+        b.append_lines(b"late\n").unwrap();
+        b.set_mark(1);
+        // No tick, no urgency: the writer takes the buffer once it is a flush
+        // interval old.
+        wait_for_mark(&b, 1);
+        eprintln!("written after {:?}", started.elapsed());
+        assert_eq!(std::fs::read(&p).unwrap(), b"late\n");
         b.close().unwrap();
         let _ = std::fs::remove_file(p);
     }
