@@ -99,14 +99,26 @@ impl Drop for RingGuard<'_> {
 }
 
 const LOCK_STEP: Duration = Duration::from_millis(100);
+/// Tries at the ring lock before sleeping on it.
+const LOCK_TRIES: u32 = 128;
 
 impl Region {
     /// Takes the ring lock, in timed steps, checking `stop` between them. If the last
     /// holder died holding it, repairs the ring first.
     pub fn lock_ring(&self, mut stop: impl FnMut() -> bool) -> Result<RingGuard<'_>, SendError> {
         let mutex = &self.header().ring_lock.mutex;
+        // A holder keeps the lock for one batch, a few microseconds: trying for about
+        // that long first saves a sleep and a wake-up in the kernel. Between tries
+        // the core is offered to others (the holder may be waiting for it).
+        let mut attempt = 0;
         loop {
-            match mutex.lock_for(LOCK_STEP) {
+            attempt += 1;
+            let outcome = if attempt <= LOCK_TRIES {
+                mutex.try_lock()
+            } else {
+                mutex.lock_for(LOCK_STEP)
+            };
+            match outcome {
                 Ok(LockOutcome::Acquired) => return Ok(RingGuard { region: self }),
                 Ok(LockOutcome::OwnerDied) => {
                     let guard = RingGuard { region: self };
@@ -115,6 +127,13 @@ impl Region {
                         .mark_consistent()
                         .map_err(|e| SendError::Lock(e.to_string()))?;
                     return Ok(guard);
+                }
+                Ok(LockOutcome::TimedOut) if attempt < LOCK_TRIES => {
+                    if attempt % 16 == 0 {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
                 }
                 Ok(LockOutcome::TimedOut) => {
                     if stop() || self.is_closing() {

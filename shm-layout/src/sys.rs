@@ -177,6 +177,18 @@ impl RobustMutex {
         }
     }
 
+    /// Tries to lock without waiting: [`LockOutcome::TimedOut`] if another holds it.
+    pub fn try_lock(&self) -> io::Result<LockOutcome> {
+        // SAFETY: as for `lock_for`: an initialised process-shared robust mutex.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.raw.get()) };
+        match rc {
+            0 => Ok(LockOutcome::Acquired),
+            libc::EOWNERDEAD => Ok(LockOutcome::OwnerDied),
+            libc::EBUSY => Ok(LockOutcome::TimedOut),
+            other => Err(io::Error::from_raw_os_error(other)),
+        }
+    }
+
     /// Tries to lock for at most `timeout`.
     pub fn lock_for(&self, timeout: Duration) -> io::Result<LockOutcome> {
         let deadline = SystemTime::now() + timeout;
@@ -233,6 +245,33 @@ mod tests {
         let a = monotonic_millis();
         let b = monotonic_millis();
         assert!(b >= a);
+    }
+
+    #[test]
+    fn try_lock_reports_a_busy_lock_and_a_dead_holder() {
+        let m = std::sync::Arc::new(RobustMutex {
+            raw: UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
+        });
+        // SAFETY: nobody else has seen `m` yet.
+        unsafe { m.init() }.unwrap();
+        let holder = m.clone();
+        std::thread::spawn(move || {
+            assert_eq!(
+                holder.lock_for(Duration::from_secs(1)).unwrap(),
+                LockOutcome::Acquired
+            );
+            let other = holder.clone();
+            let busy = std::thread::spawn(move || other.try_lock().unwrap());
+            assert_eq!(busy.join().unwrap(), LockOutcome::TimedOut, "held: busy");
+            // The thread ends holding the lock.
+        })
+        .join()
+        .unwrap();
+        assert_eq!(m.try_lock().unwrap(), LockOutcome::OwnerDied);
+        m.mark_consistent().unwrap();
+        m.unlock();
+        assert_eq!(m.try_lock().unwrap(), LockOutcome::Acquired);
+        m.unlock();
     }
 
     #[test]
