@@ -14,7 +14,7 @@ use crate::sys::RobustMutex;
 /// `"MINIKAFK"` read as a little-endian u64: the first word of every region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MINIKAFK");
 /// Bumped whenever any offset or field meaning below changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Hot fields written by different processes sit on lines of their own; 128 bytes
 /// because adjacent-line prefetch makes 64-byte neighbours share traffic on x86.
 pub const LINE: usize = 128;

@@ -88,13 +88,35 @@ impl Sender {
 pub const REPLAY_GENERATION: u32 = u32::MAX;
 
 /// Held while the ring lock is held; unlocks on drop.
+///
+/// Records committed under one hold become visible together: each is committed by
+/// its own stamp, and `next_offset` moves past them all once, when the hold ends
+/// (readers poll `next_offset`, so moving it once per batch keeps its cache line
+/// from bouncing between processes for every record). A holder that dies before
+/// leaves stamped records past `next_offset`, which the next locker finds.
 pub struct RingGuard<'r> {
     region: &'r Region,
+    /// The next offset to assign in this hold, once the hold has committed any.
+    next: std::cell::Cell<Option<u64>>,
+}
+
+impl RingGuard<'_> {
+    fn new(region: &Region) -> RingGuard<'_> {
+        RingGuard {
+            region,
+            next: std::cell::Cell::new(None),
+        }
+    }
 }
 
 impl Drop for RingGuard<'_> {
     fn drop(&mut self) {
-        self.region.header().ring_lock.mutex.unlock();
+        let h = self.region.header();
+        if let Some(next) = self.next.get() {
+            // Release pairs with the Acquire load in `next_offset`.
+            h.producer.next_offset.store(next, Ordering::Release);
+        }
+        h.ring_lock.mutex.unlock();
     }
 }
 
@@ -119,9 +141,9 @@ impl Region {
                 mutex.lock_for(LOCK_STEP)
             };
             match outcome {
-                Ok(LockOutcome::Acquired) => return Ok(RingGuard { region: self }),
+                Ok(LockOutcome::Acquired) => return Ok(RingGuard::new(self)),
                 Ok(LockOutcome::OwnerDied) => {
-                    let guard = RingGuard { region: self };
+                    let guard = RingGuard::new(self);
                     self.repair_commit();
                     mutex
                         .mark_consistent()
@@ -145,21 +167,28 @@ impl Region {
         }
     }
 
-    /// Finishes a commit whose committer died after its commit point: if the entry
-    /// for `next_offset` is stamped, the record is committed, so `next_offset` moves
-    /// past it and its descriptor is marked committed.
+    /// Finishes the commits of a holder that died: records stamped past
+    /// `next_offset` are committed (the stamp is the commit point), so `next_offset`
+    /// moves past them and their descriptors are marked committed.
     fn repair_commit(&self) {
         let p = &self.header().producer;
-        let next = p.next_offset.load(Ordering::Relaxed);
-        if next >= POSITION_LIMIT {
+        let start = p.next_offset.load(Ordering::Relaxed);
+        if start >= POSITION_LIMIT {
             return;
         }
-        let entry = self.index_entry(next);
-        // Acquire pairs with the Release stamp store in `commit`.
-        if entry.stamp.load(Ordering::Acquire) == next.wrapping_add(1) {
-            p.next_offset.store(next + 1, Ordering::Release);
-            let first = entry.first_slot.load(Ordering::Relaxed);
-            mark_committed(self, first);
+        let mut next = start;
+        // At most a ring's worth of records can be waiting to be published.
+        while next - start < self.geometry().slots as u64 {
+            let entry = self.index_entry(next);
+            // Acquire pairs with the Release stamp store in `commit`.
+            if entry.stamp.load(Ordering::Acquire) != next.wrapping_add(1) {
+                break;
+            }
+            mark_committed(self, entry.first_slot.load(Ordering::Relaxed));
+            next += 1;
+        }
+        if next > start {
+            p.next_offset.store(next, Ordering::Release);
         } else if next > 0 {
             // The holder may have died after moving `next_offset` but before marking
             // the descriptor: the last committed record must not stay "reserved",
@@ -247,10 +276,13 @@ impl Region {
         Ok(Some(first))
     }
 
-    /// Commits the record at `first`: assigns the next offset and publishes it.
-    fn commit(&self, _lock: &RingGuard<'_>, first: u64, meta: &RecordMeta) -> u64 {
-        let p = &self.header().producer;
-        let offset = p.next_offset.load(Ordering::Relaxed);
+    /// Commits the record at `first`: assigns it the next offset, which readers see
+    /// once the hold ends.
+    fn commit(&self, lock: &RingGuard<'_>, first: u64, meta: &RecordMeta) -> u64 {
+        let offset = lock
+            .next
+            .get()
+            .unwrap_or_else(|| self.header().producer.next_offset.load(Ordering::Relaxed));
         let e = self.index_entry(offset);
         e.first_slot.store(first, Ordering::Relaxed);
         e.timestamp_us.store(meta.timestamp_us, Ordering::Relaxed);
@@ -263,8 +295,13 @@ impl Region {
         // `is_committed` and `repair_commit`.
         e.stamp.store(offset + 1, Ordering::Release);
         crate::fault::point("send-committed");
-        p.next_offset.store(offset + 1, Ordering::Release);
-        mark_committed(self, first);
+        // Reserved in this hold (or a loan checked under it), and not yet visible to
+        // the cleaner: nobody else changes this descriptor, so a store will do.
+        let d = self.descriptor(first);
+        if let Some(committed) = as_committed(d.load(Ordering::Relaxed)) {
+            d.store(committed, Ordering::Release);
+        }
+        lock.next.set(Some(offset + 1));
         offset
     }
 
@@ -808,14 +845,20 @@ impl Drop for Loan<'_> {
 fn mark_committed(region: &Region, first: u64) {
     let d = region.descriptor(first);
     let v = d.load(Ordering::Relaxed);
-    if descriptor::kind(v) == descriptor::RESERVED {
-        let committed = descriptor::pack(
+    if let Some(committed) = as_committed(v) {
+        let _ = d.compare_exchange(v, committed, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// The committed form of descriptor word `v`, if `v` is a reservation.
+fn as_committed(v: u64) -> Option<u64> {
+    (descriptor::kind(v) == descriptor::RESERVED).then(|| {
+        descriptor::pack(
             descriptor::COMMITTED,
             descriptor::owner(v),
             descriptor::len(v),
-        );
-        let _ = d.compare_exchange(v, committed, Ordering::AcqRel, Ordering::Relaxed);
-    }
+        )
+    })
 }
 
 struct RecordMeta {
@@ -957,6 +1000,52 @@ mod tests {
         r.repair_commit();
         assert_eq!(r.next_offset(), 1);
         assert_eq!(send(r, b"y").unwrap(), 1);
+    }
+
+    #[test]
+    fn records_of_one_hold_become_visible_together_and_survive_a_holder_that_dies() {
+        let t = test_region("hold", test_geometry());
+        let r = &t.0;
+        let batch: [(Option<&[u8]>, &[u8]); 3] = [(None, b"a"), (None, b"b"), (None, b"c")];
+        let mut seen = Vec::new();
+        r.send_batch(
+            ME,
+            &batch,
+            0,
+            || false,
+            None,
+            |o| seen.push((o, r.next_offset())),
+        )
+        .unwrap();
+        assert_eq!(
+            seen,
+            [(0, 0), (1, 0), (2, 0)],
+            "published when the hold ends"
+        );
+        assert_eq!(r.next_offset(), 3);
+        // As if the holder had died after stamping all three, before publishing
+        // them, and before marking the last two.
+        r.header().producer.next_offset.store(0, Ordering::Relaxed);
+        for o in 1..3 {
+            let first = r.index_entry(o).first_slot.load(Ordering::Relaxed);
+            r.descriptor(first).store(
+                descriptor::pack(descriptor::RESERVED, ME.client, 1),
+                Ordering::Relaxed,
+            );
+        }
+        r.repair_commit();
+        assert_eq!(
+            r.next_offset(),
+            3,
+            "the next locker publishes every stamped record"
+        );
+        for (o, payload) in [b"a", b"b", b"c"].iter().enumerate() {
+            let first = r.index_entry(o as u64).first_slot.load(Ordering::Relaxed);
+            let d = r.descriptor(first).load(Ordering::Relaxed);
+            assert_eq!(descriptor::kind(d), descriptor::COMMITTED);
+            assert_eq!(r.read_record(o as u64).unwrap().payload, payload.as_slice());
+        }
+        assert_eq!(send(r, b"d").unwrap(), 3, "offsets go on without a repeat");
     }
 
     #[test]
