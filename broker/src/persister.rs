@@ -73,9 +73,7 @@ impl Persister {
                 return Ok(());
             }
             let h = self.region.header();
-            let urgent = self.region.used_slots() * 8 >= self.region.geometry().slots as u64
-                || h.space.sleepers.load(Ordering::Relaxed) > 0
-                || h.persisted.sleepers.load(Ordering::Relaxed) > 0;
+            let urgent = self.urgent();
             self.buffer.tick(urgent)?;
             publish(&self.region, &self.persisted, self.buffer.written_mark());
             pause = if progressed || urgent {
@@ -88,6 +86,15 @@ impl Persister {
             };
             event::nap(&h.cleaner, event_id::CLEANER, pause);
         }
+    }
+
+    /// Whether written records are wanted now: the ring is filling up, or a producer
+    /// waits (for space, or for its records to be on disk).
+    fn urgent(&self) -> bool {
+        let h = self.region.header();
+        self.region.used_slots() * 8 >= self.region.geometry().slots as u64
+            || h.space.sleepers.load(Ordering::Relaxed) > 0
+            || h.persisted.sleepers.load(Ordering::Relaxed) > 0
     }
 
     /// Formats every committed record not yet persisted; true if there were any.
