@@ -351,7 +351,7 @@ fn run_pair(
 
 /// Throughput runs are repeated this many times and the median kept: on a small
 /// host one run can land on an unlucky placement of processes on cores.
-const REPEATS: usize = 3;
+const REPEATS: usize = 5;
 
 /// Runs `run` [`REPEATS`] times and keeps the run with the median msgs/s.
 fn median_of(mut run: impl FnMut() -> Row) -> Row {
