@@ -948,6 +948,7 @@ impl Registry {
         };
         while grp.logged < cursor {
             let o = grp.logged;
+            region.prefetch_entry(o + 16);
             if let Some((_, consumer)) = grp.owner_of(o) {
                 let attempt = if o < grp.redeliver_below { 2 } else { 1 };
                 lines.push(log_text, o, producer_of(o), &grp.name, consumer, attempt);

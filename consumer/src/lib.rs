@@ -347,6 +347,9 @@ impl Consumer {
             let key = self.session.region.record_producer(offset).ok_or_else(|| {
                 ConsumerError::Corrupt(ReadError::NotAvailable(offset).to_string())
             })?;
+            // The payloads were written on another core: have them on their way
+            // before the caller reads them.
+            self.session.region.prefetch_payload(offset);
             // Runs of one producer's records are the common case.
             if last == Some(key) {
                 continue;

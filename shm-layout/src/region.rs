@@ -361,6 +361,15 @@ impl Region {
         read_name(&meta.name, meta.name_len.load(Ordering::Acquire))
     }
 
+    /// Address of the slot at `position` (any position: it is taken modulo the
+    /// ring), for prefetching only.
+    pub(crate) fn slot_address(&self, position: u64) -> *const u8 {
+        let start = self.ring_index(position) * self.geometry.slot_size as u64;
+        self.map
+            .as_ptr()
+            .wrapping_add((self.layout.payload + start) as usize)
+    }
+
     /// Pointer to `len` payload bytes starting at the slot at `position`, if they do
     /// not run past the end of the payload area (records never wrap).
     pub(crate) fn slot_bytes(&self, position: u64, len: u64) -> Option<*mut u8> {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::event::{self, event_id, Patience, WaitError};
 use crate::layout::{descriptor, NO_KEY};
 use crate::region::Region;
+use crate::sys::prefetch;
 use crate::sys::LockOutcome;
 
 /// Slot positions and offsets at or above this are corrupt (centuries of traffic
@@ -618,6 +619,21 @@ impl Region {
             producer,
             producer_generation,
         })
+    }
+
+    /// Starts fetching the index entry of `offset` into cache: for a reader that
+    /// gets to it in a few records (the entry was last written on another core).
+    /// A hint only: nothing is read.
+    pub fn prefetch_entry(&self, offset: u64) {
+        prefetch(std::ptr::from_ref(self.index_entry(offset)).cast());
+    }
+
+    /// Starts fetching the start of the payload of `offset` into cache, from its
+    /// index entry (best prefetched a few records earlier). A hint only: the
+    /// position read is not checked, and a wrong one costs a wasted fetch.
+    pub fn prefetch_payload(&self, offset: u64) {
+        let first = self.index_entry(offset).first_slot.load(Ordering::Relaxed);
+        prefetch(self.slot_address(first));
     }
 
     /// The producer (client entry, generation) of the committed record at `offset`:

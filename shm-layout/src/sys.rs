@@ -229,6 +229,20 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Asks the CPU to start fetching the cache line holding `p` (a hint: it never
+/// faults, whatever the address, and does nothing on other architectures).
+#[inline]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only loads into cache; it never faults and never changes
+    // memory, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
