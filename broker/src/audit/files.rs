@@ -118,16 +118,27 @@ pub fn read_persisted_from(path: &Path, from: u64) -> io::Result<Vec<PersistedRe
 mod tests {
     use super::*;
 
-    fn temp(name: &str) -> std::path::PathBuf {
+    /// A scratch directory, removed when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A file path in a fresh scratch directory.
+    fn temp(name: &str) -> (Scratch, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("mk-files-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("f.txt")
+        let file = dir.join("f.txt");
+        (Scratch(dir), file)
     }
 
     #[test]
     fn a_new_file_gets_its_header_once_and_a_cut_line_is_removed() {
-        let p = temp("cut");
+        let (_scratch, p) = temp("cut");
         drop(open_append(&p, "# h\n").unwrap());
         drop(open_append(&p, "# h\n").unwrap());
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "# h\n");
@@ -147,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_last_offset_is_found_behind_long_lines() {
-        let p = temp("long");
+        let (_scratch, p) = temp("long");
         let long = "x".repeat(200_000);
         let text = format!("# h\ndefault\t0\t0\tt\tp\t-\ta\ndefault\t0\t1\tt\tp\t-\t{long}\n");
         std::fs::write(&p, text).unwrap();
