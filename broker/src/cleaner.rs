@@ -85,7 +85,7 @@ impl Cleaner {
             reg.release_quarantined();
             (consumed, reg.has_gone_producers())
         };
-        self.log.append_lines(line)?;
+        self.log.append_batch(line)?;
         // Every delivery of an offset below the groups' positions is in the log now.
         self.log.set_mark(consumed.unwrap_or(next));
         let urgent = self.region.used_slots() * 8 >= self.region.geometry().slots as u64;

@@ -148,8 +148,7 @@ impl Persister {
             }
             self.next += 1;
             if lines.len() >= BATCH_BYTES || self.next == committed {
-                self.buffer.append_lines(lines)?;
-                lines.clear();
+                self.buffer.append_batch(lines)?;
                 self.buffer.set_mark(self.next);
             }
         }

@@ -149,6 +149,30 @@ impl DoubleBuffer {
         Ok(())
     }
 
+    /// Appends the whole lines of `batch` and leaves it empty. When nothing is
+    /// buffered and the batch fits, the batch itself becomes the buffer and the
+    /// caller gets the buffer's empty allocation back: formatted bytes are not copied
+    /// a second time on their way to the file.
+    pub fn append_batch(&mut self, batch: &mut Vec<u8>) -> io::Result<()> {
+        {
+            let shared = &*self.shared;
+            let mut ex = shared.lock();
+            if let Some(e) = &ex.error {
+                return Err(io::Error::other(e.clone()));
+            }
+            if ex.filling.is_empty() && batch.len() <= shared.capacity {
+                std::mem::swap(&mut ex.filling, batch);
+                batch.clear();
+                // The writer may sleep without a timer while nothing is buffered.
+                shared.due.notify_one();
+                return Ok(());
+            }
+        }
+        let result = self.append_lines(batch);
+        batch.clear();
+        result
+    }
+
     /// Sets the mark that the lines appended so far complete.
     pub fn set_mark(&mut self, mark: u64) {
         self.shared.lock().mark = mark;
@@ -362,6 +386,39 @@ mod tests {
         }
         b.close().unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), batches.concat());
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn a_batch_becomes_the_buffer_when_nothing_waits_and_is_copied_otherwise() {
+        let (p, f) = temp_file("batch");
+        let mut b = quiet_buffer(f, 64);
+        let mut batch = b"one\ntwo\n".to_vec();
+        let allocation = batch.as_ptr();
+        b.append_batch(&mut batch).unwrap();
+        assert!(batch.is_empty(), "the caller gets an empty batch back");
+        assert_eq!(
+            b.shared.lock().filling.as_ptr(),
+            allocation,
+            "with nothing buffered, the batch itself is the buffer (no copy)"
+        );
+        // Something is buffered now: the next batch is appended after it.
+        batch.extend_from_slice(b"three\n");
+        b.append_batch(&mut batch).unwrap();
+        assert!(batch.is_empty());
+        assert_eq!(&b.shared.lock().filling[..], b"one\ntwo\nthree\n");
+        // A batch over the capacity is split into buffers of whole lines.
+        let long: Vec<u8> = (0..12)
+            .flat_map(|i| format!("line {i:02}\n").into_bytes())
+            .collect();
+        batch.extend_from_slice(&long);
+        b.append_batch(&mut batch).unwrap();
+        assert!(batch.is_empty());
+        assert!(b.shared.lock().filling.len() <= 64);
+        b.close().unwrap();
+        let mut expected = b"one\ntwo\nthree\n".to_vec();
+        expected.extend_from_slice(&long);
+        assert_eq!(std::fs::read(&p).unwrap(), expected);
         let _ = std::fs::remove_file(p);
     }
 
