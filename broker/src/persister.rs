@@ -68,6 +68,11 @@ impl Persister {
                 }
             }
             let progressed = self.drain(&mut names, &mut format, &mut lines)?;
+            if progressed {
+                // Their deliveries are next to log: a slot is freed only once both
+                // files hold its record.
+                event::notify(&self.region.header().cleaner);
+            }
             if stopping {
                 let mark = self.next;
                 self.buffer.set_mark(mark);
