@@ -80,6 +80,14 @@ fn decimal_len(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
+/// The numbers written with as many decimal digits as `n`: a kept line whose
+/// number is `n` can take any of them by stepping its digits in place.
+fn same_decimal_len(n: u64) -> std::ops::Range<u64> {
+    let len = decimal_len(n) as u32;
+    let from = if len == 1 { 0 } else { 10u64.pow(len - 1) };
+    from..10u64.checked_pow(len).unwrap_or(u64::MAX)
+}
+
 /// Writes `n` in decimal into `digits`, right-aligned and zero-padded: with exactly
 /// [`decimal_len`] digits it is `n`'s plain decimal form.
 fn write_decimal(digits: &mut [u8], mut n: u64) {
@@ -166,6 +174,8 @@ struct HeadFields {
     micros: u64,
     offset: u64,
     offset_digits: std::ops::Range<usize>,
+    /// Offsets with as many digits as `offset`.
+    same_length: std::ops::Range<u64>,
     micros_at: usize,
 }
 
@@ -184,7 +194,7 @@ impl PersistedLines {
         let reusable = self.shown.as_mut().filter(|s| {
             s.second == second
                 && Arc::ptr_eq(&s.producer, producer)
-                && s.offset_digits.len() == decimal_len(offset)
+                && s.same_length.contains(&offset)
         });
         match reusable {
             Some(s) => {
@@ -224,6 +234,7 @@ impl PersistedLines {
             micros: timestamp_us % 1_000_000,
             offset,
             offset_digits,
+            same_length: same_decimal_len(offset),
             micros_at,
         });
     }
@@ -304,6 +315,8 @@ struct RecentLine {
     time: u64,
     offset: u64,
     digits: std::ops::Range<usize>,
+    /// Offsets with as many digits as `offset`.
+    same_length: std::ops::Range<u64>,
 }
 
 impl RecentLine {
@@ -360,11 +373,12 @@ impl DeliveryLines {
                     time: 0,
                     offset: 0,
                     digits: 0..0,
+                    same_length: 0..0,
                 })
             });
         self.last_hit = i;
         let kind = &mut self.recent[i];
-        if kind.time == self.time && kind.digits.len() == decimal_len(offset) {
+        if kind.time == self.time && kind.same_length.contains(&offset) {
             rewrite_decimal(&mut kind.line[kind.digits.clone()], kind.offset, offset);
         } else {
             kind.line.clear();
@@ -372,6 +386,7 @@ impl DeliveryLines {
             let start = kind.line.len();
             push_number(&mut kind.line, offset);
             kind.digits = start..kind.line.len();
+            kind.same_length = same_decimal_len(offset);
             kind.line.extend_from_slice(&kind.suffix);
             kind.time = self.time;
         }
@@ -540,6 +555,15 @@ mod tests {
         assert_eq!(r.key, Some(b"-".to_vec()));
         assert_eq!(r.payload, b"");
         assert_eq!(r.timestamp, "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn numbers_of_one_length_are_grouped_exactly() {
+        assert_eq!(same_decimal_len(0), 0..10);
+        assert_eq!(same_decimal_len(9), 0..10);
+        assert_eq!(same_decimal_len(10), 10..100);
+        assert_eq!(same_decimal_len(999_999), 100_000..1_000_000);
+        assert_eq!(same_decimal_len(u64::MAX), 10u64.pow(19)..u64::MAX);
     }
 
     #[test]
