@@ -85,10 +85,10 @@ impl Cleaner {
             reg.release_quarantined();
             (consumed, reg.has_gone_producers())
         };
-        self.log.append_batch(line)?;
-        // Every delivery of an offset below the groups' positions is in the log now.
-        self.log.set_mark(consumed.unwrap_or(next));
         let urgent = self.region.used_slots() * 8 >= self.region.geometry().slots as u64;
+        // Every delivery of an offset below the groups' positions is in these lines.
+        self.log
+            .append_batch(line, consumed.unwrap_or(next), urgent)?;
         self.log.tick(urgent)?;
         if gone_producers {
             self.release_gone_producers();

@@ -153,8 +153,8 @@ impl Persister {
             }
             self.next += 1;
             if lines.len() >= BATCH_BYTES || self.next == committed {
-                self.buffer.append_batch(lines)?;
-                self.buffer.set_mark(self.next);
+                let urgent = self.urgent();
+                self.buffer.append_batch(lines, self.next, urgent)?;
             }
         }
         if names.len() > 4096 {

@@ -149,11 +149,13 @@ impl DoubleBuffer {
         Ok(())
     }
 
-    /// Appends the whole lines of `batch` and leaves it empty. When nothing is
-    /// buffered and the batch fits, the batch itself becomes the buffer and the
-    /// caller gets the buffer's empty allocation back: formatted bytes are not copied
-    /// a second time on their way to the file.
-    pub fn append_batch(&mut self, batch: &mut Vec<u8>) -> io::Result<()> {
+    /// Appends the whole lines of `batch`, which complete `mark`, and leaves it
+    /// empty. When nothing is buffered and the batch fits, the batch itself becomes
+    /// the buffer and the caller gets the buffer's empty allocation back: formatted
+    /// bytes are not copied a second time on their way to the file. With `urgent`,
+    /// the writer is asked to take what is buffered now, in the same wake-up that
+    /// tells it of the batch.
+    pub fn append_batch(&mut self, batch: &mut Vec<u8>, mark: u64, urgent: bool) -> io::Result<()> {
         {
             let shared = &*self.shared;
             let mut ex = shared.lock();
@@ -163,6 +165,8 @@ impl DoubleBuffer {
             if ex.filling.is_empty() && batch.len() <= shared.capacity {
                 std::mem::swap(&mut ex.filling, batch);
                 batch.clear();
+                ex.mark = mark;
+                ex.urgent |= urgent;
                 // The writer may sleep without a timer while nothing is buffered.
                 shared.due.notify_one();
                 return Ok(());
@@ -170,7 +174,9 @@ impl DoubleBuffer {
         }
         let result = self.append_lines(batch);
         batch.clear();
-        result
+        result?;
+        self.set_mark(mark);
+        self.tick(urgent)
     }
 
     /// Sets the mark that the lines appended so far complete.
@@ -395,7 +401,7 @@ mod tests {
         let mut b = quiet_buffer(f, 64);
         let mut batch = b"one\ntwo\n".to_vec();
         let allocation = batch.as_ptr();
-        b.append_batch(&mut batch).unwrap();
+        b.append_batch(&mut batch, 0, false).unwrap();
         assert!(batch.is_empty(), "the caller gets an empty batch back");
         assert_eq!(
             b.shared.lock().filling.as_ptr(),
@@ -404,7 +410,7 @@ mod tests {
         );
         // Something is buffered now: the next batch is appended after it.
         batch.extend_from_slice(b"three\n");
-        b.append_batch(&mut batch).unwrap();
+        b.append_batch(&mut batch, 0, false).unwrap();
         assert!(batch.is_empty());
         assert_eq!(&b.shared.lock().filling[..], b"one\ntwo\nthree\n");
         // A batch over the capacity is split into buffers of whole lines.
@@ -412,13 +418,32 @@ mod tests {
             .flat_map(|i| format!("line {i:02}\n").into_bytes())
             .collect();
         batch.extend_from_slice(&long);
-        b.append_batch(&mut batch).unwrap();
+        b.append_batch(&mut batch, 0, false).unwrap();
         assert!(batch.is_empty());
         assert!(b.shared.lock().filling.len() <= 64);
         b.close().unwrap();
         let mut expected = b"one\ntwo\nthree\n".to_vec();
         expected.extend_from_slice(&long);
         assert_eq!(std::fs::read(&p).unwrap(), expected);
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn an_urgent_batch_is_taken_with_its_mark_in_one_wake_up() {
+        let (p, f) = temp_file("urgent");
+        let mut b = quiet_buffer(f, 1024);
+        let mut batch = b"calm\n".to_vec();
+        b.append_batch(&mut batch, 1, false).unwrap();
+        assert_eq!(b.written_mark(), 0, "not urgent: it waits for its interval");
+        batch.extend_from_slice(b"now\n");
+        // The copy path (something is buffered) and the swap path both honour it.
+        b.append_batch(&mut batch, 2, true).unwrap();
+        wait_for_mark(&b, 2);
+        batch.extend_from_slice(b"again\n");
+        b.append_batch(&mut batch, 3, true).unwrap();
+        wait_for_mark(&b, 3);
+        assert_eq!(std::fs::read(&p).unwrap(), b"calm\nnow\nagain\n");
+        b.close().unwrap();
         let _ = std::fs::remove_file(p);
     }
 
