@@ -89,7 +89,6 @@ impl Cleaner {
         // Every delivery of an offset below the groups' positions is in these lines.
         self.log
             .append_batch(line, consumed.unwrap_or(next), urgent)?;
-        self.log.tick(urgent)?;
         if gone_producers {
             self.release_gone_producers();
         }

@@ -149,34 +149,40 @@ impl DoubleBuffer {
         Ok(())
     }
 
-    /// Appends the whole lines of `batch`, which complete `mark`, and leaves it
-    /// empty. When nothing is buffered and the batch fits, the batch itself becomes
-    /// the buffer and the caller gets the buffer's empty allocation back: formatted
-    /// bytes are not copied a second time on their way to the file. With `urgent`,
-    /// the writer is asked to take what is buffered now, in the same wake-up that
-    /// tells it of the batch.
+    /// Appends the whole lines of `batch`, which complete `mark`, leaves it empty,
+    /// then ticks with `urgent` (see [`DoubleBuffer::tick`]). When nothing is
+    /// buffered and the batch fits, the batch itself becomes the buffer and the
+    /// caller gets the buffer's empty allocation back: formatted bytes are not copied
+    /// a second time on their way to the file, and an urgent batch is taken in the
+    /// same wake-up that tells the writer of it.
     pub fn append_batch(&mut self, batch: &mut Vec<u8>, mark: u64, urgent: bool) -> io::Result<()> {
-        {
-            let shared = &*self.shared;
-            let mut ex = shared.lock();
-            if let Some(e) = &ex.error {
-                return Err(io::Error::other(e.clone()));
-            }
-            if ex.filling.is_empty() && batch.len() <= shared.capacity {
-                std::mem::swap(&mut ex.filling, batch);
-                batch.clear();
-                ex.mark = mark;
-                ex.urgent |= urgent;
-                // The writer may sleep without a timer while nothing is buffered.
-                shared.due.notify_one();
-                return Ok(());
-            }
+        if !self.swap_in(batch, mark, urgent)? {
+            let result = self.append_lines(batch);
+            batch.clear();
+            result?;
+            self.set_mark(mark);
         }
-        let result = self.append_lines(batch);
-        batch.clear();
-        result?;
-        self.set_mark(mark);
         self.tick(urgent)
+    }
+
+    /// Makes a non-empty `batch` the buffer if nothing is buffered and it fits;
+    /// false if it was not taken.
+    fn swap_in(&mut self, batch: &mut Vec<u8>, mark: u64, urgent: bool) -> io::Result<bool> {
+        let shared = &*self.shared;
+        let mut ex = shared.lock();
+        if let Some(e) = &ex.error {
+            return Err(io::Error::other(e.clone()));
+        }
+        if batch.is_empty() || !ex.filling.is_empty() || batch.len() > shared.capacity {
+            return Ok(false);
+        }
+        std::mem::swap(&mut ex.filling, batch);
+        batch.clear();
+        ex.mark = mark;
+        ex.urgent |= urgent;
+        // The writer may sleep without a timer while nothing is buffered.
+        shared.due.notify_one();
+        Ok(true)
     }
 
     /// Sets the mark that the lines appended so far complete.
