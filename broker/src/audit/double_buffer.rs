@@ -476,11 +476,12 @@ mod tests {
         b.tick(true).unwrap();
         wait_for_mark(&b, 8);
         assert_eq!(std::fs::read(&p).unwrap(), b"x\n");
-        assert_eq!(
-            seen.load(Ordering::Acquire),
-            8,
-            "the hook heard of the new mark"
-        );
+        // The hook runs after the mark is published, outside the lock.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.load(Ordering::Acquire) != 8 {
+            assert!(Instant::now() < deadline, "the hook never heard of mark 8");
+            std::thread::yield_now();
+        }
         // A mark with nothing new to write is published by the next tick.
         b.set_mark(9);
         b.tick(false).unwrap();
