@@ -353,18 +353,58 @@ fn run_pair(
 /// host one run can land on an unlucky placement of processes on cores.
 const REPEATS: usize = 5;
 
+/// Latency runs are fewer (each lasts ten seconds).
+const LATENCY_REPEATS: usize = 3;
+
+/// What a run's median is taken over.
+#[derive(Clone, Copy)]
+enum By {
+    Throughput,
+    MedianLatency,
+}
+
 /// Runs `run` [`REPEATS`] times and keeps the run with the median msgs/s.
 fn median_of(mut run: impl FnMut() -> Row) -> Row {
-    let mut rows: Vec<Row> = (0..REPEATS).map(|_| run()).collect();
-    rows.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
-    rows.swap_remove(REPEATS / 2)
+    median((0..REPEATS).map(|_| run()).collect(), By::Throughput)
+}
+
+/// The run in the middle of `rows` ordered `by`.
+fn median(mut rows: Vec<Row>, by: By) -> Row {
+    let key = |r: &Row| match by {
+        By::Throughput => r.msgs_per_s,
+        By::MedianLatency => r.p50_us,
+    };
+    rows.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    rows.swap_remove(rows.len() / 2)
+}
+
+/// Runs each of `systems` `rounds` times, taking turns (one run of each per
+/// round), and keeps each one's median run. A host whose speed drifts over minutes
+/// then slows all of them alike, instead of whichever happened to run last.
+fn medians_taking_turns(
+    rounds: usize,
+    by: By,
+    systems: &mut [&mut dyn FnMut() -> Row],
+) -> Vec<Row> {
+    let mut runs: Vec<Vec<Row>> = systems.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (system, runs) in systems.iter_mut().zip(&mut runs) {
+            let r = system();
+            eprintln!(
+                "      round {round}/{rounds}: {:<7} {:>12.0} msg/s  p50 {:>8.1} µs",
+                r.system, r.msgs_per_s, r.p50_us
+            );
+            runs.push(r);
+        }
+    }
+    runs.into_iter().map(|r| median(r, by)).collect()
 }
 
 fn orchestrate() {
     let out_dir = Path::new("../target/bench");
     std::fs::create_dir_all(out_dir).expect("target/bench");
     let mut rows: Vec<Row> = Vec::new();
-    let steps = 17;
+    let steps = 16;
     let mut step = 0;
     let mut progress = |rows: &mut Vec<Row>, r: Row| {
         step += 1;
@@ -403,15 +443,18 @@ fn orchestrate() {
             size,
             rate: 0,
         };
-        progress(&mut rows, median_of(|| run_broker(&w, &[], load)));
-        progress(
-            &mut rows,
-            median_of(|| run_pair(&w, "uds", "uds-recv", "uds-send", n, size, 0)),
+        let medians = medians_taking_turns(
+            REPEATS,
+            By::Throughput,
+            &mut [
+                &mut || run_broker(&w, &[], load),
+                &mut || run_pair(&w, "uds", "uds-recv", "uds-send", n, size, 0),
+                &mut || run_pair(&w, "spsc", "spsc-recv", "spsc-send", n, size, 0),
+            ],
         );
-        progress(
-            &mut rows,
-            median_of(|| run_pair(&w, "spsc", "spsc-recv", "spsc-send", n, size, 0)),
-        );
+        for r in medians {
+            progress(&mut rows, r);
+        }
     }
     // W2: 4 producers, 2 groups of 2 consumers.
     let w = "W2 4p→2g×2c 64 B";
@@ -427,29 +470,26 @@ fn orchestrate() {
     // W3: one-way latency at 50,000 msg/s for 10 s.
     let (rate, n) = (50_000, 500_000);
     let w = "W3 latency @50k/s 64 B";
-    progress(
-        &mut rows,
-        run_broker(
-            w,
-            &[],
-            Load {
-                producers: 1,
-                groups: 1,
-                per_group: 1,
-                count: n,
-                size: 64,
-                rate,
-            },
-        ),
+    let load = Load {
+        producers: 1,
+        groups: 1,
+        per_group: 1,
+        count: n,
+        size: 64,
+        rate,
+    };
+    let medians = medians_taking_turns(
+        LATENCY_REPEATS,
+        By::MedianLatency,
+        &mut [
+            &mut || run_broker(w, &[], load),
+            &mut || run_pair(w, "uds", "uds-recv", "uds-send", n, 64, rate),
+            &mut || run_pair(w, "spsc", "spsc-recv", "spsc-send", n, 64, rate),
+        ],
     );
-    progress(
-        &mut rows,
-        run_pair(w, "uds", "uds-recv", "uds-send", n, 64, rate),
-    );
-    progress(
-        &mut rows,
-        run_pair(w, "spsc", "spsc-recv", "spsc-send", n, 64, rate),
-    );
+    for r in medians {
+        progress(&mut rows, r);
+    }
     // W4: fan-out, one consumer per group.
     for g in [1u64, 2, 4, 8] {
         let w = format!("W4 fan-out {g} group(s)");
