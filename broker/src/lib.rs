@@ -65,6 +65,8 @@ pub enum BrokerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("a producer held the ring lock through the stop (stopped?); shared-memory region {0} is left in place, and the next start recovers its records")]
+    HolderStuck(String),
     #[error("the audit trail failed: {0}")]
     Audit(std::io::Error),
     #[error("{0}")]
@@ -78,7 +80,8 @@ pub enum BrokerError {
 /// Marks the region closing and wakes every waiter in it.
 pub fn mark_closing(region: &Region) {
     let h = region.header();
-    h.identity.closing.store(1, Ordering::Release);
+    // SeqCst pairs with the fence a consumer takes before handing out what it took.
+    h.identity.closing.store(1, Ordering::SeqCst);
     event::wake(&h.published);
     event::wake(&h.space);
     event::wake(&h.cleaner);
@@ -306,24 +309,13 @@ pub fn run(
     };
     let persister_stop = Arc::new(AtomicBool::new(false));
     let cleaner_stop = Arc::new(AtomicBool::new(false));
-    // A thread of the audit trail that fails says so at once; producers then block
-    // (nothing is reclaimed unwritten) rather than anything being lost.
-    let spawn = |name: &'static str, f: Box<dyn FnOnce() -> std::io::Result<()> + Send>| {
-        std::thread::Builder::new().name(name.into()).spawn(move || {
-            let result = f();
-            if let Err(e) = &result {
-                eprintln!("broker: the {name} stopped: {e}; producers will block until the broker restarts");
-            }
-            result
-        })
-    };
     let persister = {
         let stop = persister_stop.clone();
-        spawn("persister", Box::new(move || persister.run(stop)))?
+        spawn_audit("persister", move || persister.run(stop))?
     };
     let cleaner = {
         let stop = cleaner_stop.clone();
-        spawn("cleaner", Box::new(move || cleaner.run(stop)))?
+        spawn_audit("cleaner", move || cleaner.run(stop))?
     };
     let replayer = (replay_from < next).then(|| {
         let (region, registry, stop) = (region.clone(), registry.clone(), stop.clone());
@@ -365,12 +357,35 @@ pub fn run(
     let logged = cleaner
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("cleaner panicked")));
-    let _ = Region::unlink(&name);
+    // A producer that held the ring through the stop may still commit records
+    // that only the region holds: the next start salvages them from it.
+    let holder_stuck = matches!(persisted, Ok(persister::FinalDrain::HolderStuck));
+    if !holder_stuck {
+        let _ = Region::unlink(&name);
+    }
     replayed.map_err(BrokerError::Replay)?;
     served?;
     persisted.map_err(BrokerError::Audit)?;
     logged.map_err(BrokerError::Audit)?;
+    if holder_stuck {
+        return Err(BrokerError::HolderStuck(name));
+    }
     Ok(())
+}
+
+/// Starts a thread of the audit trail. One that fails says so at once; producers
+/// then block (nothing is reclaimed unwritten) rather than anything being lost.
+fn spawn_audit<T: Send + 'static>(
+    name: &'static str,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<std::io::Result<T>>> {
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let result = work();
+        if let Err(e) = &result {
+            eprintln!("broker: the {name} stopped: {e}; producers will block until the broker restarts");
+        }
+        result
+    })
 }
 
 fn report_cut(file: &str, bytes: u64) {

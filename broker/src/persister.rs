@@ -27,6 +27,19 @@ const PREFETCH_AHEAD: u64 = 8;
 /// How many bytes of lines are formatted before they go to the buffer.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// How long the final drain waits for a producer's hold of the ring to end.
+const STOP_PATIENCE: Duration = Duration::from_secs(1);
+
+/// How the persister's final drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalDrain {
+    /// Every record committed is in the file, and no more can be committed.
+    Complete,
+    /// A producer held the ring lock through the stop: what it commits is only in
+    /// the region, so the region must stay for the next start to salvage.
+    HolderStuck,
+}
+
 /// Publishes a new persisted offset and wakes producers waiting for it (`--fsync`).
 pub fn publish(region: &Region, persisted: &AtomicU64, mark: u64) {
     if persisted.fetch_max(mark, Ordering::AcqRel) < mark {
@@ -50,23 +63,16 @@ pub struct Persister {
 
 impl Persister {
     /// Runs until `stop`; then persists every committed record and closes the file.
-    pub fn run(mut self, stop: Arc<AtomicBool>) -> io::Result<()> {
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> io::Result<FinalDrain> {
         let mut names: HashMap<(u32, u32), Arc<str>> = HashMap::new();
         let mut lines = Vec::new();
         let mut format = PersistedLines::default();
         let mut pause = BUSY_PAUSE;
         loop {
             let stopping = stop.load(Ordering::Acquire);
-            if stopping {
-                // Wait out any commit in flight, so the final drain sees it.
-                let mut tries = 0;
-                if let Ok(guard) = self.region.lock_ring(|| {
-                    tries += 1;
-                    tries > 10
-                }) {
-                    drop(guard);
-                }
-            }
+            // The region is closing: once a hold in progress ends, nothing more is
+            // committed, and the final drain sees every record.
+            let complete = stopping && self.region.wait_out_commits(STOP_PATIENCE);
             let progressed = self.drain(&mut names, &mut format, &mut lines)?;
             if progressed {
                 // Their deliveries are next to log: a slot is freed only once both
@@ -79,7 +85,11 @@ impl Persister {
                 let (region, persisted) = (self.region.clone(), self.persisted.clone());
                 self.buffer.close()?;
                 publish(&region, &persisted, mark);
-                return Ok(());
+                return Ok(if complete {
+                    FinalDrain::Complete
+                } else {
+                    FinalDrain::HolderStuck
+                });
             }
             let h = self.region.header();
             let urgent = self.urgent();

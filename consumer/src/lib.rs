@@ -17,7 +17,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -294,6 +294,7 @@ impl Consumer {
             let me = region
                 .client(self.session.client)
                 .expect("checked at connect");
+            shm_layout::fault::point("poll-taking");
             // Every offset below `next_offset` is committed.
             match self.member.next_step(group, me, region.next_offset(), max) {
                 Step::Take(run) => {
@@ -328,6 +329,15 @@ impl Consumer {
                 }
             }
         };
+        // The broker logs deliveries for the last time after it marks the region
+        // closing: a take it may not have seen is not handed out (what is taken and
+        // not acknowledged is delivered again after a restart). SeqCst pairs with
+        // the marking: either this load sees it, or the broker's last look sees
+        // the take.
+        fence(Ordering::SeqCst);
+        if self.session.region.is_closing() {
+            return Err(ConsumerError::BrokerStopped);
+        }
         self.held = Some(next);
         let run = match next {
             Held::First(run) => run,

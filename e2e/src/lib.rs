@@ -470,6 +470,17 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Stops the broker with SIGTERM and waits, leaving its region for a restart to
+    /// find (when the broker did not remove it); hands back the data directory and
+    /// region name.
+    pub fn stop_leaving_region(mut self) -> (Finished, TempDir, String) {
+        let shm = std::mem::take(&mut self.shm);
+        let (finished, data) = self.stop_keeping_data();
+        (finished, data, shm)
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         if self.proc.is_running() {

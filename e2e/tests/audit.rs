@@ -144,7 +144,7 @@ fn sigterm_with_a_blocked_producer_and_a_waiting_consumer_stops_everyone_promptl
     let mut producer = broker.producer(&["--count", "1000"], None);
     let region = shm_layout::Region::open(&broker.shm).unwrap();
     let deadline = Instant::now() + e2e::DEADLINE;
-    while region.used_slots() < 16 {
+    while region.next_offset() < 16 {
         assert!(
             Instant::now() < deadline && producer.is_running(),
             "ring never filled"
@@ -152,6 +152,8 @@ fn sigterm_with_a_blocked_producer_and_a_waiting_consumer_stops_everyone_promptl
         std::thread::yield_now();
     }
     drop(region);
+    // group-1's consumer has taken and acknowledged all 16, and waits for more.
+    broker.wait_for_status("group-1 caught up", |s| s["groups"][0]["position"] == 16);
     let shm = broker.shm.clone();
     let started = Instant::now();
     let (b, data) = broker.stop_keeping_data();

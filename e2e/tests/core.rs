@@ -74,10 +74,11 @@ fn two_groups_of_two_each_get_every_message_once_split_evenly() {
 fn a_full_ring_blocks_the_producer_without_burning_cpu_until_a_consumer_drains_it() {
     let broker = Broker::start(&["--groups", "1", "--slots", "16"]);
     let mut producer = broker.producer(&["--count", "200", "--size", "64"], None);
-    // Wait, by looking at the region itself, until the ring is full.
+    // Wait, by looking at the region itself, until the ring is full of committed
+    // records (slots are reserved before their records are committed).
     let region = shm_layout::Region::open(&broker.shm).expect("open region");
     let deadline = std::time::Instant::now() + e2e::DEADLINE;
-    while region.used_slots() < 16 {
+    while region.next_offset() < 16 {
         assert!(std::time::Instant::now() < deadline, "ring never filled");
         assert!(
             producer.is_running(),

@@ -176,7 +176,8 @@ fn a_consumer_killed_holding_messages_has_them_redelivered_to_its_group() {
 
 #[test]
 fn a_stalled_consumer_is_evicted_and_its_group_carries_on() {
-    let broker = Broker::start(&["--groups", "1", "--session-timeout", "500ms"]);
+    // Long enough that the busy worker is never evicted on a loaded machine.
+    let broker = Broker::start(&["--groups", "1", "--session-timeout", "2s"]);
     let (stalled, _) = broker.consumer(&["--id", "stalled", "--format", "json"]);
     let (worker, _) = broker.consumer(&["--id", "worker", "--format", "json"]);
     stalled.signal(Signal::SIGSTOP);
@@ -524,4 +525,92 @@ fn gone_producers_never_fill_the_client_table_against_a_consumer() {
         ["p0", "p1", "p2", "p3", "p4", "p5"],
         "the file keeps every name"
     );
+}
+
+/// Waits until `p` has stopped itself at its fault point (state `T` in /proc).
+fn wait_until_stopped(p: &mut Proc, never: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.pid)).unwrap_or_default();
+        if stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline && p.is_running(), "{never}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_producer_stopped_inside_its_commit_through_a_graceful_stop_loses_nothing() {
+    let broker = Broker::start(&["--groups", "1"]);
+    // It halts just past the commit point of "one", holding the ring lock.
+    let mut held = broker.client_env(
+        "producer",
+        &["--id", "held", "one", "two"],
+        &[("MINIKAFKA_FAULT", "send-committed:1:stop")],
+    );
+    wait_until_stopped(&mut held, "the producer never reached its commit");
+    let (stopped, data, shm) = broker.stop_leaving_region();
+    assert_eq!(stopped.code(), Some(1), "{:?}", stopped.stderr);
+    assert_eq!(
+        stopped.last_stderr_line(),
+        format!(
+            "broker: a producer held the ring lock through the stop (stopped?); \
+             shared-memory region {shm} is left in place, and the next start recovers its records"
+        )
+    );
+    // Resumed, it finishes that commit; its next send finds the broker gone.
+    held.signal(Signal::SIGCONT);
+    let p = held.wait_exit();
+    assert_eq!(p.code(), Some(1));
+    assert_eq!(
+        p.last_stderr_line(),
+        "producer: broker stopped (after 1 messages)"
+    );
+    // The next start recovers the message from the region it left.
+    let broker = Broker::start_with(data, shm, &["--groups", "1"]);
+    let (consumer, _) = broker.consumer(&["--count", "1"]);
+    assert_eq!(consumer.wait_exit().stdout_text(), "one\n");
+    let (b, data) = broker.stop_keeping_data();
+    assert_eq!(b.code(), Some(0), "{:?}", b.stderr);
+    let persisted: Vec<PersistedRecord> = e2e::data_lines(&data.0.join(PERSIST_FILE))
+        .iter()
+        .map(|l| PersistedRecord::parse(l).unwrap())
+        .collect();
+    assert_eq!(persisted.len(), 1, "{persisted:?}");
+    assert_eq!(
+        (persisted[0].offset, persisted[0].producer.as_str()),
+        (0, "held")
+    );
+    assert_eq!(persisted[0].payload, b"one");
+}
+
+#[test]
+fn a_consumer_taking_a_message_as_the_broker_stops_hands_out_only_what_is_logged() {
+    let broker = Broker::start(&["--groups", "1"]);
+    assert_eq!(broker.producer(&["one"], None).wait_exit().code(), Some(0));
+    // It halts just before it takes "one".
+    let mut late = broker.client_env(
+        "consumer",
+        &["--id", "late", "--count", "1"],
+        &[("MINIKAFKA_FAULT", "poll-taking:1:stop")],
+    );
+    wait_until_stopped(&mut late, "the consumer never came to take");
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    // Resumed after the broker's last look at the group: it takes, but does not
+    // hand out what the consumption log can no longer record.
+    late.signal(Signal::SIGCONT);
+    let c = late.wait_exit();
+    assert_eq!(c.code(), Some(1));
+    assert_eq!(c.last_stderr_line(), "consumer: broker stopped");
+    assert_eq!(c.stdout_text(), "", "nothing printed");
+    assert!(log(&data).is_empty(), "nothing logged");
+    // Not acknowledged, so delivered after the restart.
+    let broker = Broker::start_in(data, &["--groups", "1"]);
+    let (again, _) = broker.consumer(&["--count", "1"]);
+    assert_eq!(again.wait_exit().stdout_text(), "one\n");
 }

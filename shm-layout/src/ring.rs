@@ -168,6 +168,38 @@ impl Region {
         }
     }
 
+    /// At a graceful stop, once the region is marked closing: waits up to `limit` for
+    /// a hold of the ring lock in progress to end (repairing after a holder that
+    /// died). Holds taken later see the region closing and commit nothing, so when
+    /// this returns true `next_offset` covers every commit there will ever be. False
+    /// if a holder kept the lock past `limit` (a stopped or starved process): what it
+    /// commits then is only in the region.
+    pub fn wait_out_commits(&self, limit: Duration) -> bool {
+        let mutex = &self.header().ring_lock.mutex;
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match mutex.lock_for(left.min(LOCK_STEP)) {
+                Ok(LockOutcome::Acquired) => {
+                    drop(RingGuard::new(self));
+                    return true;
+                }
+                Ok(LockOutcome::OwnerDied) => {
+                    let guard = RingGuard::new(self);
+                    self.repair_commit();
+                    let repaired = mutex.mark_consistent().is_ok();
+                    drop(guard);
+                    return repaired;
+                }
+                Ok(LockOutcome::TimedOut) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Finishes the commits of a holder that died: records stamped past
     /// `next_offset` are committed (the stamp is the commit point), so `next_offset`
     /// moves past them and their descriptors are marked committed.
@@ -1092,6 +1124,77 @@ mod tests {
         r.reclaim(0).unwrap();
         assert_eq!(r.used_slots(), 1, "still held until consumed");
         assert_eq!(r.read_record(0).unwrap().payload, b"committed");
+    }
+
+    /// Commits `payload` inside the hold `g` (published when `g` is dropped).
+    fn commit_in_hold(r: &Region, g: &RingGuard<'_>, payload: &[u8]) -> u64 {
+        let first = r.try_reserve(g, ME.client, 1).unwrap().unwrap();
+        r.write_record(first, None, payload).unwrap();
+        let meta = RecordMeta {
+            sender: ME,
+            timestamp_us: 1,
+            key_len: NO_KEY,
+            payload_len: payload.len() as u32,
+        };
+        r.commit(g, first, &meta)
+    }
+
+    /// Whether thread `tid` of this process is asleep (in the kernel, waiting).
+    fn is_asleep(tid: i32) -> bool {
+        let stat =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('S'))
+    }
+
+    #[test]
+    fn a_stop_waits_out_a_hold_in_progress_and_then_sees_its_commits() {
+        let t = test_region("wait-out", test_geometry());
+        let r = &t.0;
+        assert_eq!(send(r, b"before"), Ok(0));
+        let g = r.lock_ring(|| false).unwrap();
+        assert_eq!(commit_in_hold(r, &g, b"in the hold"), 1);
+        r.header().identity.closing.store(1, Ordering::Release);
+        std::thread::scope(|s| {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let waiter = s.spawn(move || {
+                tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+                let settled = r.wait_out_commits(Duration::from_secs(30));
+                (settled, r.next_offset())
+            });
+            let tid = tid_rx.recv().unwrap();
+            // The hold ends only once the waiter sleeps on the lock: a waiter that
+            // gave up at once (the region is closing) would have missed offset 1.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !is_asleep(tid) && !waiter.is_finished() {
+                assert!(Instant::now() < deadline, "the waiter never slept");
+                std::thread::yield_now();
+            }
+            drop(g);
+            assert_eq!(waiter.join().unwrap(), (true, 2));
+        });
+        // Holds taken from now on commit nothing.
+        assert_eq!(send(r, b"after"), Err(SendError::Stopped));
+        assert_eq!(r.next_offset(), 2);
+    }
+
+    #[test]
+    fn a_hold_kept_past_the_patience_is_reported() {
+        let t = test_region("stuck-holder", test_geometry());
+        let r = &t.0;
+        let g = r.lock_ring(|| false).unwrap();
+        r.header().identity.closing.store(1, Ordering::Release);
+        let started = Instant::now();
+        let settled = std::thread::scope(|s| {
+            s.spawn(|| r.wait_out_commits(Duration::from_millis(50)))
+                .join()
+                .unwrap()
+        });
+        assert!(!settled);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        drop(g);
+        assert!(r.wait_out_commits(Duration::from_secs(10)), "free again");
     }
 
     #[test]

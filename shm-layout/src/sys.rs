@@ -117,6 +117,13 @@ pub fn kill_self() -> ! {
     std::process::abort()
 }
 
+/// Stops this process with SIGSTOP (fault injection: halts at this instruction
+/// until someone sends SIGCONT).
+pub fn stop_self() {
+    // SAFETY: kill(2) with our own pid and SIGSTOP has no memory-safety preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+}
+
 /// Raises the soft limit on open files to the hard limit; returns the new limit.
 pub fn raise_fd_limit() -> io::Result<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
