@@ -64,6 +64,9 @@ impl Cleaner {
             let h = self.region.header();
             event::nap(&h.cleaner, event_id::CLEANER, PERIOD);
         }
+        // Pairs with the fence a consumer takes after a take: either it sees the
+        // region closing and hands nothing out, or this last pass sees its take.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let _ = self.pass(&mut line);
         let states = self.registry().group_states();
         self.log.close()?;

@@ -331,9 +331,9 @@ impl Consumer {
         };
         // The broker logs deliveries for the last time after it marks the region
         // closing: a take it may not have seen is not handed out (what is taken and
-        // not acknowledged is delivered again after a restart). SeqCst pairs with
-        // the marking: either this load sees it, or the broker's last look sees
-        // the take.
+        // not acknowledged is delivered again after a restart). The fence pairs with
+        // the one before the cleaner's last pass: either this load sees the region
+        // closing, or that pass sees the take.
         fence(Ordering::SeqCst);
         if self.session.region.is_closing() {
             return Err(ConsumerError::BrokerStopped);
