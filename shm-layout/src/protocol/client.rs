@@ -235,7 +235,17 @@ struct FrameReader {
 
 impl FrameReader {
     fn next(&mut self, stream: &mut impl Read) -> Result<ControlFrame, String> {
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        self.next_within(stream, HANDSHAKE_TIMEOUT)
+    }
+
+    /// The next whole frame, waiting at most `limit` (the stream's own read
+    /// timeout paces the waiting).
+    fn next_within(
+        &mut self,
+        stream: &mut impl Read,
+        limit: Duration,
+    ) -> Result<ControlFrame, String> {
+        let deadline = Instant::now() + limit;
         loop {
             match frame::check(&self.buf, MAX_REPLY_LEN) {
                 Ok(Some(n)) => {
@@ -251,7 +261,11 @@ impl FrameReader {
                 Ok(0) => return Err("the broker closed the connection".into()),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if Instant::now() < deadline && is_timeout(&e) => {}
+                Err(e) if is_timeout(&e) => {
+                    if Instant::now() >= deadline {
+                        return Err(format!("no reply from the broker within {limit:?}"));
+                    }
+                }
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -289,5 +303,27 @@ impl From<FrameError> for ConnectError {
             addr: String::new(),
             detail: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection on which the broker never answers: every read times out.
+    struct Silent;
+
+    impl Read for Silent {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    #[test]
+    fn a_broker_that_never_answers_is_named_not_an_os_error() {
+        let err = FrameReader::default()
+            .next_within(&mut Silent, Duration::from_millis(20))
+            .unwrap_err();
+        assert_eq!(err, "no reply from the broker within 20ms");
     }
 }
