@@ -276,13 +276,25 @@ impl Proc {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), signal);
     }
 
+    /// The fields of /proc/PID/stat after the parenthesised command name (the
+    /// process state first); None once the process is gone.
+    fn stat_fields(&self) -> Option<Vec<String>> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
+        Some(rest.split(' ').map(str::to_string).collect())
+    }
+
     /// User + system CPU time so far, in clock ticks, from /proc/PID/stat.
     pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read stat");
-        // Fields after the parenthesised command name; utime and stime are 14 and 15.
-        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
+        let f = self.stat_fields().expect("read stat");
+        // utime and stime are fields 14 and 15 of the whole line.
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// Whether the process is stopped by a signal (state `T`).
+    pub fn is_stopped(&self) -> bool {
+        self.stat_fields()
+            .is_some_and(|f| f.first().is_some_and(|s| s == "T"))
     }
 }
 

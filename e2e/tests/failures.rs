@@ -530,14 +530,7 @@ fn gone_producers_never_fill_the_client_table_against_a_consumer() {
 /// Waits until `p` has stopped itself at its fault point (state `T` in /proc).
 fn wait_until_stopped(p: &mut Proc, never: &str) {
     let deadline = Instant::now() + DEADLINE;
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.pid)).unwrap_or_default();
-        if stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T'))
-        {
-            return;
-        }
+    while !p.is_stopped() {
         assert!(Instant::now() < deadline && p.is_running(), "{never}");
         std::thread::yield_now();
     }

@@ -141,30 +141,41 @@ impl Region {
             } else {
                 mutex.lock_for(LOCK_STEP)
             };
-            match outcome {
-                Ok(LockOutcome::Acquired) => return Ok(RingGuard::new(self)),
-                Ok(LockOutcome::OwnerDied) => {
-                    let guard = RingGuard::new(self);
-                    self.repair_commit();
-                    mutex
-                        .mark_consistent()
-                        .map_err(|e| SendError::Lock(e.to_string()))?;
-                    return Ok(guard);
-                }
-                Ok(LockOutcome::TimedOut) if attempt < LOCK_TRIES => {
-                    if attempt % 16 == 0 {
-                        std::thread::yield_now();
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-                Ok(LockOutcome::TimedOut) => {
-                    if stop() || self.is_closing() {
-                        return Err(SendError::Stopped);
-                    }
-                }
-                Err(e) => return Err(SendError::Lock(e.to_string())),
+            if let Some(guard) = self.guard_for(outcome)? {
+                return Ok(guard);
             }
+            if attempt < LOCK_TRIES {
+                if attempt % 16 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            } else if stop() || self.is_closing() {
+                return Err(SendError::Stopped);
+            }
+        }
+    }
+
+    /// The guard for a lock attempt that got the lock (repairing the ring first if
+    /// its last holder died holding it); None if the attempt timed out.
+    fn guard_for(
+        &self,
+        outcome: std::io::Result<LockOutcome>,
+    ) -> Result<Option<RingGuard<'_>>, SendError> {
+        let lock_error = |e: std::io::Error| SendError::Lock(e.to_string());
+        match outcome.map_err(lock_error)? {
+            LockOutcome::Acquired => Ok(Some(RingGuard::new(self))),
+            LockOutcome::OwnerDied => {
+                let guard = RingGuard::new(self);
+                self.repair_commit();
+                self.header()
+                    .ring_lock
+                    .mutex
+                    .mark_consistent()
+                    .map_err(lock_error)?;
+                Ok(Some(guard))
+            }
+            LockOutcome::TimedOut => Ok(None),
         }
     }
 
@@ -182,19 +193,9 @@ impl Region {
             if left.is_zero() {
                 return false;
             }
-            match mutex.lock_for(left.min(LOCK_STEP)) {
-                Ok(LockOutcome::Acquired) => {
-                    drop(RingGuard::new(self));
-                    return true;
-                }
-                Ok(LockOutcome::OwnerDied) => {
-                    let guard = RingGuard::new(self);
-                    self.repair_commit();
-                    let repaired = mutex.mark_consistent().is_ok();
-                    drop(guard);
-                    return repaired;
-                }
-                Ok(LockOutcome::TimedOut) => {}
+            match self.guard_for(mutex.lock_for(left.min(LOCK_STEP))) {
+                Ok(Some(_guard)) => return true,
+                Ok(None) => {}
                 Err(_) => return false,
             }
         }

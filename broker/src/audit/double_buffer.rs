@@ -176,8 +176,8 @@ impl DoubleBuffer {
         if batch.is_empty() || !ex.filling.is_empty() || batch.len() > shared.capacity {
             return Ok(false);
         }
+        // `filling` was empty: the caller gets an empty allocation back.
         std::mem::swap(&mut ex.filling, batch);
-        batch.clear();
         ex.mark = mark;
         ex.urgent |= urgent;
         // The writer may sleep without a timer while nothing is buffered.
@@ -347,12 +347,19 @@ mod tests {
         .unwrap()
     }
 
-    fn wait_for_mark(b: &DoubleBuffer, mark: u64) {
+    /// Waits, with a deadline, until `done` holds.
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while b.written_mark() < mark {
-            assert!(Instant::now() < deadline, "mark {mark} not written");
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
             std::thread::yield_now();
         }
+    }
+
+    fn wait_for_mark(b: &DoubleBuffer, mark: u64) {
+        wait_until(&format!("mark {mark} not written"), || {
+            b.written_mark() >= mark
+        });
     }
 
     #[test]
@@ -477,11 +484,9 @@ mod tests {
         wait_for_mark(&b, 8);
         assert_eq!(std::fs::read(&p).unwrap(), b"x\n");
         // The hook runs after the mark is published, outside the lock.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while seen.load(Ordering::Acquire) != 8 {
-            assert!(Instant::now() < deadline, "the hook never heard of mark 8");
-            std::thread::yield_now();
-        }
+        wait_until("the hook never heard of mark 8", || {
+            seen.load(Ordering::Acquire) == 8
+        });
         // A mark with nothing new to write is published by the next tick.
         b.set_mark(9);
         b.tick(false).unwrap();
