@@ -926,8 +926,14 @@ impl Registry {
         let Some(grp) = groups[g as usize].as_mut() else {
             return;
         };
-        // A cursor beyond the committed offsets can only come from a corrupt region.
-        let cursor = group::cursor(entry).min(region.next_offset());
+        // Consumers take records at their stamps, so the cursor may pass
+        // `next_offset` while a hold is in progress; beyond the stamped records, it
+        // can only come from a corrupt region.
+        let next = region.next_offset();
+        let cursor = match group::cursor(entry) {
+            c if c <= next => c,
+            c => region.stamped_end(next, c),
+        };
         // Taken out while the group is looked at, and put back at the end.
         let mut lines = std::mem::take(&mut grp.delivery_lines);
         lines.set_time(wall_clock_micros());

@@ -62,6 +62,20 @@ pub struct Message<'a> {
     pub attempt: u32,
 }
 
+/// How a wait ended.
+enum Waited {
+    /// The awaited change came within the spin.
+    Spun,
+    /// After a sleep: woken, or a sleep step ended.
+    Woken,
+    /// The caller's deadline passed.
+    TimedOut,
+}
+
+/// Waits that end within their spin, in a row, before the activity stamp is
+/// refreshed anyway (each is at most [`event::SPIN`] long).
+const SPINS_PER_STAMP: u32 = 1024;
+
 #[derive(Debug, Clone, Copy)]
 enum Held {
     /// First deliveries, acknowledged together.
@@ -275,12 +289,19 @@ impl Consumer {
         self.ack();
         let deadline = timeout.map(|t| Instant::now() + t);
         let max = max.max(1) as u64;
+        // The activity stamp is refreshed on entry and after every sleep: a wait
+        // that ends within its spin is too short to matter to the session timeout,
+        // and reading the clock there would delay every message taken right away.
+        let mut spins_since_stamp: Option<u32> = None;
         let next = loop {
             self.check_alive()?;
-            self.me()
-                .activity
-                .last_active_ms
-                .store(monotonic_millis(), Ordering::Relaxed);
+            if spins_since_stamp.is_none_or(|n| n >= SPINS_PER_STAMP) {
+                self.me()
+                    .activity
+                    .last_active_ms
+                    .store(monotonic_millis(), Ordering::Relaxed);
+                spins_since_stamp = Some(0);
+            }
             let pending = self.group_entry().meta.redeliveries.load(Ordering::Acquire);
             if let Some(claim) = self.session.region.claim_redelivery(
                 self.group,
@@ -295,23 +316,34 @@ impl Consumer {
                 .client(self.session.client)
                 .expect("checked at connect");
             shm_layout::fault::point("poll-taking");
-            // Every offset below `next_offset` is committed.
-            match self.member.next_step(group, me, region.next_offset(), max) {
+            match self.member.next_step_with(
+                group,
+                me,
+                |cursor, limit| region.committed_end(cursor, limit),
+                max,
+            ) {
                 Step::Take(run) => {
                     shm_layout::fault::point("poll-claimed");
                     break Held::First(run);
                 }
                 Step::AwaitMessages { word, cursor } => {
-                    // Woken by a commit; a changed turn word (another member handed
-                    // out offsets, or the rotation changed) is worth a new look too.
+                    // Woken by a commit (seen at its stamp, in the index entry read
+                    // next anyway); a changed turn word (another member handed out
+                    // offsets, or the rotation changed) is worth a new look too.
                     let ready = |c: &Consumer| {
                         let g = c.group_entry();
                         g.turn.turn.load(Ordering::Acquire) != word
-                            || c.session.region.next_offset() > cursor
+                            || c.session.region.is_committed(cursor)
                             || g.meta.redeliveries.load(Ordering::Acquire) != pending
                     };
-                    if !self.wait_for(deadline, true, ready)? {
-                        return Ok(self.empty_batch());
+                    // Taking `cursor` looks at the entry after it: fetch it now. The
+                    // producer writes that entry only in its send after the next,
+                    // when this consumer waits on it anyway.
+                    region.prefetch_entry(cursor + 1);
+                    match self.wait_for(deadline, true, ready)? {
+                        Waited::Spun => spins_since_stamp = spins_since_stamp.map(|n| n + 1),
+                        Waited::Woken => spins_since_stamp = None,
+                        Waited::TimedOut => return Ok(self.empty_batch()),
                     }
                 }
                 Step::AwaitRotation { word, .. } => {
@@ -323,18 +355,24 @@ impl Consumer {
                         c.group_entry().turn.turn.load(Ordering::Acquire) != word
                             || c.group_entry().meta.redeliveries.load(Ordering::Acquire) != pending
                     };
-                    if !self.wait_for(deadline, false, changed)? {
-                        return Ok(self.empty_batch());
+                    match self.wait_for(deadline, false, changed)? {
+                        Waited::Spun => spins_since_stamp = spins_since_stamp.map(|n| n + 1),
+                        Waited::Woken => spins_since_stamp = None,
+                        Waited::TimedOut => return Ok(self.empty_batch()),
                     }
                 }
             }
         };
         // The broker logs deliveries for the last time after it marks the region
         // closing: a take it may not have seen is not handed out (what is taken and
-        // not acknowledged is delivered again after a restart). The fence pairs with
-        // the one before the cleaner's last pass: either this load sees the region
-        // closing, or that pass sees the take.
-        fence(Ordering::SeqCst);
+        // not acknowledged is delivered again after a restart). Either this SeqCst
+        // load of the closing mark sees it, or the cleaner's last pass, behind its
+        // SeqCst fence, sees the take: when this consumer's own SeqCst advance of
+        // the cursor handed the run out, that advance orders the two; otherwise a
+        // fence does (a fence costs tens of cycles on every message).
+        if !self.member.advanced_last_step() {
+            fence(Ordering::SeqCst);
+        }
         if self.session.region.is_closing() {
             return Err(ConsumerError::BrokerStopped);
         }
@@ -391,15 +429,19 @@ impl Consumer {
         }
     }
 
-    /// Waits until `ready` (or something else worth a new look) happens; false if the
-    /// deadline passed. `on_publish` picks the event: a commit, or a group turn.
+    /// Waits until `ready` (or something else worth a new look) happens, or the
+    /// deadline passes. `on_publish` picks the event: a commit, or a group turn.
     fn wait_for(
         &self,
         deadline: Option<Instant>,
         on_publish: bool,
         ready: impl Fn(&Consumer) -> bool,
-    ) -> Result<bool, ConsumerError> {
+    ) -> Result<Waited, ConsumerError> {
         let region = &self.session.region;
+        // Most waits end within the spin: no clock read, no sleep.
+        if event::spin_until(|| ready(self) || region.is_closing()) {
+            return Ok(Waited::Spun);
+        }
         let (ev, id) = if on_publish {
             (&region.header().published, event_id::PUBLISHED)
         } else {
@@ -415,16 +457,20 @@ impl Consumer {
             ev,
             id,
             Some(flag),
-            Patience::SpinFirst,
+            Patience::SleepAtOnce,
             || ready(self) || region.is_closing(),
             || self.check_alive().is_err(),
             Some(until),
         );
         match waited {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok(Waited::Woken),
             Err(_) => {
                 self.check_alive()?;
-                Ok(deadline.is_none_or(|d| Instant::now() < d))
+                if deadline.is_none_or(|d| Instant::now() < d) {
+                    Ok(Waited::Woken)
+                } else {
+                    Ok(Waited::TimedOut)
+                }
             }
         }
     }

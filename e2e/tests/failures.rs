@@ -536,16 +536,22 @@ fn wait_until_stopped(p: &mut Proc, never: &str) {
     }
 }
 
-#[test]
-fn a_producer_stopped_inside_its_commit_through_a_graceful_stop_loses_nothing() {
-    let broker = Broker::start(&["--groups", "1"]);
-    // It halts just past the commit point of "one", holding the ring lock.
+/// A producer `held` sending "one" and "two", stopped just past the commit point of
+/// "one": it holds the ring lock, and `next_offset` has not moved past "one" yet.
+fn producer_stopped_in_its_commit(broker: &Broker) -> Proc {
     let mut held = broker.client_env(
         "producer",
         &["--id", "held", "one", "two"],
         &[("MINIKAFKA_FAULT", "send-committed:1:stop")],
     );
     wait_until_stopped(&mut held, "the producer never reached its commit");
+    held
+}
+
+#[test]
+fn a_producer_stopped_inside_its_commit_through_a_graceful_stop_loses_nothing() {
+    let broker = Broker::start(&["--groups", "1"]);
+    let held = producer_stopped_in_its_commit(&broker);
     let (stopped, data, shm) = broker.stop_leaving_region();
     assert_eq!(stopped.code(), Some(1), "{:?}", stopped.stderr);
     assert_eq!(
@@ -579,6 +585,33 @@ fn a_producer_stopped_inside_its_commit_through_a_graceful_stop_loses_nothing() 
         (0, "held")
     );
     assert_eq!(persisted[0].payload, b"one");
+}
+
+#[test]
+fn a_message_taken_while_its_producer_is_stopped_in_its_commit_is_logged_through_a_stop() {
+    let broker = Broker::start(&["--groups", "1"]);
+    let held = producer_stopped_in_its_commit(&broker);
+    // A consumer takes a record at its commit point, not when the hold ends.
+    let (consumer, _) = broker.consumer(&["--id", "reader", "--count", "1"]);
+    let c = consumer.wait_exit();
+    assert_eq!((c.code(), c.stdout_text()), (Some(0), "one\n".to_string()));
+    let (stopped, data, shm) = broker.stop_leaving_region();
+    assert_eq!(stopped.code(), Some(1), "{:?}", stopped.stderr);
+    // Its delivery is in the log although the hold never ended.
+    let delivered: Vec<(u64, String, u32)> = log(&data)
+        .into_iter()
+        .map(|d| (d.offset, d.consumer, d.attempt))
+        .collect();
+    assert_eq!(delivered, [(0, "reader".to_string(), 1)]);
+    held.signal(Signal::SIGCONT);
+    assert_eq!(held.wait_exit().code(), Some(1));
+    // The next start recovers the record; the group had consumed it, so nothing is
+    // delivered again.
+    let broker = Broker::start_with(data, shm, &["--groups", "1"]);
+    let (b, data) = broker.stop_keeping_data();
+    assert_eq!(b.code(), Some(0), "{:?}", b.stderr);
+    assert_eq!(persisted_offsets(&data), [0]);
+    assert_eq!(log(&data).len(), 1, "{:?}", log(&data));
 }
 
 #[test]

@@ -82,7 +82,12 @@ pub struct Producer {
     interrupt: Option<Arc<AtomicBool>>,
     sent: u64,
     bytes: u64,
+    /// Wall-clock µs of the last send.
+    last_send_us: u64,
 }
+
+/// Sends this far apart (µs) count as spaced: the lines of the next one go cold.
+const SPACED_SEND_US: u64 = 5;
 
 impl Producer {
     /// Connects to the broker at `broker` (`HOST:PORT`) as `id` (default
@@ -93,6 +98,7 @@ impl Producer {
         Ok(Producer {
             session,
             interrupt: None,
+            last_send_us: 0,
             sent: 0,
             bytes: 0,
         })
@@ -126,9 +132,10 @@ impl Producer {
 
     /// Sends one message with an optional key; returns its offset.
     pub fn send_keyed(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<u64, ProducerError> {
-        self.send_batch(&[(key, payload)])
-            .map(|offsets| offsets[0])
-            .map_err(|(_, e)| e)
+        let mut offset = 0;
+        self.send_each(&[(key, payload)], |o| offset = o)
+            .map_err(|(_, e)| e)?;
+        Ok(offset)
     }
 
     /// Sends several messages in order, taking the ring lock once for as many as
@@ -138,34 +145,56 @@ impl Producer {
         &mut self,
         messages: &[(Option<&[u8]>, &[u8])],
     ) -> Result<Vec<u64>, (usize, ProducerError)> {
+        let mut offsets = Vec::with_capacity(messages.len());
+        self.send_each(messages, |o| offsets.push(o))?;
+        Ok(offsets)
+    }
+
+    /// Sends `messages` in order (see [`Producer::send_batch`]); `committed` hears
+    /// each offset as it is assigned.
+    fn send_each(
+        &mut self,
+        messages: &[(Option<&[u8]>, &[u8])],
+        mut committed: impl FnMut(u64),
+    ) -> Result<(), (usize, ProducerError)> {
+        if self.should_stop() {
+            return Err((0, self.stop_reason()));
+        }
         let s = &self.session;
         let sender = Sender {
             client: s.client,
             generation: s.generation,
         };
-        if self.should_stop() {
-            return Err((0, self.stop_reason()));
-        }
-        let (link, interrupt) = (s.link.clone(), self.interrupt.clone());
+        let interrupt = &self.interrupt;
         let stop = || {
-            link.is_gone()
+            s.link.is_gone()
                 || interrupt
                     .as_ref()
                     .is_some_and(|f| f.load(Ordering::Relaxed))
         };
-        let mut offsets = Vec::with_capacity(messages.len());
+        let mut sent = 0;
+        let now_us = wall_clock_micros();
         let result = s
             .region
-            .send_batch(sender, messages, wall_clock_micros(), stop, None, |o| {
-                offsets.push(o)
+            .send_batch(sender, messages, now_us, stop, None, |o| {
+                sent += 1;
+                committed(o)
             });
-        self.sent += offsets.len() as u64;
-        self.bytes += messages[..offsets.len()]
+        // A producer sending single messages with pauses between them would find
+        // the lines of its next send gone cold: fetch them now, while it waits.
+        // Not for batches or back-to-back sends, where several producers would pull
+        // the same lines from each other.
+        if messages.len() == 1 && now_us.saturating_sub(self.last_send_us) >= SPACED_SEND_US {
+            s.region.prefetch_next_reservation();
+        }
+        self.last_send_us = now_us;
+        self.sent += sent as u64;
+        self.bytes += messages[..sent]
             .iter()
             .map(|(_, p)| p.len() as u64)
             .sum::<u64>();
         match result {
-            Ok(()) => Ok(offsets),
+            Ok(()) => Ok(()),
             Err((n, e)) => Err((n, self.error_from(e))),
         }
     }

@@ -17,6 +17,8 @@ use crate::sys::{futex_wait, futex_wake_all};
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// How long a waiter spins before sleeping.
 pub const SPIN: Duration = Duration::from_micros(20);
+/// How often a spinning waiter offers its core to others.
+const OFFER_EVERY: Duration = Duration::from_micros(8);
 
 /// Identifies an event word to the broker, which repairs sleeper counts of dead clients.
 pub mod event_id {
@@ -49,6 +51,7 @@ pub fn wake(event: &EventWord) {
 /// Spins until `ready` holds or [`SPIN`] has passed; true if it holds.
 pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
+    let mut offered = start;
     loop {
         for _ in 0..64 {
             if ready() {
@@ -56,12 +59,17 @@ pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() >= SPIN {
+        let now = Instant::now();
+        if now - start >= SPIN {
             return ready();
         }
         // With more runnable processes than cores, the one we wait for may need
-        // this core: offer it between rounds.
-        std::thread::yield_now();
+        // this core: offer it now and then. Not after every round: the offer is a
+        // system call, and what arrives during it waits for its end.
+        if now - offered >= OFFER_EVERY {
+            std::thread::yield_now();
+            offered = Instant::now();
+        }
     }
 }
 

@@ -183,6 +183,8 @@ struct Assignment {
 pub struct Member {
     /// None until the member first finds a rotation.
     assignment: Option<Assignment>,
+    /// The last step's run was handed out by this member's own advance of the cursor.
+    advanced: bool,
 }
 
 impl Member {
@@ -196,7 +198,20 @@ impl Member {
         committed: u64,
         max: u64,
     ) -> Step {
+        self.next_step_with(group, me, |_, _| committed, max)
+    }
+
+    /// As [`Member::next_step`], with `committed(cursor, limit)` telling how far the
+    /// committed offsets reach from the cursor (it need not look past `limit` more).
+    pub fn next_step_with(
+        &mut self,
+        group: &GroupEntry,
+        me: &ClientEntry,
+        committed: impl Fn(u64, u64) -> u64,
+        max: u64,
+    ) -> Step {
         let max = max.max(1);
+        self.advanced = false;
         loop {
             let word = group.turn.turn.load(Ordering::Acquire);
             let (cursor, epoch) = unpack_turn(word);
@@ -237,15 +252,23 @@ impl Member {
             }
             // Hand out at most `max` offsets to each member: every member reads its
             // share at the same pace.
-            let count = committed
+            let limit = max.saturating_mul(a.stride);
+            let count = committed(cursor, limit)
                 .saturating_sub(cursor)
-                .min(max.saturating_mul(a.stride))
+                .min(limit)
                 .min(MAX_CURSOR - cursor.min(MAX_CURSOR));
             if count == 0 {
                 return Step::AwaitMessages { word, cursor };
             }
-            try_advance(group, word, count);
+            self.advanced = try_advance(group, word, count);
         }
+    }
+
+    /// Whether the run the last [`Member::next_step`] returned was handed out by this
+    /// member's own advance of the cursor, a SeqCst read-modify-write of the turn
+    /// word: what the member does next is ordered after it as by a SeqCst fence.
+    pub fn advanced_last_step(&self) -> bool {
+        self.advanced
     }
 
     /// With no rotation to read from (none yet, or the last one is over and read to
@@ -318,10 +341,12 @@ pub fn try_advance(group: &GroupEntry, word: u64, count: u64) -> bool {
         .turn
         // Release extends the release sequence of the broker's install, so later
         // viewers still see the rotation; Acquire pairs with earlier advances.
+        // SeqCst orders the advance before the member's check of the closing mark
+        // (see `Member::advanced_last_step`); on x86 it costs nothing more.
         .compare_exchange(
             word,
             pack_turn(cursor + count, epoch),
-            Ordering::AcqRel,
+            Ordering::SeqCst,
             Ordering::Relaxed,
         )
         .is_ok()
@@ -524,6 +549,30 @@ mod tests {
         assert_eq!(take(mb.next_step(g, b, 100, 2)), [17, 19]);
         assert_eq!(cursor(g), 20);
         assert_eq!(take(ma.next_step(g, a, 100, 8)), [16, 18]);
+    }
+
+    #[test]
+    fn a_member_knows_whether_its_own_advance_handed_out_its_run() {
+        let t = test_region("advanced", test_geometry());
+        let r = &t.0;
+        let g = r.group(0).unwrap();
+        reset_group(g, 0);
+        let (a, b) = (r.client(0).unwrap(), r.client(1).unwrap());
+        clear_ranks(a);
+        clear_ranks(b);
+        install_rotation(g, &[a, b]);
+        let (mut ma, mut mb) = (Member::default(), Member::default());
+        assert_eq!(take(ma.next_step(g, a, 4, 8)), [0, 2]);
+        assert!(ma.advanced_last_step(), "a moved the cursor for its run");
+        assert_eq!(take(mb.next_step(g, b, 4, 8)), [1, 3]);
+        assert!(!mb.advanced_last_step(), "b's run was handed out by a");
+        assert!(matches!(
+            mb.next_step(g, b, 4, 8),
+            Step::AwaitMessages { .. }
+        ));
+        assert!(!mb.advanced_last_step());
+        assert_eq!(take(mb.next_step(g, b, 6, 8)), [5]);
+        assert!(mb.advanced_last_step());
     }
 
     #[test]

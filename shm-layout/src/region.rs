@@ -278,7 +278,9 @@ impl Region {
 
     /// Whether the broker has started stopping.
     pub fn is_closing(&self) -> bool {
-        self.header().identity.closing.load(Ordering::Acquire) != 0
+        // SeqCst: a consumer's check after a take pairs with the broker's fence
+        // before its last pass (see the consumer's `poll_batch`).
+        self.header().identity.closing.load(Ordering::SeqCst) != 0
     }
 
     /// Client table entry `i`, if `i < max_clients`.
