@@ -18,6 +18,10 @@ use crate::registry::Registry;
 
 /// Shortest and longest pause between passes.
 const BUSY_PAUSE: Duration = Duration::from_millis(1);
+/// The pause after a pass that found records while nothing is urgent: the
+/// records can wait for the next flush, and a producer's nudge (every quarter of
+/// the ring) cuts the pause short if they come faster.
+const PROGRESS_PAUSE: Duration = Duration::from_millis(5);
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
 
 /// How many records ahead of the one being formatted its payload is prefetched
@@ -95,8 +99,10 @@ impl Persister {
             let urgent = self.urgent();
             self.buffer.tick(urgent)?;
             publish(&self.region, &self.persisted, self.buffer.written_mark());
-            pause = if progressed || urgent {
+            pause = if urgent {
                 BUSY_PAUSE
+            } else if progressed {
+                PROGRESS_PAUSE.min(self.flush_interval / 2).max(BUSY_PAUSE)
             } else {
                 (pause * 2)
                     .min(IDLE_PAUSE)
