@@ -49,7 +49,17 @@ pub fn wake(event: &EventWord) {
 }
 
 /// Spins until `ready` holds or [`SPIN`] has passed; true if it holds.
-pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+pub fn spin_until(ready: impl FnMut() -> bool) -> bool {
+    spin_offering(OFFER_EVERY, ready)
+}
+
+/// As [`spin_until`], offering the core after every round of tries: for a thread
+/// whose core is wanted by the threads of its own process that work after it.
+pub fn spin_until_offering_often(ready: impl FnMut() -> bool) -> bool {
+    spin_offering(Duration::ZERO, ready)
+}
+
+fn spin_offering(offer_every: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     let mut offered = start;
     loop {
@@ -64,9 +74,10 @@ pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
             return ready();
         }
         // With more runnable processes than cores, the one we wait for may need
-        // this core: offer it now and then. Not after every round: the offer is a
-        // system call, and what arrives during it waits for its end.
-        if now - offered >= OFFER_EVERY {
+        // this core: offer it now and then. A client waiting for a message offers
+        // it every few microseconds, not after every round: the offer is a system
+        // call, and what arrives during it waits for its end.
+        if now - offered >= offer_every {
             std::thread::yield_now();
             offered = Instant::now();
         }
