@@ -72,8 +72,8 @@ enum Waited {
     TimedOut,
 }
 
-/// Waits that end within their spin, in a row, before the activity stamp is
-/// refreshed anyway (each is at most [`event::SPIN`] long).
+/// Waits that end within their spin, in a row, before the liveness checks and the
+/// activity stamp are redone anyway (each is at most [`event::SPIN`] long).
 const SPINS_PER_STAMP: u32 = 1024;
 
 #[derive(Debug, Clone, Copy)]
@@ -289,13 +289,18 @@ impl Consumer {
         self.ack();
         let deadline = timeout.map(|t| Instant::now() + t);
         let max = max.max(1) as u64;
-        // The activity stamp is refreshed on entry and after every sleep: a wait
-        // that ends within its spin is too short to matter to the session timeout,
-        // and reading the clock there would delay every message taken right away.
+        // The liveness checks and the activity stamp are redone on entry and after
+        // every sleep: a wait that ends within its spin is too short to matter to
+        // either, and redoing them there would delay every message taken at once.
         let mut spins_since_stamp: Option<u32> = None;
+        // The checks just ran, before acknowledging.
+        let mut checked = true;
         let next = loop {
-            self.check_alive()?;
             if spins_since_stamp.is_none_or(|n| n >= SPINS_PER_STAMP) {
+                if !checked {
+                    self.check_alive()?;
+                }
+                checked = false;
                 self.me()
                     .activity
                     .last_active_ms
@@ -440,7 +445,12 @@ impl Consumer {
         let region = &self.session.region;
         // Most waits end within the spin: no clock read, no sleep.
         if event::spin_until(|| ready(self) || region.is_closing()) {
-            return Ok(Waited::Spun);
+            // The broker stopping is for the liveness checks to report.
+            return Ok(if region.is_closing() {
+                Waited::Woken
+            } else {
+                Waited::Spun
+            });
         }
         let (ev, id) = if on_publish {
             (&region.header().published, event_id::PUBLISHED)

@@ -178,6 +178,24 @@ struct Assignment {
     end: Option<u64>,
 }
 
+impl Assignment {
+    /// Takes up to `max` of this member's offsets below `handed_out`, if it has any.
+    #[inline]
+    fn take_below(&mut self, handed_out: u64, max: u64) -> Option<Run> {
+        if self.next >= handed_out {
+            return None;
+        }
+        let len = (handed_out - self.next).div_ceil(self.stride).min(max);
+        let run = Run {
+            start: self.next,
+            stride: self.stride,
+            len,
+        };
+        self.next = self.next.saturating_add(len * self.stride);
+        Some(run)
+    }
+}
+
 /// One consumer's side of its group: the rotation it reads its offsets under.
 #[derive(Debug, Default, Clone)]
 pub struct Member {
@@ -234,14 +252,7 @@ impl Member {
                 }
             }
             let handed_out = a.end.map_or(cursor, |end| end.min(cursor));
-            if a.next < handed_out {
-                let len = (handed_out - a.next).div_ceil(a.stride).min(max);
-                let run = Run {
-                    start: a.next,
-                    stride: a.stride,
-                    len,
-                };
-                a.next = a.next.saturating_add(len * a.stride);
+            if let Some(run) = a.take_below(handed_out, max) {
                 return Step::Take(run);
             }
             if a.end.is_some() {
@@ -260,7 +271,14 @@ impl Member {
             if count == 0 {
                 return Step::AwaitMessages { word, cursor };
             }
-            self.advanced = try_advance(group, word, count);
+            if try_advance(group, word, count) {
+                // This member's share of what it just handed out, without another
+                // look at the turn word.
+                if let Some(run) = a.take_below(cursor + count, max) {
+                    self.advanced = true;
+                    return Step::Take(run);
+                }
+            }
         }
     }
 

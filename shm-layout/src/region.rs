@@ -319,7 +319,7 @@ impl Region {
     /// two (as by default), since a division costs tens of cycles and this runs
     /// several times per message.
     #[inline]
-    fn ring_index(&self, position: u64) -> u64 {
+    pub(crate) fn ring_index(&self, position: u64) -> u64 {
         let slots = self.geometry.slots as u64;
         if slots.is_power_of_two() {
             position & (slots - 1)

@@ -255,7 +255,7 @@ impl Region {
     /// Slots a reservation of `slots` slots would consume right now, padding included.
     fn reservation_cost(&self, head: u64, slots: u64) -> u64 {
         let ring = self.geometry().slots as u64;
-        let to_end = ring - head % ring;
+        let to_end = ring - self.ring_index(head);
         if slots > to_end {
             to_end + slots
         } else {
@@ -571,7 +571,14 @@ impl Region {
     /// One wake-up per quarter, and only if they sleep.
     fn nudge_cleaner(&self, from: u64, to: u64) {
         let step = (self.geometry().slots as u64 / 4).max(1);
-        if from / step != to / step {
+        // Whether they lie in different quarters; without a division for the usual
+        // power-of-two ring (this runs for every send).
+        let crossed = if step.is_power_of_two() {
+            (from ^ to) >= step
+        } else {
+            from / step != to / step
+        };
+        if crossed {
             event::notify(&self.header().cleaner);
         }
     }
@@ -1146,6 +1153,37 @@ mod tests {
             assert_eq!(r.read_record(o as u64).unwrap().payload, payload.as_slice());
         }
         assert_eq!(send(r, b"d").unwrap(), 3, "offsets go on without a repeat");
+    }
+
+    #[test]
+    fn a_producer_asks_for_a_pass_each_time_its_commits_cross_a_quarter_of_the_ring() {
+        // Quarters of 4 slots (a power of two, found without a division) and of 5.
+        for slots in [16u32, 20] {
+            let t = test_region(
+                "nudge",
+                Geometry {
+                    slots,
+                    ..test_geometry()
+                },
+            );
+            let r = &t.0;
+            let ev = &r.header().cleaner;
+            // As if the cleaner slept: a nudge then bumps the event.
+            ev.sleepers.store(1, Ordering::Relaxed);
+            let step = slots as u64 / 4;
+            for from in 0..3 * slots as u64 {
+                for to in from + 1..from + slots as u64 {
+                    let before = ev.seq.load(Ordering::Relaxed);
+                    r.nudge_cleaner(from, to);
+                    let nudged = ev.seq.load(Ordering::Relaxed) != before;
+                    assert_eq!(
+                        nudged,
+                        from / step != to / step,
+                        "{slots} slots: {from}..{to}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -49,12 +49,20 @@ pub fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
-/// Microseconds since the Unix epoch (wall clock; vDSO, no syscall).
+/// Microseconds since the Unix epoch (wall clock; vDSO, no syscall). Read for
+/// every send, so straight from `clock_gettime`, without `SystemTime`'s checked
+/// arithmetic; a clock set before 1970 reads as 0.
 pub fn wall_clock_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_REALTIME is always available on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    if ts.tv_sec < 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 /// Milliseconds of CLOCK_MONOTONIC, which every process on the host shares; used for
@@ -253,6 +261,18 @@ pub fn prefetch(p: *const u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wall_clock_in_micros_agrees_with_system_time() {
+        let micros = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
+        let before = micros(SystemTime::now());
+        let ours = wall_clock_micros();
+        let after = micros(SystemTime::now());
+        assert!(
+            (before..=after).contains(&ours),
+            "{before} <= {ours} <= {after}"
+        );
+    }
 
     #[test]
     fn random_bytes_are_not_all_zero() {
