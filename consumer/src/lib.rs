@@ -233,6 +233,19 @@ impl Consumer {
     }
 
     fn check_alive(&self) -> Result<(), ConsumerError> {
+        self.check_standing()?;
+        if self
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Err(ConsumerError::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Whether this consumer is still a member and the broker still runs.
+    fn check_standing(&self) -> Result<(), ConsumerError> {
         let s = &self.session;
         // `gone` first: the watcher sets `evicted` before `gone`, so an eviction
         // followed by the close is never mistaken for the broker stopping.
@@ -245,13 +258,6 @@ impl Consumer {
         }
         if gone {
             return Err(ConsumerError::BrokerStopped);
-        }
-        if self
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-        {
-            return Err(ConsumerError::Interrupted);
         }
         Ok(())
     }
@@ -370,17 +376,19 @@ impl Consumer {
         };
         // The broker logs deliveries for the last time after it marks the region
         // closing: a take it may not have seen is not handed out (what is taken and
-        // not acknowledged is delivered again after a restart). Either this SeqCst
-        // load of the closing mark sees it, or the cleaner's last pass, behind its
-        // SeqCst fence, sees the take: when this consumer's own SeqCst advance of
-        // the cursor handed the run out, that advance orders the two; otherwise a
-        // fence does (a fence costs tens of cycles on every message).
-        if !self.member.advanced_last_step() {
+        // not acknowledged is delivered again after a restart). Either the SeqCst
+        // load of the closing mark below sees it, or the cleaner's last pass, behind
+        // its SeqCst fence, sees the take: when this consumer's own SeqCst advance
+        // of the cursor handed the run out, that advance orders the two; otherwise
+        // a fence does (a fence costs tens of cycles on every message).
+        if !(matches!(next, Held::First(_)) && self.member.advanced_last_step()) {
             fence(Ordering::SeqCst);
         }
-        if self.session.region.is_closing() {
-            return Err(ConsumerError::BrokerStopped);
-        }
+        // A consumer evicted while it waited (stopped, say) finds its old share
+        // still below the cursor, and the broker has offered that share to the
+        // others: it hands out nothing. Checked after every take, since the checks
+        // before it may be a spin's worth old.
+        self.check_standing()?;
         self.held = Some(next);
         let run = match next {
             Held::First(run) => run,
@@ -445,6 +453,7 @@ impl Consumer {
         let region = &self.session.region;
         // Most waits end within the spin: no clock read, no sleep.
         if event::spin_until(|| ready(self) || region.is_closing()) {
+            shm_layout::fault::point("poll-spun");
             // The broker stopping is for the liveness checks to report.
             return Ok(if region.is_closing() {
                 Waited::Woken

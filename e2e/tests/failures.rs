@@ -615,6 +615,56 @@ fn a_message_taken_while_its_producer_is_stopped_in_its_commit_is_logged_through
 }
 
 #[test]
+fn a_consumer_evicted_while_stopped_in_a_short_wait_hands_out_nothing_when_it_resumes() {
+    // A ring large enough that nothing a's share pins is reclaimed meanwhile.
+    let broker = Broker::start(&[
+        "--groups",
+        "1",
+        "--session-timeout",
+        "1s",
+        "--slots",
+        "65536",
+        "--slot-size",
+        "128",
+    ]);
+    // It halts just as a wait of its ends within the spin.
+    let mut a = broker.client_env(
+        "consumer",
+        &["--id", "a", "--format", "json"],
+        &[("MINIKAFKA_FAULT", "poll-spun:1:stop")],
+    );
+    a.wait_stderr("joined group ");
+    let (b, _) = broker.consumer(&["--id", "b", "--format", "json"]);
+    let p = broker.producer(&["--stream", "--interval", "20us"], None);
+    wait_until_stopped(&mut a, "a never ended a wait within its spin");
+    // b hands out a's share with its own while a is stopped.
+    let handed_out = |s: &serde_json::Value| s["groups"][0]["handed_out"].as_u64().unwrap_or(0);
+    let at_stop = handed_out(&broker.status());
+    broker.wait_for_status("offsets handed out past a's stop", |s| {
+        handed_out(s) >= at_stop + 256
+    });
+    p.signal(Signal::SIGINT);
+    assert_eq!(p.wait_exit().code(), Some(0));
+    // a is evicted, and b reads everything, a's share included.
+    broker.wait_for_status("a evicted and b done", |s| {
+        s["groups"][0]["members"] == serde_json::json!(["b"])
+            && s["groups"][0]["position"] == s["ring"]["next_offset"]
+    });
+    a.signal(Signal::SIGCONT);
+    let a = a.wait_exit();
+    assert_eq!(a.code(), Some(1));
+    assert_eq!(a.last_stderr_line(), "consumer: evicted from group group-1");
+    b.signal(Signal::SIGTERM);
+    let b = b.wait_exit();
+    let by_b: BTreeSet<u64> = offsets_of(&b.stdout).into_iter().collect();
+    let twice: Vec<u64> = offsets_of(&a.stdout)
+        .into_iter()
+        .filter(|o| by_b.contains(o))
+        .collect();
+    assert!(twice.is_empty(), "handed out to both: {twice:?}");
+}
+
+#[test]
 fn a_consumer_taking_a_message_as_the_broker_stops_hands_out_only_what_is_logged() {
     let broker = Broker::start(&["--groups", "1"]);
     assert_eq!(broker.producer(&["one"], None).wait_exit().code(), Some(0));
