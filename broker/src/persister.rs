@@ -111,8 +111,8 @@ impl Persister {
             };
             // Under pressure (the ring filling up, or a producer waiting for space),
             // look again as soon as records come rather than after a wake-up, which
-            // costs tens of microseconds on a busy host.
-            // The writers and the cleaner work after it: offer them the core often.
+            // costs tens of microseconds on a busy host; the writers and the cleaner
+            // work after it, so it offers them the core often.
             if progressed
                 && urgent
                 && event::spin_until_offering_often(|| self.region.next_offset() > self.next)

@@ -21,7 +21,7 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shm_layout::event::{self, event_id, Patience};
+use shm_layout::event::{self, event_id};
 use shm_layout::group::{ClaimedRedelivery, Member, Run, Step};
 use shm_layout::layout::{client_state, ClientEntry, GroupEntry};
 use shm_layout::protocol::{default_id, ConnectError, Role, Session};
@@ -74,7 +74,7 @@ enum Waited {
 
 /// Waits that end within their spin, in a row, before the liveness checks and the
 /// activity stamp are redone anyway (each is at most [`event::SPIN`] long).
-const SPINS_PER_STAMP: u32 = 1024;
+const SPINS_PER_CHECK: u32 = 1024;
 
 #[derive(Debug, Clone, Copy)]
 enum Held {
@@ -208,6 +208,14 @@ impl Consumer {
             .expect("checked at connect")
     }
 
+    /// Records that this consumer is polling (its session timeout starts again).
+    fn stamp_activity(&self) {
+        self.me()
+            .activity
+            .last_active_ms
+            .store(monotonic_millis(), Ordering::Relaxed);
+    }
+
     /// Acknowledges the message returned by the last poll, if any.
     pub fn ack(&mut self) {
         match self.held.take() {
@@ -293,25 +301,19 @@ impl Consumer {
             return Err(e);
         }
         self.ack();
+        self.stamp_activity();
         let deadline = timeout.map(|t| Instant::now() + t);
         let max = max.max(1) as u64;
-        // The liveness checks and the activity stamp are redone on entry and after
-        // every sleep: a wait that ends within its spin is too short to matter to
-        // either, and redoing them there would delay every message taken at once.
-        let mut spins_since_stamp: Option<u32> = None;
-        // The checks just ran, before acknowledging.
-        let mut checked = true;
+        // The liveness checks and the activity stamp are redone after every sleep,
+        // not after a wait that ended within its spin: such a wait is too short to
+        // matter to either, and redoing them there would delay every message taken
+        // at once.
+        let mut spins_since_check = 0;
         let next = loop {
-            if spins_since_stamp.is_none_or(|n| n >= SPINS_PER_STAMP) {
-                if !checked {
-                    self.check_alive()?;
-                }
-                checked = false;
-                self.me()
-                    .activity
-                    .last_active_ms
-                    .store(monotonic_millis(), Ordering::Relaxed);
-                spins_since_stamp = Some(0);
+            if spins_since_check >= SPINS_PER_CHECK {
+                self.check_alive()?;
+                self.stamp_activity();
+                spins_since_check = 0;
             }
             let pending = self.group_entry().meta.redeliveries.load(Ordering::Acquire);
             if let Some(claim) = self.session.region.claim_redelivery(
@@ -327,7 +329,7 @@ impl Consumer {
                 .client(self.session.client)
                 .expect("checked at connect");
             shm_layout::fault::point("poll-taking");
-            match self.member.next_step_with(
+            let waited = match self.member.next_step_with(
                 group,
                 me,
                 |cursor, limit| region.committed_end(cursor, limit),
@@ -351,11 +353,7 @@ impl Consumer {
                     // producer writes that entry only in its send after the next,
                     // when this consumer waits on it anyway.
                     region.prefetch_entry(cursor + 1);
-                    match self.wait_for(deadline, true, ready)? {
-                        Waited::Spun => spins_since_stamp = spins_since_stamp.map(|n| n + 1),
-                        Waited::Woken => spins_since_stamp = None,
-                        Waited::TimedOut => return Ok(self.empty_batch()),
-                    }
+                    self.wait_for(deadline, true, ready)?
                 }
                 Step::AwaitRotation { word, .. } => {
                     // Wait against the word judged above (not a fresh load, which
@@ -366,12 +364,13 @@ impl Consumer {
                         c.group_entry().turn.turn.load(Ordering::Acquire) != word
                             || c.group_entry().meta.redeliveries.load(Ordering::Acquire) != pending
                     };
-                    match self.wait_for(deadline, false, changed)? {
-                        Waited::Spun => spins_since_stamp = spins_since_stamp.map(|n| n + 1),
-                        Waited::Woken => spins_since_stamp = None,
-                        Waited::TimedOut => return Ok(self.empty_batch()),
-                    }
+                    self.wait_for(deadline, false, changed)?
                 }
+            };
+            match waited {
+                Waited::Spun => spins_since_check += 1,
+                Waited::Woken => spins_since_check = SPINS_PER_CHECK,
+                Waited::TimedOut => return Ok(self.empty_batch()),
             }
         };
         // The broker logs deliveries for the last time after it marks the region
@@ -476,7 +475,6 @@ impl Consumer {
             ev,
             id,
             Some(flag),
-            Patience::SleepAtOnce,
             || ready(self) || region.is_closing(),
             || self.check_alive().is_err(),
             Some(until),

@@ -2,8 +2,9 @@
 //!
 //! A poster changes the state, then wakes sleepers only if some are counted, so the
 //! fast path costs one fence and one load, no syscall. A waiter spins briefly
-//! (a cross-core futex wake costs tens of microseconds, a cache-line hop a tenth of
-//! one) unless what it waits for is the broker's slower work, then counts itself,
+//! ([`spin_until`]: a cross-core futex wake costs tens of microseconds, a cache-line
+//! hop a tenth of one) unless what it waits for is the broker's slower work, then
+//! counts itself,
 //! rechecks, and sleeps for at most [`MAX_SLEEP`]: a lost wake-up or a dead poster
 //! delays a waiter, never wedges it.
 
@@ -137,35 +138,21 @@ pub enum WaitError {
     TimedOut,
 }
 
-/// Whether a waiter spins before it sleeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Patience {
-    /// Spin for up to [`SPIN`] first: for what another client brings about within
-    /// microseconds (a commit, a hand-out).
-    SpinFirst,
-    /// Sleep at once: for what only the broker's threads bring about (free space,
-    /// records on disk), which takes longer than a spin and needs the CPU a
-    /// spinning waiter would hold.
-    SleepAtOnce,
-}
-
-/// Waits until `ready` holds: spins (as `patience` says), then sleeps in timed
-/// steps, checking `stop` and `deadline` between steps.
+/// Waits until `ready` holds, sleeping in timed steps and checking `stop` and
+/// `deadline` between them. A waiter for what another client brings about within
+/// microseconds (a commit, a hand-out) spins first, with [`spin_until`]; one for the
+/// broker's slower work (free space, records on disk) sleeps at once, leaving the
+/// CPU to the threads that do it.
 pub fn wait_until(
     event: &EventWord,
     id: u32,
     sleeping_on: Option<&AtomicU32>,
-    patience: Patience,
     mut ready: impl FnMut() -> bool,
     mut stop: impl FnMut() -> bool,
     deadline: Option<Instant>,
 ) -> Result<(), WaitError> {
     loop {
-        let done = match patience {
-            Patience::SpinFirst => spin_until(&mut ready),
-            Patience::SleepAtOnce => ready(),
-        };
-        if done {
+        if ready() {
             return Ok(());
         }
         if stop() {
@@ -208,7 +195,6 @@ mod tests {
                 &ev2,
                 0,
                 None,
-                Patience::SpinFirst,
                 || flag2.load(Ordering::Acquire),
                 || false,
                 Some(Instant::now() + Duration::from_secs(10)),
@@ -225,11 +211,11 @@ mod tests {
         let ev = event();
         let d = Some(Instant::now() + Duration::from_millis(30));
         assert_eq!(
-            wait_until(&ev, 0, None, Patience::SpinFirst, || false, || false, d),
+            wait_until(&ev, 0, None, || false, || false, d),
             Err(WaitError::TimedOut)
         );
         assert_eq!(
-            wait_until(&ev, 0, None, Patience::SleepAtOnce, || false, || true, None),
+            wait_until(&ev, 0, None, || false, || true, None),
             Err(WaitError::Stopped)
         );
     }

@@ -8,7 +8,8 @@
 //! Points: `send-reserved` (a producer holding the ring lock with a reserved,
 //! unwritten record), `send-committed` (holding the lock just after the commit
 //! point), `poll-claimed` (a consumer that claimed an offset and has not returned it),
-//! `poll-taking` (a consumer about to claim offsets).
+//! `poll-taking` (a consumer about to claim offsets), `poll-spun` (a consumer whose
+//! wait just ended within its spin).
 
 #[cfg(debug_assertions)]
 mod enabled {

@@ -541,15 +541,22 @@ mod tests {
         (0..run.len).map(|i| run.offset(i)).collect()
     }
 
+    /// Group 0, reset to hand out from `start`, and clients 0..N in no rotation.
+    fn fresh_group<const N: usize>(r: &Region, start: u64) -> (&GroupEntry, [&ClientEntry; N]) {
+        let g = r.group(0).unwrap();
+        reset_group(g, start);
+        let clients = std::array::from_fn(|i| r.client(i as u32).unwrap());
+        for c in clients {
+            clear_ranks(c);
+        }
+        (g, clients)
+    }
+
     #[test]
     fn one_member_hands_out_a_batch_and_each_reads_its_own_share() {
         let t = test_region("share", test_geometry());
         let r = &t.0;
-        let g = r.group(0).unwrap();
-        reset_group(g, 10);
-        let (a, b) = (r.client(0).unwrap(), r.client(1).unwrap());
-        clear_ranks(a);
-        clear_ranks(b);
+        let (g, [a, b]) = fresh_group(r, 10);
         let (mut ma, mut mb) = (Member::default(), Member::default());
         assert!(matches!(
             ma.next_step(g, a, 16, 8),
@@ -573,11 +580,7 @@ mod tests {
     fn a_member_knows_whether_its_own_advance_handed_out_its_run() {
         let t = test_region("advanced", test_geometry());
         let r = &t.0;
-        let g = r.group(0).unwrap();
-        reset_group(g, 0);
-        let (a, b) = (r.client(0).unwrap(), r.client(1).unwrap());
-        clear_ranks(a);
-        clear_ranks(b);
+        let (g, [a, b]) = fresh_group(r, 0);
         install_rotation(g, &[a, b]);
         let (mut ma, mut mb) = (Member::default(), Member::default());
         assert_eq!(take(ma.next_step(g, a, 4, 8)), [0, 2]);
@@ -597,11 +600,7 @@ mod tests {
     fn a_frozen_group_hands_out_nothing_while_members_finish_the_old_rotation() {
         let t = test_region("freeze", test_geometry());
         let r = &t.0;
-        let g = r.group(0).unwrap();
-        reset_group(g, 0);
-        let (a, b) = (r.client(0).unwrap(), r.client(1).unwrap());
-        clear_ranks(a);
-        clear_ranks(b);
+        let (g, [a, b]) = fresh_group(r, 0);
         let (mut ma, mut mb) = (Member::default(), Member::default());
         install_rotation(g, &[a, b]);
         assert_eq!(take(ma.next_step(g, a, 8, 4)), [0, 2, 4, 6]);
@@ -637,16 +636,7 @@ mod tests {
     fn a_member_that_has_not_looked_yet_finds_its_share_of_a_frozen_rotation() {
         let t = test_region("late", test_geometry());
         let r = &t.0;
-        let g = r.group(0).unwrap();
-        reset_group(g, 0);
-        let (a, b, c) = (
-            r.client(0).unwrap(),
-            r.client(1).unwrap(),
-            r.client(2).unwrap(),
-        );
-        for m in [a, b, c] {
-            clear_ranks(m);
-        }
+        let (g, [a, b, c]) = fresh_group(r, 0);
         let (mut ma, mut mb, mut mc) = (Member::default(), Member::default(), Member::default());
         install_rotation(g, &[a, b]);
         assert_eq!(take(ma.next_step(g, a, 6, 8)), [0, 2, 4]);

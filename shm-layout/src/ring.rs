@@ -18,7 +18,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::event::{self, event_id, Patience, WaitError};
+use crate::event::{self, event_id, WaitError};
 use crate::layout::{descriptor, NO_KEY};
 use crate::region::Region;
 use crate::sys::prefetch;
@@ -552,7 +552,6 @@ impl Region {
             &h.persisted,
             event_id::PERSISTED,
             flag,
-            Patience::SleepAtOnce,
             || self.persisted_offset() > offset || self.is_closing(),
             &mut *stop,
             None,
@@ -599,7 +598,6 @@ impl Region {
             &h.space,
             event_id::SPACE,
             flag,
-            Patience::SleepAtOnce,
             || (self.has_space_for(slots) && (replay || !self.is_paused())) || self.is_closing(),
             &mut *stop,
             deadline,
@@ -629,16 +627,14 @@ impl Region {
         if !self.is_committed(from) {
             return self.next_offset();
         }
-        let scan = limit.min(SCAN_LIMIT);
-        let mut end = from + 1;
-        while end - from < scan && self.is_committed(end) {
-            end += 1;
-        }
+        let scan = limit.clamp(1, SCAN_LIMIT);
+        let end = self.stamped_end(from + 1, from + scan);
         if end - from == scan && scan < limit {
             // More may be committed than a scan should look at.
-            end = end.max(self.next_offset());
+            end.max(self.next_offset())
+        } else {
+            end
         }
-        end
     }
 
     /// The first offset from `from` (a committed position, such as `next_offset`)
@@ -1107,23 +1103,20 @@ mod tests {
         assert_eq!(send(r, b"y").unwrap(), 1);
     }
 
-    /// Three records, sent in one hold.
-    const ABC: [(Option<&[u8]>, &[u8]); 3] = [(None, b"a"), (None, b"b"), (None, b"c")];
+    /// Sends "a", "b" and "c" in one hold; `committed` hears each offset as it is
+    /// assigned, inside the hold.
+    fn send_abc_in_one_hold(r: &Region, committed: impl FnMut(u64)) {
+        let abc: [(Option<&[u8]>, &[u8]); 3] = [(None, b"a"), (None, b"b"), (None, b"c")];
+        r.send_batch(ME, &abc, 0, || false, None, committed)
+            .unwrap();
+    }
 
     #[test]
     fn records_of_one_hold_become_visible_together_and_survive_a_holder_that_dies() {
         let t = test_region("hold", test_geometry());
         let r = &t.0;
         let mut seen = Vec::new();
-        r.send_batch(
-            ME,
-            &ABC,
-            0,
-            || false,
-            None,
-            |o| seen.push((o, r.next_offset())),
-        )
-        .unwrap();
+        send_abc_in_one_hold(r, |o| seen.push((o, r.next_offset())));
         assert_eq!(
             seen,
             [(0, 0), (1, 0), (2, 0)],
@@ -1191,21 +1184,13 @@ mod tests {
         let t = test_region("stamped", test_geometry());
         let r = &t.0;
         let mut seen = Vec::new();
-        r.send_batch(
-            ME,
-            &ABC,
-            0,
-            || false,
-            None,
-            |_| {
-                seen.push((
-                    r.next_offset(),
-                    r.committed_end(0, 64),
-                    r.committed_end(0, 2),
-                ))
-            },
-        )
-        .unwrap();
+        send_abc_in_one_hold(r, |_| {
+            seen.push((
+                r.next_offset(),
+                r.committed_end(0, 64),
+                r.committed_end(0, 2),
+            ))
+        });
         assert_eq!(
             seen,
             [(0, 1, 1), (0, 2, 2), (0, 3, 2)],

@@ -49,44 +49,40 @@ pub fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
-/// Microseconds since the Unix epoch (wall clock; vDSO, no syscall). Read for
-/// every send, so straight from `clock_gettime`, without `SystemTime`'s checked
-/// arithmetic; a clock set before 1970 reads as 0.
-pub fn wall_clock_micros() -> u64 {
+/// `clock` as seconds and nanoseconds, straight from `clock_gettime` (vDSO, no
+/// syscall): these clocks are read for every send or poll.
+fn read_clock(clock: libc::clockid_t) -> (libc::time_t, u64) {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_REALTIME is always available on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    if ts.tv_sec < 0 {
-        return 0;
+    // SAFETY: `ts` is a valid out-pointer; the clocks read here (CLOCK_REALTIME,
+    // CLOCK_MONOTONIC) are always available on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec, ts.tv_nsec as u64)
+}
+
+/// Microseconds since the Unix epoch (wall clock), without `SystemTime`'s checked
+/// arithmetic; a clock set before 1970 reads as 0.
+pub fn wall_clock_micros() -> u64 {
+    match read_clock(libc::CLOCK_REALTIME) {
+        (secs, _) if secs < 0 => 0,
+        (secs, nanos) => secs as u64 * 1_000_000 + nanos / 1_000,
     }
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 /// Milliseconds of CLOCK_MONOTONIC, which every process on the host shares; used for
 /// liveness stamps written by one process and judged by another.
 pub fn monotonic_millis() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC is always available on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    let (secs, nanos) = read_clock(libc::CLOCK_MONOTONIC);
+    secs as u64 * 1000 + nanos / 1_000_000
 }
 
 /// Nanoseconds of CLOCK_MONOTONIC (shared by every process on the host): one-way
 /// latencies are measured with it across processes.
 pub fn monotonic_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC is always available on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let (secs, nanos) = read_clock(libc::CLOCK_MONOTONIC);
+    secs as u64 * 1_000_000_000 + nanos
 }
 
 /// Fills `buf` from the kernel's random source.
