@@ -14,6 +14,7 @@ use shm_layout::event::{self, event_id};
 use shm_layout::Region;
 
 use crate::audit::double_buffer::DoubleBuffer;
+use crate::audit::records::LOG_FILE;
 use crate::audit::state;
 use crate::reclaim::Reclaimer;
 use crate::registry::Registry;
@@ -35,16 +36,20 @@ pub struct Cleaner {
 
 impl Cleaner {
     /// Runs passes until `stop`; then logs what is left, closes the log and saves the
-    /// group positions. Returns the first error that stopped the audit trail.
+    /// group positions. Returns the first error that stopped the audit trail, naming
+    /// its file.
     pub fn run(mut self, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+        let in_log = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{LOG_FILE}: {e}"));
         let mut reported = false;
         let mut saved: Vec<state::GroupState> = Vec::new();
         let mut saved_at = Instant::now();
+        // The state file's last save failed (reported once, until one succeeds).
+        let mut save_failing = false;
         let mut line = Vec::new();
         while !stop.load(Ordering::Acquire) {
             if let Err(e) = self.pass(&mut line) {
                 if e.kind() != std::io::ErrorKind::InvalidData {
-                    return Err(e);
+                    return Err(in_log(e));
                 }
                 if !reported {
                     eprintln!("broker: cleaner refused to reclaim: {e}");
@@ -53,9 +58,18 @@ impl Cleaner {
             }
             if saved_at.elapsed() >= self.flush_interval {
                 let now = self.registry().group_states();
-                if now != saved {
-                    if let Err(e) = state::save(&self.data_dir, &now, self.fsync) {
-                        eprintln!("broker: cannot save group positions: {e}");
+                if now != saved || save_failing {
+                    match state::save(&self.data_dir, &now, self.fsync) {
+                        Ok(()) if save_failing => {
+                            eprintln!("broker: {} saved again", state::STATE_FILE);
+                            save_failing = false;
+                        }
+                        Ok(()) => {}
+                        Err(e) if !save_failing => {
+                            eprintln!("broker: cannot save {}: {e}; retrying", state::STATE_FILE);
+                            save_failing = true;
+                        }
+                        Err(_) => {}
                     }
                     saved = now;
                 }
@@ -69,8 +83,9 @@ impl Cleaner {
         std::sync::atomic::fence(Ordering::SeqCst);
         let _ = self.pass(&mut line);
         let states = self.registry().group_states();
-        self.log.close()?;
+        self.log.close().map_err(in_log)?;
         state::save(&self.data_dir, &states, true)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", state::STATE_FILE)))
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {

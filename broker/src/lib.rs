@@ -69,6 +69,8 @@ pub enum BrokerError {
     HolderStuck(String),
     #[error("the audit trail failed: {0}")]
     Audit(std::io::Error),
+    #[error("could not complete the files ({error}); shared-memory region {region} is left in place with what they lack, and the next start recovers it")]
+    Incomplete { error: String, region: String },
     #[error("{0}")]
     Replay(String),
     #[error(transparent)]
@@ -266,7 +268,7 @@ pub fn run(
             config.flush_interval,
             config.fsync,
             next,
-            "persist",
+            PERSIST_FILE,
             {
                 // Written records may free slots and release --fsync senders.
                 let (region, persisted) = (region.clone(), persisted.clone());
@@ -292,7 +294,7 @@ pub fn run(
             config.flush_interval,
             config.fsync,
             replay_from,
-            "log",
+            LOG_FILE,
             {
                 let (region, reclaimer) = (region.clone(), reclaimer.clone());
                 Box::new(move |mark| {
@@ -307,6 +309,9 @@ pub fn run(
         flush_interval: config.flush_interval,
         fsync: config.fsync,
     };
+    // At a stop, writers that cannot write give up after a while, so that the stop
+    // ends; what they could not write stays in the region.
+    let writer_stops = [persister.buffer.stop_signal(), cleaner.log.stop_signal()];
     let persister_stop = Arc::new(AtomicBool::new(false));
     let cleaner_stop = Arc::new(AtomicBool::new(false));
     let persister = {
@@ -348,6 +353,9 @@ pub fn run(
             .unwrap_or_else(|_| Err("the replay thread panicked".into())),
         None => Ok(()),
     };
+    for writer in &writer_stops {
+        writer.request();
+    }
     persister_stop.store(true, Ordering::Release);
     let persisted = persister
         .join()
@@ -357,35 +365,35 @@ pub fn run(
     let logged = cleaner
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("cleaner panicked")));
-    // A producer that held the ring through the stop may still commit records
-    // that only the region holds: the next start salvages them from it.
-    let holder_stuck = matches!(persisted, Ok(persister::FinalDrain::HolderStuck));
-    if !holder_stuck {
+    // The region goes only if the files hold everything it does. Otherwise (a
+    // producer held the ring through the stop, or a file or the state could not be
+    // written) it stays for the next start, which recovers what the files lack.
+    let kept = match (&persisted, &logged) {
+        (Ok(persister::FinalDrain::HolderStuck), _) => Some(BrokerError::HolderStuck(name.clone())),
+        (Err(e), _) | (_, Err(e)) => Some(BrokerError::Incomplete {
+            error: e.to_string(),
+            region: name.clone(),
+        }),
+        _ => None,
+    };
+    if kept.is_none() {
         let _ = Region::unlink(&name);
     }
     replayed.map_err(BrokerError::Replay)?;
     served?;
-    persisted.map_err(BrokerError::Audit)?;
-    logged.map_err(BrokerError::Audit)?;
-    if holder_stuck {
-        return Err(BrokerError::HolderStuck(name));
+    match kept {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// Starts a thread of the audit trail. One that fails says so at once; producers
-/// then block (nothing is reclaimed unwritten) rather than anything being lost.
+/// Starts a thread of the audit trail. Its writes are retried until they succeed,
+/// so it ends with an error only at a stop, which the broker then reports.
 fn spawn_audit<T: Send + 'static>(
     name: &'static str,
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<std::io::Result<T>>> {
-    std::thread::Builder::new().name(name.into()).spawn(move || {
-        let result = work();
-        if let Err(e) = &result {
-            eprintln!("broker: the {name} stopped: {e}; producers will block until the broker restarts");
-        }
-        result
-    })
+    std::thread::Builder::new().name(name.into()).spawn(work)
 }
 
 fn report_cut(file: &str, bytes: u64) {

@@ -13,7 +13,7 @@ use shm_layout::event::{self, event_id};
 use shm_layout::Region;
 
 use crate::audit::double_buffer::DoubleBuffer;
-use crate::audit::records::PersistedLines;
+use crate::audit::records::{PersistedLines, PERSIST_FILE};
 use crate::registry::Registry;
 
 /// Shortest and longest pause between passes.
@@ -67,7 +67,13 @@ pub struct Persister {
 
 impl Persister {
     /// Runs until `stop`; then persists every committed record and closes the file.
-    pub fn run(mut self, stop: Arc<AtomicBool>) -> io::Result<FinalDrain> {
+    /// An error names the file.
+    pub fn run(self, stop: Arc<AtomicBool>) -> io::Result<FinalDrain> {
+        self.serve(stop)
+            .map_err(|e| io::Error::new(e.kind(), format!("{PERSIST_FILE}: {e}")))
+    }
+
+    fn serve(mut self, stop: Arc<AtomicBool>) -> io::Result<FinalDrain> {
         let mut names: HashMap<(u32, u32), Arc<str>> = HashMap::new();
         let mut lines = Vec::new();
         let mut format = PersistedLines::default();

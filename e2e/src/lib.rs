@@ -62,6 +62,67 @@ impl Drop for TempDir {
     }
 }
 
+/// A small tmpfs mounted for a test, to fill a disk on purpose; unmounted when
+/// dropped. Mounting needs root (CI runs as root).
+pub struct SmallDisk {
+    pub mount_point: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (e.g. `1m`), or says why it cannot and returns None
+    /// (the caller skips its test, saying so).
+    pub fn mount(tag: &str, size: &str) -> Option<SmallDisk> {
+        let mount_point = std::env::temp_dir().join(unique(&format!("mk-e2e-disk-{tag}")));
+        std::fs::create_dir_all(&mount_point).expect("create mount point");
+        let disk = SmallDisk { mount_point };
+        let option = format!("size={size}");
+        match disk.run_mount(&["-t", "tmpfs", "-o", &option, "tmpfs"]) {
+            Ok(()) => Some(disk),
+            Err(why) => {
+                eprintln!("SKIPPED: cannot mount a small tmpfs ({why}); this test needs root");
+                let _ = std::fs::remove_dir(&disk.mount_point);
+                std::mem::forget(disk);
+                None
+            }
+        }
+    }
+
+    /// Grows (or shrinks) the disk to `size`, keeping its files.
+    pub fn resize(&self, size: &str) {
+        let option = format!("remount,size={size}");
+        self.run_mount(&["-o", &option])
+            .unwrap_or_else(|e| panic!("resize {}: {e}", self.mount_point.display()));
+    }
+
+    /// A directory on the disk for a broker's data, removed (but not the disk) when
+    /// dropped.
+    pub fn data_dir(&self) -> TempDir {
+        let dir = self.mount_point.join("data");
+        std::fs::create_dir_all(&dir).expect("create data dir on the small disk");
+        TempDir(dir)
+    }
+
+    fn run_mount(&self, args: &[&str]) -> Result<(), String> {
+        let out = Command::new("mount")
+            .args(args)
+            .arg(&self.mount_point)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount_point).output();
+        let _ = std::fs::remove_dir(&self.mount_point);
+    }
+}
+
 /// A running process with its output collected in the background.
 pub struct Proc {
     pub pid: u32,

@@ -10,10 +10,17 @@
 //! below N"). The writer publishes a buffer's mark only once its bytes are written
 //! (and synced, with `fsync`), so readers of [`DoubleBuffer::written_mark`] never see
 //! a position whose records could still be lost in memory.
+//!
+//! A failed write (a full disk, say) is transient: the writer says so once, keeps
+//! what it has not written, and tries again with backoff until it succeeds, carrying
+//! on exactly where the last write stopped (a short write is never written twice).
+//! Meanwhile its mark stands still, so nothing that depends on it (freeing ring
+//! slots) moves. Only once the owner asks it to stop ([`StopSignal::request`]) does
+//! a failing writer give up, after [`STOP_PATIENCE`], and report the error.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +28,12 @@ use std::time::{Duration, Instant};
 /// Called with the new mark each time one is published (after a write, or when
 /// nothing was buffered): lets the owner act on written records at once.
 pub type OnWritten = Box<dyn Fn(u64) + Send + Sync>;
+
+/// How long a failing writer keeps trying once it is asked to stop.
+pub const STOP_PATIENCE: Duration = Duration::from_secs(1);
+/// The first and the longest pause between two tries of a failed write.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+const RETRY_LONGEST: Duration = Duration::from_millis(500);
 
 struct Exchange {
     /// What the caller has appended and the writer not yet taken.
@@ -34,7 +47,10 @@ struct Exchange {
     /// The writer is writing a buffer it took.
     writing: bool,
     closed: bool,
+    /// The writer gave up (only ever after a stop request): every later call fails.
     error: Option<String>,
+    /// The error of the write the writer is retrying, while it fails.
+    failing: Option<String>,
 }
 
 struct Shared {
@@ -48,11 +64,48 @@ struct Shared {
     written_mark: AtomicU64,
     writes: AtomicU64,
     on_written: OnWritten,
+    /// The file's name, for what the writer reports.
+    file_name: String,
+    /// The owner is stopping: a failing writer gives up after [`STOP_PATIENCE`].
+    stop: AtomicBool,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Exchange> {
         self.exchange.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `pause` before the next try of a failed write; a stop request
+    /// cuts it short.
+    fn pause_before_retry(&self, pause: Duration) {
+        let ex = self.lock();
+        if !self.stopping() {
+            let _ = self.due.wait_timeout(ex, pause);
+        }
+    }
+
+    fn set_failing(&self, failing: Option<String>) {
+        self.lock().failing = failing;
+    }
+}
+
+/// Asks a [`DoubleBuffer`]'s writer to stop retrying a failed write (after
+/// [`STOP_PATIENCE`]), and a caller waiting for it to give up waiting. Usable from
+/// any thread while the buffer's owner is busy.
+#[derive(Clone)]
+pub struct StopSignal(Arc<Shared>);
+
+impl StopSignal {
+    pub fn request(&self) {
+        let shared = &*self.0;
+        let _ex = shared.lock();
+        shared.stop.store(true, Ordering::Release);
+        shared.due.notify_all();
+        shared.taken.notify_all();
     }
 }
 
@@ -63,14 +116,15 @@ pub struct DoubleBuffer {
 }
 
 impl DoubleBuffer {
-    /// Starts the writer thread for `file`. `mark` is the position already on disk.
+    /// Starts the writer thread for `file`, named `file_name` in what it reports.
+    /// `mark` is the position already on disk.
     pub fn new(
         file: File,
         capacity: usize,
         interval: Duration,
         fsync: bool,
         mark: u64,
-        name: &str,
+        file_name: &str,
         on_written: OnWritten,
     ) -> io::Result<Self> {
         let capacity = capacity.max(1);
@@ -83,6 +137,7 @@ impl DoubleBuffer {
                 writing: false,
                 closed: false,
                 error: None,
+                failing: None,
             }),
             due: Condvar::new(),
             taken: Condvar::new(),
@@ -91,11 +146,13 @@ impl DoubleBuffer {
             written_mark: AtomicU64::new(mark),
             writes: AtomicU64::new(0),
             on_written,
+            file_name: file_name.to_string(),
+            stop: AtomicBool::new(false),
         });
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
-                .name(format!("writer-{name}"))
+                .name(writer_thread_name(file_name))
                 .spawn(move || write_loop(file, &shared, fsync))?
         };
         Ok(DoubleBuffer {
@@ -134,6 +191,13 @@ impl DoubleBuffer {
                     .position(|&b| b == b'\n')
                     .map_or(lines.len(), |i| i + 1)
             } else {
+                if shared.stopping() {
+                    if let Some(failing) = &ex.failing {
+                        // The owner is stopping and the file cannot take more: what is
+                        // not written stays where it came from (the region).
+                        return Err(io::Error::other(failing.clone()));
+                    }
+                }
                 ex.urgent = true;
                 shared.due.notify_one();
                 ex = shared.taken.wait(ex).unwrap_or_else(|p| p.into_inner());
@@ -222,6 +286,16 @@ impl DoubleBuffer {
         self.shared.written_mark.load(Ordering::Acquire)
     }
 
+    /// The error of a write the writer keeps retrying, while it fails.
+    pub fn write_failure(&self) -> Option<String> {
+        self.shared.lock().failing.clone()
+    }
+
+    /// A handle that asks the writer to stop retrying (see [`StopSignal`]).
+    pub fn stop_signal(&self) -> StopSignal {
+        StopSignal(self.shared.clone())
+    }
+
     /// How many buffers the writer has written (for status and tests).
     pub fn writes(&self) -> u64 {
         self.shared.writes.load(Ordering::Relaxed)
@@ -292,35 +366,91 @@ fn write_loop(mut file: File, shared: &Shared, fsync: bool) {
             shared.taken.notify_all();
             (ours, ex.mark)
         };
-        let result = file
-            .write_all(&ours)
-            .and_then(|_| if fsync { file.sync_data() } else { Ok(()) });
+        let result = write_retrying(&mut file, &ours, fsync, shared);
         ours.clear();
         // A buffer that held one oversized line goes back to its usual size.
         ours.shrink_to(shared.capacity);
         spare = ours;
-        let written = {
+        {
             let mut ex = shared.lock();
             ex.writing = false;
-            let written = match result {
-                Ok(()) => {
-                    shared.written_mark.fetch_max(mark, Ordering::AcqRel);
-                    shared.writes.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                Err(e) => {
-                    ex.error.get_or_insert(e.to_string());
-                    false
-                }
-            };
+            if let Err(e) = result {
+                // Given up at a stop: nothing after the lost bytes may be written,
+                // or a later mark would cover them.
+                ex.error.get_or_insert(e.to_string());
+                shared.taken.notify_all();
+                return;
+            }
+            shared.written_mark.fetch_max(mark, Ordering::AcqRel);
+            shared.writes.fetch_add(1, Ordering::Relaxed);
             shared.taken.notify_all();
-            written
-        };
-        // Outside the lock: the hook may do real work (freeing slots).
-        if written {
-            (shared.on_written)(mark);
         }
+        // Outside the lock: the hook may do real work (freeing slots).
+        (shared.on_written)(mark);
     }
+}
+
+/// A thread name within the 15 bytes Linux keeps: `writer-` and the file's stem.
+fn writer_thread_name(file_name: &str) -> String {
+    let stem = file_name.split('.').next().unwrap_or(file_name);
+    format!("writer-{stem}").chars().take(15).collect()
+}
+
+/// Writes `bytes` (then syncs, with `fsync`), retrying failures with backoff from
+/// where the last try stopped. Reports the first failure of a run of them once, and
+/// the recovery once. Gives up only when the owner is stopping, after
+/// [`STOP_PATIENCE`].
+fn write_retrying(file: &mut File, bytes: &[u8], fsync: bool, shared: &Shared) -> io::Result<()> {
+    let mut written = 0;
+    let mut synced = !fsync;
+    let mut pause = RETRY_FIRST;
+    let mut failing_since: Option<Instant> = None;
+    let mut give_up_at: Option<Instant> = None;
+    loop {
+        let step = if written < bytes.len() {
+            match file.write(&bytes[written..]) {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    written += n;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        } else if !synced {
+            file.sync_data().map(|()| synced = true)
+        } else {
+            break;
+        };
+        let Err(e) = step else { continue };
+        if e.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if failing_since.is_none() {
+            failing_since = Some(Instant::now());
+            eprintln!(
+                "broker: cannot write {}: {e}; retrying, and producers wait until it can be written",
+                shared.file_name
+            );
+            shared.set_failing(Some(e.to_string()));
+        }
+        if shared.stopping() {
+            let deadline = *give_up_at.get_or_insert_with(|| Instant::now() + STOP_PATIENCE);
+            if Instant::now() >= deadline {
+                return Err(e);
+            }
+        }
+        shared.pause_before_retry(pause);
+        pause = (pause * 2).min(RETRY_LONGEST);
+    }
+    if let Some(since) = failing_since {
+        eprintln!(
+            "broker: {} written again after {:.1} s",
+            shared.file_name,
+            since.elapsed().as_secs_f64()
+        );
+        shared.set_failing(None);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -493,6 +623,53 @@ mod tests {
         wait_for_mark(&b, 9);
         b.close().unwrap();
         let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn a_failing_write_is_retried_until_a_stop_and_its_mark_never_moves() {
+        // Every write to /dev/full fails with "No space left on device".
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut b = DoubleBuffer::new(
+            full,
+            16,
+            Duration::from_secs(3600),
+            false,
+            5,
+            "full.txt",
+            Box::new(|_| {}),
+        )
+        .unwrap();
+        b.append_lines(b"first line\n").unwrap();
+        b.set_mark(6);
+        b.tick(true).unwrap();
+        wait_until("the failure is never reported", || {
+            b.write_failure().is_some()
+        });
+        assert!(b.write_failure().unwrap().contains("No space left"));
+        // The writer keeps the failed buffer and retries; the caller may still fill
+        // the other one.
+        b.append_lines(b"second\n").unwrap();
+        b.set_mark(7);
+        b.tick(true).unwrap();
+        assert_eq!(b.written_mark(), 5, "nothing counts as written");
+        let stop = b.stop_signal();
+        let started = Instant::now();
+        stop.request();
+        // A caller waiting for room gives up at once once stopping.
+        let err = b
+            .append_lines(b"third line, too long to fit\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        let err = b.close().unwrap_err();
+        eprintln!("gave up {:?} after the stop request", started.elapsed());
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(
+            started.elapsed() >= STOP_PATIENCE,
+            "it kept trying for a while"
+        );
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! A full disk, and audit files touched while the broker runs: nothing whose send
+//! returned is lost, and no offset is ever used twice (SPEC §3, §6, §7).
+
+use std::collections::BTreeMap;
+
+use broker::audit::records::{PersistedRecord, PERSIST_FILE};
+use e2e::{json_lines, payload_of, Broker, SmallDisk, TempDir};
+
+/// Messages `--count N --size 200` sends: over 3 MB of persistence lines, far more
+/// than the 1 MiB disk, and three times the 4096-slot ring.
+const MESSAGES: u64 = 12_000;
+
+/// Offset → payload, from the persistence file; panics on a repeated offset.
+fn persisted(dir: &TempDir) -> BTreeMap<u64, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for line in e2e::data_lines(&dir.0.join(PERSIST_FILE)) {
+        let r = PersistedRecord::parse(&line).unwrap();
+        assert!(
+            out.insert(r.offset, r.payload).is_none(),
+            "offset {} is in the file twice",
+            r.offset
+        );
+    }
+    out
+}
+
+/// Offset → payload of what a `--format json` consumer printed.
+fn printed(stdout: &[u8]) -> BTreeMap<u64, Vec<u8>> {
+    json_lines(stdout)
+        .iter()
+        .map(|v| (v["offset"].as_u64().unwrap(), payload_of(v)))
+        .collect()
+}
+
+/// The payload `producer --count` gives its `i`-th message of `size` bytes.
+fn generated(i: u64, size: usize) -> Vec<u8> {
+    let mut p = format!("{i} ").into_bytes();
+    p.resize(size, b'x');
+    p
+}
+
+#[test]
+fn a_full_disk_holds_producers_back_and_everything_is_written_once_space_returns() {
+    let Some(disk) = SmallDisk::mount("full", "1m") else {
+        return;
+    };
+    let mut broker = Broker::start_in(disk.data_dir(), &["--groups", "1"]);
+    let count = MESSAGES.to_string();
+    let (consumer, _) = broker.consumer(&["--count", &count, "--format", "json"]);
+    let mut producer = broker.producer(&["--count", &count, "--size", "200"], None);
+    let full = broker.proc.wait_stderr("No space left on device");
+    assert!(
+        full.starts_with("broker: cannot write ") && full.contains("retrying"),
+        "{full}"
+    );
+    // The ring holds 4096 messages and nothing is freed unwritten: the producer
+    // cannot have finished.
+    assert!(producer.is_running(), "the producer waits for the disk");
+
+    disk.resize("64m");
+    let sent = producer.wait_exit_within(e2e::DEADLINE);
+    assert_eq!(sent.code(), Some(0), "{:?}", sent.stderr);
+    broker.proc.wait_stderr("written again after");
+    let got = consumer.wait_exit();
+    assert_eq!(got.code(), Some(0));
+    let got = printed(&got.stdout);
+    assert_eq!(got.len() as u64, MESSAGES);
+
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    let file = persisted(&data);
+    assert_eq!(
+        file.keys().copied().collect::<Vec<_>>(),
+        (0..MESSAGES).collect::<Vec<_>>()
+    );
+    for (o, payload) in &file {
+        assert_eq!(payload, &generated(*o, 200), "offset {o}");
+        assert_eq!(Some(payload), got.get(o), "offset {o} as delivered");
+    }
+    let log = e2e::data_lines(&data.0.join(broker::audit::records::LOG_FILE));
+    assert_eq!(log.len() as u64, MESSAGES, "one delivery line per message");
+    let reports = stopped
+        .stderr
+        .iter()
+        .filter(|l| l.contains("cannot write"))
+        .count();
+    assert!(
+        (1..=2).contains(&reports),
+        "each file's failure is reported once: {:?}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn a_stop_on_a_full_disk_keeps_the_region_and_the_next_start_loses_nothing() {
+    let Some(disk) = SmallDisk::mount("stop", "1m") else {
+        return;
+    };
+    let mut broker = Broker::start_in(disk.data_dir(), &["--groups", "1"]);
+    let count = MESSAGES.to_string();
+    let (consumer, _) = broker.consumer(&["--format", "json"]);
+    let producer = broker.producer(&["--count", &count, "--size", "200"], None);
+    broker.proc.wait_stderr("No space left on device");
+
+    let started = std::time::Instant::now();
+    let (stopped, data, shm) = broker.stop_leaving_region();
+    eprintln!("stopped in {:?}", started.elapsed());
+    assert_eq!(stopped.code(), Some(1), "{:?}", stopped.stderr);
+    assert!(
+        stopped
+            .last_stderr_line()
+            .contains(&format!("shared-memory region {shm} is left in place")),
+        "{:?}",
+        stopped.stderr
+    );
+    let p = producer.wait_exit();
+    assert!(
+        p.last_stderr_line().starts_with("producer: broker stopped"),
+        "{:?}",
+        p.stderr
+    );
+    let delivered = printed(&consumer.wait_exit().stdout);
+    // What the region holds: every offset below this was committed.
+    let committed = shm_layout::Region::open(&shm)
+        .expect("the region was kept")
+        .next_offset();
+    // The file may end in a line cut short by the full disk.
+    let lines = std::fs::read(data.0.join(PERSIST_FILE)).unwrap();
+    let whole_lines = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert!(committed + 1 > whole_lines, "the file lacks records");
+
+    disk.resize("64m");
+    let broker = Broker::start_with(data, shm, &["--groups", "1"]);
+    let after = broker.producer(&["after"], None).wait_exit();
+    assert_eq!(after.code(), Some(0), "{:?}", after.stderr);
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    let file = persisted(&data);
+    assert_eq!(
+        file.keys().copied().collect::<Vec<_>>(),
+        (0..=committed).collect::<Vec<_>>(),
+        "every committed record once, and the next message after them"
+    );
+    assert_eq!(file[&committed], b"after");
+    for (o, payload) in &delivered {
+        assert_eq!(Some(payload), file.get(o), "offset {o} as delivered");
+    }
+    for o in 0..committed {
+        assert_eq!(file[&o], generated(o, 200), "offset {o}");
+    }
+}
