@@ -55,7 +55,7 @@ echo "== every group received all six messages; within a group they were dealt i
 echo "== stopping the broker (SIGTERM) flushes the files"
 kill -TERM "${PIDS[0]}"
 wait "${PIDS[0]}"
-for f in persistencia_mensajes.txt log_consumo.txt group_positions.txt; do
+for f in persistencia_mensajes.txt log_consumo.txt offsets.txt; do
     echo "== $f"
     cat "$WORK/$f"
 done

@@ -32,6 +32,8 @@ pub struct Cleaner {
     pub data_dir: PathBuf,
     pub flush_interval: Duration,
     pub fsync: bool,
+    /// Every offset below this has been assigned: what the state file's `end` says.
+    pub end: u64,
 }
 
 impl Cleaner {
@@ -41,7 +43,7 @@ impl Cleaner {
     pub fn run(mut self, stop: Arc<AtomicBool>) -> std::io::Result<()> {
         let in_log = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{LOG_FILE}: {e}"));
         let mut reported = false;
-        let mut saved: Vec<state::GroupState> = Vec::new();
+        let mut saved = state::State::default();
         let mut saved_at = Instant::now();
         // The state file's last save failed (reported once, until one succeeds).
         let mut save_failing = false;
@@ -57,7 +59,7 @@ impl Cleaner {
                 }
             }
             if saved_at.elapsed() >= self.flush_interval {
-                let now = self.registry().group_states();
+                let now = self.state();
                 if now != saved || save_failing {
                     match state::save(&self.data_dir, &now, self.fsync) {
                         Ok(()) if save_failing => {
@@ -82,10 +84,27 @@ impl Cleaner {
         // region closing and hands nothing out, or this last pass sees its take.
         std::sync::atomic::fence(Ordering::SeqCst);
         let _ = self.pass(&mut line);
-        let states = self.registry().group_states();
+        let states = self.state();
         self.log.close().map_err(in_log)?;
         state::save(&self.data_dir, &states, true)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", state::STATE_FILE)))
+    }
+
+    /// What the state file should say now. The end never goes back, and counts
+    /// only records that are really there: those stamped from what the persister
+    /// has written on (a scribbled `next_offset` is not believed).
+    fn state(&mut self) -> state::State {
+        let next = self.region.next_offset();
+        let stamped = self.region.stamped_end(self.reclaimer.persisted(), next);
+        self.end = self.end.max(stamped);
+        state::State {
+            ends: vec![state::PartitionEnd {
+                topic: state::DEFAULT_TOPIC.to_string(),
+                partition: state::DEFAULT_PARTITION,
+                end: self.end,
+            }],
+            groups: self.registry().group_states(),
+        }
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {

@@ -73,7 +73,7 @@ pub struct ServeArgs {
     /// Largest message (key + payload) accepted [default: 1MiB, or what fits in the ring].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub max_message: Option<u64>,
-    /// Directory of the audit files and the group-position state file.
+    /// Directory of the audit files and of offsets.txt (where offsets end and groups resume).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub data_dir: PathBuf,
     /// Longest time a record waits in a write buffer before it is written.
@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// A send returns only once its message is on disk (group commit).
     #[arg(long)]
     pub fsync: bool,
+    /// Start even though the persistence file lacks records that were assigned
+    /// offsets (offsets.txt knows): groups behind them skip them, and new offsets
+    /// continue after them. Without it the broker refuses to start.
+    #[arg(long)]
+    pub accept_lost_records: bool,
 }
 
 /// Everything the broker needs, validated.
@@ -112,6 +117,7 @@ pub struct BrokerConfig {
     pub buffer_size: u64,
     pub session_timeout: Duration,
     pub fsync: bool,
+    pub accept_lost_records: bool,
 }
 
 /// Redeliveries each group can hold in the region at once (more wait in the broker).
@@ -177,6 +183,7 @@ impl ServeArgs {
             buffer_size: self.buffer_size,
             session_timeout: self.session_timeout,
             fsync: self.fsync,
+            accept_lost_records: self.accept_lost_records,
         })
     }
 }

@@ -39,6 +39,7 @@ use audit::double_buffer::DoubleBuffer;
 use audit::files;
 use audit::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
 use audit::state;
+use audit::watched_file::WatchedFile;
 pub use config::BrokerConfig;
 use reclaim::Reclaimer;
 use registry::{GroupStart, Registry, RegistryLimits};
@@ -73,6 +74,10 @@ pub enum BrokerError {
     Incomplete { error: String, region: String },
     #[error("{0}")]
     Replay(String),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("{PERSIST_FILE} ends before offset {from}, but offsets up to {to} were assigned (offsets.txt): records {from}..{to} are missing (was the file cut, deleted or replaced?); restore it, or start with --accept-lost-records to skip them")]
+    LostRecords { from: u64, to: u64 },
     #[error(transparent)]
     Region(#[from] RegionError),
     #[error("{0}")]
@@ -137,27 +142,21 @@ fn lock_data_dir(dir: &Path) -> Result<Flock<File>, BrokerError> {
 /// Where each pre-created group resumes. The state file and a salvaged region each
 /// give a lower bound of what the group acknowledged (the higher one is used) and
 /// of what it had been handed; a group known to neither starts at `next` (it sees
-/// every message from now on).
+/// every message from now on). Records from `in_file` on are not in the
+/// persistence file (lost, accepted by the operator): a group below them skips to
+/// `next`, and says so.
 fn group_starts(
     config: &BrokerConfig,
-    next: u64,
+    saved: &state::State,
     salvaged: &recovery::Salvage,
-) -> Result<Vec<GroupStart>, BrokerError> {
-    let (saved, bad) = state::load(&config.data_dir).map_err(|source| BrokerError::File {
-        path: config.data_dir.join(state::STATE_FILE),
-        source,
-    })?;
-    for line in bad {
-        eprintln!(
-            "broker: ignoring malformed line in {}: {line:?}",
-            state::STATE_FILE
-        );
-    }
-    Ok(config
+    in_file: u64,
+    next: u64,
+) -> Vec<GroupStart> {
+    config
         .groups
         .iter()
         .map(|name| {
-            let saved = saved.iter().find(|g| &g.name == name);
+            let saved = saved.group(name, state::DEFAULT_TOPIC, state::DEFAULT_PARTITION);
             let recovered = salvaged.acknowledged.get(name);
             if saved.is_none() && recovered.is_none() {
                 return GroupStart {
@@ -166,10 +165,21 @@ fn group_starts(
                     redeliver_below: next,
                 };
             }
-            let start = saved
+            let position = saved
                 .map_or(0, |g| g.position)
-                .max(recovered.copied().unwrap_or(0))
-                .min(next);
+                .max(recovered.copied().unwrap_or(0));
+            if position > next {
+                eprintln!(
+                    "broker: group {name}'s saved position {position} is past the last offset ever assigned ({next}); it resumes at {next}"
+                );
+            }
+            let mut start = position.min(next);
+            if start < next && in_file < next {
+                eprintln!(
+                    "broker: group {name} skips offsets {start}..{next}: {PERSIST_FILE} lacks {in_file}..{next}"
+                );
+                start = next;
+            }
             let handed_out = saved
                 .map_or(0, |g| g.handed_out)
                 .max(salvaged.handed_out.get(name).copied().unwrap_or(0));
@@ -179,7 +189,34 @@ fn group_starts(
                 redeliver_below: handed_out.min(next).max(start),
             }
         })
-        .collect())
+        .collect()
+}
+
+/// Where offsets continue: after the last record of the persistence file
+/// (`in_file`), or after the last one the state file says was ever assigned if
+/// that is further. Records the file lacks are refused, unless the operator
+/// accepts their loss.
+fn next_offset(
+    config: &BrokerConfig,
+    saved: &state::State,
+    in_file: u64,
+) -> Result<u64, BrokerError> {
+    let assigned = saved
+        .end(state::DEFAULT_TOPIC, state::DEFAULT_PARTITION)
+        .unwrap_or(0);
+    if assigned <= in_file {
+        return Ok(in_file);
+    }
+    if !config.accept_lost_records {
+        return Err(BrokerError::LostRecords {
+            from: in_file,
+            to: assigned,
+        });
+    }
+    eprintln!(
+        "broker: {PERSIST_FILE} lacks offsets {in_file}..{assigned}, which were assigned; they are skipped (--accept-lost-records) and new offsets continue at {assigned}"
+    );
+    Ok(assigned)
 }
 
 /// Runs the broker until `stop` is set, then stops gracefully. `ready` receives the
@@ -207,6 +244,14 @@ pub fn run(
         .unwrap_or_else(|| format!("/minikafka-{}", local.port()));
 
     // The files: repaired, and read for where offsets and groups resume.
+    let saved = state::load(&config.data_dir)?;
+    if saved.from_legacy {
+        eprintln!(
+            "broker: read the group positions from {} (an older format); {} replaces it",
+            state::LEGACY_STATE_FILE,
+            state::STATE_FILE
+        );
+    }
     let persist_path = config.data_dir.join(PERSIST_FILE);
     let file_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -225,9 +270,32 @@ pub fn run(
     let log_path = config.data_dir.join(LOG_FILE);
     let (log_file, cut) = files::open_append(&log_path, LOG_HEADER).map_err(file_err(&log_path))?;
     report_cut(LOG_FILE, cut);
-    let next = file_next + salvaged.appended;
-    let starts = group_starts(&config, next, &salvaged)?;
+    let in_file = file_next + salvaged.appended;
+    let next = next_offset(&config, &saved.state, in_file)?;
+    let starts = group_starts(&config, &saved.state, &salvaged, in_file, next);
     let replay_from = starts.iter().map(|g| g.start).min().unwrap_or(next);
+    // Recorded at once: from now on a restart never takes an offset below `next`,
+    // whatever happens to the files.
+    let starting_state = state::State {
+        ends: vec![state::PartitionEnd {
+            topic: state::DEFAULT_TOPIC.to_string(),
+            partition: state::DEFAULT_PARTITION,
+            end: next,
+        }],
+        groups: starts
+            .iter()
+            .map(|g| state::GroupState {
+                name: g.name.clone(),
+                topic: state::DEFAULT_TOPIC.to_string(),
+                partition: state::DEFAULT_PARTITION,
+                position: g.start,
+                handed_out: g.redeliver_below,
+            })
+            .collect(),
+    };
+    if let Err(e) = state::save(&config.data_dir, &starting_state, true) {
+        eprintln!("broker: cannot save {}: {e}; retrying", state::STATE_FILE);
+    }
 
     let mut token_bytes = [0u8; 16];
     random_bytes(&mut token_bytes)?;
@@ -263,12 +331,11 @@ pub fn run(
         region: region.clone(),
         registry: registry.clone(),
         buffer: DoubleBuffer::new(
-            persist_file,
+            WatchedFile::new(persist_file, persist_path.clone())?,
             buffer_size,
             config.flush_interval,
             config.fsync,
             next,
-            PERSIST_FILE,
             {
                 // Written records may free slots and release --fsync senders.
                 let (region, persisted) = (region.clone(), persisted.clone());
@@ -289,12 +356,11 @@ pub fn run(
         region: region.clone(),
         registry: registry.clone(),
         log: DoubleBuffer::new(
-            log_file,
+            WatchedFile::new(log_file, log_path.clone())?,
             buffer_size,
             config.flush_interval,
             config.fsync,
             replay_from,
-            LOG_FILE,
             {
                 let (region, reclaimer) = (region.clone(), reclaimer.clone());
                 Box::new(move |mark| {
@@ -308,6 +374,7 @@ pub fn run(
         data_dir: config.data_dir.clone(),
         flush_interval: config.flush_interval,
         fsync: config.fsync,
+        end: next,
     };
     // At a stop, writers that cannot write give up after a while, so that the stop
     // ends; what they could not write stays in the region.

@@ -34,6 +34,11 @@ impl Reclaimer {
         }
     }
 
+    /// Every offset below this is written to the persistence file.
+    pub fn persisted(&self) -> u64 {
+        self.persisted.load(Ordering::Acquire)
+    }
+
     /// The consumption log's writer has written everything up to `mark`.
     pub fn note_logged(&self, mark: u64) {
         self.logged.fetch_max(mark, Ordering::AcqRel);

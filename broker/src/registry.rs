@@ -17,7 +17,7 @@ use shm_layout::sys::{monotonic_millis, process_exists, wall_clock_micros};
 use shm_layout::Region;
 
 use crate::audit::records::DeliveryLines;
-use crate::audit::state::GroupState;
+use crate::audit::state::{GroupState, DEFAULT_PARTITION, DEFAULT_TOPIC};
 
 /// A refused registration: the reason code and one line for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1049,6 +1049,8 @@ impl Registry {
                 let cursor = group::cursor(self.region.group(g)?);
                 Some(GroupState {
                     name: grp.name.to_string(),
+                    topic: DEFAULT_TOPIC.to_string(),
+                    partition: DEFAULT_PARTITION,
                     position,
                     handed_out: cursor.max(position),
                 })

@@ -235,8 +235,12 @@ fn a_restart_continues_offsets_and_resumes_a_group_at_its_acknowledged_position(
     );
     let log = e2e::data_lines(&data.0.join(LOG_FILE));
     assert_eq!(log.len(), 1100, "500 before the restart, 600 after");
-    let state = std::fs::read_to_string(data.0.join("group_positions.txt")).unwrap();
-    assert!(state.contains("group-1\t1100\t1100\n"), "{state}");
+    let state = std::fs::read_to_string(data.0.join("offsets.txt")).unwrap();
+    assert!(
+        state.contains("\nend\t-\tdefault\t0\t1100\t-\n")
+            && state.contains("\ngroup\tgroup-1\tdefault\t0\t1100\t1100\n"),
+        "{state}"
+    );
 }
 
 #[test]
@@ -256,9 +260,9 @@ fn a_message_handed_out_but_not_acknowledged_before_a_stop_comes_back_as_attempt
     let (stopped, data) = broker.stop_keeping_data();
     assert_eq!(stopped.code(), Some(0));
     drop(holder);
-    let state = std::fs::read_to_string(data.0.join("group_positions.txt")).unwrap();
+    let state = std::fs::read_to_string(data.0.join("offsets.txt")).unwrap();
     assert!(
-        state.contains("group-1\t0\t1\n"),
+        state.contains("\ngroup\tgroup-1\tdefault\t0\t0\t1\n"),
         "acked below 0, handed out below 1: {state}"
     );
 

@@ -149,3 +149,166 @@ fn a_stop_on_a_full_disk_keeps_the_region_and_the_next_start_loses_nothing() {
         assert_eq!(file[&o], generated(o, 200), "offset {o}");
     }
 }
+
+/// Waits until the persistence file holds `n` records.
+fn wait_for_records(dir: &TempDir, n: usize) {
+    let path = dir.0.join(PERSIST_FILE);
+    let deadline = std::time::Instant::now() + e2e::DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().filter(|l| !l.starts_with('#')).count() >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {n} records");
+        std::thread::yield_now();
+    }
+}
+
+/// Sends `texts` as messages and checks the producer succeeded.
+fn send(broker: &Broker, texts: &[&str]) {
+    let p = broker.producer(texts, None).wait_exit();
+    assert_eq!(p.code(), Some(0), "{:?}", p.stderr);
+}
+
+#[test]
+fn a_persistence_file_deleted_while_the_broker_runs_is_restored_and_offsets_go_on() {
+    let mut broker = Broker::start(&["--groups", "0", "--flush-interval", "10ms"]);
+    send(&broker, &["a", "b", "c"]);
+    wait_for_records(&broker.data, 3);
+    std::fs::remove_file(broker.data.0.join(PERSIST_FILE)).unwrap();
+    send(&broker, &["d", "e"]);
+    let line = broker.proc.wait_stderr(PERSIST_FILE);
+    assert!(
+        line.contains("was deleted while the broker ran; restored it"),
+        "{line}"
+    );
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    let file = persisted(&data);
+    assert_eq!(
+        file.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert_eq!(file[&4], b"e");
+
+    let broker = Broker::start_in(data, &["--groups", "0"]);
+    send(&broker, &["f"]);
+    let (_, data) = broker.stop_keeping_data();
+    assert_eq!(persisted(&data)[&5], b"f", "offset 5 is the next one");
+}
+
+#[test]
+fn a_persistence_file_replaced_while_the_broker_runs_is_restored_and_the_other_kept() {
+    let mut broker = Broker::start(&["--groups", "0", "--flush-interval", "10ms"]);
+    send(&broker, &["a", "b"]);
+    wait_for_records(&broker.data, 2);
+    let other = broker.data.0.join("other.txt");
+    std::fs::write(&other, "someone else's file\n").unwrap();
+    std::fs::rename(&other, broker.data.0.join(PERSIST_FILE)).unwrap();
+    send(&broker, &["c"]);
+    let line = broker.proc.wait_stderr("replaced by another file");
+    let aside = line
+        .split("moved to ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(
+        std::fs::read_to_string(aside).unwrap(),
+        "someone else's file\n"
+    );
+    let (_, data) = broker.stop_keeping_data();
+    assert_eq!(
+        persisted(&data).keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+}
+
+#[test]
+fn a_persistence_file_cut_while_the_broker_runs_is_reported_and_offsets_never_repeat() {
+    let mut broker = Broker::start(&["--groups", "0", "--flush-interval", "10ms"]);
+    send(&broker, &["a", "b", "c"]);
+    wait_for_records(&broker.data, 3);
+    let header_only = broker::audit::records::PERSIST_HEADER.len() as u64;
+    std::fs::File::options()
+        .write(true)
+        .open(broker.data.0.join(PERSIST_FILE))
+        .unwrap()
+        .set_len(header_only)
+        .unwrap();
+    send(&broker, &["d"]);
+    let line = broker.proc.wait_stderr("was cut from");
+    assert!(line.contains(PERSIST_FILE), "{line}");
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    assert_eq!(
+        persisted(&data).keys().copied().collect::<Vec<_>>(),
+        vec![3]
+    );
+
+    let broker = Broker::start_in(data, &["--groups", "0"]);
+    send(&broker, &["e"]);
+    let (_, data) = broker.stop_keeping_data();
+    assert_eq!(
+        persisted(&data).keys().copied().collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+}
+
+#[test]
+fn a_persistence_file_missing_at_start_is_refused_unless_its_loss_is_accepted() {
+    let broker = Broker::start(&["--groups", "1"]);
+    send(&broker, &["a", "b", "c"]);
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0));
+    std::fs::remove_file(data.0.join(PERSIST_FILE)).unwrap();
+
+    let shm = format!("/{}", e2e::unique("mk-e2e-missing"));
+    let mut refused = Broker::spawn(&data, &shm, &["--groups", "1"]);
+    let f = refused.wait_exit_within(e2e::DEADLINE);
+    assert_eq!(f.code(), Some(1));
+    assert!(f.stdout.is_empty(), "no ready line: {:?}", f.stdout_text());
+    assert_eq!(
+        f.stderr,
+        vec![format!(
+            "broker: {PERSIST_FILE} ends before offset 0, but offsets up to 3 were assigned (offsets.txt): records 0..3 are missing (was the file cut, deleted or replaced?); restore it, or start with --accept-lost-records to skip them"
+        )]
+    );
+
+    let mut broker = Broker::start_in(data, &["--groups", "1", "--accept-lost-records"]);
+    broker.proc.wait_stderr("group group-1 skips offsets 0..3");
+    let (c, _) = broker.consumer(&["--count", "1", "--format", "json"]);
+    send(&broker, &["d"]);
+    let got = printed(&c.wait_exit().stdout);
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        vec![3],
+        "never offset 0 again"
+    );
+}
+
+#[test]
+fn the_older_state_file_is_read_once_and_replaced() {
+    let broker = Broker::start(&["--groups", "1"]);
+    send(&broker, &["a", "b", "c"]);
+    let (_, data) = broker.stop_keeping_data();
+    // As an older broker left it: group-1 acknowledged offset 0 only.
+    std::fs::remove_file(data.0.join("offsets.txt")).unwrap();
+    std::fs::write(
+        data.0.join("group_positions.txt"),
+        "# group\tposition\thanded_out\ngroup-1\t1\t1\n",
+    )
+    .unwrap();
+    let mut broker = Broker::start_in(data, &["--groups", "1"]);
+    broker
+        .proc
+        .wait_stderr("read the group positions from group_positions.txt");
+    let (c, _) = broker.consumer(&["--count", "2"]);
+    assert_eq!(c.wait_exit().stdout_text(), "b\nc\n");
+    let (_, data) = broker.stop_keeping_data();
+    assert!(!data.0.join("group_positions.txt").exists());
+    let state = std::fs::read_to_string(data.0.join("offsets.txt")).unwrap();
+    assert!(
+        state.contains("\ngroup\tgroup-1\tdefault\t0\t3\t3\n"),
+        "{state}"
+    );
+}

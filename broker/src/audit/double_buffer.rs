@@ -18,12 +18,13 @@
 //! slots) moves. Only once the owner asks it to stop ([`StopSignal::request`]) does
 //! a failing writer give up, after [`STOP_PATIENCE`], and report the error.
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use super::watched_file::{Check, WatchedFile};
 
 /// Called with the new mark each time one is published (after a write, or when
 /// nothing was buffered): lets the owner act on written records at once.
@@ -116,17 +117,16 @@ pub struct DoubleBuffer {
 }
 
 impl DoubleBuffer {
-    /// Starts the writer thread for `file`, named `file_name` in what it reports.
-    /// `mark` is the position already on disk.
+    /// Starts the writer thread for `file`. `mark` is the position already on disk.
     pub fn new(
-        file: File,
+        file: WatchedFile,
         capacity: usize,
         interval: Duration,
         fsync: bool,
         mark: u64,
-        file_name: &str,
         on_written: OnWritten,
     ) -> io::Result<Self> {
+        let file_name = file.name().to_string();
         let capacity = capacity.max(1);
         let shared = Arc::new(Shared {
             exchange: Mutex::new(Exchange {
@@ -146,13 +146,13 @@ impl DoubleBuffer {
             written_mark: AtomicU64::new(mark),
             writes: AtomicU64::new(0),
             on_written,
-            file_name: file_name.to_string(),
+            file_name,
             stop: AtomicBool::new(false),
         });
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
-                .name(writer_thread_name(file_name))
+                .name(writer_thread_name(&shared.file_name))
                 .spawn(move || write_loop(file, &shared, fsync))?
         };
         Ok(DoubleBuffer {
@@ -335,8 +335,9 @@ impl Drop for DoubleBuffer {
 
 /// The writer thread: takes each buffer as it falls due, writes it, publishes its
 /// mark; on close, writes what is left, syncs and returns.
-fn write_loop(mut file: File, shared: &Shared, fsync: bool) {
+fn write_loop(mut file: WatchedFile, shared: &Shared, fsync: bool) {
     let mut spare = Vec::with_capacity(shared.capacity);
+    let mut check_failing = false;
     loop {
         let (mut ours, mark) = {
             let mut ex = shared.lock();
@@ -353,6 +354,8 @@ fn write_loop(mut file: File, shared: &Shared, fsync: bool) {
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 } else if ex.closed {
+                    drop(ex);
+                    check_in_place(&mut file, shared, &mut check_failing);
                     let _ = file.sync_all();
                     return;
                 } else {
@@ -367,6 +370,9 @@ fn write_loop(mut file: File, shared: &Shared, fsync: bool) {
             (ours, ex.mark)
         };
         let result = write_retrying(&mut file, &ours, fsync, shared);
+        if result.is_ok() {
+            check_in_place(&mut file, shared, &mut check_failing);
+        }
         ours.clear();
         // A buffer that held one oversized line goes back to its usual size.
         ours.shrink_to(shared.capacity);
@@ -400,7 +406,43 @@ fn writer_thread_name(file_name: &str) -> String {
 /// where the last try stopped. Reports the first failure of a run of them once, and
 /// the recovery once. Gives up only when the owner is stopping, after
 /// [`STOP_PATIENCE`].
-fn write_retrying(file: &mut File, bytes: &[u8], fsync: bool, shared: &Shared) -> io::Result<()> {
+/// Checks that the file is still the one at its path, restoring it there if it is
+/// not, and says what happened. A failing check is reported once, until one passes.
+fn check_in_place(file: &mut WatchedFile, shared: &Shared, failing: &mut bool) {
+    let name = &shared.file_name;
+    match file.check() {
+        Ok(Check::Intact) => {}
+        Ok(Check::Restored { bytes, displaced }) => {
+            let how = match displaced {
+                None => "deleted".to_string(),
+                Some(aside) => format!(
+                    "replaced by another file (moved to {})",
+                    aside.display()
+                ),
+            };
+            eprintln!(
+                "broker: {name} was {how} while the broker ran; restored it from the open file ({bytes} bytes), and writing goes on there"
+            );
+        }
+        Ok(Check::Truncated { expected, found }) => eprintln!(
+            "broker: {name} was cut from {expected} to {found} bytes while the broker ran; what was cut is lost from the file, and offsets are still never used twice"
+        ),
+        Err(e) if !*failing => {
+            eprintln!("broker: cannot check that {name} is still in place: {e}; checking again after the next write");
+            *failing = true;
+            return;
+        }
+        Err(_) => return,
+    }
+    *failing = false;
+}
+
+fn write_retrying(
+    file: &mut WatchedFile,
+    bytes: &[u8],
+    fsync: bool,
+    shared: &Shared,
+) -> io::Result<()> {
     let mut written = 0;
     let mut synced = !fsync;
     let mut pause = RETRY_FIRST;
@@ -457,21 +499,20 @@ fn write_retrying(file: &mut File, bytes: &[u8], fsync: bool, shared: &Shared) -
 mod tests {
     use super::*;
 
-    fn temp_file(name: &str) -> (std::path::PathBuf, File) {
+    fn temp_file(name: &str) -> (std::path::PathBuf, WatchedFile) {
         let p = std::env::temp_dir().join(format!("mk-db-{}-{name}", std::process::id()));
-        let f = File::create(&p).unwrap();
-        (p, f)
+        let f = std::fs::File::create(&p).unwrap();
+        (p.clone(), WatchedFile::new(f, p).unwrap())
     }
 
     /// A buffer written only when full or asked, with no hook.
-    fn quiet_buffer(file: File, capacity: usize) -> DoubleBuffer {
+    fn quiet_buffer(file: WatchedFile, capacity: usize) -> DoubleBuffer {
         DoubleBuffer::new(
             file,
             capacity,
             Duration::from_secs(3600),
             false,
             0,
-            "t",
             Box::new(|_| {}),
         )
         .unwrap()
@@ -601,7 +642,6 @@ mod tests {
             Duration::from_secs(3600),
             true,
             7,
-            "t",
             Box::new(move |m| hook.store(m, Ordering::Release)),
         )
         .unwrap();
@@ -632,13 +672,13 @@ mod tests {
             .write(true)
             .open("/dev/full")
             .unwrap();
+        let full = WatchedFile::new(full, "/dev/full".into()).unwrap();
         let mut b = DoubleBuffer::new(
             full,
             16,
             Duration::from_secs(3600),
             false,
             5,
-            "full.txt",
             Box::new(|_| {}),
         )
         .unwrap();
@@ -681,7 +721,6 @@ mod tests {
             Duration::from_millis(20),
             false,
             0,
-            "t",
             Box::new(|_| {}),
         )
         .unwrap();

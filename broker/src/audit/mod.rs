@@ -7,3 +7,4 @@ pub mod double_buffer;
 pub mod files;
 pub mod records;
 pub mod state;
+pub mod watched_file;
