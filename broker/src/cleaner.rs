@@ -91,12 +91,17 @@ impl Cleaner {
     }
 
     /// What the state file should say now. The end never goes back, and counts
-    /// only records that are really there: those stamped from what the persister
-    /// has written on (a scribbled `next_offset` is not believed).
+    /// only records that are really there: those readable from what the persister
+    /// has written on (neither a scribbled `next_offset` nor a scribbled index
+    /// entry is believed). A ring's worth at most.
     fn state(&mut self) -> state::State {
         let next = self.region.next_offset();
-        let stamped = self.region.stamped_end(self.reclaimer.persisted(), next);
-        self.end = self.end.max(stamped);
+        let mut readable = self.reclaimer.persisted();
+        let limit = readable + self.region.geometry().slots as u64;
+        while readable < next.min(limit) && self.region.read_record(readable).is_ok() {
+            readable += 1;
+        }
+        self.end = self.end.max(readable);
         state::State {
             ends: vec![state::PartitionEnd {
                 topic: state::DEFAULT_TOPIC.to_string(),

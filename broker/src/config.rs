@@ -146,6 +146,10 @@ impl ServeArgs {
             redeliveries_per_group: REDELIVERIES_PER_GROUP,
         };
         geometry.max_message = match self.max_message {
+            Some(0) => {
+                // Only empty messages would fit: surely not what was meant.
+                return Err("--max-message must be at least 1 byte".into());
+            }
             Some(m) => u32::try_from(m).map_err(|_| format!("--max-message {m} is too large"))?,
             None => DEFAULT_MAX_MESSAGE.min(geometry.largest_message_that_fits()) as u32,
         };

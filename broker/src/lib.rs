@@ -310,7 +310,7 @@ pub fn run(
         .fsync
         .store(config.fsync as u32, Ordering::Release);
     if replay_from < next {
-        h.identity.paused.store(1, Ordering::Release);
+        region.hold_for_replay();
     }
     let registry = Arc::new(Mutex::new(Registry::new(
         region.clone(),
@@ -437,6 +437,10 @@ pub fn run(
     // written) it stays for the next start, which recovers what the files lack.
     let kept = match (&persisted, &logged) {
         (Ok(persister::FinalDrain::HolderStuck), _) => Some(BrokerError::HolderStuck(name.clone())),
+        (Ok(persister::FinalDrain::Unreadable(offset)), _) => Some(BrokerError::Incomplete {
+            error: format!("offset {offset} could not be read from the corrupt region"),
+            region: name.clone(),
+        }),
         (Err(e), _) | (_, Err(e)) => Some(BrokerError::Incomplete {
             error: e.to_string(),
             region: name.clone(),

@@ -42,6 +42,16 @@ pub enum FinalDrain {
     /// A producer held the ring lock through the stop: what it commits is only in
     /// the region, so the region must stay for the next start to salvage.
     HolderStuck,
+    /// The record at this offset could not be read (a corrupt index entry): it and
+    /// the records after it are only in the region, which must stay.
+    Unreadable(u64),
+}
+
+/// Faults of the region the persister finds, each reported once.
+#[derive(Debug, Default)]
+struct Faults {
+    next_offset: bool,
+    record: bool,
 }
 
 /// Publishes a new persisted offset and wakes producers waiting for it (`--fsync`).
@@ -65,6 +75,14 @@ pub struct Persister {
     pub flush_interval: Duration,
 }
 
+/// What the persister knows of the region's state beyond its own position.
+#[derive(Debug, Default)]
+pub struct Findings {
+    faults: Faults,
+    /// The first committed offset it could not read, while it cannot.
+    unreadable: Option<u64>,
+}
+
 impl Persister {
     /// Runs until `stop`; then persists every committed record and closes the file.
     /// An error names the file.
@@ -78,12 +96,13 @@ impl Persister {
         let mut lines = Vec::new();
         let mut format = PersistedLines::default();
         let mut pause = BUSY_PAUSE;
+        let mut findings = Findings::default();
         loop {
             let stopping = stop.load(Ordering::Acquire);
             // The region is closing: once a hold in progress ends, nothing more is
             // committed, and the final drain sees every record.
             let complete = stopping && self.region.wait_out_commits(STOP_PATIENCE);
-            let progressed = self.drain(&mut names, &mut format, &mut lines)?;
+            let progressed = self.drain(&mut names, &mut format, &mut lines, &mut findings)?;
             if progressed {
                 // Their deliveries are next to log: a slot is freed only once both
                 // files hold its record.
@@ -95,10 +114,10 @@ impl Persister {
                 let (region, persisted) = (self.region.clone(), self.persisted.clone());
                 self.buffer.close()?;
                 publish(&region, &persisted, mark);
-                return Ok(if complete {
-                    FinalDrain::Complete
-                } else {
-                    FinalDrain::HolderStuck
+                return Ok(match findings.unreadable {
+                    Some(offset) => FinalDrain::Unreadable(offset),
+                    None if complete => FinalDrain::Complete,
+                    None => FinalDrain::HolderStuck,
                 });
             }
             let h = self.region.header();
@@ -138,17 +157,46 @@ impl Persister {
             || h.persisted.sleepers.load(Ordering::Relaxed) > 0
     }
 
+    /// How far committed records reach from the next offset to persist. The
+    /// region's `next_offset` is believed only as far as it can be true: a ring's
+    /// worth of records at most waits to be persisted (slots are freed only once
+    /// persisted), and offsets never go back. Past that, the region is corrupt: the
+    /// broker says so once and refuses new messages (a commit at a wrong offset
+    /// could overwrite a record not yet persisted), and persists what is stamped.
+    fn committed_end(&self, findings: &mut Findings) -> u64 {
+        let next = self.region.next_offset();
+        let ring = self.region.geometry().slots as u64;
+        if next >= self.next && next - self.next <= ring {
+            return next;
+        }
+        if next < self.next && self.region.is_replaying() {
+            // Records read back from the file are published again below what is
+            // persisted: nothing new to persist yet.
+            return self.next;
+        }
+        let stamped = self.region.stamped_end(self.next, self.next + ring);
+        if !std::mem::replace(&mut findings.faults.next_offset, true) {
+            self.region.refuse_new_work();
+            eprintln!(
+                "broker: the region's next offset ({next}) is corrupt: records are committed up to {stamped}; refusing new messages until the broker restarts"
+            );
+        }
+        stamped
+    }
+
     /// Formats every committed record not yet persisted; true if there were any.
     /// Lines are formatted in batches of about [`BATCH_BYTES`] and handed to the
-    /// buffer a batch at a time.
+    /// buffer a batch at a time. Stops at a record it cannot read (said once).
     fn drain(
         &mut self,
         names: &mut HashMap<(u32, u32), Arc<str>>,
         format: &mut PersistedLines,
         lines: &mut Vec<u8>,
+        findings: &mut Findings,
     ) -> io::Result<bool> {
-        let committed = self.region.next_offset();
+        let committed = self.committed_end(findings);
         let start = self.next;
+        findings.unreadable = None;
         let mut last: Option<((u32, u32), Arc<str>)> = None;
         while self.next < committed {
             let o = self.next;
@@ -181,7 +229,23 @@ impl Persister {
                     };
                     format.push(lines, o, r.timestamp_us, producer, r.key, r.payload);
                 }
-                Err(e) => eprintln!("broker: not persisting offset {o}: {e}"),
+                Err(e) => {
+                    // Below `next_offset`, every record is stamped: this index
+                    // entry was overwritten. Nothing after it is persisted either,
+                    // so that the file never has a gap.
+                    findings.unreadable = Some(o);
+                    if !std::mem::replace(&mut findings.faults.record, true) {
+                        self.region.refuse_new_work();
+                        eprintln!(
+                            "broker: cannot persist offset {o}: {e}; refusing new messages until the broker restarts, which recovers what the region holds"
+                        );
+                    }
+                    if !lines.is_empty() {
+                        let urgent = self.urgent();
+                        self.buffer.append_batch(lines, self.next, urgent)?;
+                    }
+                    break;
+                }
             }
             self.next += 1;
             if lines.len() >= BATCH_BYTES || self.next == committed {

@@ -926,14 +926,13 @@ impl Registry {
         let Some(grp) = groups[g as usize].as_mut() else {
             return;
         };
-        // Consumers take records at their stamps, so the cursor may pass
-        // `next_offset` while a hold is in progress; beyond the stamped records, it
-        // can only come from a corrupt region.
-        let next = region.next_offset();
-        let cursor = match group::cursor(entry) {
-            c if c <= next => c,
-            c => region.stamped_end(next, c),
-        };
+        // Every offset below the cursor was handed out, and none of them is freed
+        // before its delivery is logged here: each one not yet logged is stamped
+        // (consumers take records at their stamps, so the cursor may even pass
+        // `next_offset` while a hold is in progress). A cursor beyond the stamped
+        // records can only come from a corrupt region, and is not followed (nor
+        // a `next_offset` that says otherwise: it may be corrupt too).
+        let cursor = region.stamped_end(grp.logged, group::cursor(entry));
         // Taken out while the group is looked at, and put back at the end.
         let mut lines = std::mem::take(&mut grp.delivery_lines);
         lines.set_time(wall_clock_micros());

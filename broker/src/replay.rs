@@ -39,8 +39,7 @@ pub fn replay(
             path.display()
         )
     })?;
-    region.header().identity.paused.store(0, Ordering::Release);
-    shm_layout::event::wake(&region.header().space);
+    region.end_replay();
     Ok(())
 }
 

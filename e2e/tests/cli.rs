@@ -77,8 +77,9 @@ fn help_explains_every_flag() {
 
 #[test]
 fn usage_errors_exit_2_with_a_message() {
-    let cases: [(&str, &[&str]); 10] = [
+    let cases: [(&str, &[&str]); 11] = [
         ("broker", &["--slots", "many"]),
+        ("broker", &["--max-message", "0"]),
         ("broker", &["--session-timeout", "30"]),
         ("broker", &["--groups", "a,,b"]),
         ("broker", &["--slots", "16", "--max-message", "1MiB"]),

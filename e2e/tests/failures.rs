@@ -459,16 +459,31 @@ fn scribbling_over_the_region_fails_operations_cleanly_and_never_crashes_the_bro
     let p = broker.producer(&["after"], None).wait_exit();
     assert_eq!(p.code(), Some(1));
     assert!(p.last_stderr_line().contains("corrupt"), "{:?}", p.stderr);
-    // The broker still answers and stops cleanly.
+    // The broker still answers and stops at once. It cannot tell which of the
+    // records the region claims are real, so it leaves the region, says so, and
+    // exits 1.
     let s = broker.status();
     assert!(s["ring"].is_object());
-    let stopped = broker.stop();
-    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    let (stopped, data, shm) = broker.stop_leaving_region();
+    assert_eq!(stopped.code(), Some(1), "{:?}", stopped.stderr);
+    assert!(
+        stopped.last_stderr_line().contains("is left in place"),
+        "{:?}",
+        stopped.stderr
+    );
     assert!(
         !stopped.stderr.iter().any(|l| l.contains("panicked")),
         "{:?}",
         stopped.stderr
     );
+    // The next start takes what it can read from the region, and carries on after
+    // the last offset ever assigned.
+    let broker = Broker::start_with(data, shm, &["--groups", "1"]);
+    assert_eq!(broker.producer(&["next"], None).wait_exit().code(), Some(0));
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    let offsets = persisted_offsets(&data);
+    assert_eq!(offsets, (0..offsets.len() as u64).collect::<Vec<_>>());
 }
 
 #[test]

@@ -45,6 +45,10 @@ pub enum ProducerError {
     /// The region is in a state the producer refuses to use.
     #[error("the shared-memory region is corrupt: {0}")]
     Corrupt(String),
+    /// The broker found its region corrupt and takes no new message until it is
+    /// restarted.
+    #[error("the broker refuses new messages until it is restarted (it found its shared-memory region corrupt)")]
+    Refused,
 }
 
 /// Bytes in the ring lent for a zero-copy send (see [`Producer::loan`]).
@@ -68,6 +72,7 @@ impl PayloadLoan<'_> {
             .commit(wall_clock_micros(), &mut self.stop)
             .map_err(|e| match e {
                 SendError::Corrupt(_) | SendError::Lock(_) => ProducerError::Corrupt(e.to_string()),
+                SendError::Refused => ProducerError::Refused,
                 _ => ProducerError::BrokerStopped,
             })?;
         *self.totals.0 += 1;
@@ -245,6 +250,7 @@ impl Producer {
         match e {
             SendError::TooLarge { size, max } => ProducerError::TooLarge { size, max },
             SendError::Stopped | SendError::TimedOut => self.stop_reason(),
+            SendError::Refused => ProducerError::Refused,
             e @ (SendError::Corrupt(_) | SendError::Lock(_)) => {
                 ProducerError::Corrupt(e.to_string())
             }

@@ -218,8 +218,19 @@ pub struct Identity {
     pub token: [AtomicU64; 2],
     /// Non-zero once the broker is stopping: every waiter gives up.
     pub closing: AtomicU32,
-    /// Non-zero while the broker replays records after a restart: producers wait.
+    /// Whether producers may send, one of [`admission`]: they wait while the broker
+    /// replays records after a restart, and are refused once it found the region
+    /// corrupt.
     pub paused: AtomicU32,
+}
+
+/// Values of `Identity::paused`.
+pub mod admission {
+    pub const OPEN: u32 = 0;
+    /// The broker replays records after a restart: producers wait.
+    pub const REPLAYING: u32 = 1;
+    /// The broker found the region corrupt: every send fails until it restarts.
+    pub const REFUSING: u32 = 2;
 }
 
 /// The ring's producer side, protected by `Header::ring_lock`.

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::event::{self, event_id, WaitError};
-use crate::layout::{descriptor, NO_KEY};
+use crate::layout::{admission, descriptor, NO_KEY};
 use crate::region::Region;
 use crate::sys::prefetch;
 use crate::sys::LockOutcome;
@@ -40,6 +40,10 @@ pub enum SendError {
     /// The deadline passed while the ring stayed full.
     #[error("timed out waiting for free space")]
     TimedOut,
+    /// The broker found its region corrupt and takes no new message until it is
+    /// restarted.
+    #[error("the broker refuses new messages until it is restarted: it found its shared-memory region corrupt")]
+    Refused,
     /// The region's ring state breaks an invariant.
     #[error("ring state is corrupt: {0}")]
     Corrupt(&'static str),
@@ -403,7 +407,11 @@ impl Region {
                 }
                 let size = key.map_or(0, |k| k.len() as u64) + payload.len() as u64;
                 let slots = self.geometry().slots_for(size);
-                let first = if !replay && self.is_paused() {
+                let admission = self.admission();
+                if admission == admission::REFUSING {
+                    return Err((sent, SendError::Refused));
+                }
+                let first = if !replay && admission != admission::OPEN {
                     None
                 } else {
                     self.try_reserve(&guard, sender.client, slots)
@@ -501,6 +509,9 @@ impl Region {
             if self.is_closing() {
                 return Err(SendError::Stopped);
             }
+            if self.is_refusing() {
+                return Err(SendError::Refused);
+            }
             if !self.is_paused() {
                 if let Some(first) = self.try_reserve(&guard, sender.client, slots)? {
                     drop(guard);
@@ -527,9 +538,54 @@ impl Region {
         }
     }
 
-    /// Whether producers are held while the broker replays records.
+    /// Whether producers may send now, one of [`admission`].
+    fn admission(&self) -> u32 {
+        self.header().identity.paused.load(Ordering::Acquire)
+    }
+
+    /// Whether producers are held (while the broker replays records) or refused.
     pub fn is_paused(&self) -> bool {
-        self.header().identity.paused.load(Ordering::Acquire) != 0
+        self.admission() != admission::OPEN
+    }
+
+    /// Whether the broker is publishing records read back from its file again.
+    pub fn is_replaying(&self) -> bool {
+        self.admission() == admission::REPLAYING
+    }
+
+    /// Whether the broker refuses new messages (it found the region corrupt).
+    pub fn is_refusing(&self) -> bool {
+        self.admission() == admission::REFUSING
+    }
+
+    /// Broker only: producers wait while it replays records after a restart.
+    pub fn hold_for_replay(&self) {
+        self.header()
+            .identity
+            .paused
+            .store(admission::REPLAYING, Ordering::Release);
+    }
+
+    /// Broker only: the replay is over; producers may send (unless refused).
+    pub fn end_replay(&self) {
+        let _ = self.header().identity.paused.compare_exchange(
+            admission::REPLAYING,
+            admission::OPEN,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        event::wake(&self.header().space);
+    }
+
+    /// Broker only: every send fails from now on, until a restart, and waiting
+    /// producers are woken to hear it. For a region found corrupt, where a new
+    /// commit could overwrite records not yet persisted.
+    pub fn refuse_new_work(&self) {
+        self.header()
+            .identity
+            .paused
+            .store(admission::REFUSING, Ordering::Release);
+        event::wake(&self.header().space);
     }
 
     /// Every offset below this has been persisted by the broker.
@@ -598,7 +654,11 @@ impl Region {
             &h.space,
             event_id::SPACE,
             flag,
-            || (self.has_space_for(slots) && (replay || !self.is_paused())) || self.is_closing(),
+            || {
+                (self.has_space_for(slots) && (replay || !self.is_paused()))
+                    || self.is_closing()
+                    || self.is_refusing()
+            },
             &mut *stop,
             deadline,
         )
@@ -608,6 +668,9 @@ impl Region {
         })?;
         if self.is_closing() {
             return Err(SendError::Stopped);
+        }
+        if self.is_refusing() {
+            return Err(SendError::Refused);
         }
         Ok(())
     }
