@@ -263,13 +263,22 @@ pub fn run(
     let file_next = files::last_persisted_offset(&persist_path)
         .map_err(file_err(&persist_path))?
         .map_or(0, |o| o + 1);
-    let salvaged = recovery::salvage(&name, &config.geometry, file_next, &mut persist_file)?;
+    let log_path = config.data_dir.join(LOG_FILE);
+    let (mut log_file, cut) =
+        files::open_append(&log_path, LOG_HEADER).map_err(file_err(&log_path))?;
+    report_cut(LOG_FILE, cut);
+    let salvaged = recovery::salvage(
+        &name,
+        &config.geometry,
+        file_next,
+        &mut persist_file,
+        &mut log_file,
+    )?;
     if let Some(report) = &salvaged.report {
         eprintln!("broker: {report}");
     }
-    let log_path = config.data_dir.join(LOG_FILE);
-    let (log_file, cut) = files::open_append(&log_path, LOG_HEADER).map_err(file_err(&log_path))?;
-    report_cut(LOG_FILE, cut);
+    // This broker's log lines begin here: the next start needs it if this one dies.
+    let log_start = log_file.metadata().map_err(file_err(&log_path))?.len();
     let in_file = file_next + salvaged.appended;
     let next = next_offset(&config, &saved.state, in_file)?;
     let starts = group_starts(&config, &saved.state, &salvaged, in_file, next);
@@ -305,6 +314,7 @@ pub fn run(
     ];
     let region = Arc::new(create_region(&name, &config, token)?);
     region.start_at(replay_from, next);
+    region.record_log_start(log_start);
     let h = region.header();
     h.durable
         .fsync

@@ -7,9 +7,10 @@
 //!   stop), its ring lock is taken (repairing a commit cut short), and every record
 //!   it holds that `persistencia_mensajes.txt` lacks is appended there, so that no
 //!   message whose send returned is lost. Each group's cursor tells how far the
-//!   group had been handed messages. Then the region is unlinked and a fresh one is
-//!   built; the normal restart path replays from the file what groups had not
-//!   acknowledged.
+//!   group had been handed messages; the deliveries the dead broker had not yet
+//!   written to `log_consumo.txt` are appended there ([`deliveries`]). Then the
+//!   region is unlinked and a fresh one is built; the normal restart path replays
+//!   from the file what groups had not acknowledged.
 //! - A region of another geometry that still holds records: the broker refuses to
 //!   start and names that geometry (nothing is discarded silently).
 
@@ -25,11 +26,17 @@ use shm_layout::{Geometry, Region, RegionError};
 use crate::audit::records::PersistedLines;
 use crate::{mark_closing, BrokerError};
 
+pub mod deliveries;
+
+use deliveries::LostDeliveries;
+
 /// What recovery found and did.
 #[derive(Debug, Default)]
 pub struct Salvage {
     /// Records appended to the persistence file.
     pub appended: u64,
+    /// Delivery lines appended to the consumption log.
+    pub deliveries: LostDeliveries,
     /// Per group name: every offset below this had been handed out.
     pub handed_out: HashMap<String, u64>,
     /// Per group name: a lower bound of what the group had acknowledged.
@@ -39,13 +46,14 @@ pub struct Salvage {
 }
 
 /// Recovers the region `name` (see the module docs). `file_next` is the offset
-/// after the last line of the persistence file, `persist` that file opened for
-/// appending.
+/// after the last line of the persistence file, `persist` that file and `log` the
+/// consumption log, both opened for appending with no line cut short.
 pub fn salvage(
     name: &str,
     geometry: &Geometry,
     file_next: u64,
     persist: &mut File,
+    log: &mut File,
 ) -> Result<Salvage, BrokerError> {
     let old = match Region::open(name) {
         Ok(r) => r,
@@ -127,6 +135,9 @@ pub fn salvage(
         .write_all(&out)
         .and_then(|_| persist.sync_data())
         .map_err(BrokerError::Audit)?;
+    // Its consumers may have printed deliveries it had not yet logged.
+    salvage.deliveries =
+        deliveries::log_lost_deliveries(&old, freed, next, log).map_err(BrokerError::Audit)?;
     for g in 0..old.geometry().max_groups {
         if let (Some(name), Some(entry)) = (old.group_name(g), old.group(g)) {
             let cursor = shm_layout::group::cursor(entry).min(next);
@@ -139,10 +150,32 @@ pub fn salvage(
     drop(old);
     Region::unlink(name)?;
     salvage.report = Some(format!(
-        "recovered the region of a broker that died (pid {pid}): {} records persisted from it",
-        salvage.appended
+        "recovered the region of a broker that died (pid {pid}): {} records persisted from it, {}",
+        salvage.appended,
+        describe(&salvage.deliveries)
     ));
     Ok(salvage)
+}
+
+/// What recovery did for the consumption log, for the operator's line.
+fn describe(d: &LostDeliveries) -> String {
+    if d.not_recorded {
+        return "but not the deliveries it had not logged (its region does not say where its log lines begin)".into();
+    }
+    let mut text = format!("{} deliveries logged from it", d.logged);
+    if d.unknown_consumers > 0 {
+        text += &format!(
+            " ({} to a consumer it no longer names)",
+            d.unknown_consumers
+        );
+    }
+    if d.undecided > 0 {
+        text += &format!(
+            "; {} redeliveries may lack a log line (too far back to tell)",
+            d.undecided
+        );
+    }
+    text
 }
 
 /// Every offset below the result was acknowledged by group `g`: nothing below the

@@ -209,17 +209,19 @@ impl Registry {
         };
         r.published_at_sample = r.region.next_offset();
         for g in groups {
-            let i = r
-                .create_group(&g.name, true, g.start)
+            r.create_group(&g.name, true, g.start, g.redeliver_below)
                 .expect("pre-created groups fit: checked at start-up");
-            if let Some(grp) = r.groups[i as usize].as_mut() {
-                grp.redeliver_below = g.redeliver_below;
-            }
         }
         r
     }
 
-    fn create_group(&mut self, name: &str, permanent: bool, start: u64) -> Result<u32, Refused> {
+    fn create_group(
+        &mut self,
+        name: &str,
+        permanent: bool,
+        start: u64,
+        redeliver_below: u64,
+    ) -> Result<u32, Refused> {
         let Some(i) = self.groups.iter().position(Option::is_none) else {
             return Err(refuse(
                 Refusal::TooManyGroups,
@@ -236,6 +238,15 @@ impl Registry {
             }
         }
         group::reset_group(entry, start);
+        // For the broker that recovers this region if this one dies: which of its
+        // delivery lines it may have to write, and with which attempt.
+        group::record_start(
+            entry,
+            group::RecordedStart {
+                first_offset: start,
+                redeliver_below,
+            },
+        );
         write_name(&entry.meta.name, &entry.meta.name_len, name);
         entry
             .meta
@@ -252,7 +263,7 @@ impl Registry {
             segments: VecDeque::new(),
             overflow: VecDeque::new(),
             logged: start,
-            redeliver_below: start,
+            redeliver_below,
             observed: vec![None; self.region.geometry().redeliveries_per_group as usize],
             delivery_lines: DeliveryLines::default(),
             delivered: 0,
@@ -330,7 +341,7 @@ impl Registry {
                         .region
                         .next_offset()
                         .max(self.region.persisted_offset());
-                    self.create_group(name, false, start)?
+                    self.create_group(name, false, start, start)?
                 }
             }),
             (Role::Consumer, None) => Some(self.least_loaded_group().ok_or_else(|| {
@@ -493,7 +504,7 @@ impl Registry {
         // this sees itself removed and hands the claim back; one that claimed before
         // is found by the scan in `remove_member`.
         std::sync::atomic::fence(Ordering::SeqCst);
-        group::clear_ranks(entry);
+        group::revoke_ranks(entry);
         self.uncount_sleeper(client);
         if c.role == Role::Producer {
             self.abandoned.push(client);

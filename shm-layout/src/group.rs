@@ -34,6 +34,10 @@ use crate::region::Region;
 pub const MAX_CURSOR: u64 = (1 << 48) - 1;
 /// Set in rank and rotation words that hold a value (0 means "none").
 const VALID: u64 = 1 << 63;
+/// Set, instead of [`VALID`], in the rank words of a client the broker removed: no
+/// longer a rank for anyone, but a record of who was handed which offsets, for
+/// the broker that recovers the region after a crash (see [`revoke_ranks`]).
+const REVOKED: u64 = 1 << 62;
 
 pub fn pack_turn(cursor: u64, epoch: u16) -> u64 {
     (cursor << 16) | epoch as u64
@@ -428,11 +432,95 @@ pub fn install_rotation(group: &GroupEntry, members: &[&ClientEntry]) -> (u64, u
     }
 }
 
+/// Where a broker began handing out a group, recorded in its entry for the broker
+/// that recovers the region after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedStart {
+    /// The first offset this broker handed the group.
+    pub first_offset: u64,
+    /// First deliveries below this offset are attempt 2: the group had been handed
+    /// them before the restart.
+    pub redeliver_below: u64,
+}
+
+/// Broker only, when it creates a group: records where it starts handing it out.
+pub fn record_start(group: &GroupEntry, start: RecordedStart) {
+    use crate::region::RECORDED;
+    let meta = &group.meta;
+    meta.first_offset.store(
+        RECORDED | start.first_offset.min(MAX_CURSOR),
+        Ordering::Release,
+    );
+    meta.redeliver_below.store(
+        RECORDED | start.redeliver_below.min(MAX_CURSOR),
+        Ordering::Release,
+    );
+}
+
+/// What [`record_start`] recorded, if anything (a region from an earlier build
+/// holds nothing there).
+pub fn recorded_start(group: &GroupEntry) -> Option<RecordedStart> {
+    use crate::region::RECORDED;
+    let first = group.meta.first_offset.load(Ordering::Acquire);
+    let below = group.meta.redeliver_below.load(Ordering::Acquire);
+    (first & RECORDED != 0 && below & RECORDED != 0).then_some(RecordedStart {
+        first_offset: first & !RECORDED,
+        redeliver_below: below & !RECORDED,
+    })
+}
+
+/// A rotation read back from a group entry that nobody changes any more (a dead
+/// broker's region, at recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PastRotation {
+    pub epoch: u16,
+    /// First offset handed out under it.
+    pub start: u64,
+    /// 0 for a frozen rotation.
+    pub members: u32,
+}
+
+/// The rotation in force and the one before it (newest first), each `None` if its
+/// half of the double buffer does not hold it (never installed, or corrupt). Older
+/// rotations are gone: their half has been rewritten.
+pub fn recent_rotations(group: &GroupEntry) -> [Option<PastRotation>; 2] {
+    let (_, epoch) = unpack_turn(group.turn.turn.load(Ordering::Acquire));
+    [epoch, epoch.wrapping_sub(1)].map(|epoch| {
+        let rotation = &group.meta.rotation[(epoch & 1) as usize];
+        let members = unpack_tagged(rotation.meta.load(Ordering::Acquire), epoch)?;
+        Some(PastRotation {
+            epoch,
+            start: rotation.start.load(Ordering::Acquire),
+            members,
+        })
+    })
+}
+
+/// `client`'s rank in the rotation of `epoch`, held or revoked when it left, if its
+/// entry still records one.
+pub fn rank_in(client: &ClientEntry, epoch: u16) -> Option<u32> {
+    let word = client.identity.rank[(epoch & 1) as usize].load(Ordering::Acquire);
+    let recorded = word & (VALID | REVOKED) != 0;
+    (recorded && (word >> 32) as u16 == epoch).then_some(word as u32)
+}
+
 /// Broker only: clears a client's ranks when it joins, so stale ranks from a previous
 /// holder of the entry never match an epoch.
 pub fn clear_ranks(client: &ClientEntry) {
     for r in &client.identity.rank {
         r.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Broker only, when it removes a client: its ranks stop being ranks (a member
+/// reads a rank word only with [`VALID`] set), so a removed consumer that wakes up
+/// can read no share, while its entry keeps which ranks it had for [`rank_in`].
+pub fn revoke_ranks(client: &ClientEntry) {
+    for r in &client.identity.rank {
+        let word = r.load(Ordering::Relaxed);
+        if word & VALID != 0 {
+            r.store((word & !VALID) | REVOKED, Ordering::Relaxed);
+        }
     }
 }
 
@@ -550,6 +638,73 @@ mod tests {
             clear_ranks(c);
         }
         (g, clients)
+    }
+
+    #[test]
+    fn recovery_reads_back_the_last_two_rotations_the_ranks_still_held_and_the_start() {
+        let t = test_region("recent", test_geometry());
+        let r = &t.0;
+        let (g, [a, b]) = fresh_group(r, 10);
+        assert_eq!(
+            recorded_start(g),
+            None,
+            "nothing recorded in a fresh region"
+        );
+        record_start(
+            g,
+            RecordedStart {
+                first_offset: 10,
+                redeliver_below: 12,
+            },
+        );
+        assert_eq!(
+            recorded_start(g),
+            Some(RecordedStart {
+                first_offset: 10,
+                redeliver_below: 12,
+            })
+        );
+        let (_, real) = install_rotation(g, &[a, b]);
+        assert!(try_advance(g, g.turn.turn.load(Ordering::Acquire), 5));
+        let (frozen_at, frozen) = install_rotation(g, &[]);
+        assert_eq!(frozen_at, 15);
+        assert_eq!(
+            recent_rotations(g),
+            [
+                Some(PastRotation {
+                    epoch: frozen,
+                    start: 15,
+                    members: 0
+                }),
+                Some(PastRotation {
+                    epoch: real,
+                    start: 10,
+                    members: 2
+                }),
+            ]
+        );
+        assert_eq!((rank_in(a, real), rank_in(b, real)), (Some(0), Some(1)));
+        assert_eq!(rank_in(a, frozen), None);
+        // A client that leaves has its ranks revoked: it is no member any more, but
+        // its entry still says which share it had.
+        revoke_ranks(a);
+        assert!(!matches!(view(g, a), View::Member { .. }));
+        assert_eq!(
+            previous_rotation(g, a, g.turn.turn.load(Ordering::Acquire)),
+            None
+        );
+        assert_eq!(
+            previous_rotation(g, b, g.turn.turn.load(Ordering::Acquire)).map(|p| p.next),
+            Some(11)
+        );
+        assert_eq!(rank_in(a, real), Some(0));
+        // A newcomer in the entry clears them: then nothing is recorded.
+        clear_ranks(a);
+        assert_eq!(rank_in(a, real), None);
+        // Two rotations later the real one's half is rewritten and gone.
+        let (_, next) = install_rotation(g, &[b]);
+        assert_eq!(recent_rotations(g)[0].map(|p| p.epoch), Some(next));
+        assert_eq!(recent_rotations(g)[1].map(|p| p.members), Some(0));
     }
 
     #[test]

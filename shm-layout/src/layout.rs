@@ -222,6 +222,10 @@ pub struct Identity {
     /// replays records after a restart, and are refused once it found the region
     /// corrupt.
     pub paused: AtomicU32,
+    /// Broker only: where this broker's lines in `log_consumo.txt` begin (see
+    /// [`Region::record_log_start`](crate::Region::record_log_start)); 0 when not
+    /// recorded.
+    pub log_start: AtomicU64,
 }
 
 /// Values of `Identity::paused`.
@@ -353,6 +357,11 @@ pub struct GroupMeta {
     /// skip scanning the redelivery table while it is zero.
     pub redeliveries: AtomicU32,
     pub name: [AtomicU64; 8],
+    /// Broker only: the first offset this broker hands the group, and the offset
+    /// below which its first deliveries are redeliveries (attempt 2); see
+    /// [`crate::group::record_start`]. 0 when not recorded.
+    pub first_offset: AtomicU64,
+    pub redeliver_below: AtomicU64,
 }
 
 #[repr(C)]
@@ -454,6 +463,10 @@ const _: () = assert!(std::mem::offset_of!(Identity, version) == 8);
 const _: () = assert!(std::mem::offset_of!(Identity, region_size) == 40);
 const _: () = assert!(std::mem::offset_of!(Identity, token) == 56);
 const _: () = assert!(std::mem::offset_of!(Identity, closing) == 72);
+const _: () = assert!(std::mem::offset_of!(Identity, log_start) == 80);
+const _: () = assert!(std::mem::offset_of!(GroupEntry, meta) == LINE);
+const _: () = assert!(std::mem::offset_of!(GroupMeta, first_offset) == 112);
+const _: () = assert!(std::mem::offset_of!(GroupMeta, redeliver_below) == 120);
 const _: () = assert!(std::mem::offset_of!(ClientIdentity, rank) == 24);
 const _: () = assert!(std::mem::offset_of!(ClientIdentity, id) == 40);
 const _: () = assert!(std::mem::offset_of!(ClientActivity, sleeping_on) == 16);

@@ -283,6 +283,24 @@ impl Region {
         self.header().identity.closing.load(Ordering::SeqCst) != 0
     }
 
+    /// Broker only, before it writes its first consumption-log line: records that
+    /// its lines begin at byte `log_len` of `log_consumo.txt`. The broker that
+    /// recovers this region after a crash reads the log back only to there, so it
+    /// never mistakes an earlier run's line for one of this broker's.
+    pub fn record_log_start(&self, log_len: u64) {
+        self.header()
+            .identity
+            .log_start
+            .store(RECORDED | log_len, Ordering::Release);
+    }
+
+    /// Where the broker that owned this region began writing `log_consumo.txt`, if
+    /// it recorded it (a region from an earlier build did not).
+    pub fn recorded_log_start(&self) -> Option<u64> {
+        let word = self.header().identity.log_start.load(Ordering::Acquire);
+        (word & RECORDED != 0).then_some(word & !RECORDED)
+    }
+
     /// Client table entry `i`, if `i < max_clients`.
     pub fn client(&self, i: u32) -> Option<&ClientEntry> {
         if i >= self.geometry.max_clients {
@@ -403,6 +421,10 @@ fn read_name(words: &[AtomicU64; 8], len: u32) -> Option<String> {
     Some(s)
 }
 
+/// Set in the words a broker records for the next one (see
+/// [`Region::record_log_start`]): a region from an earlier build holds 0 there.
+pub(crate) const RECORDED: u64 = 1 << 63;
+
 fn map_fd(fd: &OwnedFd, len: u64, name: &str) -> Result<MmapRaw, RegionError> {
     MmapOptions::new()
         .len(len as usize)
@@ -450,6 +472,17 @@ pub(crate) mod tests {
         let opened = Region::open_expecting(r.0.name(), &test_geometry()).unwrap();
         assert_eq!(opened.token(), [1, 2]);
         assert_eq!(opened.layout(), r.0.layout());
+    }
+
+    #[test]
+    fn the_log_start_is_recorded_for_the_next_broker_and_absent_until_then() {
+        let r = test_region("log-start", test_geometry());
+        assert_eq!(r.0.recorded_log_start(), None);
+        r.0.record_log_start(0);
+        assert_eq!(r.0.recorded_log_start(), Some(0));
+        r.0.record_log_start(12_345);
+        let opened = Region::open_expecting(r.0.name(), &test_geometry()).unwrap();
+        assert_eq!(opened.recorded_log_start(), Some(12_345));
     }
 
     #[test]

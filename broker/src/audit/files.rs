@@ -1,12 +1,13 @@
 //! Opening the audit files: created with their header, appended to across runs, a
-//! last line cut short by a crash removed, and the last persisted offset found by
-//! reading backwards from the end.
+//! last line cut short by a crash removed; and reading them backwards from the end,
+//! for the last persisted offset and for the last deliveries logged.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
 
-use super::records::PersistedRecord;
+use super::records::{DeliveryRecord, PersistedRecord};
 
 /// Opens `path` for appending; creates it with `header` if new; removes a trailing
 /// partial line (no final newline). Returns the file and the bytes removed.
@@ -52,28 +53,96 @@ pub fn last_persisted_offset(path: &Path) -> io::Result<Option<u64>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    let mut last = None;
+    for_each_line_backwards(&mut file, 0, |line| match data_line_offset(line) {
+        Some(o) => {
+            last = Some(o);
+            ControlFlow::Break(())
+        }
+        None => ControlFlow::Continue(()),
+    })?;
+    Ok(last)
+}
+
+/// How [`read_log_backwards`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTailEnd {
+    /// The visitor had what it needed.
+    Stopped,
+    /// Every line from the starting byte on was read.
+    ReachedStart,
+    /// `max_lines` lines were read first.
+    OutOfLines,
+}
+
+/// Reads the consumption log `file` backwards, from its end down to byte `from` (a
+/// line boundary: no line beginning before it is read), and hands each delivery
+/// line to `visit`, last line first, until `visit` breaks or `max_lines` lines have
+/// been read. Comments and lines that do not parse are skipped (and counted).
+pub fn read_log_backwards(
+    file: &mut File,
+    from: u64,
+    max_lines: u64,
+    mut visit: impl FnMut(DeliveryRecord) -> ControlFlow<()>,
+) -> io::Result<LogTailEnd> {
+    let mut read = 0u64;
+    let mut end = LogTailEnd::ReachedStart;
+    for_each_line_backwards(file, from, |line| {
+        if read == max_lines {
+            end = LogTailEnd::OutOfLines;
+            return ControlFlow::Break(());
+        }
+        read += 1;
+        let record = std::str::from_utf8(line)
+            .ok()
+            .filter(|l| !l.starts_with('#'))
+            .and_then(|l| DeliveryRecord::parse(l).ok());
+        match record.map(&mut visit) {
+            Some(ControlFlow::Break(())) => {
+                end = LogTailEnd::Stopped;
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    })?;
+    Ok(end)
+}
+
+/// Hands the lines of `file` from its end back to byte `from` to `visit`, last line
+/// first and without their newlines, until `visit` breaks. `from` must be where a
+/// line begins. A line may be longer than one chunk of the reads.
+fn for_each_line_backwards(
+    file: &mut File,
+    from: u64,
+    mut visit: impl FnMut(&[u8]) -> ControlFlow<()>,
+) -> io::Result<()> {
     let mut end = file.metadata()?.len();
-    // Walk back one line at a time; a line may be longer than one chunk.
+    let from = from.min(end);
+    // The bytes from `end` on not yet handed to `visit`: whole lines, after a line
+    // whose beginning is not read yet (unless `end == from`).
     let mut tail: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        while let Some(i) = tail[..tail.len().saturating_sub(1)]
-            .iter()
-            .rposition(|&b| b == b'\n')
-        {
-            let line = tail.split_off(i + 1);
-            if let Some(o) = data_line_offset(&line) {
-                return Ok(Some(o));
+        let mut body = tail.len() - usize::from(tail.last() == Some(&b'\n'));
+        while let Some(i) = tail[..body].iter().rposition(|&b| b == b'\n') {
+            if visit(&tail[i + 1..body]).is_break() {
+                return Ok(());
             }
+            tail.truncate(i + 1);
+            body = i;
         }
-        if end == 0 {
-            return Ok(data_line_offset(&tail));
+        if end == from {
+            if body > 0 {
+                let _ = visit(&tail[..body]);
+            }
+            return Ok(());
         }
-        let start = end.saturating_sub(chunk.len() as u64);
+        let start = end.saturating_sub(chunk.len() as u64).max(from);
         let n = (end - start) as usize;
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(&mut chunk[..n])?;
-        let mut joined = chunk[..n].to_vec();
+        let mut joined = Vec::with_capacity(n + tail.len());
+        joined.extend_from_slice(&chunk[..n]);
         joined.extend_from_slice(&tail);
         tail = joined;
         end = start;
@@ -154,6 +223,85 @@ mod tests {
             "# h\ndefault\t0\t0\tt\tp\t-\ta\n"
         );
         assert_eq!(last_persisted_offset(&p).unwrap(), Some(0));
+    }
+
+    /// A consumption-log line for `group` and `offset`.
+    fn delivery(offset: u64, group: &str, consumer: &str, attempt: u32) -> String {
+        format!("2026-01-01T00:00:00.000000Z\tdefault\t0\t{offset}\tp\t{group}\t{consumer}\t{attempt}\n")
+    }
+
+    /// (offset, group) of every line `read_log_backwards` hands over, in its order.
+    fn read_back(
+        p: &std::path::Path,
+        from: u64,
+        max_lines: u64,
+    ) -> (Vec<(u64, String)>, LogTailEnd) {
+        let mut file = File::open(p).unwrap();
+        let mut seen = Vec::new();
+        let end = read_log_backwards(&mut file, from, max_lines, |d| {
+            seen.push((d.offset, d.group));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        (seen, end)
+    }
+
+    #[test]
+    fn the_log_is_read_backwards_down_to_the_given_start_and_no_further() {
+        let (_scratch, p) = temp("log-back");
+        let earlier = format!("# header\n{}", delivery(7, "g", "old", 1));
+        let mine = [
+            delivery(0, "g", "c", 1),
+            delivery(1, "h", "d", 1),
+            "not a delivery line\n".into(),
+            delivery(2, "g", "c", 2),
+        ]
+        .concat();
+        std::fs::write(&p, format!("{earlier}{mine}")).unwrap();
+        let (seen, end) = read_back(&p, earlier.len() as u64, 100);
+        assert_eq!(end, LogTailEnd::ReachedStart);
+        assert_eq!(
+            seen,
+            vec![(2, "g".into()), (1, "h".into()), (0, "g".into())]
+        );
+        // From the file's start, the earlier run's line and the header come too
+        // (the header is skipped, not handed over).
+        let (seen, _) = read_back(&p, 0, 100);
+        assert_eq!(seen.last(), Some(&(7, "g".into())));
+        // A budget of lines (the unparsable one counts) ends the reading early.
+        let (seen, end) = read_back(&p, 0, 2);
+        assert_eq!(end, LogTailEnd::OutOfLines);
+        assert_eq!(seen, vec![(2, "g".into())]);
+    }
+
+    #[test]
+    fn reading_the_log_backwards_stops_when_the_visitor_has_what_it_needs() {
+        let (_scratch, p) = temp("log-stop");
+        // Lines far longer than one read, and more lines than one read holds.
+        let long_id = "c".repeat(64);
+        let lines: String = (0..5000).map(|o| delivery(o, "g", &long_id, 1)).collect();
+        std::fs::write(&p, format!("# header\n{lines}")).unwrap();
+        let mut file = File::open(&p).unwrap();
+        let mut seen = Vec::new();
+        let end = read_log_backwards(&mut file, 0, u64::MAX, |d| {
+            seen.push(d.offset);
+            if d.offset == 1000 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(end, LogTailEnd::Stopped);
+        assert_eq!(seen, (1000..5000).rev().collect::<Vec<_>>());
+        let (all, end) = read_back(&p, 0, u64::MAX);
+        assert_eq!(end, LogTailEnd::ReachedStart);
+        assert_eq!(all.len(), 5000);
+        // An empty file, or one with only its header, hands over nothing.
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(read_back(&p, 0, 10), (vec![], LogTailEnd::ReachedStart));
+        std::fs::write(&p, "# header\n").unwrap();
+        assert_eq!(read_back(&p, 0, 10), (vec![], LogTailEnd::ReachedStart));
     }
 
     #[test]
