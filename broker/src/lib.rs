@@ -282,6 +282,7 @@ pub fn run(
         next,
         persisted: persisted.clone(),
         flush_interval: config.flush_interval,
+        reported_unreadable: false,
     };
     let cleaner = cleaner::Cleaner {
         region: region.clone(),
@@ -306,6 +307,7 @@ pub fn run(
         data_dir: config.data_dir.clone(),
         flush_interval: config.flush_interval,
         fsync: config.fsync,
+        repairs: cleaner::RingRepairs::default(),
     };
     let persister_stop = Arc::new(AtomicBool::new(false));
     let cleaner_stop = Arc::new(AtomicBool::new(false));

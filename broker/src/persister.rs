@@ -63,6 +63,9 @@ pub struct Persister {
     /// Every offset below this is written; read by the cleaner.
     pub persisted: Arc<AtomicU64>,
     pub flush_interval: Duration,
+    /// Whether a record that could not be read was reported (once is enough:
+    /// a scribbled index must not flood stderr).
+    pub reported_unreadable: bool,
 }
 
 impl Persister {
@@ -175,7 +178,11 @@ impl Persister {
                     };
                     format.push(lines, o, r.timestamp_us, producer, r.key, r.payload);
                 }
-                Err(e) => eprintln!("broker: not persisting offset {o}: {e}"),
+                Err(e) if !self.reported_unreadable => {
+                    self.reported_unreadable = true;
+                    eprintln!("broker: not persisting offset {o}: {e} (later unreadable records are skipped without a report)");
+                }
+                Err(_) => {}
             }
             self.next += 1;
             if lines.len() >= BATCH_BYTES || self.next == committed {
