@@ -4,7 +4,15 @@
 //! committing, keeps the group-position state file, and samples rates.
 //!
 //! It runs when a producer short of space asks, and at least every [`PERIOD`].
+//!
+//! It is also where a scribbled region is found and repaired: each pass checks
+//! every group's redelivery table against the broker's book of offers (in the
+//! registry), and a reclaim that fails on state that cannot be valid (an index
+//! entry below `next_offset` that describes no record, an impossible slot
+//! descriptor) makes it rebuild the ring's descriptors from the index. Each kind
+//! of fault is reported once, in one line on stderr starting `broker: `.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,11 +24,84 @@ use shm_layout::Region;
 use crate::audit::double_buffer::DoubleBuffer;
 use crate::audit::records::LOG_FILE;
 use crate::audit::state;
-use crate::reclaim::Reclaimer;
+use shm_layout::ring::Rewritten;
+
+use crate::reclaim::{Reclaimer, RingRepairError, RingRepaired};
 use crate::registry::Registry;
 
 /// Longest time between two passes.
 pub const PERIOD: Duration = Duration::from_millis(5);
+
+/// How long after a repair that did not make reclaiming possible again the next
+/// one is tried: each takes the ring lock for a ring's worth of work.
+const REPAIR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What the cleaner has reported of repairs to the ring, and when it may try one.
+#[derive(Debug, Default)]
+pub struct RingRepairs {
+    /// Kinds of fault reported so far: each is reported once.
+    reported: HashSet<&'static str>,
+    /// No repair before this (after one that left reclaiming impossible).
+    not_before: Option<Instant>,
+}
+
+impl RingRepairs {
+    /// Prints `line` if no fault of `kind` was reported before.
+    fn report(&mut self, kind: &'static str, line: impl FnOnce() -> String) {
+        if self.reported.insert(kind) {
+            eprintln!(
+                "broker: {} (later faults of this kind are repaired without a report)",
+                line()
+            );
+        }
+    }
+
+    /// Reports what a repair found, once per kind.
+    fn report_repair(&mut self, done: &RingRepaired, slots: u32) {
+        let more = |n: usize| match n {
+            0 | 1 => String::new(),
+            n => format!(" ({} more like it)", n - 1),
+        };
+        let (passed, lost): (Vec<_>, Vec<_>) = done
+            .newly_unreadable
+            .iter()
+            .partition(|&&(_, passed)| passed);
+        if let Some(&&(o, _)) = passed.first() {
+            self.report("index-passed", || format!(
+                "repaired the ring: the index entry of offset {o} no longer described its record, which every group had passed and both files hold; dropped from the ring{}",
+                more(passed.len())
+            ));
+        }
+        if let Some(&&(o, _)) = lost.first() {
+            let file = if o < done.persisted {
+                "persistencia_mensajes.txt holds it"
+            } else {
+                "it was never persisted"
+            };
+            self.report("index-lost", || format!(
+                "repaired the ring: the index entry of offset {o} no longer described its record; groups that had not read it lose it ({file}){}",
+                more(lost.len())
+            ));
+        }
+        let (wrong, freed): (Vec<&Rewritten>, Vec<&Rewritten>) = done
+            .rewritten
+            .iter()
+            .partition(|w| w.was_impossible(slots) || w.described_a_record);
+        if let Some(w) = wrong.first() {
+            self.report("descriptor", || format!(
+                "repaired the ring: the slot descriptor at position {} held {:#x}, which does not describe the allocation there; rewritten from the index{}",
+                w.position, w.found, more(wrong.len())
+            ));
+        }
+        // Slots of records found unreadable are freed as a matter of course.
+        if let (Some(w), true) = (freed.first(), done.newly_unreadable.is_empty()) {
+            self.report("orphan", || format!(
+                "repaired the ring: the slot descriptor at position {} held {:#x}, an allocation no record or live producer holds; freed{}",
+                w.position, w.found, more(freed.len())
+            ));
+        }
+    }
+}
 
 /// The cleaner's state.
 pub struct Cleaner {
@@ -34,6 +115,8 @@ pub struct Cleaner {
     pub fsync: bool,
     /// Every offset below this has been assigned: what the state file's `end` says.
     pub end: u64,
+    /// Repairs of the ring, and what was reported of them.
+    pub repairs: RingRepairs,
 }
 
 impl Cleaner {
@@ -42,22 +125,13 @@ impl Cleaner {
     /// its file.
     pub fn run(mut self, stop: Arc<AtomicBool>) -> std::io::Result<()> {
         let in_log = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{LOG_FILE}: {e}"));
-        let mut reported = false;
         let mut saved = state::State::default();
         let mut saved_at = Instant::now();
         // The state file's last save failed (reported once, until one succeeds).
         let mut save_failing = false;
         let mut line = Vec::new();
         while !stop.load(Ordering::Acquire) {
-            if let Err(e) = self.pass(&mut line) {
-                if e.kind() != std::io::ErrorKind::InvalidData {
-                    return Err(in_log(e));
-                }
-                if !reported {
-                    eprintln!("broker: cleaner refused to reclaim: {e}");
-                    reported = true;
-                }
-            }
+            self.pass(&mut line).map_err(in_log)?;
             if saved_at.elapsed() >= self.flush_interval {
                 let now = self.state();
                 if now != saved || save_failing {
@@ -116,7 +190,8 @@ impl Cleaner {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One pass. An `InvalidData` error means the region's ring state is corrupt.
+    /// One pass. An error is the audit trail's: a corrupt ring is repaired or
+    /// reported here.
     fn pass(&mut self, line: &mut Vec<u8>) -> std::io::Result<()> {
         let next = self.region.next_offset();
         let (consumed, gone_producers) = {
@@ -134,7 +209,9 @@ impl Cleaner {
         if gone_producers {
             self.release_gone_producers();
         }
-        let reclaimed = self.reclaimer.reclaim();
+        if let Err(failure) = self.reclaimer.reclaim() {
+            self.repair_ring(failure);
+        }
         let freed = self
             .region
             .header()
@@ -142,9 +219,39 @@ impl Cleaner {
             .freed_offset
             .load(Ordering::Acquire);
         self.registry().release_retired(freed);
-        reclaimed
-            .map(|_| ())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+        Ok(())
+    }
+
+    /// A reclaim failed on ring state that cannot be valid: repairs the ring and
+    /// reclaims again. The ring lock is taken with a timeout, so a stopped holder
+    /// only puts the repair off to a later pass; a repair that cannot help (the
+    /// cursors themselves are corrupt) is reported once and retried only after
+    /// [`REPAIR_BACKOFF`].
+    fn repair_ring(&mut self, failure: shm_layout::ring::ReclaimError) {
+        if self.repairs.not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let stuck = match self.reclaimer.repair() {
+            Ok(done) => {
+                self.repairs
+                    .report_repair(&done, self.region.geometry().slots);
+                match self.reclaimer.reclaim() {
+                    Ok(_) => None,
+                    Err(again) => Some(format!("{again} even after a repair")),
+                }
+            }
+            // Held by a producer in its hold, or the broker is stopping.
+            Err(RingRepairError::Busy(_)) => return,
+            Err(RingRepairError::Repair(e)) => Some(format!("{failure}, and {e}")),
+        };
+        self.repairs.not_before = stuck.as_ref().map(|_| Instant::now() + REPAIR_BACKOFF);
+        if let Some(why) = stuck {
+            self.repairs.report("unrepaired", || {
+                format!(
+                    "cleaner refused to reclaim: {why}; producers wait until the broker restarts"
+                )
+            });
+        }
     }
 
     fn release_gone_producers(&self) {

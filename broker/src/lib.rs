@@ -332,6 +332,10 @@ pub fn run(
 
     let buffer_size = config.buffer_size as usize;
     let persisted = Arc::new(AtomicU64::new(next));
+    registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .bound_by_persisted(persisted.clone());
     let reclaimer = Arc::new(Reclaimer::new(
         region.clone(),
         persisted.clone(),
@@ -385,6 +389,7 @@ pub fn run(
         flush_interval: config.flush_interval,
         fsync: config.fsync,
         end: next,
+        repairs: cleaner::RingRepairs::default(),
     };
     // At a stop, writers that cannot write give up after a while, so that the stop
     // ends; what they could not write stays in the region.

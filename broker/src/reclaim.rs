@@ -7,7 +7,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use shm_layout::ring::ReclaimError;
+use shm_layout::layout::client_state;
+use shm_layout::protocol::Role;
+
+use crate::registry::role_code;
+
+use shm_layout::ring::{ReclaimError, RepairError, Rewritten};
 use shm_layout::Region;
 
 pub struct Reclaimer {
@@ -19,8 +24,32 @@ pub struct Reclaimer {
     /// and every group has consumed it: the cleaner marks the log's buffers with
     /// what all groups have consumed.
     logged: AtomicU64,
-    /// One caller at a time: freeing moves the ring's tail, which must only grow.
-    lock: Mutex<()>,
+    /// One caller at a time: freeing moves the ring's tail, which must only grow,
+    /// and a repair must not race a reclaim. Holds the offsets repairs found
+    /// unreadable and reclaim has not passed yet (ascending).
+    dropped: Mutex<Vec<u64>>,
+}
+
+/// What a repair of the ring found, for the broker to report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RingRepaired {
+    /// Unreadable offsets this repair found that no earlier one had, each with
+    /// whether every group had passed it and it was persisted and logged.
+    pub newly_unreadable: Vec<(u64, bool)>,
+    /// Every offset below this was persisted when the repair ran.
+    pub persisted: u64,
+    /// Descriptors rewritten.
+    pub rewritten: Vec<Rewritten>,
+}
+
+/// Why a repair could not run or changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RingRepairError {
+    /// The ring lock stayed held (a producer stopped in its hold?): try later.
+    #[error("the ring lock is held: {0}")]
+    Busy(shm_layout::ring::SendError),
+    #[error(transparent)]
+    Repair(#[from] RepairError),
 }
 
 impl Reclaimer {
@@ -30,7 +59,7 @@ impl Reclaimer {
             region,
             persisted,
             logged: AtomicU64::new(logged),
-            lock: Mutex::new(()),
+            dropped: Mutex::new(Vec::new()),
         }
     }
 
@@ -44,21 +73,73 @@ impl Reclaimer {
         self.logged.fetch_max(mark, Ordering::AcqRel);
     }
 
+    /// Every offset below this is persisted, logged and consumed by every group.
+    fn mark(&self) -> u64 {
+        self.logged
+            .load(Ordering::Acquire)
+            .min(self.persisted.load(Ordering::Acquire))
+    }
+
     /// Frees every record below both marks; returns how many were freed.
     pub fn reclaim(&self) -> Result<u64, ReclaimError> {
-        let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let upto = self
-            .logged
-            .load(Ordering::Acquire)
-            .min(self.persisted.load(Ordering::Acquire));
-        self.region.reclaim(upto)
+        let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.region.reclaim_skipping(self.mark(), &dropped);
+        if !dropped.is_empty() {
+            let freed = self
+                .region
+                .header()
+                .reclaim
+                .freed_offset
+                .load(Ordering::Acquire);
+            dropped.retain(|&o| o >= freed);
+        }
+        result
+    }
+
+    /// After a reclaim failed: takes the ring lock (timed: a stopped holder only
+    /// delays the repair to a later pass) and rebuilds the ring's descriptors
+    /// from the index (see [`Region::repair_ring`]). A reservation is kept only
+    /// while its owner's client entry is an active producer. Offsets found
+    /// unreadable are passed over by every later reclaim.
+    pub fn repair(&self) -> Result<RingRepaired, RingRepairError> {
+        let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tries = 0;
+        let guard = self
+            .region
+            .lock_ring(|| {
+                tries += 1;
+                tries > 1
+            })
+            .map_err(RingRepairError::Busy)?;
+        let region = &self.region;
+        let repair = region.repair_ring(&guard, |owner| {
+            region.client(owner).is_some_and(|c| {
+                c.identity.state.load(Ordering::Acquire) == client_state::ACTIVE
+                    && c.identity.role.load(Ordering::Acquire) == role_code(Role::Producer)
+            })
+        })?;
+        drop(guard);
+        let mark = self.mark();
+        let mut newly_unreadable = Vec::new();
+        for &o in &repair.unreadable {
+            if dropped.binary_search(&o).is_err() {
+                newly_unreadable.push((o, o < mark));
+            }
+        }
+        dropped.extend(newly_unreadable.iter().map(|&(o, _)| o));
+        dropped.sort_unstable();
+        Ok(RingRepaired {
+            newly_unreadable,
+            persisted: self.persisted.load(Ordering::Acquire),
+            rewritten: repair.rewritten,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shm_layout::ring::Sender;
+    use shm_layout::ring::{ReclaimError, Sender};
     use shm_layout::Geometry;
 
     #[test]
@@ -93,6 +174,48 @@ mod tests {
         persisted.store(8, Ordering::Release);
         assert_eq!(reclaimer.reclaim().unwrap(), 2);
         assert_eq!(region.used_slots(), 1);
+        let _ = Region::unlink(&name);
+    }
+
+    #[test]
+    fn a_repair_drops_unreadable_offsets_once_and_says_which_every_group_had_passed() {
+        let name = format!("/mk-unit-repair-{}", std::process::id());
+        let _ = Region::unlink(&name);
+        let geometry = Geometry {
+            slots: 16,
+            slot_size: 64,
+            max_message: 512,
+            max_clients: 8,
+            max_groups: 4,
+            redeliveries_per_group: 8,
+        };
+        let region = Arc::new(Region::create(&name, geometry, [1, 2], std::process::id()).unwrap());
+        let me = Sender {
+            client: 1,
+            generation: 1,
+        };
+        for _ in 0..8 {
+            region.send(me, None, b"m", 0, || false, None).unwrap();
+        }
+        let reclaimer = Reclaimer::new(region.clone(), Arc::new(AtomicU64::new(8)), 5);
+        region.index_entry(3).stamp.store(0, Ordering::Relaxed);
+        region.index_entry(6).stamp.store(0, Ordering::Relaxed);
+        assert_eq!(reclaimer.reclaim(), Err(ReclaimError::Corrupt(3)));
+        let done = reclaimer.repair().unwrap();
+        assert_eq!(done.newly_unreadable, [(3, true), (6, false)]);
+        assert_eq!(done.persisted, 8);
+        assert_eq!(reclaimer.reclaim(), Ok(1), "offset 4; 3 is passed over");
+        assert!(
+            reclaimer.repair().unwrap().newly_unreadable.is_empty(),
+            "reported once"
+        );
+        reclaimer.note_logged(8);
+        assert_eq!(reclaimer.reclaim(), Ok(2), "5 and 7; 6 is passed over");
+        assert_eq!(region.used_slots(), 0);
+        assert!(
+            reclaimer.dropped.lock().unwrap().is_empty(),
+            "forgotten once passed"
+        );
         let _ = Region::unlink(&name);
     }
 }

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use shm_layout::event::{self, event_id};
 use shm_layout::group::{ClaimedRedelivery, Member, Run, Step};
-use shm_layout::layout::{client_state, ClientEntry, GroupEntry};
+use shm_layout::layout::{client_state, redelivery, ClientEntry, GroupEntry};
 use shm_layout::protocol::{default_id, ConnectError, Role, Session};
-use shm_layout::ring::ReadError;
 use shm_layout::sys::monotonic_millis;
 
 /// Why polling failed.
@@ -46,6 +45,11 @@ pub enum ConsumerError {
     /// The region holds something the consumer refuses to read.
     #[error("the shared-memory region is corrupt: {0}")]
     Corrupt(String),
+    /// The record at this offset, handed to this consumer, cannot be read from
+    /// the region (its index entry was overwritten). It is passed over: the
+    /// broker finds it when it reclaims and reports it. Poll again to go on.
+    #[error("the record at offset {0} cannot be read from the region; skipped")]
+    Unreadable(u64),
 }
 
 /// A message borrowed in place from the ring until the next poll or ack.
@@ -114,7 +118,7 @@ impl<'c> Batch<'c> {
             .session
             .region
             .read_record(offset)
-            .map_err(|e| ConsumerError::Corrupt(e.to_string()))?;
+            .map_err(|_| ConsumerError::Unreadable(offset))?;
         let key = (r.producer, r.producer_generation);
         let producer = c
             .producer_names
@@ -147,6 +151,9 @@ pub struct Consumer {
     interrupt: Option<Arc<AtomicBool>>,
     /// Names of the producers of the current batch's records.
     producer_names: Vec<((u32, u32), String)>,
+    /// Redeliveries handed back because their records could not be read:
+    /// (slot, offset, state word), passed over until the next liveness check.
+    declined: Vec<(u32, u64, u64)>,
 }
 
 impl Consumer {
@@ -175,6 +182,7 @@ impl Consumer {
             member: Member::default(),
             interrupt: None,
             producer_names: Vec::new(),
+            declined: Vec::new(),
         })
     }
 
@@ -314,13 +322,11 @@ impl Consumer {
                 self.check_alive()?;
                 self.stamp_activity();
                 spins_since_check = 0;
+                // The broker has had time to repair what was declined: look again.
+                self.declined.clear();
             }
             let pending = self.group_entry().meta.redeliveries.load(Ordering::Acquire);
-            if let Some(claim) = self.session.region.claim_redelivery(
-                self.group,
-                self.session.client,
-                self.session.generation,
-            ) {
+            if let Some(claim) = self.claim_readable_redelivery() {
                 break Held::Redelivered(claim);
             }
             let region = &self.session.region;
@@ -404,9 +410,10 @@ impl Consumer {
         let mut last = None;
         for i in 0..run.len {
             let offset = run.offset(i);
-            let key = self.session.region.record_producer(offset).ok_or_else(|| {
-                ConsumerError::Corrupt(ReadError::NotAvailable(offset).to_string())
-            })?;
+            // An unreadable record is reported by `Batch::get`, and passed over.
+            let Some(key) = self.session.region.record_producer(offset) else {
+                continue;
+            };
             // The payloads were written on another core: have them on their way
             // before the caller reads them.
             self.session.region.prefetch_payload(offset);
@@ -428,6 +435,33 @@ impl Consumer {
             consumer: self,
             run,
         })
+    }
+
+    /// Claims a pending redelivery whose record can be read. One that cannot is
+    /// handed back rather than delivered or acknowledged: only the broker knows
+    /// whether the entry is a true offer (then it drops it and reports the record
+    /// lost) or a scribble (then it frees it), and a claim this consumer kept
+    /// would hold the group until the session timeout. It is passed over until
+    /// the next liveness check, so this consumer goes on with its own share.
+    fn claim_readable_redelivery(&mut self) -> Option<ClaimedRedelivery> {
+        let region = &self.session.region;
+        // Each refusal adds one entry to pass over: at most a table's worth.
+        for _ in 0..=region.geometry().redeliveries_per_group {
+            let declined = &self.declined;
+            let claim = region.claim_redelivery_skipping(
+                self.group,
+                self.session.client,
+                self.session.generation,
+                |slot, offset, state| declined.contains(&(slot, offset, state)),
+            )?;
+            if region.read_record(claim.offset).is_ok() {
+                return Some(claim);
+            }
+            region.hand_back_redelivery(self.group, self.session.client, &claim);
+            let pending = redelivery::pack(redelivery::PENDING, claim.attempt, 0);
+            self.declined.push((claim.slot, claim.offset, pending));
+        }
+        None
     }
 
     fn empty_batch(&self) -> Batch<'_> {

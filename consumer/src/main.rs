@@ -104,6 +104,8 @@ fn main() -> ExitCode {
         for i in 0..batch.len() {
             let msg = match batch.get(i) {
                 Ok(m) => m,
+                // The broker reports a record it lost; the others go on.
+                Err(ConsumerError::Unreadable(_)) => continue,
                 Err(e) => {
                     written = Err(std::io::Error::other(e.to_string()));
                     break;
