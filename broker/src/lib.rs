@@ -260,9 +260,14 @@ pub fn run(
     let (mut persist_file, cut) =
         files::open_append(&persist_path, PERSIST_HEADER).map_err(file_err(&persist_path))?;
     report_cut(PERSIST_FILE, cut);
-    let file_next = files::last_persisted_offset(&persist_path)
-        .map_err(file_err(&persist_path))?
-        .map_or(0, |o| o + 1);
+    let tail = files::persisted_tail(&persist_path).map_err(file_err(&persist_path))?;
+    if let Some(last) = tail.foreign.first() {
+        eprintln!(
+            "broker: {PERSIST_FILE} ends with {} line(s) that are not records (the last: {last:?}); they are kept, and new records follow them",
+            tail.foreign.len()
+        );
+    }
+    let file_next = tail.last.map_or(0, |o| o + 1);
     let log_path = config.data_dir.join(LOG_FILE);
     let (mut log_file, cut) =
         files::open_append(&log_path, LOG_HEADER).map_err(file_err(&log_path))?;
@@ -283,6 +288,20 @@ pub fn run(
     let next = next_offset(&config, &saved.state, in_file)?;
     let starts = group_starts(&config, &saved.state, &salvaged, in_file, next);
     let replay_from = starts.iter().map(|g| g.start).min().unwrap_or(next);
+    // A replay that could not finish is refused now, before the ready line.
+    let replay_checked = if replay_from < next {
+        Some(
+            replay::check(
+                &persist_path,
+                replay_from,
+                next,
+                config.geometry.max_message as u64,
+            )
+            .map_err(BrokerError::Replay)?,
+        )
+    } else {
+        None
+    };
     // Recorded at once: from now on a restart never takes an offset below `next`,
     // whatever happens to the files.
     let starting_state = state::State {
@@ -404,11 +423,17 @@ pub fn run(
         let stop = cleaner_stop.clone();
         spawn_audit("cleaner", move || cleaner.run(stop))?
     };
-    let replayer = (replay_from < next).then(|| {
+    let replayer = replay_checked.map(|checked| {
         let (region, registry, stop) = (region.clone(), registry.clone(), stop.clone());
         let path = persist_path.clone();
         std::thread::spawn(move || {
-            let result = replay::replay(region, registry, &path, replay_from, next, stop.clone());
+            let result = replay::replay(
+                region,
+                registry,
+                &path,
+                (replay_from, next, checked),
+                stop.clone(),
+            );
             if result.is_err() {
                 // Producers stay held; the broker stops and says why.
                 stop.store(true, Ordering::Release);

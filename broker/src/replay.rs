@@ -5,7 +5,7 @@
 //! producers wait.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,19 +16,87 @@ use shm_layout::Region;
 use crate::audit::records::{parse_timestamp, PersistedRecord};
 use crate::registry::Registry;
 
-/// Republishes the records `[from, to)` of the persistence file at `path`, then
-/// lets producers in. Runs on its own thread. If it cannot finish, producers stay
-/// held (a new send would take an offset already in the file) and the error is
-/// returned for the broker to stop with.
+/// What [`check`] found: where the records to replay begin in the file.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
+    /// Byte position of the line of the first record.
+    start: u64,
+}
+
+/// Reads the records `[from, to)` of the persistence file at `path` without
+/// publishing anything: that every one is there, in order, and fits in a ring
+/// whose largest message is `max_message` bytes. Run before the broker says it is
+/// ready, so that a replay that could not finish is refused at start-up.
+pub fn check(path: &Path, from: u64, to: u64, max_message: u64) -> Result<Checked, String> {
+    let why = |e: String| {
+        format!(
+            "cannot replay offsets {from}..{to} from {}: {e}",
+            path.display()
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| why(e.to_string()))?;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let mut position = 0u64;
+    let mut start = None;
+    let mut expected = from;
+    while expected < to {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .map_err(|e| why(e.to_string()))?;
+        if read == 0 {
+            return Err(why(format!("the file ends at offset {expected}")));
+        }
+        let at = position;
+        position += read as u64;
+        let Some(offset) = data_line_offset(&line) else {
+            continue;
+        };
+        if offset < from {
+            continue;
+        }
+        let record = PersistedRecord::parse(&line).map_err(|e| why(e.to_string()))?;
+        if record.offset != expected {
+            return Err(why(format!(
+                "expected offset {expected}, the file has {}",
+                record.offset
+            )));
+        }
+        let size = record.key.as_ref().map_or(0, Vec::len) as u64 + record.payload.len() as u64;
+        if size > max_message {
+            return Err(why(format!(
+                "offset {expected}: message of {size} bytes exceeds the maximum of {max_message} bytes"
+            )));
+        }
+        start.get_or_insert(at);
+        expected += 1;
+    }
+    Ok(Checked {
+        start: start.unwrap_or(position),
+    })
+}
+
+/// The offset field of a data line (not a comment), if it has one.
+fn data_line_offset(line: &str) -> Option<u64> {
+    if line.starts_with('#') || line.trim_end().is_empty() {
+        return None;
+    }
+    line.split('\t').nth(2)?.parse().ok()
+}
+
+/// Republishes the records `[from, to)` of the persistence file at `path` (found
+/// by [`check`]), then lets producers in. Runs on its own thread. If it cannot
+/// finish, producers stay held (a new send would take an offset already in the
+/// file) and the error is returned for the broker to stop with.
 pub fn replay(
     region: Arc<Region>,
     registry: Arc<Mutex<Registry>>,
     path: &Path,
-    from: u64,
-    to: u64,
+    (from, to, checked): (u64, u64, Checked),
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
-    let result = republish(&region, &registry, path, from, to, &stop);
+    let result = republish(&region, &registry, path, (from, to, checked), &stop);
     if stop.load(Ordering::Acquire) {
         // Asked to stop: an unfinished replay resumes at the next start.
         return Ok(());
@@ -47,11 +115,12 @@ fn republish(
     region: &Region,
     registry: &Mutex<Registry>,
     path: &Path,
-    from: u64,
-    to: u64,
+    (from, to, checked): (u64, u64, Checked),
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.seek(SeekFrom::Start(checked.start))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut ghosts: HashMap<String, u32> = HashMap::new();
     let mut expected = from;
     for line in BufReader::new(file).lines() {
@@ -59,11 +128,7 @@ fn republish(
             break;
         }
         let line = line.map_err(|e| e.to_string())?;
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let offset = line.split('\t').nth(2).and_then(|o| o.parse::<u64>().ok());
-        if offset.is_none_or(|o| o < from) {
+        if data_line_offset(&line).is_none_or(|o| o < from) {
             continue;
         }
         let record = PersistedRecord::parse(&line).map_err(|e| e.to_string())?;

@@ -283,6 +283,16 @@ impl Proc {
         }
     }
 
+    /// The stdout lines printed and not yet read (`StdoutMode::Lines`), without
+    /// waiting: after the process exited, all it printed.
+    pub fn unread_stdout_lines(&mut self) -> Vec<String> {
+        let rx = self
+            .stdout_lines
+            .as_ref()
+            .expect("spawned with StdoutMode::Lines");
+        rx.try_iter().collect()
+    }
+
     /// Whether the process is still running (without waiting).
     pub fn is_running(&mut self) -> bool {
         if self.status.is_some() {

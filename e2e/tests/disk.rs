@@ -270,7 +270,11 @@ fn a_persistence_file_missing_at_start_is_refused_unless_its_loss_is_accepted() 
     let mut refused = Broker::spawn(&data, &shm, &["--groups", "1"]);
     let f = refused.wait_exit_within(e2e::DEADLINE);
     assert_eq!(f.code(), Some(1));
-    assert!(f.stdout.is_empty(), "no ready line: {:?}", f.stdout_text());
+    assert_eq!(
+        refused.unread_stdout_lines(),
+        Vec::<String>::new(),
+        "no ready line"
+    );
     assert_eq!(
         f.stderr,
         vec![format!(
@@ -315,4 +319,28 @@ fn the_older_state_file_is_read_once_and_replaced() {
         state.contains("\ngroup\tgroup-1\tdefault\t0\t3\t3\n"),
         "{state}"
     );
+}
+
+#[test]
+fn a_line_appended_to_the_file_that_is_not_a_record_is_reported_and_kept() {
+    let broker = Broker::start(&["--groups", "0"]);
+    send(&broker, &["a", "b"]);
+    let (_, data) = broker.stop_keeping_data();
+    let path = data.0.join(PERSIST_FILE);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("someone's note\n");
+    std::fs::write(&path, &text).unwrap();
+
+    let mut broker = Broker::start_in(data, &["--groups", "0"]);
+    let line = broker.proc.wait_stderr("not records");
+    assert_eq!(
+        line,
+        format!("broker: {PERSIST_FILE} ends with 1 line(s) that are not records (the last: \"someone's note\"); they are kept, and new records follow them")
+    );
+    send(&broker, &["c"]);
+    let (_, data) = broker.stop_keeping_data();
+    let lines = e2e::data_lines(&data.0.join(PERSIST_FILE));
+    assert_eq!(lines[2], "someone's note", "nothing is cut");
+    let c = PersistedRecord::parse(&lines[3]).unwrap();
+    assert_eq!((c.offset, c.payload), (2, b"c".to_vec()));
 }

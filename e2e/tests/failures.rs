@@ -503,8 +503,14 @@ fn a_replay_that_cannot_finish_stops_the_broker_and_never_reuses_offsets() {
     // replayed, which cannot be done; the broker must stop rather than let
     // producers take offset 0 again.
     let shm = format!("/{}", e2e::unique("mk-e2e-replay"));
-    let b = Broker::spawn(&data, &shm, &["--groups", "1", "--slots", "64"]).wait_exit();
+    let mut refused = Broker::spawn(&data, &shm, &["--groups", "1", "--slots", "64"]);
+    let b = refused.wait_exit_within(e2e::DEADLINE);
     assert_eq!(b.code(), Some(1), "{:?}", b.stderr);
+    assert_eq!(
+        refused.unread_stdout_lines(),
+        Vec::<String>::new(),
+        "a broker that cannot start never says it is ready"
+    );
     assert!(
         b.last_stderr_line().contains("cannot replay offsets 0..1"),
         "{:?}",

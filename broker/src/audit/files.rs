@@ -46,22 +46,43 @@ fn end_of_last_full_line(file: &mut File, len: u64) -> io::Result<u64> {
     Ok(0)
 }
 
-/// The offset of the last data line of a persistence file, if any.
-pub fn last_persisted_offset(path: &Path) -> io::Result<Option<u64>> {
+/// The end of a persistence file: its last record, and the lines after it that are
+/// not records (written there by something else).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersistedTail {
+    /// The offset of the last record, if any.
+    pub last: Option<u64>,
+    /// Lines after it that are neither records nor `#` comments, last first.
+    pub foreign: Vec<String>,
+}
+
+/// Finds the last record of a persistence file, reading backwards from its end
+/// over lines that are not records.
+pub fn persisted_tail(path: &Path) -> io::Result<PersistedTail> {
     let mut file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PersistedTail::default()),
         Err(e) => return Err(e),
     };
-    let mut last = None;
-    for_each_line_backwards(&mut file, 0, |line| match data_line_offset(line) {
-        Some(o) => {
-            last = Some(o);
-            ControlFlow::Break(())
+    let mut tail = PersistedTail::default();
+    for_each_line_backwards(&mut file, 0, |line| {
+        let text = String::from_utf8_lossy(line);
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        if text.is_empty() || text.starts_with('#') {
+            return ControlFlow::Continue(());
         }
-        None => ControlFlow::Continue(()),
+        match PersistedRecord::parse(text) {
+            Ok(r) => {
+                tail.last = Some(r.offset);
+                ControlFlow::Break(())
+            }
+            Err(_) => {
+                tail.foreign.push(text.to_string());
+                ControlFlow::Continue(())
+            }
+        }
     })?;
-    Ok(last)
+    Ok(tail)
 }
 
 /// How [`read_log_backwards`] ended.
@@ -222,7 +243,7 @@ mod tests {
             std::fs::read_to_string(&p).unwrap(),
             "# h\ndefault\t0\t0\tt\tp\t-\ta\n"
         );
-        assert_eq!(last_persisted_offset(&p).unwrap(), Some(0));
+        assert_eq!(persisted_tail(&p).unwrap().last, Some(0));
     }
 
     /// A consumption-log line for `group` and `offset`.
@@ -305,14 +326,31 @@ mod tests {
     }
 
     #[test]
+    fn lines_after_the_last_record_that_are_not_records_are_listed() {
+        let (_scratch, p) = temp("foreign");
+        std::fs::write(
+            &p,
+            "# h\ndefault\t0\t7\tt\tp\t-\ta\nnot a record\n# note\nx\ty\t9\n",
+        )
+        .unwrap();
+        assert_eq!(
+            persisted_tail(&p).unwrap(),
+            PersistedTail {
+                last: Some(7),
+                foreign: vec!["x\ty\t9".into(), "not a record".into()],
+            }
+        );
+    }
+
+    #[test]
     fn the_last_offset_is_found_behind_long_lines() {
         let (_scratch, p) = temp("long");
         let long = "x".repeat(200_000);
         let text = format!("# h\ndefault\t0\t0\tt\tp\t-\ta\ndefault\t0\t1\tt\tp\t-\t{long}\n");
         std::fs::write(&p, text).unwrap();
-        assert_eq!(last_persisted_offset(&p).unwrap(), Some(1));
+        assert_eq!(persisted_tail(&p).unwrap().last, Some(1));
         std::fs::write(&p, "# only a header\n").unwrap();
-        assert_eq!(last_persisted_offset(&p).unwrap(), None);
+        assert_eq!(persisted_tail(&p).unwrap().last, None);
         let recs = read_persisted_from(&p, 0).unwrap();
         assert!(recs.is_empty());
     }
