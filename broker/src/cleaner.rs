@@ -117,6 +117,8 @@ pub struct Cleaner {
     pub end: u64,
     /// Repairs of the ring, and what was reported of them.
     pub repairs: RingRepairs,
+    /// Whether a repair of the region's identity line was reported (once).
+    pub identity_reported: bool,
 }
 
 impl Cleaner {
@@ -193,6 +195,7 @@ impl Cleaner {
     /// One pass. An error is the audit trail's: a corrupt ring is repaired or
     /// reported here.
     fn pass(&mut self, line: &mut Vec<u8>) -> std::io::Result<()> {
+        self.restore_identity();
         let next = self.region.next_offset();
         let (consumed, gone_producers) = {
             let mut reg = self.registry();
@@ -220,6 +223,18 @@ impl Cleaner {
             .load(Ordering::Acquire);
         self.registry().release_retired(freed);
         Ok(())
+    }
+
+    /// Writes back what another process overwrote in the region's identity line
+    /// (clients trust it: a stray closing mark would stop them all); says so once.
+    fn restore_identity(&mut self) {
+        let restored = self.region.restore_identity();
+        if !restored.is_empty() && !std::mem::replace(&mut self.identity_reported, true) {
+            eprintln!(
+                "broker: restored the region's identity line ({}), overwritten by another process",
+                restored.join(", ")
+            );
+        }
     }
 
     /// A reclaim failed on ring state that cannot be valid: repairs the ring and

@@ -84,22 +84,6 @@ pub enum BrokerError {
     Io(#[from] std::io::Error),
 }
 
-/// Marks the region closing and wakes every waiter in it.
-pub fn mark_closing(region: &Region) {
-    let h = region.header();
-    // SeqCst pairs with the fence a consumer takes before handing out what it took.
-    h.identity.closing.store(1, Ordering::SeqCst);
-    event::wake(&h.published);
-    event::wake(&h.space);
-    event::wake(&h.cleaner);
-    event::wake(&h.persisted);
-    for g in 0..region.geometry().max_groups {
-        if let Some(e) = region.group(g) {
-            event::wake(&e.turn_event);
-        }
-    }
-}
-
 /// Creates the region, replacing one left by a dead broker; refuses to touch one
 /// whose broker is alive.
 fn create_region(
@@ -409,6 +393,7 @@ pub fn run(
         fsync: config.fsync,
         end: next,
         repairs: cleaner::RingRepairs::default(),
+        identity_reported: false,
     };
     // At a stop, writers that cannot write give up after a while, so that the stop
     // ends; what they could not write stays in the region.
@@ -453,7 +438,7 @@ pub fn run(
 
     // Graceful stop: clients are woken (closing), then the files are completed in
     // order (messages, then deliveries and positions), then the region goes.
-    mark_closing(&region);
+    region.mark_closing();
     let replayed = match replayer {
         Some(r) => r
             .join()

@@ -24,7 +24,7 @@ use shm_layout::sys::process_exists;
 use shm_layout::{Geometry, Region, RegionError};
 
 use crate::audit::records::PersistedLines;
-use crate::{mark_closing, BrokerError};
+use crate::BrokerError;
 
 pub mod deliveries;
 
@@ -90,7 +90,7 @@ pub fn salvage(
             tries > 20
         })
         .map_err(|_| BrokerError::RegionLocked(name.to_string()))?;
-    mark_closing(&old);
+    old.mark_closing();
     let next = old.next_offset();
     let freed = old.header().reclaim.freed_offset.load(Ordering::Acquire);
     let holds = next > freed;

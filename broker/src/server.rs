@@ -107,7 +107,7 @@ impl Server {
             }
             self.housekeeping(&poll, &mut conns);
         }
-        crate::mark_closing(&self.region);
+        self.region.mark_closing();
         for (_, mut c) in conns.drain() {
             let _ = poll.registry().deregister(&mut c.stream);
         }

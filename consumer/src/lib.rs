@@ -265,7 +265,7 @@ impl Consumer {
         let s = &self.session;
         // `gone` first: the watcher sets `evicted` before `gone`, so an eviction
         // followed by the close is never mistaken for the broker stopping.
-        let gone = s.link.is_gone() || s.region.is_closing();
+        let gone = s.broker_stopping();
         let idn = &self.me().identity;
         let removed = idn.state.load(Ordering::Acquire) != client_state::ACTIVE
             || idn.generation.load(Ordering::Acquire) != s.generation;

@@ -229,7 +229,9 @@ impl Proc {
         let seen = stderr_seen.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                seen.lock().unwrap().push(line.clone());
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line.clone());
                 let _ = err_tx.send(line);
             }
         });
@@ -261,7 +263,7 @@ impl Proc {
                 Err(_) => panic!(
                     "pid {}: no stderr line containing {needle:?}; saw {:?}",
                     self.pid,
-                    self.stderr_seen.lock().unwrap()
+                    self.stderr_so_far()
                 ),
             }
         }
@@ -278,7 +280,7 @@ impl Proc {
             Err(e) => panic!(
                 "pid {}: no stdout line ({e:?}); stderr {:?}",
                 self.pid,
-                self.stderr_seen.lock().unwrap()
+                self.stderr_so_far()
             ),
         }
     }
@@ -291,6 +293,15 @@ impl Proc {
             .as_ref()
             .expect("spawned with StdoutMode::Lines");
         rx.try_iter().collect()
+    }
+
+    /// The stderr lines seen so far. A panic while formatting a message with
+    /// them must not poison them for the cleanup that follows.
+    fn stderr_so_far(&self) -> Vec<String> {
+        self.stderr_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the process is still running (without waiting).
@@ -321,7 +332,7 @@ impl Proc {
                 Err(RecvTimeoutError::Timeout) => panic!(
                     "pid {} did not exit within {limit:?}; stderr {:?}",
                     self.pid,
-                    self.stderr_seen.lock().unwrap()
+                    self.stderr_so_far()
                 ),
                 Err(e) => panic!("pid {}: {e}", self.pid),
             },
@@ -338,7 +349,7 @@ impl Proc {
         Finished {
             status,
             stdout,
-            stderr: self.stderr_seen.lock().unwrap().clone(),
+            stderr: self.stderr_so_far(),
         }
     }
 

@@ -159,3 +159,48 @@ fn random_writes_over_the_header_cursors_never_flood_wedge_or_repeat_an_offset()
         );
     }
 }
+
+#[test]
+fn a_scribbled_identity_line_is_restored_reported_once_and_clients_carry_on() {
+    let mut broker = Broker::start(&["--groups", "1", "--flush-interval", "10ms"]);
+    let (consumer, _) = broker.consumer(&["--count", "200", "--format", "json"]);
+    hundred_messages(&broker);
+    let region = shm_layout::Region::open(&broker.shm).unwrap();
+    let identity = &region.header().identity;
+    // What would stop every client (the closing mark), refuse every new one (the
+    // token, the magic) or hold every producer (admission).
+    identity
+        .closing
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    identity.token[0].fetch_xor(0xFFFF, Relaxed);
+    identity.magic.store(0, Relaxed);
+    identity.paused.store(1, Relaxed);
+    let line = broker.proc.wait_stderr("identity line");
+    assert_eq!(
+        line,
+        "broker: restored the region's identity line (magic, token, closing, admission), overwritten by another process"
+    );
+    let input: String = (100..200).map(|i| format!("m{i}\n")).collect();
+    let p = broker.producer(&[], Some(input.into_bytes())).wait_exit();
+    assert_eq!(p.code(), Some(0), "{:?}", p.stderr);
+    let got = consumer.wait_exit();
+    assert_eq!(got.code(), Some(0), "{:?}", got.stderr);
+    let offsets: Vec<u64> = e2e::json_lines(&got.stdout)
+        .iter()
+        .map(|v| v["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (0..200).collect::<Vec<_>>());
+    drop(region);
+    let (stopped, _) = stop_promptly(broker);
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    assert_eq!(
+        stopped
+            .stderr
+            .iter()
+            .filter(|l| l.contains("identity"))
+            .count(),
+        1,
+        "{:?}",
+        stopped.stderr
+    );
+}

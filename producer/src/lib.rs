@@ -179,12 +179,23 @@ impl Producer {
         };
         let mut sent = 0;
         let now_us = wall_clock_micros();
-        let result = s
-            .region
-            .send_batch(sender, messages, now_us, stop, None, |o| {
-                sent += 1;
-                committed(o)
-            });
+        let mut result;
+        loop {
+            result = s
+                .region
+                .send_batch(sender, &messages[sent..], now_us, stop, None, |o| {
+                    sent += 1;
+                    committed(o)
+                })
+                .map_err(|(_, e)| (sent, e));
+            // The region marked closing while the broker runs on: a stray mark,
+            // which the broker undoes. Send the rest.
+            let stray_mark =
+                matches!(result, Err((_, SendError::Stopped))) && !stop() && !s.broker_stopping();
+            if !stray_mark {
+                break;
+            }
+        }
         // A producer sending single messages with pauses between them would find
         // the lines of its next send gone cold: fetch them now, while it waits.
         // Not for batches or back-to-back sends, where several producers would pull
@@ -238,8 +249,7 @@ impl Producer {
     }
 
     fn should_stop(&self) -> bool {
-        self.session.link.is_gone()
-            || self.session.region.is_closing()
+        self.session.broker_stopping()
             || self
                 .interrupt
                 .as_ref()

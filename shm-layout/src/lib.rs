@@ -10,6 +10,7 @@
 //!   for a poster while nobody sleeps).
 //! - [`ring`]: reserve/commit of records, reading by offset, and reclaiming.
 //! - [`group`]: the per-group turn word that hands each offset to one consumer.
+//! - [`identity`]: the broker's copy of the identity line, to undo a stray write.
 //! - [`protocol`]: control frames over TCP and the client's connection.
 //! - [`escape`], [`names`], [`units`]: text escaping of SPEC §6, name validation,
 //!   durations and sizes on command lines.
@@ -23,6 +24,7 @@ pub mod escape;
 pub mod event;
 pub mod fault;
 pub mod group;
+pub mod identity;
 pub mod layout;
 pub mod names;
 pub mod protocol;

@@ -10,6 +10,7 @@ use nix::fcntl::OFlag;
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 
+use crate::identity::{FieldName, IdentityCopy};
 use crate::layout::{
     ClientEntry, Geometry, GeometryError, GroupEntry, Header, IndexEntry, Layout, RedeliveryEntry,
     LAYOUT_VERSION, MAGIC,
@@ -70,6 +71,9 @@ pub struct Region {
     geometry: Geometry,
     layout: Layout,
     name: String,
+    /// The identity line as the broker that created this mapping wrote it (None in
+    /// a mapping that opened an existing region: clients, or a recovering broker).
+    identity: Option<IdentityCopy>,
 }
 
 impl std::fmt::Debug for Region {
@@ -117,13 +121,15 @@ impl Region {
                 .map_err(io_err("fchmod", name))?;
             nix::unistd::ftruncate(&fd, layout.total as i64).map_err(io_err("ftruncate", name))?;
             let map = map_fd(&fd, layout.total, name)?;
-            let region = Region {
+            let mut region = Region {
                 map,
                 geometry,
                 layout,
                 name: name.to_string(),
+                identity: None,
             };
             region.initialise(token, broker_pid)?;
+            region.identity = Some(IdentityCopy::of(&region.header().identity));
             Ok(region)
         })();
         if built.is_err() {
@@ -195,6 +201,7 @@ impl Region {
             geometry,
             layout,
             name: name.to_string(),
+            identity: None,
         })
     }
 
@@ -288,10 +295,48 @@ impl Region {
     /// recovers this region after a crash reads the log back only to there, so it
     /// never mistakes an earlier run's line for one of this broker's.
     pub fn record_log_start(&self, log_len: u64) {
+        if let Some(copy) = &self.identity {
+            copy.log_start.store(RECORDED | log_len, Ordering::Release);
+        }
         self.header()
             .identity
             .log_start
             .store(RECORDED | log_len, Ordering::Release);
+    }
+
+    /// Broker only: marks the region closing (every waiter gives up, and clients
+    /// whose connection closes too stop) and wakes every waiter in it.
+    pub fn mark_closing(&self) {
+        if let Some(copy) = &self.identity {
+            copy.closing.store(1, Ordering::Release);
+        }
+        let h = self.header();
+        // SeqCst pairs with the fence a consumer takes before handing out what it took.
+        h.identity.closing.store(1, Ordering::SeqCst);
+        crate::event::wake(&h.published);
+        crate::event::wake(&h.space);
+        crate::event::wake(&h.cleaner);
+        crate::event::wake(&h.persisted);
+        for g in 0..self.geometry.max_groups {
+            if let Some(e) = self.group(g) {
+                crate::event::wake(&e.turn_event);
+            }
+        }
+    }
+
+    /// Broker only, in the mapping that created the region: writes back every field
+    /// of the identity line that another process overwrote (see
+    /// [`crate::identity`]); returns their names.
+    pub fn restore_identity(&self) -> Vec<FieldName> {
+        match &self.identity {
+            Some(copy) => copy.restore(&self.header().identity),
+            None => Vec::new(),
+        }
+    }
+
+    /// The broker's copy of the identity line, in the mapping that created it.
+    pub(crate) fn identity_copy(&self) -> Option<&IdentityCopy> {
+        self.identity.as_ref()
     }
 
     /// Where the broker that owned this region began writing `log_consumo.txt`, if

@@ -560,6 +560,10 @@ impl Region {
 
     /// Broker only: producers wait while it replays records after a restart.
     pub fn hold_for_replay(&self) {
+        if let Some(copy) = self.identity_copy() {
+            copy.admission
+                .store(admission::REPLAYING, Ordering::Release);
+        }
         self.header()
             .identity
             .paused
@@ -568,6 +572,14 @@ impl Region {
 
     /// Broker only: the replay is over; producers may send (unless refused).
     pub fn end_replay(&self) {
+        if let Some(copy) = self.identity_copy() {
+            let _ = copy.admission.compare_exchange(
+                admission::REPLAYING,
+                admission::OPEN,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
         let _ = self.header().identity.paused.compare_exchange(
             admission::REPLAYING,
             admission::OPEN,
@@ -581,6 +593,9 @@ impl Region {
     /// producers are woken to hear it. For a region found corrupt, where a new
     /// commit could overwrite records not yet persisted.
     pub fn refuse_new_work(&self) {
+        if let Some(copy) = self.identity_copy() {
+            copy.admission.store(admission::REFUSING, Ordering::Release);
+        }
         self.header()
             .identity
             .paused

@@ -61,6 +61,12 @@ impl Link {
     }
 }
 
+/// How long a client that finds the region marked closing while its connection is
+/// still open waits for one to confirm the other. At a stop the broker marks the
+/// region and closes every connection at once; a mark written by a stray process
+/// is undone by the broker within one of its passes (milliseconds).
+const CLOSING_CONFIRMATION: Duration = Duration::from_secs(2);
+
 /// A registered client: the mapped region, our place in it, and the open lease.
 pub struct Session {
     pub region: Region,
@@ -92,6 +98,32 @@ pub fn default_id(role: Role) -> String {
 }
 
 impl Session {
+    /// Whether the broker is stopping: its connection closed, or the region is
+    /// marked closing and stays so (a stray mark is undone by the broker while the
+    /// connection stays open; see [`CLOSING_CONFIRMATION`]). Without a mark and with
+    /// the connection open, returns at once.
+    pub fn broker_stopping(&self) -> bool {
+        if self.link.is_gone() {
+            return true;
+        }
+        if !self.region.is_closing() {
+            return false;
+        }
+        let deadline = Instant::now() + CLOSING_CONFIRMATION;
+        loop {
+            if self.link.is_gone() {
+                return true;
+            }
+            if !self.region.is_closing() {
+                return false;
+            }
+            if Instant::now() >= deadline {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Connects to the broker at `addr` and registers as `role`.
     pub fn connect(
         addr: &str,
