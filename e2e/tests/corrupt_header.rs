@@ -42,7 +42,12 @@ fn hundred_messages(broker: &Broker) {
 fn stop_promptly(broker: Broker) -> (e2e::Finished, TempDir) {
     let started = Instant::now();
     let (stopped, data) = broker.stop_keeping_data();
-    eprintln!("stopped in {:?}: {:?}", started.elapsed(), stopped.stderr);
+    let took = started.elapsed();
+    eprintln!("stopped in {took:?}: {:?}", stopped.stderr);
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "stopping took {took:?}"
+    );
     assert!(
         stopped.stderr.len() <= 6,
         "a handful of lines, not a flood: {:?}",

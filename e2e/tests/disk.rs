@@ -344,3 +344,49 @@ fn a_line_appended_to_the_file_that_is_not_a_record_is_reported_and_kept() {
     let c = PersistedRecord::parse(&lines[3]).unwrap();
     assert_eq!((c.offset, c.payload), (2, b"c".to_vec()));
 }
+
+#[test]
+fn a_state_file_line_that_does_not_parse_is_refused_and_a_position_past_the_end_is_clamped_aloud() {
+    let broker = Broker::start(&["--groups", "1"]);
+    send(&broker, &["a", "b", "c"]);
+    let (_, data) = broker.stop_keeping_data();
+    let state = data.0.join("offsets.txt");
+    let good = std::fs::read_to_string(&state).unwrap();
+
+    // Skipping the line would start group-1 at the end, past what it never read.
+    std::fs::write(
+        &state,
+        good.replace(
+            "group\tgroup-1\tdefault\t0\t0\t",
+            "group\tgroup-1\tdefault\t0\tlots\t",
+        ),
+    )
+    .unwrap();
+    let shm = format!("/{}", e2e::unique("mk-e2e-state"));
+    let mut refused = Broker::spawn(&data, &shm, &["--groups", "1"]);
+    let f = refused.wait_exit_within(e2e::DEADLINE);
+    assert_eq!(f.code(), Some(1));
+    assert_eq!(
+        refused.unread_stdout_lines(),
+        Vec::<String>::new(),
+        "no ready line"
+    );
+    assert_eq!(
+        f.stderr,
+        vec!["broker: offsets.txt line 3 is not a state record (\"group\\tgroup-1\\tdefault\\t0\\tlots\\t0\"): fix or remove that line".to_string()]
+    );
+
+    std::fs::write(
+        &state,
+        good.replace(
+            "group\tgroup-1\tdefault\t0\t0\t0",
+            "group\tgroup-1\tdefault\t0\t900\t900",
+        ),
+    )
+    .unwrap();
+    let mut broker = Broker::start_in(data, &["--groups", "1"]);
+    broker.proc.wait_stderr("group group-1's saved position 900 is past the last offset ever assigned (3); it resumes at 3");
+    let (c, _) = broker.consumer(&["--count", "1"]);
+    send(&broker, &["d"]);
+    assert_eq!(c.wait_exit().stdout_text(), "d\n");
+}
