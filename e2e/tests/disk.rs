@@ -390,3 +390,26 @@ fn a_state_file_line_that_does_not_parse_is_refused_and_a_position_past_the_end_
     send(&broker, &["d"]);
     assert_eq!(c.wait_exit().stdout_text(), "d\n");
 }
+
+#[test]
+fn a_line_another_process_appends_while_the_broker_runs_is_reported_and_kept() {
+    let mut broker = Broker::start(&["--groups", "0", "--flush-interval", "10ms"]);
+    send(&broker, &["a"]);
+    wait_for_records(&broker.data, 1);
+    let path = broker.data.0.join(PERSIST_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"a stray line\n").unwrap();
+    send(&broker, &["b"]);
+    let line = broker.proc.wait_stderr("grew by");
+    assert_eq!(
+        line,
+        format!("broker: {PERSIST_FILE} grew by 13 bytes the broker did not write (another process appends to it); they are kept")
+    );
+    let (_, data) = broker.stop_keeping_data();
+    let lines = e2e::data_lines(&data.0.join(PERSIST_FILE));
+    assert_eq!(lines[1], "a stray line");
+    assert_eq!(PersistedRecord::parse(&lines[2]).unwrap().offset, 1);
+}

@@ -424,6 +424,9 @@ fn check_in_place(file: &mut WatchedFile, shared: &Shared, failing: &mut bool) {
                 "broker: {name} was {how} while the broker ran; restored it from the open file ({bytes} bytes), and writing goes on there"
             );
         }
+        Ok(Check::Grown { by }) => eprintln!(
+            "broker: {name} grew by {by} bytes the broker did not write (another process appends to it); they are kept"
+        ),
         Ok(Check::Truncated { expected, found }) => eprintln!(
             "broker: {name} was cut from {expected} to {found} bytes while the broker ran; what was cut is lost from the file, and offsets are still never used twice"
         ),

@@ -41,6 +41,10 @@ pub enum Check {
         expected: u64,
         found: u64,
     },
+    /// Another process appended this many bytes to it.
+    Grown {
+        by: u64,
+    },
 }
 
 impl WatchedFile {
@@ -95,8 +99,13 @@ impl WatchedFile {
                     found: ours.len(),
                 });
             }
+            let grown = ours.len() - self.len;
             self.len = ours.len();
-            return Ok(Check::Intact);
+            return Ok(if grown > 0 {
+                Check::Grown { by: grown }
+            } else {
+                Check::Intact
+            });
         }
         let displaced = match at_path {
             Ok(_) => Some(self.displace()?),
@@ -224,5 +233,16 @@ mod tests {
         assert_eq!(f.check().unwrap(), Check::Intact);
         f.write(b"three\n").unwrap();
         assert_eq!(std::fs::read_to_string(&f.path).unwrap(), "# hethree\n");
+    }
+
+    #[test]
+    fn bytes_another_process_appends_are_noticed() {
+        let (_s, mut f) = watched("grown");
+        f.write(b"one\n").unwrap();
+        let mut other = OpenOptions::new().append(true).open(&f.path).unwrap();
+        other.write_all(b"stray\n").unwrap();
+        f.write(b"two\n").unwrap();
+        assert_eq!(f.check().unwrap(), Check::Grown { by: 6 });
+        assert_eq!(f.check().unwrap(), Check::Intact);
     }
 }
