@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Generous bound for any single wait in a test.
@@ -123,6 +123,53 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Wakes whoever waits on the output of the processes started with
+/// `StdoutMode::Watched` on it, whenever one of them prints or ends.
+#[derive(Clone, Default)]
+pub struct Watcher(Arc<(Mutex<u64>, Condvar)>);
+
+impl Watcher {
+    fn notify(&self) {
+        let (events, changed) = &*self.0;
+        *events.lock().unwrap() += 1;
+        changed.notify_all();
+    }
+
+    /// Waits until `check` says Ok, looking again whenever a watched process prints
+    /// or ends, and at least every `recheck` (for a condition on something else, a
+    /// file say); panics at the deadline, naming `what` and the last thing `check`
+    /// said was missing.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        recheck: Duration,
+        mut check: impl FnMut() -> Result<(), String>,
+    ) {
+        let deadline = Instant::now() + DEADLINE;
+        let (events, changed) = &*self.0;
+        loop {
+            let seen = *events.lock().unwrap();
+            let missing = match check() {
+                Ok(()) => return,
+                Err(missing) => missing,
+            };
+            assert!(Instant::now() < deadline, "never {what}: {missing}");
+            let guard = events.lock().unwrap();
+            let _ = changed
+                .wait_timeout_while(guard, recheck, |now| *now == seen)
+                .unwrap();
+        }
+    }
+}
+
+/// What a watched process has printed: the bytes not yet taken, and how many
+/// lines in all.
+#[derive(Default)]
+struct Printed {
+    bytes: Vec<u8>,
+    lines: u64,
+}
+
 /// A running process with its output collected in the background.
 pub struct Proc {
     pub pid: u32,
@@ -130,6 +177,7 @@ pub struct Proc {
     status: Option<ExitStatus>,
     stdout: Receiver<Vec<u8>>,
     stdout_lines: Option<Receiver<String>>,
+    stdout_so_far: Option<Arc<Mutex<Printed>>>,
     stderr_lines: Receiver<String>,
     stderr_seen: Arc<Mutex<Vec<String>>>,
 }
@@ -160,6 +208,10 @@ pub enum StdoutMode {
     Collect,
     /// Deliver it line by line (`next_stdout_line`).
     Lines,
+    /// Let the test take it as it comes (`take_stdout_so_far`; `wait_exit` returns
+    /// what was not taken) and count its lines (`stdout_lines_so_far`), waking the
+    /// watcher at each chunk.
+    Watched(Watcher),
 }
 
 impl Proc {
@@ -203,12 +255,30 @@ impl Proc {
         }
         let mut out = child.stdout.take().expect("piped stdout");
         let (stdout_tx, stdout) = channel();
+        let mut stdout_so_far = None;
         let stdout_lines = match mode {
             StdoutMode::Collect => {
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
                     let _ = out.read_to_end(&mut buf);
                     let _ = stdout_tx.send(buf);
+                });
+                None
+            }
+            StdoutMode::Watched(watcher) => {
+                let printed = Arc::new(Mutex::new(Printed::default()));
+                stdout_so_far = Some(printed.clone());
+                std::thread::spawn(move || {
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = out.read(&mut chunk) {
+                        let mut p = printed.lock().unwrap();
+                        p.bytes.extend_from_slice(&chunk[..n]);
+                        p.lines += chunk[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                        drop(p);
+                        watcher.notify();
+                    }
+                    let _ = stdout_tx.send(std::mem::take(&mut printed.lock().unwrap().bytes));
+                    watcher.notify();
                 });
                 None
             }
@@ -247,9 +317,29 @@ impl Proc {
             status: None,
             stdout,
             stdout_lines,
+            stdout_so_far,
             stderr_lines,
             stderr_seen,
         }
+    }
+
+    fn printed(&self) -> std::sync::MutexGuard<'_, Printed> {
+        self.stdout_so_far
+            .as_ref()
+            .expect("spawned with StdoutMode::Watched")
+            .lock()
+            .unwrap()
+    }
+
+    /// How many whole lines the process has printed so far (`StdoutMode::Watched`).
+    pub fn stdout_lines_so_far(&self) -> u64 {
+        self.printed().lines
+    }
+
+    /// What the process has printed since the last call (`StdoutMode::Watched`);
+    /// what is left at its exit goes to `wait_exit`.
+    pub fn take_stdout_so_far(&self) -> Vec<u8> {
+        std::mem::take(&mut self.printed().bytes)
     }
 
     /// Waits for a stderr line containing `needle`; panics at the deadline.
@@ -442,11 +532,17 @@ impl Broker {
 
     /// Kills the broker with SIGKILL, leaving its region and files as a crash would;
     /// hands back the data directory and region name.
-    pub fn kill(mut self) -> (TempDir, String) {
+    pub fn kill(self) -> (TempDir, String) {
+        let (_, data, shm) = self.kill_and_collect();
+        (data, shm)
+    }
+
+    /// As [`Broker::kill`], with what the broker printed on its way.
+    pub fn kill_and_collect(mut self) -> (Finished, TempDir, String) {
         self.proc.signal(nix::sys::signal::Signal::SIGKILL);
-        let _ = self.proc.wait_exit_within(DEADLINE);
+        let finished = self.proc.wait_exit_within(DEADLINE);
         let data = std::mem::replace(&mut self.data, TempDir(PathBuf::new()));
-        (data, std::mem::take(&mut self.shm))
+        (finished, data, std::mem::take(&mut self.shm))
     }
 
     /// Starts a client binary with extra environment variables.
