@@ -197,15 +197,18 @@ impl Cleaner {
     fn pass(&mut self, line: &mut Vec<u8>) -> std::io::Result<()> {
         self.restore_identity();
         let next = self.region.next_offset();
-        let (consumed, gone_producers) = {
+        let (consumed, gone_producers, log_wanted) = {
             let mut reg = self.registry();
             let consumed = reg.consumed_by_all();
+            reg.release_quarantined();
             reg.swap_log_text(line);
             reg.sample_rates();
-            reg.release_quarantined();
-            (consumed, reg.has_gone_producers())
+            (consumed, reg.has_gone_producers(), reg.take_log_wanted())
         };
-        let urgent = self.region.used_slots() * 8 >= self.region.geometry().slots as u64;
+        // A rotation, a redelivery slot or a client entry waits for its lines to
+        // be written before it is given up: write them now.
+        let urgent =
+            log_wanted || self.region.used_slots() * 8 >= self.region.geometry().slots as u64;
         // Every delivery of an offset below the groups' positions is in these lines.
         self.log
             .append_batch(line, consumed.unwrap_or(next), urgent)?;

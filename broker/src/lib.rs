@@ -397,6 +397,10 @@ pub fn run(
     };
     // At a stop, writers that cannot write give up after a while, so that the stop
     // ends; what they could not write stays in the region.
+    registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .count_log_written_by(cleaner.log.bytes_written());
     let writer_stops = [persister.buffer.stop_signal(), cleaner.log.stop_signal()];
     let persister_stop = Arc::new(AtomicBool::new(false));
     let cleaner_stop = Arc::new(AtomicBool::new(false));

@@ -90,8 +90,13 @@ struct Group {
     logged: u64,
     /// First deliveries below this offset are attempt 2 (handed out before a restart).
     redeliver_below: u64,
-    /// Per redelivery slot: the (attempt, claimer) already logged.
+    /// Per redelivery slot: the (attempt, claimer) already logged, and the log
+    /// mark that covers its line.
     observed: Vec<Option<(u32, u32)>>,
+    observed_log_mark: Vec<u64>,
+    /// While frozen: the log mark that covers every delivery of the rotation
+    /// before (the next one is installed once it is written).
+    frozen_log_mark: u64,
     /// Formats this group's consumption-log lines.
     delivery_lines: DeliveryLines,
     /// Deliveries seen so far, and at the last rate sample.
@@ -235,7 +240,7 @@ pub struct Registry {
     /// The client entry handed out last.
     last_slot: u32,
     /// Removed consumers whose entries wait for their processes to end: (entry, pid).
-    quarantined: Vec<(u32, u32)>,
+    quarantined: Vec<Quarantined>,
     /// Gone producers whose names (and, while `holds_entry`, client entries) wait
     /// for their messages to be reclaimed.
     retiring: Vec<Retiring>,
@@ -243,6 +248,13 @@ pub struct Registry {
     producers: HashMap<(u32, u32), Arc<str>>,
     /// Consumption-log lines observed and not yet taken by the cleaner.
     log_text: Vec<u8>,
+    /// Bytes of consumption-log lines taken by the cleaner so far, in the order
+    /// the log's writer writes them.
+    log_taken: u64,
+    /// Bytes of consumption-log lines the writer has written (shared with it).
+    log_written: Arc<std::sync::atomic::AtomicU64>,
+    /// Something waits for lines to be written: the cleaner asks for them now.
+    log_wanted: bool,
     /// Stands for a producer or consumer whose name is no longer known.
     unknown: Arc<str>,
     /// Kinds of redelivery-table faults already reported (each is reported once).
@@ -282,6 +294,9 @@ impl Registry {
             quarantined: Vec::new(),
             producers: HashMap::new(),
             log_text: Vec::new(),
+            log_taken: 0,
+            log_written: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            log_wanted: false,
             unknown: Arc::from("unknown"),
             reported: std::collections::HashSet::new(),
             sampled_at: std::time::Instant::now(),
@@ -348,6 +363,8 @@ impl Registry {
             logged: start,
             redeliver_below,
             observed: vec![None; self.region.geometry().redeliveries_per_group as usize],
+            observed_log_mark: vec![0; self.region.geometry().redeliveries_per_group as usize],
+            frozen_log_mark: 0,
             delivery_lines: DeliveryLines::default(),
             delivered: 0,
             delivered_at_sample: 0,
@@ -493,6 +510,16 @@ impl Registry {
         if !grp.frozen {
             group::install_rotation(entry, &[]);
             grp.frozen = true;
+            // Everything the old rotation handed out is below the frozen cursor:
+            // its lines are made now, and the next rotation waits until they are
+            // written. The region keeps only the rotation in force and the one
+            // before it, which is what a broker recovering it after a crash has to
+            // name the consumer of each delivery the log lacks.
+            self.observe_group(g);
+            let mark = self.log_mark();
+            if let Some(grp) = self.groups[g as usize].as_mut() {
+                grp.frozen_log_mark = mark;
+            }
         }
         self.install_when_finished(g);
     }
@@ -519,6 +546,10 @@ impl Registry {
             grp.first_owned(m, ack, cursor).is_none()
         });
         if !finished {
+            return;
+        }
+        if grp.frozen_log_mark > self.log_written.load(Ordering::Acquire) {
+            self.log_wanted = true;
             return;
         }
         let members: Vec<_> = grp
@@ -599,16 +630,30 @@ impl Registry {
         // Not reused while its process lives: an evicted consumer that wakes up must
         // find its own (removed) entry, not a newcomer's.
         let pid = entry.identity.pid.load(Ordering::Relaxed);
-        self.quarantined.push((client, pid));
+        let log_mark = self.log_mark();
+        self.quarantined.push(Quarantined {
+            client,
+            pid,
+            log_mark,
+        });
     }
 
-    /// Frees the entries of removed consumers whose processes are gone.
+    /// Frees the entries of removed consumers whose processes are gone, once the
+    /// log holds their deliveries: until then a broker recovering the region after
+    /// a crash may need the entry to name them.
     pub fn release_quarantined(&mut self) {
         let region = self.region.clone();
-        self.quarantined.retain(|&(client, pid)| {
-            if process_exists(pid) {
+        let written = self.log_written.load(Ordering::Acquire);
+        let mut wanted = false;
+        self.quarantined.retain(|q| {
+            if process_exists(q.pid) {
                 return true;
             }
+            if q.log_mark > written {
+                wanted = true;
+                return true;
+            }
+            let client = q.client;
             if let Some(e) = region.client(client) {
                 e.identity
                     .state
@@ -616,6 +661,25 @@ impl Registry {
             }
             false
         });
+        self.log_wanted |= wanted;
+    }
+
+    /// Every line observed so far is written once the log's writer has written
+    /// this many bytes.
+    fn log_mark(&self) -> u64 {
+        self.log_taken + self.log_text.len() as u64
+    }
+
+    /// Counts the log's bytes with the writer's own count (shared with it): what
+    /// waits for lines to be written waits for that count.
+    pub fn count_log_written_by(&mut self, written: Arc<std::sync::atomic::AtomicU64>) {
+        self.log_written = written;
+    }
+
+    /// Whether something waits for the log's lines to be written (then they are
+    /// wanted now rather than at the next flush); clears the wish.
+    pub fn take_log_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.log_wanted)
     }
 
     fn uncount_sleeper(&self, client: u32) {
@@ -816,7 +880,7 @@ impl Registry {
                     });
                     // A consumer removed a moment ago may claim before it sees
                     // itself removed (and would hand the claim back): not a fault.
-                    let just_removed = self.quarantined.iter().any(|&(c, _)| c == claimer);
+                    let just_removed = self.quarantined.iter().any(|q| q.client == claimer);
                     if !just_removed {
                         repairs.push(RedeliveryRepair::ClaimedByStranger {
                             slot,
@@ -861,6 +925,12 @@ impl Registry {
             // every pass, so an unlogged one waits one pass.
             if grp.observed[slot as usize] != Some((redelivery::attempt(s), redelivery::claimer(s)))
             {
+                continue;
+            }
+            // And once that line is written: until then the slot is what a broker
+            // recovering the region after a crash would log it from.
+            if grp.observed_log_mark[slot as usize] > self.log_written.load(Ordering::Acquire) {
+                self.log_wanted = true;
                 continue;
             }
             grp.observed[slot as usize] = None;
@@ -1112,6 +1182,16 @@ impl Registry {
     }
 }
 
+/// A removed consumer whose entry waits to be freed: until its process is gone
+/// (an evicted consumer that wakes must find its own entry) and the log holds its
+/// deliveries (a broker recovering the region after a crash names it from there).
+#[derive(Debug, Clone, Copy)]
+struct Quarantined {
+    client: u32,
+    pid: u32,
+    log_mark: u64,
+}
+
 /// A gone producer whose records are still in the ring.
 #[derive(Debug, Clone, Copy)]
 struct Retiring {
@@ -1151,6 +1231,7 @@ impl Registry {
             clients,
             producers,
             log_text,
+            log_taken,
             unknown,
             persisted,
             ..
@@ -1236,6 +1317,7 @@ impl Registry {
                 .map_or(&*unknown, |c| &c.id);
             let o = offer.offset;
             lines.push(log_text, o, producer_of(o), &grp.name, consumer, key.0);
+            grp.observed_log_mark[slot as usize] = *log_taken + log_text.len() as u64;
             grp.delivered += 1;
         }
         grp.delivery_lines = lines;
@@ -1245,6 +1327,7 @@ impl Registry {
     /// lines), taking `into`'s allocation in exchange.
     pub fn swap_log_text(&mut self, into: &mut Vec<u8>) {
         into.clear();
+        self.log_taken += self.log_text.len() as u64;
         std::mem::swap(into, &mut self.log_text);
     }
 

@@ -11,8 +11,7 @@
 //! The schedule comes from a seed: `KILL_LOOP_SEED=<n> KILL_LOOP_STEPS=<n>` replays
 //! another one (the test prints the seed and every step).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::{Read, Seek, SeekFrom};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
@@ -227,68 +226,6 @@ struct Printed {
     payload: u64,
 }
 
-/// The set of offsets below `below`, and any above it, as they come.
-#[derive(Default)]
-struct Offsets {
-    below: u64,
-    above: BTreeSet<u64>,
-}
-
-impl Offsets {
-    fn insert(&mut self, offset: u64) {
-        if offset == self.below {
-            self.below += 1;
-            while self.above.remove(&self.below) {
-                self.below += 1;
-            }
-        } else if offset > self.below {
-            self.above.insert(offset);
-        }
-    }
-}
-
-/// The consumption log read as it grows, for the waits before a broker kill.
-#[derive(Default)]
-struct LogTail {
-    read: u64,
-    /// (consumer, offset) of every line: a consumer id names one group.
-    logged: HashSet<(Name, u64)>,
-    /// Per group, the offsets whose first delivery (attempt 1) is logged.
-    first: [Offsets; GROUPS.len()],
-}
-
-impl LogTail {
-    fn catch_up(&mut self, dir: &std::path::Path, names: &mut Names) {
-        let Ok(mut file) = std::fs::File::open(dir.join(LOG_FILE)) else {
-            return;
-        };
-        let len = file.metadata().unwrap().len();
-        assert!(
-            len >= self.read,
-            "{LOG_FILE} got shorter than {}",
-            self.read
-        );
-        file.seek(SeekFrom::Start(self.read)).unwrap();
-        let mut text = Vec::new();
-        file.read_to_end(&mut text).unwrap();
-        // Only whole lines: the writer may be in the middle of one.
-        let Some(end) = text.iter().rposition(|&b| b == b'\n') else {
-            return;
-        };
-        self.read += end as u64 + 1;
-        for line in std::str::from_utf8(&text[..end]).unwrap().lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let d = DeliveryRecord::parse(line).unwrap_or_else(|e| panic!("{line:?}: {e:?}"));
-            if d.attempt == 1 {
-                self.first[group_index(&d.group)].insert(d.offset);
-            }
-            self.logged.insert((names.intern(&d.consumer), d.offset));
-        }
-    }
-}
-
 /// The broker and its clients, and what every process that ended left behind.
 struct Storm {
     broker: Option<Broker>,
@@ -303,9 +240,6 @@ struct Storm {
     printed: Vec<Printed>,
     /// Every ended process's name and stderr.
     stderr: Vec<(String, Vec<String>)>,
-    log: LogTail,
-    /// How many of `printed` are known to be in the log.
-    logged_prints: usize,
     sigkills: BTreeMap<&'static str, u32>,
 }
 
@@ -327,17 +261,6 @@ fn group_status<'a>(status: &'a serde_json::Value, group: &str) -> &'a serde_jso
         .unwrap_or_else(|| panic!("no {group} in {status}"))
 }
 
-fn members(status: &serde_json::Value, group: &str) -> Vec<String> {
-    let mut m: Vec<String> = group_status(status, group)["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect();
-    m.sort();
-    m
-}
-
 fn group_field(status: &serde_json::Value, group: &str, field: &str) -> u64 {
     group_status(status, group)[field]
         .as_u64()
@@ -357,8 +280,6 @@ impl Storm {
             producer_ends: BTreeMap::new(),
             printed: Vec::new(),
             stderr: Vec::new(),
-            log: LogTail::default(),
-            logged_prints: 0,
             sigkills: BTreeMap::new(),
         };
         storm.replenish();
@@ -598,80 +519,9 @@ impl Storm {
         *self.sigkills.entry(role).or_default() += 1;
     }
 
-    /// Waits until a broker kill now would lose nothing the test asserts on for a
-    /// reason `docs/failure-model.md` lists as a limit of recovery: every group's
-    /// members are the live consumers, everything handed out so far is
-    /// acknowledged (so redeliveries after the last deaths are done), and its
-    /// lines, and those of everything printed so far, are written. A recovered
-    /// line may otherwise name the consumer `unknown` (two membership changes
-    /// since it was handed out) or be missing (a redelivery acknowledged and freed
-    /// just before the kill). Deliveries after this, under the current rotation,
-    /// are what the recovery must log.
-    fn settle_before_broker_kill(&mut self) {
-        let live: Vec<Vec<String>> = (0..GROUPS.len())
-            .map(|g| {
-                let mut ids: Vec<String> = self
-                    .consumers
-                    .iter()
-                    .filter(|c| c.group == g)
-                    .map(|c| c.id.clone())
-                    .collect();
-                ids.sort();
-                ids
-            })
-            .collect();
-        let broker = self.broker();
-        let status = broker.wait_for_status("every group's members live", |s| {
-            GROUPS
-                .iter()
-                .zip(&live)
-                .all(|(g, ids)| members(s, g) == *ids)
-        });
-        let handed: Vec<u64> = GROUPS
-            .iter()
-            .map(|g| group_field(&status, g, "handed_out"))
-            .collect();
-        broker.wait_for_status("what was handed out acknowledged", |s| {
-            GROUPS
-                .iter()
-                .zip(&handed)
-                .all(|(g, &h)| group_field(s, g, "position") >= h)
-        });
-        let dir = broker.data.0.clone();
-        // What was printed until now; later prints are of the current rotation.
-        self.catch_up_printed();
-        let printed = self.printed.len();
-        let watcher = self.watcher.clone();
-        watcher.wait_until("logged what was printed", RECHECK, || {
-            self.log.catch_up(&dir, &mut self.names);
-            for (g, &h) in handed.iter().enumerate() {
-                let below = self.log.first[g].below;
-                if below < h {
-                    return Err(format!(
-                        "{}: first deliveries logged below {below}, not {h}",
-                        GROUPS[g]
-                    ));
-                }
-            }
-            while self.logged_prints < printed {
-                let p = self.printed[self.logged_prints];
-                if !self.log.logged.contains(&(p.consumer, p.offset)) {
-                    return Err(format!(
-                        "{} printed offset {}, not logged yet",
-                        self.names.id(p.consumer),
-                        p.offset
-                    ));
-                }
-                self.logged_prints += 1;
-            }
-            Ok(())
-        });
-    }
-
     fn run(&mut self, step: Step) {
         match step {
             Step::KillBroker { after } => {
-                self.settle_before_broker_kill();
                 self.wait_for_lines(after);
                 let broker = self.broker.take().unwrap();
                 let (f, data, shm) = broker.kill_and_collect();

@@ -63,6 +63,8 @@ struct Shared {
     capacity: usize,
     interval: Duration,
     written_mark: AtomicU64,
+    /// Bytes written to the file so far (by this buffer).
+    bytes_written: Arc<AtomicU64>,
     writes: AtomicU64,
     on_written: OnWritten,
     /// The file's name, for what the writer reports.
@@ -144,6 +146,7 @@ impl DoubleBuffer {
             capacity,
             interval,
             written_mark: AtomicU64::new(mark),
+            bytes_written: Arc::new(AtomicU64::new(0)),
             writes: AtomicU64::new(0),
             on_written,
             file_name,
@@ -296,6 +299,12 @@ impl DoubleBuffer {
         StopSignal(self.shared.clone())
     }
 
+    /// The count of bytes the writer has written to the file so far (all the
+    /// lines appended, in order), updated as it writes.
+    pub fn bytes_written(&self) -> Arc<AtomicU64> {
+        self.shared.bytes_written.clone()
+    }
+
     /// How many buffers the writer has written (for status and tests).
     pub fn writes(&self) -> u64 {
         self.shared.writes.load(Ordering::Relaxed)
@@ -369,6 +378,7 @@ fn write_loop(mut file: WatchedFile, shared: &Shared, fsync: bool) {
             shared.taken.notify_all();
             (ours, ex.mark)
         };
+        let len = ours.len() as u64;
         let result = write_retrying(&mut file, &ours, fsync, shared);
         if result.is_ok() {
             check_in_place(&mut file, shared, &mut check_failing);
@@ -388,6 +398,7 @@ fn write_loop(mut file: WatchedFile, shared: &Shared, fsync: bool) {
                 return;
             }
             shared.written_mark.fetch_max(mark, Ordering::AcqRel);
+            shared.bytes_written.fetch_add(len, Ordering::AcqRel);
             shared.writes.fetch_add(1, Ordering::Relaxed);
             shared.taken.notify_all();
         }
