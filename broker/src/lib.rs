@@ -4,9 +4,13 @@
 //! - [`config`]: the command line and its validation.
 //! - [`server`]: the control port's event loop (handshake, registration, leases).
 //! - [`registry`]: clients, groups, rotations, positions and redeliveries.
-//! - [`cleaner`]: the thread that logs deliveries and frees consumed slots.
+//! - [`cleaner`]: the thread that logs deliveries, frees consumed slots, repairs a
+//!   scribbled region and saves `offsets.txt`.
 //! - [`persister`]: the thread that writes every message to the persistence file.
-//! - [`audit`]: the file formats, the double buffer, the state file.
+//! - [`reclaim`]: freeing slots once persisted, logged and consumed.
+//! - [`audit`]: the file formats, the double buffer and its watched files, the
+//!   state file.
+//! - [`recovery`]: start-up recovery of a region left by a broker that died.
 //! - [`replay`]: republishing unacknowledged records after a restart.
 //! - [`status`]: the report behind `broker status`.
 #![forbid(unsafe_code)]
@@ -221,6 +225,17 @@ pub fn run(
         source,
     })?;
     let local = listener.local_addr()?;
+    // Every connection is a file: room for the most the event loop accepts, plus
+    // the broker's own files.
+    let wanted_files = u64::from(config.geometry.max_clients) + 64 + 256;
+    match shm_layout::sys::raise_fd_limit(wanted_files) {
+        Ok(limit) if limit < wanted_files => eprintln!(
+            "broker: the open-file limit is {limit} (hard limit), below the {wanted_files} that --max-clients {} needs",
+            config.geometry.max_clients
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("broker: cannot raise the open-file limit: {e}"),
+    }
     let _data_lock = lock_data_dir(&config.data_dir)?;
     let name = config
         .shm_name

@@ -16,12 +16,15 @@ use crate::audit::double_buffer::DoubleBuffer;
 use crate::audit::records::{PersistedLines, PERSIST_FILE};
 use crate::registry::Registry;
 
-/// Shortest and longest pause between passes.
+/// The pause between passes while records are wanted at once (the ring filling
+/// up, or a producer waiting), and the shortest pause of all.
 const BUSY_PAUSE: Duration = Duration::from_millis(1);
 /// The pause after a pass that found records while nothing is urgent: the
 /// records can wait for the next flush, and a producer's nudge (every quarter of
 /// the ring) cuts the pause short if they come faster.
 const PROGRESS_PAUSE: Duration = Duration::from_millis(5);
+/// The longest pause: an idle persister doubles its pause up to this (and to half
+/// the flush interval).
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
 
 /// How many records ahead of the one being formatted its payload is prefetched

@@ -165,3 +165,45 @@ fn duplicate_live_ids_are_refused_and_free_again_once_gone() {
     assert_eq!(broker.producer(&["n"], None).wait_exit().code(), Some(0));
     assert_eq!(again.wait_exit().stdout_text(), "n\n");
 }
+
+#[test]
+fn a_broker_started_under_a_low_open_file_limit_serves_more_clients_than_that() {
+    let data = e2e::TempDir::new("fd-limit");
+    let shm = format!("/{}", e2e::unique("mk-e2e-fd-limit"));
+    let broker = e2e::bin("broker");
+    let data_dir = data.0.display().to_string();
+    let mut proc = e2e::Proc::spawn(
+        std::path::Path::new("/bin/sh"),
+        &[
+            "-c",
+            "ulimit -Sn 64 && exec \"$0\" \"$@\"",
+            broker.to_str().unwrap(),
+            "--port",
+            "0",
+            "--shm-name",
+            &shm,
+            "--data-dir",
+            &data_dir,
+            "--groups",
+            "0",
+        ],
+        None,
+        e2e::StdoutMode::Lines,
+    );
+    let ready = proc.next_stdout_line();
+    let addr = ready
+        .strip_prefix("listening on ")
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("{ready:?}"))
+        .to_string();
+    // More idle connections than the 64 files the broker was started with.
+    let idle: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let status = run("broker", &["status", "-b", &addr, "--json"]);
+    assert_eq!(status.code(), Some(0), "{:?}", status.stderr);
+    drop(idle);
+    proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let stopped = proc.wait_exit_within(e2e::DEADLINE);
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+}

@@ -246,7 +246,9 @@ pub struct ProducerCursor {
     pub next_offset: AtomicU64,
 }
 
-/// The ring's reclaim side, written by the broker's cleaner only.
+/// The ring's reclaim side, written by the broker only: by whichever of its
+/// threads frees slots (the cleaner, or a writer that just wrote a buffer), one at
+/// a time.
 #[repr(C, align(128))]
 pub struct ReclaimCursor {
     /// Oldest slot position still in use; `head - tail` slots are occupied.
@@ -304,7 +306,9 @@ pub struct ClientIdentity {
     pub pid: AtomicU32,
     pub group: AtomicU32,
     pub id_len: AtomicU32,
-    /// Per epoch parity: `(epoch << 32) | rank` of this consumer in its group's rotation.
+    /// Per epoch parity: `VALID(1) << 63 | (epoch << 32) | rank` of this consumer in
+    /// its group's rotation (0: none; `REVOKED(1) << 62` instead of `VALID` once the
+    /// broker removed it); see [`crate::group`].
     pub rank: [AtomicU64; 2],
     pub id: [AtomicU64; 8],
 }
@@ -331,7 +335,7 @@ pub struct ClientEntry {
 /// of the epoch in `GroupEntry::turn`.
 #[repr(C)]
 pub struct Rotation {
-    /// `(epoch << 32) | member count`.
+    /// `VALID(1) << 63 | (epoch << 32) | member count` (0: none; see [`crate::group`]).
     pub meta: AtomicU64,
     /// First offset handed out under this rotation.
     pub start: AtomicU64,
@@ -501,6 +505,17 @@ mod tests {
             let expected = bytes.div_ceil(p.slot_size as u64).max(1);
             proptest::prop_assert_eq!(p.slots_for(bytes), expected);
         }
+    }
+
+    #[test]
+    fn the_documented_layout_version_is_the_one_in_the_code() {
+        let doc = include_str!("../../docs/shm-layout.md");
+        let title = doc.lines().next().unwrap_or("");
+        assert_eq!(
+            title,
+            format!("# The shared-memory region, layout version {LAYOUT_VERSION}"),
+            "docs/shm-layout.md describes another layout version"
+        );
     }
 
     #[test]

@@ -128,12 +128,17 @@ pub fn stop_self() {
     unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
 }
 
-/// Raises the soft limit on open files to the hard limit; returns the new limit.
-pub fn raise_fd_limit() -> io::Result<u64> {
+/// Raises the soft limit on open files to at least `wanted`, or to the hard limit
+/// if that is lower; returns the soft limit now in force.
+pub fn raise_fd_limit(wanted: u64) -> io::Result<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
-    Ok(hard)
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft >= wanted {
+        return Ok(soft);
+    }
+    let raised = wanted.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, raised, hard).map_err(io::Error::from)?;
+    Ok(raised)
 }
 
 /// A pthread mutex that lives in shared memory, is shared between processes, and is
