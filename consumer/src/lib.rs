@@ -127,6 +127,7 @@ impl<'c> Batch<'c> {
             .map_or("unknown", |(_, n)| n.as_str());
         let attempt = match c.held {
             Some(Held::Redelivered(claim)) => claim.attempt,
+            _ if offset < c.redeliver_below => 2,
             _ => 1,
         };
         Ok(Message {
@@ -154,6 +155,9 @@ pub struct Consumer {
     /// Redeliveries handed back because their records could not be read:
     /// (slot, offset, state word), passed over until the next liveness check.
     declined: Vec<(u32, u64, u64)>,
+    /// First deliveries below this offset are attempt 2: the group had been handed
+    /// them before the broker restarted (as the broker logs them).
+    redeliver_below: u64,
 }
 
 impl Consumer {
@@ -169,11 +173,13 @@ impl Consumer {
         let (g, name) = session.group.clone().ok_or_else(|| {
             ConsumerError::Corrupt("the broker registered us without a group".into())
         })?;
-        if session.region.group(g).is_none() {
+        let Some(entry) = session.region.group(g) else {
             return Err(ConsumerError::Corrupt(format!(
                 "group index {g} is out of range"
             )));
-        }
+        };
+        let redeliver_below =
+            shm_layout::group::recorded_start(entry).map_or(0, |s| s.redeliver_below);
         Ok(Consumer {
             session,
             group: g,
@@ -183,6 +189,7 @@ impl Consumer {
             interrupt: None,
             producer_names: Vec::new(),
             declined: Vec::new(),
+            redeliver_below,
         })
     }
 

@@ -59,6 +59,7 @@ pub fn write_message(
             }
             o.insert("group".into(), json!(group));
             o.insert("consumer".into(), json!(consumer));
+            o.insert("attempt".into(), json!(msg.attempt));
             o.insert("timestamp".into(), json!(rfc3339_micros(msg.timestamp_us)));
             match std::str::from_utf8(msg.payload) {
                 Ok(s) => o.insert("payload".into(), json!(s)),

@@ -12,6 +12,9 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// How often `wait_for_status` asks the broker again.
+const STATUS_POLL: Duration = Duration::from_millis(20);
+
 /// Generous bound for any single wait in a test.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -643,6 +646,9 @@ impl Broker {
                 Instant::now() < deadline,
                 "broker never reported {what}: {s}"
             );
+            // Between two asks, not in place of one: each starts a process and
+            // takes a client entry, which a tight loop would spend on nothing.
+            std::thread::sleep(STATUS_POLL);
         }
     }
 

@@ -267,8 +267,21 @@ fn a_message_handed_out_but_not_acknowledged_before_a_stop_comes_back_as_attempt
     );
 
     let broker = Broker::start_in(data, &["--groups", "1"]);
-    let (again, _) = broker.consumer(&["--id", "again", "--count", "2"]);
-    assert_eq!(again.wait_exit().stdout_text(), "one\ntwo\n");
+    let (again, _) = broker.consumer(&["--id", "again", "--count", "2", "--format", "json"]);
+    let got: Vec<(String, u64)> = e2e::json_lines(&again.wait_exit().stdout)
+        .iter()
+        .map(|v| {
+            (
+                v["payload"].as_str().unwrap().to_string(),
+                v["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("one".to_string(), 2), ("two".to_string(), 1)],
+        "the consumer reports the attempt its log line has"
+    );
     let (_, data) = broker.stop_keeping_data();
     let log: Vec<(u64, String, u32)> = e2e::data_lines(&data.0.join(LOG_FILE))
         .iter()

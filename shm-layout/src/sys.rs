@@ -283,10 +283,26 @@ mod tests {
     }
 
     #[test]
-    fn monotonic_clock_moves_forward() {
-        let a = monotonic_millis();
-        let b = monotonic_millis();
-        assert!(b >= a);
+    fn the_monotonic_clock_counts_milliseconds_of_the_monotonic_clock() {
+        let before = monotonic_millis();
+        let nanos = monotonic_nanos();
+        let after = monotonic_millis();
+        assert!(
+            before <= nanos / 1_000_000 && nanos / 1_000_000 <= after,
+            "milliseconds and nanoseconds read one clock: {before} {nanos} {after}"
+        );
+        // `Instant` reads CLOCK_MONOTONIC too: 20 ms of it are 20 ms of ours.
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        let later = monotonic_millis();
+        let elapsed = started.elapsed().as_millis() as u64;
+        assert!(
+            later - before >= 20 && later - before <= elapsed + 2,
+            "{} ms counted over {elapsed} ms",
+            later - before
+        );
     }
 
     #[test]
