@@ -36,7 +36,8 @@ use std::time::Instant;
 use nix::fcntl::{Flock, FlockArg};
 
 use shm_layout::event;
-use shm_layout::sys::{process_exists, random_bytes};
+use shm_layout::region::OwnerState;
+use shm_layout::sys::random_bytes;
 use shm_layout::{Region, RegionError};
 
 use audit::double_buffer::DoubleBuffer;
@@ -98,14 +99,11 @@ fn create_region(
     let me = std::process::id();
     match Region::create(name, config.geometry, token, me) {
         Err(RegionError::AlreadyExists(_)) => {
-            if let Ok(old) = Region::open(name) {
-                let pid = old.header().identity.broker_pid.load(Ordering::Relaxed);
-                if pid != me && process_exists(pid) && !old.is_closing() {
-                    return Err(BrokerError::RegionInUse {
-                        name: name.to_string(),
-                        pid,
-                    });
-                }
+            if let OwnerState::Alive { pid } = Region::owner_state(name)? {
+                return Err(BrokerError::RegionInUse {
+                    name: name.to_string(),
+                    pid,
+                });
             }
             Region::unlink(name)?;
             Ok(Region::create(name, config.geometry, token, me)?)

@@ -20,8 +20,8 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use shm_layout::sys::process_exists;
-use shm_layout::{Geometry, Region, RegionError};
+use shm_layout::region::OwnerState;
+use shm_layout::{Geometry, Region};
 
 use crate::audit::records::PersistedLines;
 use crate::BrokerError;
@@ -55,30 +55,24 @@ pub fn salvage(
     persist: &mut File,
     log: &mut File,
 ) -> Result<Salvage, BrokerError> {
-    let old = match Region::open(name) {
-        Ok(r) => r,
-        Err(RegionError::NotFound(_)) => return Ok(Salvage::default()),
-        Err(
-            e @ (RegionError::BadMagic(_)
-            | RegionError::VersionMismatch { .. }
-            | RegionError::GeometryMismatch { .. }
-            | RegionError::Truncated { .. }),
-        ) => {
+    let old = match Region::owner_state(name)? {
+        OwnerState::Absent => return Ok(Salvage::default()),
+        OwnerState::Garbage(e) => {
             Region::unlink(name)?;
             return Ok(Salvage {
                 report: Some(format!("replaced an unusable region: {e}")),
                 ..Salvage::default()
             });
         }
-        Err(e) => return Err(e.into()),
+        OwnerState::Alive { pid } => {
+            return Err(BrokerError::RegionInUse {
+                name: name.to_string(),
+                pid,
+            })
+        }
+        OwnerState::Dead(old) => old,
     };
     let pid = old.header().identity.broker_pid.load(Ordering::Relaxed);
-    if pid != std::process::id() && process_exists(pid) && !old.is_closing() {
-        return Err(BrokerError::RegionInUse {
-            name: name.to_string(),
-            pid,
-        });
-    }
     // Hold the ring lock (repairing a commit its holder's death cut short), then
     // mark the region closing: a send re-checks `closing` under the lock, so nothing
     // commits after this look. A live process stopped while holding the lock would
@@ -192,7 +186,7 @@ fn acknowledged_lower_bound(region: &Region, g: u32, cursor: u64) -> u64 {
         // what they held. A lower bound only costs redeliveries, never a loss.
         let state = idn.state.load(Ordering::Acquire);
         if (state == client_state::ACTIVE || state == client_state::REMOVED)
-            && idn.role.load(Ordering::Relaxed) == 2
+            && idn.role.load(Ordering::Relaxed) == shm_layout::layout::client_role::CONSUMER
             && idn.group.load(Ordering::Relaxed) == g
         {
             bound = bound.min(e.activity.ack_upto.load(Ordering::Acquire));

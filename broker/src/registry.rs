@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use shm_layout::event::{self, event_id};
 use shm_layout::group;
-use shm_layout::layout::{client_state, group_state, redelivery, EventWord, NAME_CAPACITY};
+use shm_layout::layout::{client_role, client_state, group_state, redelivery, EventWord};
 use shm_layout::names::check_name;
 use shm_layout::protocol::{Refusal, Role};
+use shm_layout::region::write_name;
 use shm_layout::ring::REPLAY_GENERATION;
 use shm_layout::sys::{monotonic_millis, process_exists, wall_clock_micros};
 use shm_layout::Region;
@@ -1397,27 +1398,10 @@ impl Registry {
 /// The role code written into a client entry.
 pub(crate) fn role_code(role: Role) -> u32 {
     match role {
-        Role::Producer => 1,
-        Role::Consumer => 2,
-        Role::Admin => 3,
+        Role::Producer => client_role::PRODUCER,
+        Role::Consumer => client_role::CONSUMER,
+        Role::Admin => client_role::ADMIN,
     }
-}
-
-fn write_name(
-    words: &[std::sync::atomic::AtomicU64; 8],
-    len: &std::sync::atomic::AtomicU32,
-    name: &str,
-) {
-    let mut bytes = [0u8; NAME_CAPACITY];
-    let n = name.len().min(NAME_CAPACITY);
-    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
-    for (w, chunk) in words.iter().zip(bytes.chunks_exact(8)) {
-        w.store(
-            u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
-            Ordering::Relaxed,
-        );
-    }
-    len.store(n as u32, Ordering::Release);
 }
 
 #[cfg(test)]

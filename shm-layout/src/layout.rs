@@ -289,6 +289,13 @@ pub struct Header {
     pub persisted: EventWord,
 }
 
+/// Client table entry roles (`ClientIdentity::role`).
+pub mod client_role {
+    pub const PRODUCER: u32 = 1;
+    pub const CONSUMER: u32 = 2;
+    pub const ADMIN: u32 = 3;
+}
+
 /// Client table entry states.
 pub mod client_state {
     pub const FREE: u32 = 0;

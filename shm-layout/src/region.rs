@@ -3,7 +3,7 @@
 //! later scribble over the header cannot move any bound.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::OFlag;
@@ -13,7 +13,7 @@ use nix::sys::stat::Mode;
 use crate::identity::{FieldName, IdentityCopy};
 use crate::layout::{
     ClientEntry, Geometry, GeometryError, GroupEntry, Header, IndexEntry, Layout, RedeliveryEntry,
-    LAYOUT_VERSION, MAGIC,
+    LAYOUT_VERSION, MAGIC, NAME_CAPACITY,
 };
 use crate::names::valid_shm_name;
 
@@ -63,6 +63,20 @@ pub enum RegionError {
         actual: u64,
         needed: u64,
     },
+}
+
+/// Who owns a region found under a name (see [`Region::owner_state`]).
+#[derive(Debug)]
+pub enum OwnerState {
+    /// No region has that name.
+    Absent,
+    /// A running broker (this pid) owns it: it must not be touched.
+    Alive { pid: u32 },
+    /// Its broker is gone (or stopped, leaving it closing): it can be recovered.
+    Dead(Region),
+    /// It is not a region this build understands (bad magic, version or geometry,
+    /// or too short): nothing in it can be read.
+    Garbage(RegionError),
 }
 
 /// A mapping of the region.
@@ -203,6 +217,29 @@ impl Region {
             name: name.to_string(),
             identity: None,
         })
+    }
+
+    /// Who owns the region named `name`: the one check, before a broker touches a
+    /// region it did not create, of whether the broker that did is still running.
+    /// A region marked closing belongs to nobody (its broker stopped, or is
+    /// stopping, and left it for the next start).
+    pub fn owner_state(name: &str) -> Result<OwnerState, RegionError> {
+        let region = match Region::open(name) {
+            Ok(r) => r,
+            Err(RegionError::NotFound(_)) => return Ok(OwnerState::Absent),
+            Err(
+                e @ (RegionError::BadMagic(_)
+                | RegionError::VersionMismatch { .. }
+                | RegionError::GeometryMismatch { .. }
+                | RegionError::Truncated { .. }),
+            ) => return Ok(OwnerState::Garbage(e)),
+            Err(e) => return Err(e),
+        };
+        let pid = region.header().identity.broker_pid.load(Ordering::Relaxed);
+        if pid != std::process::id() && crate::sys::process_exists(pid) && !region.is_closing() {
+            return Ok(OwnerState::Alive { pid });
+        }
+        Ok(OwnerState::Dead(region))
     }
 
     /// Opens a region and insists on the geometry the broker announced.
@@ -453,6 +490,23 @@ impl Region {
     }
 }
 
+/// Stores `name` (at most [`NAME_CAPACITY`] bytes) as 8 little-endian words, its
+/// length last with Release: what [`read_name`] decodes.
+pub fn write_name(words: &[AtomicU64; 8], len: &AtomicU32, name: &str) {
+    let mut bytes = [0u8; NAME_CAPACITY];
+    let n = name.len().min(NAME_CAPACITY);
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    for (w, chunk) in words.iter().zip(bytes.chunks_exact(8)) {
+        w.store(
+            u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+            Ordering::Relaxed,
+        );
+    }
+    // Release pairs with the Acquire loads of the length in `client_name` and
+    // `group_name`: the words are visible once the length is.
+    len.store(n as u32, Ordering::Release);
+}
+
 /// Decodes a name stored as 8 little-endian words, refusing anything that is not a
 /// valid id or group name.
 fn read_name(words: &[AtomicU64; 8], len: u32) -> Option<String> {
@@ -579,6 +633,42 @@ pub(crate) mod tests {
         assert!(matches!(
             Region::open(r.0.name()),
             Err(RegionError::GeometryMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn the_owner_of_a_region_is_absent_alive_dead_or_garbage() {
+        let name = format!("/mk-unit-owner-{}", std::process::id());
+        let _ = Region::unlink(&name);
+        assert!(matches!(Region::owner_state(&name), Ok(OwnerState::Absent)));
+        // pid 1 is always alive.
+        let r = TestRegion(Region::create(&name, test_geometry(), [1, 2], 1).unwrap());
+        assert!(matches!(
+            Region::owner_state(&name),
+            Ok(OwnerState::Alive { pid: 1 })
+        ));
+        // A broker that stops marks its region closing: nobody's any more.
+        r.0.mark_closing();
+        assert!(matches!(
+            Region::owner_state(&name),
+            Ok(OwnerState::Dead(_))
+        ));
+        r.0.header().identity.closing.store(0, Ordering::SeqCst);
+        let gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        let _ = { gone }.wait();
+        r.0.header()
+            .identity
+            .broker_pid
+            .store(gone_pid, Ordering::Relaxed);
+        assert!(matches!(
+            Region::owner_state(&name),
+            Ok(OwnerState::Dead(_))
+        ));
+        r.0.header().identity.magic.store(0, Ordering::Relaxed);
+        assert!(matches!(
+            Region::owner_state(&name),
+            Ok(OwnerState::Garbage(RegionError::BadMagic(_)))
         ));
     }
 
