@@ -283,22 +283,23 @@ pub fn uds_send(a: &Args) {
 
 pub fn spsc_recv(a: &Args) {
     let (count, size) = (a.num("count"), a.num("size"));
-    let ring =
-        SpscRing::create(a.get("name"), 4096, size.max(STAMP_LEN as u64)).expect("create ring");
+    let mut ring = SpscRing::create(a.get("name"), 4096, size.max(STAMP_LEN as u64))
+        .expect("create ring")
+        .into_consumer();
     ready();
     let mut r = Receipts::new();
-    let mut cached = 0;
     for _ in 0..count {
-        ring.pop(&mut cached, |b| r.record(b));
+        ring.pop(|b| r.record(b));
     }
     r.finish();
     r.report();
 }
 
 pub fn spsc_send(a: &Args) {
-    let ring = SpscRing::open(a.get("name")).expect("open ring");
-    let mut cached = 0;
-    send_paced(a, |buf| ring.push(buf, &mut cached));
+    let mut ring = SpscRing::open(a.get("name"))
+        .expect("open ring")
+        .into_producer();
+    send_paced(a, |buf| ring.push(buf));
 }
 
 #[cfg(test)]

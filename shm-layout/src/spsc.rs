@@ -6,7 +6,18 @@
 //! Layout: a producer line (`head`), a consumer line (`tail`), then `slots` slots
 //! of `4 + slot_size` bytes (a u32 length, then the bytes). Each side caches the
 //! other's index and reloads it only when the ring looks full (or empty).
+//!
+//! A mapping becomes one side: [`SpscRing::into_producer`] or
+//! [`SpscRing::into_consumer`]. Each side can move to another thread (`Send`) but
+//! not be shared by two (not `Sync`), so two threads cannot push at once:
+//!
+//! ```compile_fail
+//! fn shared<T: Sync>() {}
+//! shared::<shm_layout::spsc::SpscProducer>();
+//! ```
 
+use std::cell::Cell;
+use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -129,9 +140,27 @@ impl SpscRing {
         self.stride - 4
     }
 
+    /// This mapping as the ring's one producer.
+    pub fn into_producer(self) -> SpscProducer {
+        SpscProducer {
+            ring: self,
+            cached_tail: 0,
+            not_sync: PhantomData,
+        }
+    }
+
+    /// This mapping as the ring's one consumer.
+    pub fn into_consumer(self) -> SpscConsumer {
+        SpscConsumer {
+            ring: self,
+            cached_head: 0,
+            not_sync: PhantomData,
+        }
+    }
+
     /// Pushes one message, spinning while the ring is full. `cached_tail` is the
     /// producer's copy of the consumer's index.
-    pub fn push(&self, bytes: &[u8], cached_tail: &mut u64) {
+    fn push(&self, bytes: &[u8], cached_tail: &mut u64) {
         let len = bytes.len().min(self.slot_size());
         let head = self.producer_line().pos.load(Ordering::Relaxed);
         while head - *cached_tail >= self.slots {
@@ -152,7 +181,7 @@ impl SpscRing {
 
     /// Pops one message into `f`, spinning while the ring is empty. `cached_head` is
     /// the consumer's copy of the producer's index.
-    pub fn pop<R>(&self, cached_head: &mut u64, f: impl FnOnce(&[u8]) -> R) -> R {
+    fn pop<R>(&self, cached_head: &mut u64, f: impl FnOnce(&[u8]) -> R) -> R {
         let tail = self.consumer_line().pos.load(Ordering::Relaxed);
         while *cached_head == tail {
             // Acquire pairs with the Release store of `head` in `push`.
@@ -174,6 +203,40 @@ impl SpscRing {
     }
 }
 
+/// The one producer of an SPSC ring: `Send`, not `Sync`.
+pub struct SpscProducer {
+    ring: SpscRing,
+    cached_tail: u64,
+    not_sync: PhantomData<Cell<()>>,
+}
+
+impl SpscProducer {
+    /// Pushes one message (cut to [`SpscProducer::slot_size`]), spinning while the
+    /// ring is full.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.ring.push(bytes, &mut self.cached_tail);
+    }
+
+    /// Largest message.
+    pub fn slot_size(&self) -> usize {
+        self.ring.slot_size()
+    }
+}
+
+/// The one consumer of an SPSC ring: `Send`, not `Sync`.
+pub struct SpscConsumer {
+    ring: SpscRing,
+    cached_head: u64,
+    not_sync: PhantomData<Cell<()>>,
+}
+
+impl SpscConsumer {
+    /// Pops one message into `f`, spinning while the ring is empty.
+    pub fn pop<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> R {
+        self.ring.pop(&mut self.cached_head, f)
+    }
+}
+
 impl Drop for SpscRing {
     fn drop(&mut self) {
         if self.owner {
@@ -189,17 +252,15 @@ mod tests {
     #[test]
     fn messages_cross_in_order_through_a_small_ring() {
         let name = format!("/mk-spsc-{}", std::process::id());
-        let ring = SpscRing::create(&name, 4, 16).unwrap();
-        let reader = SpscRing::open(&name).unwrap();
+        let mut producer = SpscRing::create(&name, 4, 16).unwrap().into_producer();
+        let mut consumer = SpscRing::open(&name).unwrap().into_consumer();
         let t = std::thread::spawn(move || {
-            let mut cached = 0;
             (0..100u32)
-                .map(|_| reader.pop(&mut cached, |b| b.to_vec()))
+                .map(|_| consumer.pop(|b| b.to_vec()))
                 .collect::<Vec<_>>()
         });
-        let mut cached = 0;
         for i in 0..100u32 {
-            ring.push(&i.to_le_bytes(), &mut cached);
+            producer.push(&i.to_le_bytes());
         }
         let got = t.join().unwrap();
         assert_eq!(
