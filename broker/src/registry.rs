@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use control_protocol::{Refusal, Role};
 use shm_layout::event::{self, event_id};
 use shm_layout::group;
 use shm_layout::layout::{client_state, group_state, redelivery, EventWord, NAME_CAPACITY};
 use shm_layout::names::check_name;
-use shm_layout::protocol::{Refusal, Role};
 use shm_layout::ring::REPLAY_GENERATION;
 use shm_layout::sys::{monotonic_millis, process_exists, wall_clock_micros};
 use shm_layout::Region;

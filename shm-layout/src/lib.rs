@@ -11,7 +11,6 @@
 //! - [`ring`]: reserve/commit of records, reading by offset, and reclaiming.
 //! - [`group`]: the per-group turn word that hands each offset to one consumer.
 //! - [`identity`]: the broker's copy of the identity line, to undo a stray write.
-//! - [`protocol`]: control frames over TCP and the client's connection.
 //! - [`escape`], [`names`], [`units`]: text escaping of SPEC §6, name validation,
 //!   durations and sizes on command lines.
 //! - [`fault`]: fault-injection points for crash tests (debug builds only).
@@ -27,7 +26,6 @@ pub mod group;
 pub mod identity;
 pub mod layout;
 pub mod names;
-pub mod protocol;
 pub mod region;
 pub mod ring;
 pub mod spsc;

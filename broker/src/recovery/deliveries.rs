@@ -405,7 +405,7 @@ mod tests {
     use std::io::{Read, Seek, SeekFrom};
     use std::sync::Mutex;
 
-    use shm_layout::protocol::Role;
+    use control_protocol::Role;
     use shm_layout::ring::Sender;
     use shm_layout::Geometry;
 
