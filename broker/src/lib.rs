@@ -31,13 +31,13 @@ use std::time::Instant;
 
 use nix::fcntl::{Flock, FlockArg};
 
+use audit_format::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
 use shm_layout::event;
 use shm_layout::sys::{process_exists, random_bytes};
 use shm_layout::{Region, RegionError};
 
 use audit::double_buffer::DoubleBuffer;
 use audit::files;
-use audit::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
 use audit::state;
 use audit::watched_file::WatchedFile;
 pub use config::BrokerConfig;

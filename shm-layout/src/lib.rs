@@ -11,15 +11,13 @@
 //! - [`ring`]: reserve/commit of records, reading by offset, and reclaiming.
 //! - [`group`]: the per-group turn word that hands each offset to one consumer.
 //! - [`identity`]: the broker's copy of the identity line, to undo a stray write.
-//! - [`escape`], [`names`], [`units`]: text escaping of SPEC §6, name validation,
-//!   durations and sizes on command lines.
+//! - [`names`], [`units`]: name validation, durations and sizes on command lines.
 //! - [`fault`]: fault-injection points for crash tests (debug builds only).
 //! - [`spsc`]: a minimal SPSC ring, the benchmark's physical-limit baseline.
 //!
 //! All `unsafe` code of the workspace lives in this crate, in `sys`, `region` and
 //! `ring`, each block with the argument for its soundness.
 
-pub mod escape;
 pub mod event;
 pub mod fault;
 pub mod group;
