@@ -2,7 +2,8 @@
 #   make        release binaries in bin/ (broker, producer, consumer)
 #   make run    build, then start the broker with its defaults in the foreground
 #   make demo   a broker, two producers, four consumers in two groups
-#   make test   formatting, lints, and every test (unit, property, end-to-end)
+#   make test   formatting, lints, every test (unit, property, end-to-end), and a
+#               check that the benchmark and the fuzz targets still compile
 #   make fuzz   each fuzz target for FUZZ_SECONDS (needs a nightly toolchain)
 #   make bench  the broker against a Unix-socket and an SPSC-ring baseline (SPEC §9)
 #   make microbench  criterion micro-benchmarks of the ring's operations
@@ -13,7 +14,7 @@ BINARIES := broker producer consumer
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := control_frame ring_state region_header
 
-.PHONY: all build run demo test fmt-check lint fuzz bench microbench clean
+.PHONY: all build run demo test fmt-check lint check-outside fuzz bench microbench clean
 
 all: build
 
@@ -34,10 +35,16 @@ fmt-check:
 lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-# The end-to-end tests start the built binaries, so build them first.
-test: fmt-check lint
+# The end-to-end tests start the built binaries, so build them first. The benchmark
+# and the fuzz targets live outside the workspace: they are only checked to compile
+# here, so that neither can rot (the fuzz targets on the stable toolchain).
+test: fmt-check lint check-outside
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace
+
+check-outside:
+	cd bench && $(CARGO) check --locked
+	cd fuzz && $(CARGO) check
 
 # The benchmark is its own crate, outside the workspace, so `make test` never builds it.
 bench: build

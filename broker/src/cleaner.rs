@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use audit_format::records::LOG_FILE;
 use shm_layout::event::{self, event_id};
 use shm_layout::Region;
 
 use crate::audit::double_buffer::DoubleBuffer;
-use crate::audit::records::LOG_FILE;
 use crate::audit::state;
 use shm_layout::ring::Rewritten;
 

@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use nix::fcntl::{Flock, FlockArg};
 
+use audit_format::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
 use shm_layout::event;
 use shm_layout::region::OwnerState;
 use shm_layout::sys::random_bytes;
@@ -42,7 +43,6 @@ use shm_layout::{Region, RegionError};
 
 use audit::double_buffer::DoubleBuffer;
 use audit::files;
-use audit::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
 use audit::state;
 use audit::watched_file::WatchedFile;
 pub use config::BrokerConfig;

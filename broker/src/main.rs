@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use broker::config::{Cli, Command, StatusArgs};
 use clap::Parser;
-use shm_layout::protocol::{default_id, ControlFrame, Role, Session};
+use control_protocol::{default_id, ControlFrame, Role, Session};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

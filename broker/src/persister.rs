@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use audit_format::records::{PersistedLines, PERSIST_FILE};
 use shm_layout::event::{self, event_id};
 use shm_layout::Region;
 
 use crate::audit::double_buffer::DoubleBuffer;
-use crate::audit::records::{PersistedLines, PERSIST_FILE};
 use crate::registry::Registry;
 
 /// The pause between passes while records are wanted at once (the ring filling

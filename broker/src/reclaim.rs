@@ -7,8 +7,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use control_protocol::Role;
 use shm_layout::layout::client_state;
-use shm_layout::protocol::Role;
 
 use crate::registry::role_code;
 

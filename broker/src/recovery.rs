@@ -20,10 +20,10 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use audit_format::records::PersistedLines;
 use shm_layout::region::OwnerState;
 use shm_layout::{Geometry, Region};
 
-use crate::audit::records::PersistedLines;
 use crate::BrokerError;
 
 pub mod deliveries;

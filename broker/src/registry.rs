@@ -7,17 +7,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use audit_format::records::DeliveryLines;
+use control_protocol::{Refusal, Role};
 use shm_layout::event::{self, event_id};
 use shm_layout::group;
 use shm_layout::layout::{client_role, client_state, group_state, redelivery, EventWord};
 use shm_layout::names::check_name;
-use shm_layout::protocol::{Refusal, Role};
 use shm_layout::region::write_name;
 use shm_layout::ring::REPLAY_GENERATION;
 use shm_layout::sys::{monotonic_millis, process_exists, wall_clock_micros};
 use shm_layout::Region;
 
-use crate::audit::records::DeliveryLines;
 use crate::audit::state::{GroupState, DEFAULT_PARTITION, DEFAULT_TOPIC};
 
 /// A refused registration: the reason code and one line for the client.

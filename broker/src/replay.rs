@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use audit_format::records::{parse_timestamp, PersistedRecord};
 use shm_layout::ring::{Sender, REPLAY_GENERATION};
 use shm_layout::Region;
 
-use crate::audit::records::{parse_timestamp, PersistedRecord};
 use crate::registry::Registry;
 
 /// What [`check`] found: where the records to replay begin in the file.

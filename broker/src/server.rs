@@ -3,7 +3,7 @@
 //! stays open as the client's lease; when it closes, the client has left.
 //!
 //! Every connection's memory is bounded: requests longer than
-//! [`frame::MAX_REQUEST_LEN`] are refused before allocation, replies queue up to
+//! [`MAX_REQUEST_LEN`] are refused before allocation, replies queue up to
 //! [`MAX_OUTPUT`], and a connection must register within [`REGISTRATION_DEADLINE`].
 
 use std::collections::HashMap;
@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use control_protocol::frame::MAX_REQUEST_LEN;
+use control_protocol::{ControlFrame, FrameBuffer, Refusal, Role};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use shm_layout::layout::LAYOUT_VERSION;
-use shm_layout::protocol::frame::{self, MAX_REQUEST_LEN};
-use shm_layout::protocol::{ControlFrame, Refusal, Role};
 use shm_layout::Region;
 
 use crate::registry::Registry;
@@ -42,7 +42,7 @@ struct Connection {
     stream: TcpStream,
     stage: Stage,
     accepted: Instant,
-    input: Vec<u8>,
+    input: FrameBuffer,
     output: Vec<u8>,
     /// Close once the output is flushed.
     closing: bool,
@@ -149,7 +149,7 @@ impl Server {
                                 stream,
                                 stage: Stage::AwaitHello,
                                 accepted: Instant::now(),
-                                input: Vec::new(),
+                                input: FrameBuffer::new(MAX_REQUEST_LEN),
                                 output: Vec::new(),
                                 closing: false,
                             },
@@ -166,10 +166,10 @@ impl Server {
 
     /// Reads what is available and handles every whole frame; false to close.
     fn read_from(&self, conn: &mut Connection) -> bool {
-        let mut chunk = [0u8; 4096];
         loop {
             if conn.closing {
                 // Ignore anything sent after a refusal; just drain.
+                let mut chunk = [0u8; 4096];
                 match conn.stream.read(&mut chunk) {
                     Ok(0) => return false,
                     Ok(_) => continue,
@@ -178,10 +178,9 @@ impl Server {
                     Err(_) => return false,
                 }
             }
-            match conn.stream.read(&mut chunk) {
+            match conn.input.read_from(&mut conn.stream) {
                 Ok(0) => return false,
-                Ok(n) => {
-                    conn.input.extend_from_slice(&chunk[..n]);
+                Ok(_) => {
                     if !self.handle_frames(conn) {
                         return true;
                     }
@@ -196,15 +195,10 @@ impl Server {
     /// Handles every whole frame in the input; false once the connection is refused.
     fn handle_frames(&self, conn: &mut Connection) -> bool {
         loop {
-            match frame::check(&conn.input, MAX_REQUEST_LEN) {
+            match conn.input.next_frame() {
                 Ok(None) => return true,
-                Ok(Some(n)) => {
-                    let decoded = ControlFrame::decode(&conn.input[..n]);
-                    conn.input.drain(..n);
-                    match decoded {
-                        Ok(f) => self.handle(conn, f),
-                        Err(e) => refuse(conn, Refusal::ProtocolError, e.to_string()),
-                    }
+                Ok(Some(f)) => {
+                    self.handle(conn, f);
                     if conn.closing {
                         return false;
                     }

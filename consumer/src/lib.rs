@@ -21,10 +21,10 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use control_protocol::{default_id, ConnectError, Role, Session};
 use shm_layout::event::{self, event_id};
 use shm_layout::group::{ClaimedRedelivery, Member, Run, Step};
 use shm_layout::layout::{client_state, redelivery, ClientEntry, GroupEntry};
-use shm_layout::protocol::{default_id, ConnectError, Role, Session};
 use shm_layout::sys::monotonic_millis;
 
 /// Why polling failed.

@@ -3,9 +3,9 @@
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
+use audit_format::escape::escape_into;
 use base64::Engine;
 use serde_json::{json, Map, Value};
-use shm_layout::escape::escape_into;
 
 use consumer::Message;
 

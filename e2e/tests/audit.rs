@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use broker::audit::records::{DeliveryRecord, PersistedRecord, LOG_FILE, PERSIST_FILE};
+use audit_format::records::{DeliveryRecord, PersistedRecord, LOG_FILE, PERSIST_FILE};
 use e2e::{json_lines, Broker, TempDir};
 
 fn persisted(broker: &Broker) -> Vec<PersistedRecord> {

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use broker::audit::records::{PersistedRecord, PERSIST_FILE};
+use audit_format::records::{PersistedRecord, PERSIST_FILE};
 use e2e::{Broker, TempDir};
 
 fn offsets(dir: &TempDir) -> Vec<u64> {

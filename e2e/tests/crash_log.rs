@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use broker::audit::records::{DeliveryRecord, LOG_FILE};
+use audit_format::records::{DeliveryRecord, LOG_FILE};
 use e2e::{json_lines, Broker, Proc, StdoutMode, TempDir};
 
 const MESSAGES: usize = 300;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use broker::audit::records::{PersistedRecord, PERSIST_FILE};
+use audit_format::records::{PersistedRecord, PERSIST_FILE};
 use e2e::{json_lines, payload_of, Broker, SmallDisk, TempDir};
 
 /// Messages `--count N --size 200` sends: over 3 MB of persistence lines, far more
@@ -77,7 +77,7 @@ fn a_full_disk_holds_producers_back_and_everything_is_written_once_space_returns
         assert_eq!(payload, &generated(*o, 200), "offset {o}");
         assert_eq!(Some(payload), got.get(o), "offset {o} as delivered");
     }
-    let log = e2e::data_lines(&data.0.join(broker::audit::records::LOG_FILE));
+    let log = e2e::data_lines(&data.0.join(audit_format::records::LOG_FILE));
     assert_eq!(log.len() as u64, MESSAGES, "one delivery line per message");
     let reports = stopped
         .stderr
@@ -232,7 +232,7 @@ fn a_persistence_file_cut_while_the_broker_runs_is_reported_and_offsets_never_re
     let mut broker = Broker::start(&["--groups", "0", "--flush-interval", "10ms"]);
     send(&broker, &["a", "b", "c"]);
     wait_for_records(&broker.data, 3);
-    let header_only = broker::audit::records::PERSIST_HEADER.len() as u64;
+    let header_only = audit_format::records::PERSIST_HEADER.len() as u64;
     std::fs::File::options()
         .write(true)
         .open(broker.data.0.join(PERSIST_FILE))

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use broker::audit::records::{DeliveryRecord, PersistedRecord, LOG_FILE, PERSIST_FILE};
+use audit_format::records::{DeliveryRecord, PersistedRecord, LOG_FILE, PERSIST_FILE};
 use e2e::{json_lines, Broker, Proc, TempDir, DEADLINE};
 use nix::sys::signal::Signal;
 
@@ -368,8 +368,8 @@ fn a_dead_brokers_region_of_another_geometry_with_messages_is_refused_not_discar
 
 #[test]
 fn registration_needs_the_regions_token_and_a_refusal_changes_nothing() {
-    use shm_layout::protocol::frame::{check, MAX_REPLY_LEN};
-    use shm_layout::protocol::{ControlFrame, Role};
+    use control_protocol::frame::{check, MAX_REPLY_LEN};
+    use control_protocol::{ControlFrame, Role};
     use std::io::{Read, Write};
     let broker = Broker::start(&["--groups", "1"]);
     let mut s = std::net::TcpStream::connect(&broker.addr).unwrap();

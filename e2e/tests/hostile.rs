@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use control_protocol::{ControlFrame, Role};
 use e2e::{json_lines, Broker, DEADLINE};
-use shm_layout::protocol::{ControlFrame, Role};
 
 /// Reads until the broker closes the connection; returns what it sent.
 fn read_until_closed(mut s: TcpStream) -> Vec<u8> {
@@ -69,7 +69,7 @@ fn every_attack_at_once_costs_only_its_own_connection() {
         let mut s = TcpStream::connect(&a).unwrap();
         s.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
         let reply = read_until_closed(s);
-        let n = shm_layout::protocol::frame::check(&reply, 1 << 20)
+        let n = control_protocol::frame::check(&reply, 1 << 20)
             .unwrap()
             .unwrap();
         assert!(matches!(

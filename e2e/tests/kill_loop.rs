@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use broker::audit::records::{DeliveryRecord, PersistedRecord, LOG_FILE, PERSIST_FILE};
+use audit_format::records::{DeliveryRecord, PersistedRecord, LOG_FILE, PERSIST_FILE};
 use e2e::{Broker, Finished, Proc, StdoutMode, Watcher};
 use nix::sys::signal::Signal;
 

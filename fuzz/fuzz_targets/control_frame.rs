@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shm_layout::protocol::frame::{check, MAX_REPLY_LEN, MAX_REQUEST_LEN};
-use shm_layout::protocol::ControlFrame;
+use control_protocol::frame::{check, MAX_REPLY_LEN, MAX_REQUEST_LEN};
+use control_protocol::ControlFrame;
 
 fuzz_target!(|data: &[u8]| {
     for max in [MAX_REQUEST_LEN, MAX_REPLY_LEN] {

@@ -23,7 +23,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use shm_layout::protocol::{default_id, ConnectError, Role, Session};
+use control_protocol::{default_id, ConnectError, Role, Session};
 use shm_layout::ring::{SendError, Sender};
 use shm_layout::sys::wall_clock_micros;
 

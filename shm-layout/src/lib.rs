@@ -11,23 +11,19 @@
 //! - [`ring`]: reserve/commit of records, reading by offset, and reclaiming.
 //! - [`group`]: the per-group turn word that hands each offset to one consumer.
 //! - [`identity`]: the broker's copy of the identity line, to undo a stray write.
-//! - [`protocol`]: control frames over TCP and the client's connection.
-//! - [`escape`], [`names`], [`units`]: text escaping of SPEC §6, name validation,
-//!   durations and sizes on command lines.
+//! - [`names`], [`units`]: name validation, durations and sizes on command lines.
 //! - [`fault`]: fault-injection points for crash tests (debug builds only).
 //! - [`spsc`]: a minimal SPSC ring, the benchmark's physical-limit baseline.
 //!
 //! All `unsafe` code of the workspace lives in this crate, in `sys`, `region` and
 //! `ring`, each block with the argument for its soundness.
 
-pub mod escape;
 pub mod event;
 pub mod fault;
 pub mod group;
 pub mod identity;
 pub mod layout;
 pub mod names;
-pub mod protocol;
 pub mod region;
 pub mod ring;
 pub mod spsc;

@@ -1789,7 +1789,7 @@ mod tests {
         /// the reclaims in between.
         #[test]
         fn sends_and_reclaims_match_a_queue_of_records(ops in proptest::collection::vec(op(), 1..80)) {
-            let t = test_region("model", test_geometry());
+            let t = test_region("ring-model", test_geometry());
             let r = &t.0;
             let mut live: std::collections::VecDeque<(u64, Option<Vec<u8>>, Vec<u8>)> =
                 std::collections::VecDeque::new();

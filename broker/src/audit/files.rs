@@ -7,7 +7,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use super::records::{DeliveryRecord, PersistedRecord};
+use audit_format::records::{DeliveryRecord, PersistedRecord};
 
 /// Opens `path` for appending; creates it with `header` if new; removes a trailing
 /// partial line (no final newline). Returns the file and the bytes removed.

@@ -26,13 +26,13 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use audit_format::records::{parse_timestamp, push_delivery, PARTITION, TOPIC};
 use shm_layout::group::{self, PastRotation, RecordedStart};
 use shm_layout::layout::{client_state, redelivery};
 use shm_layout::sys::wall_clock_micros;
 use shm_layout::Region;
 
 use crate::audit::files::{read_log_backwards, LogTailEnd};
-use crate::audit::records::{parse_timestamp, push_delivery, PARTITION, TOPIC};
 
 /// `ClientIdentity::role` of a consumer.
 const CONSUMER_ROLE: u32 = 2;
@@ -405,13 +405,13 @@ mod tests {
     use std::io::{Read, Seek, SeekFrom};
     use std::sync::Mutex;
 
-    use shm_layout::protocol::Role;
+    use control_protocol::Role;
     use shm_layout::ring::Sender;
     use shm_layout::Geometry;
 
     use crate::audit::files::open_append;
-    use crate::audit::records::{DeliveryRecord, LOG_HEADER};
     use crate::registry::{GroupStart, Registration, Registry, RegistryLimits};
+    use audit_format::records::{DeliveryRecord, LOG_HEADER};
 
     /// A region and a scratch log file, both removed when dropped.
     struct Scratch {

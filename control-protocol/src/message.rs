@@ -2,8 +2,8 @@
 //! length-prefixed (u16) UTF-8 strings; every read is bounds-checked and a body must
 //! be consumed exactly.
 
-use super::frame::{self, FrameError};
-use crate::layout::Geometry;
+use crate::frame::{self, FrameError};
+use shm_layout::layout::Geometry;
 
 /// What a client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -346,7 +346,7 @@ impl ControlFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::{check, MAX_REPLY_LEN};
+    use crate::frame::{check, MAX_REPLY_LEN};
     use proptest::prelude::*;
 
     fn samples() -> Vec<ControlFrame> {

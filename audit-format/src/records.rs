@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use shm_layout::escape::{escape_into, unescape, UnescapeError};
+use crate::escape::{escape_into, unescape, UnescapeError};
 
 /// Every message, once, in offset order.
 pub const PERSIST_FILE: &str = "persistencia_mensajes.txt";

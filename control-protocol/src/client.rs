@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::frame::{self, FrameError, MAX_REPLY_LEN};
-use super::message::{ControlFrame, Refusal, Role};
-use crate::layout::LAYOUT_VERSION;
-use crate::region::{Region, RegionError};
+use shm_layout::layout::LAYOUT_VERSION;
+use shm_layout::region::{Region, RegionError};
+
+use crate::buffer::FrameBuffer;
+use crate::frame::{FrameError, MAX_REPLY_LEN};
+use crate::message::{ControlFrame, Refusal, Role};
 
 /// How long a client waits for each handshake reply.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,7 +142,7 @@ impl Session {
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(|e| proto(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let mut conn = FrameReader::default();
+        let mut conn = FrameReader::new();
         send(&mut stream, &ControlFrame::Hello { role }).map_err(|e| proto(e.to_string()))?;
         let (region_name, geometry) = match conn.next(&mut stream).map_err(proto)? {
             ControlFrame::Welcome {
@@ -259,13 +261,18 @@ fn send(stream: &mut TcpStream, frame: &ControlFrame) -> std::io::Result<()> {
     stream.write_all(&frame.encode())
 }
 
-/// Buffers bytes from the broker and yields whole frames.
-#[derive(Default)]
+/// Yields whole frames from the broker, waiting at most a given time for each.
 struct FrameReader {
-    buf: Vec<u8>,
+    buffer: FrameBuffer,
 }
 
 impl FrameReader {
+    fn new() -> Self {
+        FrameReader {
+            buffer: FrameBuffer::new(MAX_REPLY_LEN),
+        }
+    }
+
     fn next(&mut self, stream: &mut impl Read) -> Result<ControlFrame, String> {
         self.next_within(stream, HANDSHAKE_TIMEOUT)
     }
@@ -279,19 +286,12 @@ impl FrameReader {
     ) -> Result<ControlFrame, String> {
         let deadline = Instant::now() + limit;
         loop {
-            match frame::check(&self.buf, MAX_REPLY_LEN) {
-                Ok(Some(n)) => {
-                    let f = ControlFrame::decode(&self.buf[..n]).map_err(|e| e.to_string());
-                    self.buf.drain(..n);
-                    return f;
-                }
-                Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
+            if let Some(f) = self.buffer.next_frame().map_err(|e| e.to_string())? {
+                return Ok(f);
             }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk) {
+            match self.buffer.read_from(stream) {
                 Ok(0) => return Err("the broker closed the connection".into()),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
                     if Instant::now() >= deadline {
@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_broker_that_never_answers_is_named_not_an_os_error() {
-        let err = FrameReader::default()
+        let err = FrameReader::new()
             .next_within(&mut Silent, Duration::from_millis(20))
             .unwrap_err();
         assert_eq!(err, "no reply from the broker within 20ms");
