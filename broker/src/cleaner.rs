@@ -156,9 +156,9 @@ impl Cleaner {
             let h = self.region.header();
             event::nap(&h.cleaner, event_id::CLEANER, PERIOD);
         }
-        // Pairs with the fence a consumer takes after a take: either it sees the
-        // region closing and hands nothing out, or this last pass sees its take.
-        std::sync::atomic::fence(Ordering::SeqCst);
+        // Either a consumer taking now sees the region closing and hands nothing
+        // out, or this last pass sees its take.
+        self.region.fence_before_last_look();
         let _ = self.pass(&mut line);
         let states = self.state();
         self.log.close().map_err(in_log)?;

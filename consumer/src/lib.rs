@@ -17,7 +17,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -394,7 +394,7 @@ impl Consumer {
         // of the cursor handed the run out, that advance orders the two; otherwise
         // a fence does (a fence costs tens of cycles on every message).
         if !(matches!(next, Held::First(_)) && self.member.advanced_last_step()) {
-            fence(Ordering::SeqCst);
+            self.session.region.order_take_before_closing_check();
         }
         // A consumer evicted while it waited (stopped, say) finds its old share
         // still below the cursor, and the broker has offered that share to the

@@ -49,7 +49,8 @@ pub enum Refusal {
     TooManyGroups,
     InvalidName,
     ProtocolError,
-    Stopping,
+    // 7 is reserved: it once meant "broker stopping", which no broker sends (a
+    // stopping broker closes every connection instead).
     NoGroups,
 }
 
@@ -62,7 +63,6 @@ impl Refusal {
             Refusal::TooManyGroups => 4,
             Refusal::InvalidName => 5,
             Refusal::ProtocolError => 6,
-            Refusal::Stopping => 7,
             Refusal::NoGroups => 8,
         }
     }
@@ -74,7 +74,6 @@ impl Refusal {
             4 => Refusal::TooManyGroups,
             5 => Refusal::InvalidName,
             6 => Refusal::ProtocolError,
-            7 => Refusal::Stopping,
             8 => Refusal::NoGroups,
             _ => return Err(FrameError::Malformed("unknown refusal code")),
         })

@@ -361,6 +361,24 @@ impl Region {
         }
     }
 
+    /// Broker only, once the region is marked closing and before its last look at
+    /// what consumers took: the other half of [`Region::order_take_before_closing_check`].
+    /// Either a consumer's check sees the closing mark (and hands nothing out), or
+    /// the broker's last look sees its take (and logs it).
+    pub fn fence_before_last_look(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Consumer, after a take and before checking the closing mark
+    /// ([`Region::is_closing`], SeqCst): orders the two, pairing with
+    /// [`Region::fence_before_last_look`]. Not needed when the take was the
+    /// consumer's own SeqCst advance of its group's cursor, which orders them
+    /// already (a fence costs tens of cycles on every message).
+    #[inline]
+    pub fn order_take_before_closing_check(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
     /// Broker only, in the mapping that created the region: writes back every field
     /// of the identity line that another process overwrote (see
     /// [`crate::identity`]); returns their names.
