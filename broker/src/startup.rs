@@ -1,0 +1,286 @@
+//! Start-up: everything the broker reads and repairs before it serves, in order.
+//! The audit files (a cut last line removed, their ends found), the state file,
+//! the region a dead broker left (recovered), where offsets continue and each group
+//! resumes, and whether the records to replay can be replayed: a start that cannot
+//! go on is refused here, before the ready line.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use audit_format::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
+use shm_layout::region::OwnerState;
+use shm_layout::sys::random_bytes;
+use shm_layout::{Region, RegionError};
+
+use crate::audit::{files, state};
+use crate::registry::GroupStart;
+use crate::{recovery, replay, BrokerConfig, BrokerError};
+
+/// What start-up found: the files open for appending, where offsets continue and
+/// where each group resumes.
+pub(crate) struct Recovered {
+    pub persist_file: File,
+    pub persist_path: PathBuf,
+    pub log_file: File,
+    pub log_path: PathBuf,
+    /// Where this broker's lines in the log begin.
+    pub log_start: u64,
+    /// The next offset a message gets.
+    pub next: u64,
+    /// Where each pre-created group resumes.
+    pub starts: Vec<GroupStart>,
+    /// The first offset to publish again from the file (`next` if none).
+    pub replay_from: u64,
+    /// Where the records to publish again begin in the file, if any.
+    pub replay: Option<replay::Checked>,
+}
+
+/// Raises the open-file limit for the connections the broker may accept, saying so
+/// if it cannot.
+pub(crate) fn raise_fd_limit(config: &BrokerConfig) {
+    // Every connection is a file: room for the most the event loop accepts, plus
+    // the broker's own files.
+    let wanted_files = u64::from(config.geometry.max_clients) + 64 + 256;
+    match shm_layout::sys::raise_fd_limit(wanted_files) {
+        Ok(limit) if limit < wanted_files => eprintln!(
+            "broker: the open-file limit is {limit} (hard limit), below the {wanted_files} that --max-clients {} needs",
+            config.geometry.max_clients
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("broker: cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// Reads and repairs what the broker resumes from (see the module docs), for the
+/// region named `name`.
+pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, BrokerError> {
+    let saved = state::load(&config.data_dir)?;
+    if saved.from_legacy {
+        eprintln!(
+            "broker: read the group positions from {} (an older format); {} replaces it",
+            state::LEGACY_STATE_FILE,
+            state::STATE_FILE
+        );
+    }
+    let persist_path = config.data_dir.join(PERSIST_FILE);
+    let file_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrokerError::File { path, source }
+    };
+    let (mut persist_file, cut) =
+        files::open_append(&persist_path, PERSIST_HEADER).map_err(file_err(&persist_path))?;
+    report_cut(PERSIST_FILE, cut);
+    let tail = files::persisted_tail(&persist_path).map_err(file_err(&persist_path))?;
+    if let Some(last) = tail.foreign.first() {
+        eprintln!(
+            "broker: {PERSIST_FILE} ends with {} line(s) that are not records (the last: {last:?}); they are kept, and new records follow them",
+            tail.foreign.len()
+        );
+    }
+    let file_next = tail.last.map_or(0, |o| o + 1);
+    let log_path = config.data_dir.join(LOG_FILE);
+    let (mut log_file, cut) =
+        files::open_append(&log_path, LOG_HEADER).map_err(file_err(&log_path))?;
+    report_cut(LOG_FILE, cut);
+    let salvaged = recovery::salvage(
+        name,
+        &config.geometry,
+        file_next,
+        &mut persist_file,
+        &mut log_file,
+    )?;
+    if let Some(report) = &salvaged.report {
+        eprintln!("broker: {report}");
+    }
+    // This broker's log lines begin here: the next start needs it if this one dies.
+    let log_start = log_file.metadata().map_err(file_err(&log_path))?.len();
+    let in_file = file_next + salvaged.appended;
+    let next = next_offset(config, &saved.state, in_file)?;
+    let starts = group_starts(config, &saved.state, &salvaged, in_file, next);
+    let replay_from = starts.iter().map(|g| g.start).min().unwrap_or(next);
+    // A replay that could not finish is refused now, before the ready line.
+    let replay = if replay_from < next {
+        Some(
+            replay::check(
+                &persist_path,
+                replay_from,
+                next,
+                config.geometry.max_message as u64,
+            )
+            .map_err(BrokerError::Replay)?,
+        )
+    } else {
+        None
+    };
+    save_starting_state(config, &starts, next);
+    Ok(Recovered {
+        persist_file,
+        persist_path,
+        log_file,
+        log_path,
+        log_start,
+        next,
+        starts,
+        replay_from,
+        replay,
+    })
+}
+
+/// Recorded at once: from now on a restart never takes an offset below `next`,
+/// whatever happens to the files.
+fn save_starting_state(config: &BrokerConfig, starts: &[GroupStart], next: u64) {
+    let starting_state = state::State {
+        ends: vec![state::PartitionEnd {
+            topic: state::DEFAULT_TOPIC.to_string(),
+            partition: state::DEFAULT_PARTITION,
+            end: next,
+        }],
+        groups: starts
+            .iter()
+            .map(|g| state::GroupState {
+                name: g.name.clone(),
+                topic: state::DEFAULT_TOPIC.to_string(),
+                partition: state::DEFAULT_PARTITION,
+                position: g.start,
+                handed_out: g.redeliver_below,
+            })
+            .collect(),
+    };
+    if let Err(e) = state::save(&config.data_dir, &starting_state, true) {
+        eprintln!("broker: cannot save {}: {e}; retrying", state::STATE_FILE);
+    }
+}
+
+/// A fresh random access token for the region.
+pub(crate) fn new_token() -> std::io::Result<[u64; 2]> {
+    let mut token_bytes = [0u8; 16];
+    random_bytes(&mut token_bytes)?;
+    Ok([
+        u64::from_le_bytes(token_bytes[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(token_bytes[8..].try_into().expect("8 bytes")),
+    ])
+}
+
+fn report_cut(file: &str, bytes: u64) {
+    if bytes > 0 {
+        eprintln!("broker: removed a partial last line ({bytes} bytes) from {file}");
+    }
+}
+
+/// Creates the region, replacing one left by a dead broker; refuses to touch one
+/// whose broker is alive.
+pub(crate) fn create_region(
+    name: &str,
+    config: &BrokerConfig,
+    token: [u64; 2],
+) -> Result<Region, BrokerError> {
+    let me = std::process::id();
+    match Region::create(name, config.geometry, token, me) {
+        Err(RegionError::AlreadyExists(_)) => {
+            if let OwnerState::Alive { pid } = Region::owner_state(name)? {
+                return Err(BrokerError::RegionInUse {
+                    name: name.to_string(),
+                    pid,
+                });
+            }
+            Region::unlink(name)?;
+            Ok(Region::create(name, config.geometry, token, me)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Takes the data directory for this broker: a second broker on it is refused.
+pub(crate) fn lock_data_dir(dir: &Path) -> Result<Flock<File>, BrokerError> {
+    let file_err = |source| BrokerError::File {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(file_err)?;
+    let path = dir.join(".broker.lock");
+    let file = File::create(&path).map_err(|source| BrokerError::File { path, source })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| BrokerError::DataDirInUse(dir.to_path_buf()))
+}
+
+/// Where each pre-created group resumes. The state file and a salvaged region each
+/// give a lower bound of what the group acknowledged (the higher one is used) and
+/// of what it had been handed; a group known to neither starts at `next` (it sees
+/// every message from now on). Records from `in_file` on are not in the
+/// persistence file (lost, accepted by the operator): a group below them skips to
+/// `next`, and says so.
+fn group_starts(
+    config: &BrokerConfig,
+    saved: &state::State,
+    salvaged: &recovery::Salvage,
+    in_file: u64,
+    next: u64,
+) -> Vec<GroupStart> {
+    config
+        .groups
+        .iter()
+        .map(|name| {
+            let saved = saved.group(name, state::DEFAULT_TOPIC, state::DEFAULT_PARTITION);
+            let recovered = salvaged.acknowledged.get(name);
+            if saved.is_none() && recovered.is_none() {
+                return GroupStart {
+                    name: name.clone(),
+                    start: next,
+                    redeliver_below: next,
+                };
+            }
+            let position = saved
+                .map_or(0, |g| g.position)
+                .max(recovered.copied().unwrap_or(0));
+            if position > next {
+                eprintln!(
+                    "broker: group {name}'s saved position {position} is past the last offset ever assigned ({next}); it resumes at {next}"
+                );
+            }
+            let mut start = position.min(next);
+            if start < next && in_file < next {
+                eprintln!(
+                    "broker: group {name} skips offsets {start}..{next}: {PERSIST_FILE} lacks {in_file}..{next}"
+                );
+                start = next;
+            }
+            let handed_out = saved
+                .map_or(0, |g| g.handed_out)
+                .max(salvaged.handed_out.get(name).copied().unwrap_or(0));
+            GroupStart {
+                name: name.clone(),
+                start,
+                redeliver_below: handed_out.min(next).max(start),
+            }
+        })
+        .collect()
+}
+
+/// Where offsets continue: after the last record of the persistence file
+/// (`in_file`), or after the last one the state file says was ever assigned if
+/// that is further. Records the file lacks are refused, unless the operator
+/// accepts their loss.
+fn next_offset(
+    config: &BrokerConfig,
+    saved: &state::State,
+    in_file: u64,
+) -> Result<u64, BrokerError> {
+    let assigned = saved
+        .end(state::DEFAULT_TOPIC, state::DEFAULT_PARTITION)
+        .unwrap_or(0);
+    if assigned <= in_file {
+        return Ok(in_file);
+    }
+    if !config.accept_lost_records {
+        return Err(BrokerError::LostRecords {
+            from: in_file,
+            to: assigned,
+        });
+    }
+    eprintln!(
+        "broker: {PERSIST_FILE} lacks offsets {in_file}..{assigned}, which were assigned; they are skipped (--accept-lost-records) and new offsets continue at {assigned}"
+    );
+    Ok(assigned)
+}

@@ -1,0 +1,252 @@
+//! The broker's threads, started in order once start-up is done, and stopped in
+//! one ordered shutdown: clients are woken (the region marked closing), the replay
+//! ends, the persistence file is completed, then the delivery log and the state
+//! file, then the region goes, unless the files lack what it holds.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use shm_layout::event;
+use shm_layout::Region;
+
+use crate::audit::double_buffer::{DoubleBuffer, StopSignal};
+use crate::audit::watched_file::WatchedFile;
+use crate::persister::FinalDrain;
+use crate::reclaim::Reclaimer;
+use crate::registry::{Registry, RegistryLimits};
+use crate::startup::Recovered;
+use crate::{cleaner, persister, replay, server, BrokerConfig, BrokerError};
+
+/// The running broker: its region, its book of clients, and its threads.
+pub(crate) struct Running {
+    region: Arc<Region>,
+    registry: Arc<Mutex<Registry>>,
+    persister: JoinHandle<std::io::Result<FinalDrain>>,
+    cleaner: JoinHandle<std::io::Result<()>>,
+    replayer: Option<JoinHandle<Result<(), String>>>,
+    writer_stops: [StopSignal; 2],
+    persister_stop: Arc<AtomicBool>,
+    cleaner_stop: Arc<AtomicBool>,
+    max_connections: usize,
+}
+
+/// Starts the persister, the cleaner (with their writers) and, if records must be
+/// published again, the replay, over `region`.
+pub(crate) fn start(
+    config: &BrokerConfig,
+    found: Recovered,
+    region: Arc<Region>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Running, BrokerError> {
+    let Recovered {
+        persist_file,
+        persist_path,
+        log_file,
+        log_path,
+        log_start,
+        next,
+        starts,
+        replay_from,
+        replay: replay_checked,
+    } = found;
+    region.start_at(replay_from, next);
+    region.record_log_start(log_start);
+    region
+        .header()
+        .durable
+        .fsync
+        .store(config.fsync as u32, Ordering::Release);
+    if replay_from < next {
+        region.hold_for_replay();
+    }
+    let registry = Arc::new(Mutex::new(Registry::new(
+        region.clone(),
+        &starts,
+        RegistryLimits {
+            session_timeout: config.session_timeout,
+        },
+    )));
+
+    let buffer_size = config.buffer_size as usize;
+    let persisted = Arc::new(AtomicU64::new(next));
+    lock(&registry).bound_by_persisted(persisted.clone());
+    let reclaimer = Arc::new(Reclaimer::new(
+        region.clone(),
+        persisted.clone(),
+        replay_from,
+    ));
+    let persister = persister::Persister {
+        region: region.clone(),
+        registry: registry.clone(),
+        buffer: DoubleBuffer::new(
+            WatchedFile::new(persist_file, persist_path.clone())?,
+            buffer_size,
+            config.flush_interval,
+            config.fsync,
+            next,
+            {
+                // Written records may free slots and release --fsync senders.
+                let (region, persisted) = (region.clone(), persisted.clone());
+                let reclaimer = reclaimer.clone();
+                Box::new(move |mark| {
+                    persister::publish(&region, &persisted, mark);
+                    // A corrupt ring is reported by the cleaner's own pass.
+                    let _ = reclaimer.reclaim();
+                    event::wake(&region.header().cleaner);
+                })
+            },
+        )?,
+        next,
+        persisted: persisted.clone(),
+        flush_interval: config.flush_interval,
+    };
+    let cleaner = cleaner::Cleaner {
+        region: region.clone(),
+        registry: registry.clone(),
+        log: DoubleBuffer::new(
+            WatchedFile::new(log_file, log_path)?,
+            buffer_size,
+            config.flush_interval,
+            config.fsync,
+            replay_from,
+            {
+                let (region, reclaimer) = (region.clone(), reclaimer.clone());
+                Box::new(move |mark| {
+                    reclaimer.note_logged(mark);
+                    let _ = reclaimer.reclaim();
+                    event::wake(&region.header().cleaner);
+                })
+            },
+        )?,
+        reclaimer,
+        data_dir: config.data_dir.clone(),
+        flush_interval: config.flush_interval,
+        fsync: config.fsync,
+        end: next,
+        repairs: cleaner::RingRepairs::default(),
+        identity_reported: false,
+    };
+    lock(&registry).count_log_written_by(cleaner.log.bytes_written());
+    // At a stop, writers that cannot write give up after a while, so that the stop
+    // ends; what they could not write stays in the region.
+    let writer_stops = [persister.buffer.stop_signal(), cleaner.log.stop_signal()];
+    let persister_stop = Arc::new(AtomicBool::new(false));
+    let cleaner_stop = Arc::new(AtomicBool::new(false));
+    let persister = {
+        let stop = persister_stop.clone();
+        spawn_audit("persister", move || persister.run(stop))?
+    };
+    let cleaner = {
+        let stop = cleaner_stop.clone();
+        spawn_audit("cleaner", move || cleaner.run(stop))?
+    };
+    let replayer = replay_checked.map(|checked| {
+        let (region, registry, stop) = (region.clone(), registry.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let result = replay::replay(
+                region,
+                registry,
+                &persist_path,
+                (replay_from, next, checked),
+                stop.clone(),
+            );
+            if result.is_err() {
+                // Producers stay held; the broker stops and says why.
+                stop.store(true, Ordering::Release);
+            }
+            result
+        })
+    });
+    Ok(Running {
+        region,
+        registry,
+        persister,
+        cleaner,
+        replayer,
+        writer_stops,
+        persister_stop,
+        cleaner_stop,
+        max_connections: config.geometry.max_clients as usize + 64,
+    })
+}
+
+fn lock(registry: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
+    registry.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Running {
+    /// Serves the control port until `stop` is set.
+    pub(crate) fn serve(&self, listener: TcpListener, stop: &AtomicBool) -> std::io::Result<()> {
+        let server = server::Server {
+            region: self.region.clone(),
+            registry: self.registry.clone(),
+            max_connections: self.max_connections,
+            started: Instant::now(),
+        };
+        server.run(listener, stop)
+    }
+
+    /// The ordered shutdown (see the module docs). `served` is how serving ended.
+    pub(crate) fn shut_down(self, served: std::io::Result<()>) -> Result<(), BrokerError> {
+        let region = self.region;
+        let name = region.name().to_string();
+        region.mark_closing();
+        let replayed = match self.replayer {
+            Some(r) => r
+                .join()
+                .unwrap_or_else(|_| Err("the replay thread panicked".into())),
+            None => Ok(()),
+        };
+        for writer in &self.writer_stops {
+            writer.request();
+        }
+        self.persister_stop.store(true, Ordering::Release);
+        let persisted = self
+            .persister
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("persister panicked")));
+        self.cleaner_stop.store(true, Ordering::Release);
+        event::wake(&region.header().cleaner);
+        let logged = self
+            .cleaner
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("cleaner panicked")));
+        // The region goes only if the files hold everything it does. Otherwise (a
+        // producer held the ring through the stop, or a file or the state could not
+        // be written) it stays for the next start, which recovers what the files
+        // lack.
+        let kept = match (&persisted, &logged) {
+            (Ok(FinalDrain::HolderStuck), _) => Some(BrokerError::HolderStuck(name.clone())),
+            (Ok(FinalDrain::Unreadable(offset)), _) => Some(BrokerError::Incomplete {
+                error: format!("offset {offset} could not be read from the corrupt region"),
+                region: name.clone(),
+            }),
+            (Err(e), _) | (_, Err(e)) => Some(BrokerError::Incomplete {
+                error: e.to_string(),
+                region: name.clone(),
+            }),
+            _ => None,
+        };
+        if kept.is_none() {
+            let _ = Region::unlink(&name);
+        }
+        replayed.map_err(BrokerError::Replay)?;
+        served?;
+        match kept {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts a thread of the audit trail. Its writes are retried until they succeed,
+/// so it ends with an error only at a stop, which the broker then reports.
+fn spawn_audit<T: Send + 'static>(
+    name: &'static str,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<JoinHandle<std::io::Result<T>>> {
+    std::thread::Builder::new().name(name.into()).spawn(work)
+}
