@@ -1,0 +1,143 @@
+//! The broker's book of clients and groups, and the region state it alone writes:
+//! client entries, group rotations, redeliveries. The event loop calls it when
+//! clients register and leave; the cleaner asks it how far each group has consumed.
+//!
+//! One file per job, each an `impl Registry` where the job needs the whole
+//! registry: `clients` (registration, leases, quarantine, retiring producers,
+//! client entries), `groups` (groups, rotations, auto-join, positions),
+//! `history` (the pure arithmetic of who was handed which offset),
+//! `redeliveries` (the book of offers, overflow, settling, validation),
+//! `delivery_log` (consumption-log lines and the log-written gating) and
+//! `status` (rates, status snapshots, the state-file view).
+
+mod clients;
+mod delivery_log;
+mod groups;
+mod history;
+mod redeliveries;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use control_protocol::{Refusal, Role};
+use shm_layout::Region;
+
+pub(crate) use clients::role_code;
+pub use clients::Eviction;
+use clients::{Client, Quarantined, Retiring};
+use groups::Group;
+pub use groups::GroupStart;
+pub use redeliveries::RedeliveryRepair;
+pub use status::GroupSnapshot;
+
+/// A refused registration: the reason code and one line for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Refusal,
+    pub message: String,
+}
+
+fn refuse(reason: Refusal, message: impl Into<String>) -> Refused {
+    Refused {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// What a successful registration hands back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub client: u32,
+    pub generation: u32,
+    pub group: Option<(u32, String)>,
+}
+
+/// Limits and timeouts the registry enforces.
+#[derive(Debug, Clone)]
+pub struct RegistryLimits {
+    pub session_timeout: Duration,
+}
+
+/// Every client and group.
+pub struct Registry {
+    region: Arc<Region>,
+    limits: RegistryLimits,
+    clients: Vec<Option<Client>>,
+    ids: HashMap<(Role, String), u32>,
+    groups: Vec<Option<Group>>,
+    generation: u32,
+    groups_created: u64,
+    /// Producers gone with possibly uncommitted reservations, for the cleaner.
+    abandoned: Vec<u32>,
+    /// Admin sessions (they take no client entry).
+    admins: usize,
+    /// The client entry handed out last.
+    last_slot: u32,
+    /// Removed consumers whose entries wait for their processes to end: (entry, pid).
+    quarantined: Vec<Quarantined>,
+    /// Gone producers whose names (and, while `holds_entry`, client entries) wait
+    /// for their messages to be reclaimed.
+    retiring: Vec<Retiring>,
+    /// Names of producers by (client entry, generation), while their messages live.
+    producers: HashMap<(u32, u32), Arc<str>>,
+    /// Consumption-log lines observed and not yet taken by the cleaner.
+    log_text: Vec<u8>,
+    /// Bytes of consumption-log lines taken by the cleaner so far, in the order
+    /// the log's writer writes them.
+    log_taken: u64,
+    /// Bytes of consumption-log lines the writer has written (shared with it).
+    log_written: Arc<std::sync::atomic::AtomicU64>,
+    /// Something waits for lines to be written: the cleaner asks for them now.
+    log_wanted: bool,
+    /// Stands for a producer or consumer whose name is no longer known.
+    unknown: Arc<str>,
+    /// Kinds of redelivery-table faults already reported (each is reported once).
+    reported: std::collections::HashSet<&'static str>,
+    /// Publish-rate sample: when, and the next offset then.
+    sampled_at: std::time::Instant,
+    published_at_sample: u64,
+    published_per_s: f64,
+    /// Every offset below this is persisted (the persister's own count): a group's
+    /// cursor can be at most a ring's worth past it.
+    persisted: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Registry {
+    /// A registry over `region`, with `groups` pre-created where they start.
+    pub fn new(region: Arc<Region>, groups: &[GroupStart], limits: RegistryLimits) -> Self {
+        let g = *region.geometry();
+        let mut r = Registry {
+            clients: (0..g.max_clients).map(|_| None).collect(),
+            groups: (0..g.max_groups).map(|_| None).collect(),
+            region,
+            limits,
+            ids: HashMap::new(),
+            generation: 0,
+            groups_created: 0,
+            abandoned: Vec::new(),
+            admins: 0,
+            last_slot: g.max_clients - 1,
+            retiring: Vec::new(),
+            quarantined: Vec::new(),
+            producers: HashMap::new(),
+            log_text: Vec::new(),
+            log_taken: 0,
+            log_written: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            log_wanted: false,
+            unknown: Arc::from("unknown"),
+            reported: std::collections::HashSet::new(),
+            sampled_at: std::time::Instant::now(),
+            published_at_sample: 0,
+            published_per_s: 0.0,
+            persisted: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+        };
+        r.published_at_sample = r.region.next_offset();
+        for g in groups {
+            r.create_group(&g.name, true, g.start, g.redeliver_below)
+                .expect("pre-created groups fit: checked at start-up");
+        }
+        r
+    }
+}

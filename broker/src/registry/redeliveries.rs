@@ -1,0 +1,479 @@
+//! Redeliveries: the broker's book of offers, the overflow waiting for a free
+//! slot, settling acknowledged slots, and validating the region's table against
+//! the book.
+
+use std::sync::atomic::Ordering;
+
+use shm_layout::layout::redelivery;
+
+use super::groups::Group;
+use super::Registry;
+
+/// A redelivery the broker offered in a slot of a group's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Offer {
+    pub(super) offset: u64,
+    pub(super) attempt: u32,
+}
+
+/// A fault the broker found in a group's redelivery table and repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedeliveryRepair {
+    /// The entry was in use, but the broker offered nothing there: reset to free.
+    NeverOffered { slot: u32, offset: u64 },
+    /// The entry's offset, attempt or kind differed from the offer: rewritten as
+    /// the offer, pending.
+    Altered {
+        slot: u32,
+        found_offset: u64,
+        found_state: u64,
+        offered: u64,
+    },
+    /// Claimed by a client that is no member of the group: pending again.
+    ClaimedByStranger {
+        slot: u32,
+        offset: u64,
+        claimer: u32,
+    },
+    /// The offered record can no longer be read from the ring: dropped.
+    Unreadable { slot: u32, offset: u64 },
+}
+
+impl RedeliveryRepair {
+    /// Faults of one kind are reported once.
+    fn kind(&self) -> &'static str {
+        match self {
+            RedeliveryRepair::NeverOffered { .. } => "never offered",
+            RedeliveryRepair::Altered { .. } => "altered",
+            RedeliveryRepair::ClaimedByStranger { .. } => "claimed by a stranger",
+            RedeliveryRepair::Unreadable { .. } => "unreadable",
+        }
+    }
+
+    /// The report line for group `group`.
+    fn describe(&self, group: &str) -> String {
+        let what = match self {
+            RedeliveryRepair::NeverOffered { slot, offset } => format!(
+                "entry {slot} held offset {offset}, which the broker never offered; dropped"
+            ),
+            RedeliveryRepair::Altered {
+                slot,
+                found_offset,
+                found_state,
+                offered,
+            } => format!(
+                "entry {slot} held offset {found_offset} in state {found_state:#x}, not the redelivery of offset {offered} the broker offered there; offered again"
+            ),
+            RedeliveryRepair::ClaimedByStranger {
+                slot,
+                offset,
+                claimer,
+            } => format!(
+                "entry {slot} (offset {offset}) was claimed by client {claimer}, which is not a member; offered again"
+            ),
+            RedeliveryRepair::Unreadable { slot, offset } => format!(
+                "entry {slot} offered offset {offset}, whose record the ring no longer holds intact; dropped"
+            ),
+        };
+        format!(
+            "broker: repaired group {group}'s redelivery table: {what} (later faults of this kind are repaired without a report)"
+        )
+    }
+}
+
+impl Registry {
+    /// Moves waiting redeliveries into slots of the region's table the book
+    /// says are free, and publishes the hint.
+    pub(super) fn offer_overflow(&mut self, g: u32) {
+        let Some(grp) = self.groups[g as usize].as_mut() else {
+            return;
+        };
+        while let Some(&(offset, attempt)) = grp.overflow.front() {
+            let Some(slot) = grp.offered.iter().position(Option::is_none) else {
+                break;
+            };
+            if !self
+                .region
+                .offer_redelivery_at(g, slot as u32, offset, attempt)
+            {
+                break;
+            }
+            grp.offered[slot] = Some(Offer { offset, attempt });
+            grp.observed[slot] = None;
+            grp.overflow.pop_front();
+        }
+        self.publish_redelivery_hint(g);
+    }
+
+    /// Sets group `g`'s hint to the number of offers in its table: consumers scan
+    /// the table only while it is not zero. The broker alone writes it.
+    fn publish_redelivery_hint(&self, g: u32) {
+        let (Some(entry), Some(grp)) = (self.region.group(g), self.groups[g as usize].as_ref())
+        else {
+            return;
+        };
+        let offers = grp.offered.iter().flatten().count() as u32;
+        if entry.meta.redeliveries.load(Ordering::Acquire) != offers {
+            // Release pairs with the consumers' Acquire load before they scan.
+            entry.meta.redeliveries.store(offers, Ordering::Release);
+        }
+    }
+
+    /// Checks group `g`'s redelivery table against the book of offers and repairs
+    /// what cannot be valid: an entry in use where nothing was offered is freed;
+    /// one whose offset, attempt or kind differ from the offer is rewritten as the
+    /// offer; a claim by a client that is no member is offered again (attempt + 1);
+    /// an offer whose record the ring no longer holds is dropped. Each change is a
+    /// compare-exchange against the word judged, so a consumer's concurrent claim,
+    /// acknowledgement or hand-back is never overwritten (a lost race is retried
+    /// next pass). Returns what it repaired.
+    pub(super) fn validate_redeliveries(&mut self, g: u32) -> Vec<RedeliveryRepair> {
+        let region = self.region.clone();
+        let mut repairs = Vec::new();
+        let Some(grp) = self.groups[g as usize].as_mut() else {
+            return repairs;
+        };
+        let cas = |e: &shm_layout::layout::RedeliveryEntry, from: u64, to: u64| {
+            e.state
+                .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        };
+        for slot in 0..region.geometry().redeliveries_per_group {
+            let Some(e) = region.redelivery(g, slot) else {
+                break;
+            };
+            let s = e.state.load(Ordering::Acquire);
+            let kind = redelivery::kind(s);
+            let offset = e.offset.load(Ordering::Relaxed);
+            let Some(offer) = grp.offered[slot as usize] else {
+                if kind != redelivery::FREE && cas(e, s, redelivery::FREE) {
+                    repairs.push(RedeliveryRepair::NeverOffered { slot, offset });
+                }
+                continue;
+            };
+            if !region.is_committed(offer.offset) {
+                if cas(e, s, redelivery::FREE) {
+                    grp.offered[slot as usize] = None;
+                    repairs.push(RedeliveryRepair::Unreadable {
+                        slot,
+                        offset: offer.offset,
+                    });
+                }
+                continue;
+            }
+            let in_use = matches!(
+                kind,
+                redelivery::PENDING | redelivery::CLAIMED | redelivery::ACKED
+            );
+            if !in_use || offset != offer.offset || redelivery::attempt(s) != offer.attempt {
+                // The offset first: a consumer claims by the state word, and reads
+                // the offset after its claim (Release below, Acquire there).
+                e.offset.store(offer.offset, Ordering::Relaxed);
+                let pending = redelivery::pack(redelivery::PENDING, offer.attempt, 0);
+                if cas(e, s, pending) {
+                    repairs.push(RedeliveryRepair::Altered {
+                        slot,
+                        found_offset: offset,
+                        found_state: s,
+                        offered: offer.offset,
+                    });
+                }
+                continue;
+            }
+            let claimer = redelivery::claimer(s);
+            let member = grp.members.contains(&claimer);
+            if kind == redelivery::CLAIMED && !member {
+                let attempt = offer.attempt + 1;
+                if cas(e, s, redelivery::pack(redelivery::PENDING, attempt, 0)) {
+                    grp.offered[slot as usize] = Some(Offer {
+                        offset: offer.offset,
+                        attempt,
+                    });
+                    // A consumer removed a moment ago may claim before it sees
+                    // itself removed (and would hand the claim back): not a fault.
+                    let just_removed = self.quarantined.iter().any(|q| q.client == claimer);
+                    if !just_removed {
+                        repairs.push(RedeliveryRepair::ClaimedByStranger {
+                            slot,
+                            offset: offer.offset,
+                            claimer,
+                        });
+                    }
+                }
+            }
+        }
+        self.publish_redelivery_hint(g);
+        repairs
+    }
+
+    /// Reports each kind of repaired fault once, on stderr.
+    pub(super) fn report_redelivery_repairs(&mut self, g: u32, repairs: Vec<RedeliveryRepair>) {
+        let Some(grp) = self.groups[g as usize].as_ref() else {
+            return;
+        };
+        for repair in repairs {
+            if self.reported.insert(repair.kind()) {
+                eprintln!("{}", repair.describe(&grp.name));
+            }
+        }
+    }
+
+    /// Frees acknowledged redelivery slots and refills them from the overflow.
+    pub(super) fn settle_redeliveries(&mut self, g: u32) {
+        for slot in 0..self.region.geometry().redeliveries_per_group {
+            let Some(e) = self.region.redelivery(g, slot) else {
+                break;
+            };
+            let s = e.state.load(Ordering::Acquire);
+            if redelivery::kind(s) != redelivery::ACKED {
+                continue;
+            }
+            let grp = self.groups[g as usize].as_mut().expect("live group");
+            if grp.offered[slot as usize].is_none() {
+                continue; // not an offer: the validation frees it
+            }
+            // Freed only once its delivery is logged; `observe_group` runs first in
+            // every pass, so an unlogged one waits one pass.
+            if grp.observed[slot as usize] != Some((redelivery::attempt(s), redelivery::claimer(s)))
+            {
+                continue;
+            }
+            // And once that line is written: until then the slot is what a broker
+            // recovering the region after a crash would log it from.
+            if grp.observed_log_mark[slot as usize] > self.log_written.load(Ordering::Acquire) {
+                self.log_wanted = true;
+                continue;
+            }
+            grp.observed[slot as usize] = None;
+            grp.offered[slot as usize] = None;
+            e.state.store(redelivery::FREE, Ordering::Release);
+        }
+        self.offer_overflow(g);
+    }
+
+    /// Whether `client` holds a claim on a redelivery the broker offered.
+    pub(super) fn holds_redelivery(&self, g: u32, grp: &Group, client: u32) -> bool {
+        (0..self.region.geometry().redeliveries_per_group).any(|slot| {
+            grp.offered[slot as usize].is_some()
+                && self.region.redelivery(g, slot).is_some_and(|e| {
+                    let s = e.state.load(Ordering::Acquire);
+                    redelivery::kind(s) == redelivery::CLAIMED && redelivery::claimer(s) == client
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{GroupStart, RegistryLimits};
+    use control_protocol::Role;
+    use shm_layout::group;
+    use shm_layout::ring::Sender;
+    use shm_layout::{Geometry, Region};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A region that unlinks itself when dropped.
+    struct TestRegion(Arc<Region>);
+    impl Drop for TestRegion {
+        fn drop(&mut self) {
+            let _ = Region::unlink(self.0.name());
+        }
+    }
+
+    /// A registry with one pre-created group, `records` records in the ring, and
+    /// one consumer (client 0) that has acknowledged all of them.
+    fn registry_with_consumer(tag: &str, records: u64) -> (TestRegion, Registry) {
+        let name = format!("/mk-unit-registry-{tag}-{}", std::process::id());
+        let _ = Region::unlink(&name);
+        let geometry = Geometry {
+            slots: 16,
+            slot_size: 64,
+            max_message: 512,
+            max_clients: 8,
+            max_groups: 4,
+            redeliveries_per_group: 8,
+        };
+        let region = Arc::new(Region::create(&name, geometry, [1, 2], std::process::id()).unwrap());
+        let start = GroupStart {
+            name: "group-1".into(),
+            start: 0,
+            redeliver_below: 0,
+        };
+        let limits = RegistryLimits {
+            session_timeout: Duration::from_secs(30),
+        };
+        let mut reg = Registry::new(region.clone(), &[start], limits);
+        let me = Sender {
+            client: 7,
+            generation: 1,
+        };
+        for _ in 0..records {
+            region.send(me, None, b"m", 0, || false, None).unwrap();
+        }
+        let joined = reg
+            .register(
+                Role::Consumer,
+                "c",
+                None,
+                std::process::id(),
+                region.token(),
+            )
+            .unwrap();
+        assert_eq!(joined.client, 0);
+        let entry = region.group(0).unwrap();
+        let word = entry.turn.turn.load(Ordering::Acquire);
+        assert!(group::try_advance(entry, word, records));
+        let c = region.client(0).unwrap();
+        c.activity.ack_upto.store(records, Ordering::Release);
+        (TestRegion(region), reg)
+    }
+
+    fn entry_of(r: &Region, slot: u32) -> (u64, u64) {
+        let e = r.redelivery(0, slot).unwrap();
+        (
+            e.offset.load(Ordering::Relaxed),
+            e.state.load(Ordering::Relaxed),
+        )
+    }
+
+    fn scribble(r: &Region, slot: u32, offset: u64, state: u64) {
+        let e = r.redelivery(0, slot).unwrap();
+        e.offset.store(offset, Ordering::Relaxed);
+        e.state.store(state, Ordering::Relaxed);
+    }
+
+    fn hint(r: &Region) -> u32 {
+        r.group(0)
+            .unwrap()
+            .meta
+            .redeliveries
+            .load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn an_entry_the_broker_never_offered_neither_pins_the_position_nor_survives_a_pass() {
+        let (t, mut reg) = registry_with_consumer("never-offered", 6);
+        let r = &t.0;
+        scribble(r, 0, 2, redelivery::pack(redelivery::PENDING, 2, 0));
+        r.group(0)
+            .unwrap()
+            .meta
+            .redeliveries
+            .store(1, Ordering::Relaxed);
+        assert_eq!(reg.position(0), Some(6), "the book decides, not the table");
+        assert_eq!(
+            reg.validate_redeliveries(0),
+            [RedeliveryRepair::NeverOffered { slot: 0, offset: 2 }]
+        );
+        assert_eq!(redelivery::kind(entry_of(r, 0).1), redelivery::FREE);
+        assert_eq!(hint(r), 0, "the hint is recomputed from the book");
+        assert!(reg.validate_redeliveries(0).is_empty(), "repaired once");
+        // A claimed bogus entry goes too, and is never logged as a delivery.
+        scribble(r, 3, 4, redelivery::pack(redelivery::CLAIMED, 2, 0));
+        assert_eq!(reg.consumed_by_all(), Some(6));
+        assert_eq!(redelivery::kind(entry_of(r, 3).1), redelivery::FREE);
+        let mut lines = Vec::new();
+        reg.swap_log_text(&mut lines);
+        assert!(
+            !String::from_utf8(lines).unwrap().contains("\t2\n"),
+            "no redelivery line"
+        );
+    }
+
+    #[test]
+    fn an_offer_is_kept_and_what_differs_from_it_is_rewritten_from_the_book() {
+        let (t, mut reg) = registry_with_consumer("offer", 6);
+        let r = &t.0;
+        let grp = reg.groups[0].as_mut().unwrap();
+        grp.overflow.push_back((1, 2));
+        reg.offer_overflow(0);
+        assert_eq!(reg.position(0), Some(1), "an offer holds the group");
+        assert_eq!(hint(r), 1);
+        let pending = redelivery::pack(redelivery::PENDING, 2, 0);
+        assert_eq!(entry_of(r, 0), (1, pending));
+        assert!(
+            reg.validate_redeliveries(0).is_empty(),
+            "a true offer stands"
+        );
+
+        scribble(r, 0, 99, pending);
+        assert_eq!(
+            reg.validate_redeliveries(0),
+            [RedeliveryRepair::Altered {
+                slot: 0,
+                found_offset: 99,
+                found_state: pending,
+                offered: 1
+            }]
+        );
+        assert_eq!(entry_of(r, 0), (1, pending));
+        scribble(r, 0, 1, 0xFF << 56);
+        assert_eq!(reg.validate_redeliveries(0).len(), 1, "an unknown kind");
+        assert_eq!(entry_of(r, 0), (1, pending));
+
+        // A claim by a client that is no member goes back, as a new attempt.
+        scribble(r, 0, 1, redelivery::pack(redelivery::CLAIMED, 2, 5));
+        assert_eq!(
+            reg.validate_redeliveries(0),
+            [RedeliveryRepair::ClaimedByStranger {
+                slot: 0,
+                offset: 1,
+                claimer: 5
+            }]
+        );
+        assert_eq!(
+            entry_of(r, 0),
+            (1, redelivery::pack(redelivery::PENDING, 3, 0))
+        );
+        // The member's own claim stands.
+        let claim = r.claim_redelivery(0, 0, 1).unwrap();
+        assert_eq!((claim.offset, claim.attempt), (1, 3));
+        assert!(reg.validate_redeliveries(0).is_empty());
+        assert!(r.ack_redelivery(0, 0, &claim));
+        assert_eq!(reg.consumed_by_all(), Some(6), "logged, then settled");
+        let mut lines = Vec::new();
+        reg.swap_log_text(&mut lines);
+        let lines = String::from_utf8(lines).unwrap();
+        assert!(lines.contains("\tgroup-1\tc\t3\n"), "{lines:?}");
+        assert_eq!(hint(r), 0);
+    }
+
+    #[test]
+    fn an_offer_whose_record_is_gone_is_dropped() {
+        let (t, mut reg) = registry_with_consumer("gone", 6);
+        let r = &t.0;
+        let grp = reg.groups[0].as_mut().unwrap();
+        grp.overflow.push_back((2, 2));
+        reg.offer_overflow(0);
+        r.index_entry(2).stamp.store(0, Ordering::Relaxed);
+        assert_eq!(
+            reg.validate_redeliveries(0),
+            [RedeliveryRepair::Unreadable { slot: 0, offset: 2 }]
+        );
+        assert_eq!(redelivery::kind(entry_of(r, 0).1), redelivery::FREE);
+        assert_eq!(reg.position(0), Some(6));
+        assert_eq!(hint(r), 0);
+    }
+
+    #[test]
+    fn each_kind_of_fault_is_reported_once_in_one_line() {
+        let line = RedeliveryRepair::NeverOffered {
+            slot: 0,
+            offset: 10,
+        }
+        .describe("group-1");
+        assert!(line.starts_with(
+            "broker: repaired group group-1's redelivery table: entry 0 held offset 10, which the broker never offered; dropped"
+        ));
+        assert!(!line.contains('\n'));
+        let (_t, mut reg) = registry_with_consumer("report", 1);
+        let twice = vec![
+            RedeliveryRepair::NeverOffered { slot: 0, offset: 1 },
+            RedeliveryRepair::NeverOffered { slot: 1, offset: 2 },
+        ];
+        reg.report_redelivery_repairs(0, twice);
+        assert_eq!(reg.reported.len(), 1);
+    }
+}
