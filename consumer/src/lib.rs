@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use control_protocol::{default_id, ConnectError, Role, Session};
 use shm_layout::event::{self, event_id};
-use shm_layout::group::{ClaimedRedelivery, Member, Run, Step};
+use shm_layout::group::{Member, Run, Step};
 use shm_layout::layout::{client_state, redelivery, ClientEntry, GroupEntry};
+use shm_layout::redelivery::ClaimedRedelivery;
 use shm_layout::sys::monotonic_millis;
 
 /// Why polling failed.

@@ -10,6 +10,7 @@
 //!   for a poster while nobody sleeps).
 //! - [`ring`]: reserve/commit of records, reading by offset, and reclaiming.
 //! - [`group`]: the per-group turn word that hands each offset to one consumer.
+//! - [`redelivery`]: a group's redelivery table (offers, claims, acks, hand-backs).
 //! - [`identity`]: the broker's copy of the identity line, to undo a stray write.
 //! - [`names`], [`units`]: name validation, durations and sizes on command lines.
 //! - [`fault`]: fault-injection points for crash tests (debug builds only).
@@ -24,6 +25,7 @@ pub mod group;
 pub mod identity;
 pub mod layout;
 pub mod names;
+pub mod redelivery;
 pub mod region;
 pub mod ring;
 pub mod spsc;

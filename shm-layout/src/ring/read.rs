@@ -1,0 +1,203 @@
+//! Reading: whether offsets are committed, how far a reader may go, records read
+//! back by offset with their index entries checked, and cache prefetch hints.
+
+use std::sync::atomic::Ordering;
+
+use crate::layout::NO_KEY;
+use crate::region::Region;
+use crate::sys::prefetch;
+
+use super::{ReadError, Record};
+
+/// How many stamps [`Region::committed_end`] reads before it asks `next_offset`.
+const SCAN_LIMIT: u64 = 64;
+
+impl Region {
+    /// Whether `offset` has been committed and is still in the ring.
+    pub fn is_committed(&self, offset: u64) -> bool {
+        // Acquire pairs with the Release stamp store in `commit`.
+        self.index_entry(offset).stamp.load(Ordering::Acquire) == offset.wrapping_add(1)
+    }
+
+    /// One past the committed offsets from `from`, looking at most `limit` ahead:
+    /// what a reader may hand out. A record is committed at its stamp, before
+    /// `next_offset` moves past its hold, and a reader that finds the stamp has the
+    /// record without touching the line producers write for every reservation.
+    /// Without a stamp at `from`, `next_offset` decides.
+    pub fn committed_end(&self, from: u64, limit: u64) -> u64 {
+        if !self.is_committed(from) {
+            return self.next_offset();
+        }
+        let scan = limit.clamp(1, SCAN_LIMIT);
+        let end = self.stamped_end(from + 1, from + scan);
+        if end - from == scan && scan < limit {
+            // More may be committed than a scan should look at.
+            end.max(self.next_offset())
+        } else {
+            end
+        }
+    }
+
+    /// The first offset from `from` (a committed position, such as `next_offset`)
+    /// up to `upto` whose record is not stamped: records a hold in progress has
+    /// committed count, though `next_offset` has not moved past them yet. Looks at
+    /// most a ring's worth ahead.
+    pub fn stamped_end(&self, from: u64, upto: u64) -> u64 {
+        let upto = upto.min(from.saturating_add(self.geometry().slots as u64));
+        let mut end = from;
+        while end < upto && self.is_committed(end) {
+            end += 1;
+        }
+        end
+    }
+
+    /// The next offset a commit will take: every offset below it is committed.
+    pub fn next_offset(&self) -> u64 {
+        self.header().producer.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Reads the committed record at `offset`, validating its index entry.
+    ///
+    /// The returned slices point into the ring. They stay valid while the record is
+    /// held by a group (not yet acknowledged); the caller must not keep them longer.
+    pub fn read_record(&self, offset: u64) -> Result<Record<'_>, ReadError> {
+        let e = self.index_entry(offset);
+        // Acquire pairs with the Release stamp store in `commit`.
+        if e.stamp.load(Ordering::Acquire) != offset.wrapping_add(1) {
+            return Err(ReadError::NotAvailable(offset));
+        }
+        let first = e.first_slot.load(Ordering::Relaxed);
+        let key_len = e.key_len.load(Ordering::Relaxed);
+        let payload_len = e.payload_len.load(Ordering::Relaxed) as u64;
+        let timestamp_us = e.timestamp_us.load(Ordering::Relaxed);
+        let producer = e.producer.load(Ordering::Relaxed);
+        let producer_generation = e.producer_generation.load(Ordering::Relaxed);
+        let stored_key = if key_len == NO_KEY { 0 } else { key_len as u64 };
+        let size = stored_key + payload_len;
+        if size > self.geometry().max_message as u64 {
+            return Err(ReadError::Corrupt(offset));
+        }
+        let ptr = self
+            .slot_bytes(first, size)
+            .ok_or(ReadError::Corrupt(offset))?;
+        // SAFETY: slot_bytes checked that `size` bytes from `ptr` lie inside the
+        // payload area. The record is committed and pinned by the caller's group until
+        // acknowledged, so no process writes these bytes while the borrow lives.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, size as usize) };
+        let (key, payload) = bytes.split_at(stored_key as usize);
+        Ok(Record {
+            offset,
+            key: (key_len != NO_KEY).then_some(key),
+            payload,
+            timestamp_us,
+            producer,
+            producer_generation,
+        })
+    }
+
+    /// Starts fetching, into this core's cache, the lines the next reservation will
+    /// write (its first slot and its descriptor) and the tail it checks: for a
+    /// producer that sends now and then, so that its next send does not wait for
+    /// lines gone cold meanwhile. A hint only: nothing is read or checked.
+    pub fn prefetch_next_reservation(&self) {
+        let h = self.header();
+        let head = h.producer.head.load(Ordering::Relaxed);
+        prefetch(self.slot_address(head));
+        prefetch(std::ptr::from_ref(self.descriptor(head)).cast());
+        prefetch(std::ptr::from_ref(&h.reclaim).cast());
+    }
+
+    /// Starts fetching the index entry of `offset` into cache: for a reader that
+    /// gets to it in a few records (the entry was last written on another core).
+    /// A hint only: nothing is read.
+    pub fn prefetch_entry(&self, offset: u64) {
+        prefetch(std::ptr::from_ref(self.index_entry(offset)).cast());
+    }
+
+    /// Starts fetching the start of the payload of `offset` into cache, from its
+    /// index entry (best prefetched a few records earlier). A hint only: the
+    /// position read is not checked, and a wrong one costs a wasted fetch.
+    pub fn prefetch_payload(&self, offset: u64) {
+        let first = self.index_entry(offset).first_slot.load(Ordering::Relaxed);
+        prefetch(self.slot_address(first));
+    }
+
+    /// The producer (client entry, generation) of the committed record at `offset`:
+    /// what the consumption log needs, without the bounds checks of a payload.
+    pub fn record_producer(&self, offset: u64) -> Option<(u32, u32)> {
+        let e = self.index_entry(offset);
+        // Acquire pairs with the Release stamp store in `commit`.
+        if e.stamp.load(Ordering::Acquire) != offset.wrapping_add(1) {
+            return None;
+        }
+        Some((
+            e.producer.load(Ordering::Relaxed),
+            e.producer_generation.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::tests::{test_geometry, test_region};
+    use crate::ring::test_support::*;
+
+    #[test]
+    fn offsets_are_dense_and_records_read_back_exactly() {
+        let t = test_region("dense", test_geometry());
+        let r = &t.0;
+        for i in 0..5u64 {
+            let payload = vec![i as u8; (i * 50) as usize];
+            assert_eq!(send(r, &payload).unwrap(), i);
+        }
+        let o = r.send(ME, Some(b"k\0"), b"v", 9, || false, None).unwrap();
+        assert_eq!(o, 5);
+        for i in 0..5u64 {
+            let rec = r.read_record(i).unwrap();
+            assert_eq!(rec.payload, vec![i as u8; (i * 50) as usize].as_slice());
+            assert_eq!(rec.key, None);
+        }
+        let rec = r.read_record(5).unwrap();
+        assert_eq!(rec.key, Some(&b"k\0"[..]));
+        assert_eq!(rec.payload, b"v");
+        assert_eq!(rec.timestamp_us, 9);
+        assert_eq!(r.read_record(6).unwrap_err(), ReadError::NotAvailable(6));
+    }
+
+    #[test]
+    fn readers_find_records_at_their_stamps_before_the_hold_publishes_them() {
+        let t = test_region("stamped", test_geometry());
+        let r = &t.0;
+        let mut seen = Vec::new();
+        send_abc_in_one_hold(r, |_| {
+            seen.push((
+                r.next_offset(),
+                r.committed_end(0, 64),
+                r.committed_end(0, 2),
+            ))
+        });
+        assert_eq!(
+            seen,
+            [(0, 1, 1), (0, 2, 2), (0, 3, 2)],
+            "every stamped record counts, up to the limit, while next_offset waits"
+        );
+        assert_eq!(
+            r.committed_end(3, 64),
+            3,
+            "nothing stamped: next_offset decides"
+        );
+        assert_eq!(r.committed_end(1, 64), 3);
+        // A stamp left by an older offset at the same entry is not a commit.
+        let slots = test_geometry().slots as u64;
+        assert_eq!(r.committed_end(slots, 64), 3);
+        // A region whose stamps were lost still hands out what next_offset covers.
+        r.index_entry(1).stamp.store(0, Ordering::Relaxed);
+        assert_eq!(r.committed_end(1, 64), 3);
+        assert_eq!(
+            r.committed_end(0, 64),
+            1,
+            "stamps end the scan where they stop"
+        );
+    }
+}
