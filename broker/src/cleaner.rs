@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use audit_format::records::LOG_FILE;
 use shm_layout::event::{self, event_id};
-use shm_layout::Region;
+use shm_layout::BrokerRegion;
 
 use crate::audit::double_buffer::DoubleBuffer;
 use crate::audit::state;
@@ -105,7 +105,7 @@ impl RingRepairs {
 
 /// The cleaner's state.
 pub struct Cleaner {
-    pub region: Arc<Region>,
+    pub region: Arc<BrokerRegion>,
     pub registry: Arc<Mutex<Registry>>,
     pub log: DoubleBuffer,
     /// Frees what is persisted, logged and consumed.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use audit_format::records::{PersistedLines, PERSIST_FILE};
 use shm_layout::event::{self, event_id};
-use shm_layout::Region;
+use shm_layout::{BrokerRegion, Region};
 
 use crate::audit::double_buffer::DoubleBuffer;
 use crate::registry::Registry;
@@ -68,7 +68,7 @@ pub fn publish(region: &Region, persisted: &AtomicU64, mark: u64) {
 
 /// The persistence thread's state.
 pub struct Persister {
-    pub region: Arc<Region>,
+    pub region: Arc<BrokerRegion>,
     pub registry: Arc<Mutex<Registry>>,
     pub buffer: DoubleBuffer,
     /// Next offset to persist.

@@ -13,10 +13,10 @@ use shm_layout::layout::client_state;
 use crate::registry::role_code;
 
 use shm_layout::ring::{ReclaimError, RepairError, Rewritten};
-use shm_layout::Region;
+use shm_layout::BrokerRegion;
 
 pub struct Reclaimer {
-    region: Arc<Region>,
+    region: Arc<BrokerRegion>,
     /// Every offset below this is written to the persistence file (published by
     /// the persister).
     persisted: Arc<AtomicU64>,
@@ -54,7 +54,7 @@ pub enum RingRepairError {
 
 impl Reclaimer {
     /// `logged` is where the consumption log's written mark starts.
-    pub fn new(region: Arc<Region>, persisted: Arc<AtomicU64>, logged: u64) -> Self {
+    pub fn new(region: Arc<BrokerRegion>, persisted: Arc<AtomicU64>, logged: u64) -> Self {
         Reclaimer {
             region,
             persisted,
@@ -140,7 +140,7 @@ impl Reclaimer {
 mod tests {
     use super::*;
     use shm_layout::ring::{ReclaimError, Sender};
-    use shm_layout::Geometry;
+    use shm_layout::{Geometry, Region};
 
     #[test]
     fn slots_are_freed_only_below_both_marks() {

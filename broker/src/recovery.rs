@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use audit_format::records::PersistedLines;
 use shm_layout::region::OwnerState;
-use shm_layout::{Geometry, Region};
+use shm_layout::{BrokerRegion, Geometry, Region};
 
 use crate::BrokerError;
 
@@ -70,7 +70,8 @@ pub fn salvage(
                 pid,
             })
         }
-        OwnerState::Dead(old) => old,
+        // Its broker is gone: this one takes over the region, to recover it.
+        OwnerState::Dead(old) => BrokerRegion::take_over(old),
     };
     let pid = old.header().identity.broker_pid.load(Ordering::Relaxed);
     // Hold the ring lock (repairing a commit its holder's death cut short), then

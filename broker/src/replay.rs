@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use audit_format::records::{parse_timestamp, PersistedRecord};
 use shm_layout::ring::{Sender, REPLAY_GENERATION};
-use shm_layout::Region;
+use shm_layout::{BrokerRegion, Region};
 
 use crate::registry::Registry;
 
@@ -90,7 +90,7 @@ fn data_line_offset(line: &str) -> Option<u64> {
 /// finish, producers stay held (a new send would take an offset already in the
 /// file) and the error is returned for the broker to stop with.
 pub fn replay(
-    region: Arc<Region>,
+    region: Arc<BrokerRegion>,
     registry: Arc<Mutex<Registry>>,
     path: &Path,
     (from, to, checked): (u64, u64, Checked),

@@ -17,7 +17,7 @@ use control_protocol::{ControlFrame, FrameBuffer, Refusal, Role};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use shm_layout::layout::LAYOUT_VERSION;
-use shm_layout::Region;
+use shm_layout::BrokerRegion;
 
 use crate::registry::Registry;
 use crate::status;
@@ -50,7 +50,7 @@ struct Connection {
 
 /// Shared state the loop needs.
 pub struct Server {
-    pub region: Arc<Region>,
+    pub region: Arc<BrokerRegion>,
     pub registry: Arc<Mutex<Registry>>,
     pub max_connections: usize,
     pub started: Instant,

@@ -12,7 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 use audit_format::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
 use shm_layout::region::OwnerState;
 use shm_layout::sys::random_bytes;
-use shm_layout::{Region, RegionError};
+use shm_layout::{BrokerRegion, Region, RegionError};
 
 use crate::audit::{files, state};
 use crate::registry::GroupStart;
@@ -175,7 +175,7 @@ pub(crate) fn create_region(
     name: &str,
     config: &BrokerConfig,
     token: [u64; 2],
-) -> Result<Region, BrokerError> {
+) -> Result<BrokerRegion, BrokerError> {
     let me = std::process::id();
     match Region::create(name, config.geometry, token, me) {
         Err(RegionError::AlreadyExists(_)) => {

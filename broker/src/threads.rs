@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use shm_layout::event;
-use shm_layout::Region;
+use shm_layout::{BrokerRegion, Region};
 
 use crate::audit::double_buffer::{DoubleBuffer, StopSignal};
 use crate::audit::watched_file::WatchedFile;
@@ -22,7 +22,7 @@ use crate::{cleaner, persister, replay, server, BrokerConfig, BrokerError};
 
 /// The running broker: its region, its book of clients, and its threads.
 pub(crate) struct Running {
-    region: Arc<Region>,
+    region: Arc<BrokerRegion>,
     registry: Arc<Mutex<Registry>>,
     persister: JoinHandle<std::io::Result<FinalDrain>>,
     cleaner: JoinHandle<std::io::Result<()>>,
@@ -38,7 +38,7 @@ pub(crate) struct Running {
 pub(crate) fn start(
     config: &BrokerConfig,
     found: Recovered,
-    region: Arc<Region>,
+    region: Arc<BrokerRegion>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Running, BrokerError> {
     let Recovered {

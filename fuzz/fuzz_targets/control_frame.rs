@@ -2,9 +2,9 @@
 //! or over-read, and whatever decodes must re-encode to the same message.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use control_protocol::frame::{check, MAX_REPLY_LEN, MAX_REQUEST_LEN};
 use control_protocol::ControlFrame;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for max in [MAX_REQUEST_LEN, MAX_REPLY_LEN] {

@@ -10,12 +10,12 @@ use std::time::Instant;
 use libfuzzer_sys::fuzz_target;
 use shm_layout::layout::Geometry;
 use shm_layout::ring::Sender;
-use shm_layout::Region;
+use shm_layout::{BrokerRegion, Region};
 
 const SLOTS: u32 = 16;
 
-fn region() -> &'static Region {
-    static REGION: OnceLock<Region> = OnceLock::new();
+fn region() -> &'static BrokerRegion {
+    static REGION: OnceLock<BrokerRegion> = OnceLock::new();
     REGION.get_or_init(|| {
         let name = format!("/mk-fuzz-ring-{}", std::process::id());
         let _ = Region::unlink(&name);
@@ -34,7 +34,7 @@ fn region() -> &'static Region {
     })
 }
 
-fn reset(r: &Region) {
+fn reset(r: &BrokerRegion) {
     let h = r.header();
     h.producer.head.store(0, Relaxed);
     h.producer.next_offset.store(0, Relaxed);

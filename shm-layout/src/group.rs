@@ -527,7 +527,7 @@ pub fn revoke_ranks(client: &ClientEntry) {
 mod tests {
     use super::*;
     use crate::region::tests::{test_geometry, test_region};
-    use crate::region::Region;
+    use crate::region::BrokerRegion;
     use proptest::prelude::*;
 
     fn take(step: Step) -> Vec<u64> {
@@ -538,7 +538,10 @@ mod tests {
     }
 
     /// Group 0, reset to hand out from `start`, and clients 0..N in no rotation.
-    fn fresh_group<const N: usize>(r: &Region, start: u64) -> (&GroupEntry, [&ClientEntry; N]) {
+    fn fresh_group<const N: usize>(
+        r: &BrokerRegion,
+        start: u64,
+    ) -> (&GroupEntry, [&ClientEntry; N]) {
         let g = r.group(0).unwrap();
         reset_group(g, start);
         let clients = std::array::from_fn(|i| r.client(i as u32).unwrap());

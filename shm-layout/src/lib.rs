@@ -33,4 +33,4 @@ pub mod sys;
 pub mod units;
 
 pub use layout::Geometry;
-pub use region::{Region, RegionError};
+pub use region::{BrokerRegion, Region, RegionError};

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::layout::{client_state, redelivery};
-use crate::region::Region;
+use crate::region::{BrokerRegion, Region};
 
 /// A redelivery a consumer has claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +100,9 @@ impl Region {
             .compare_exchange(claimed, pending, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
+}
 
+impl BrokerRegion {
     /// Broker only: writes an offer of `offset` for delivery attempt `attempt` into
     /// redelivery `slot` of group `g`, whatever the entry held (the broker's own
     /// book says the slot is free). The caller keeps the group's hint in step.

@@ -79,6 +79,35 @@ pub enum OwnerState {
     Garbage(RegionError),
 }
 
+/// The broker's mapping of the region: the one it created, or the one a dead
+/// broker left that it took over. The operations only the broker may do (closing,
+/// admission, reclaiming, repairs, offering redeliveries, the identity line) are
+/// methods of this type alone; everything else is the [`Region`]'s it derefs to.
+/// Clients open a `Region`, so they cannot call them:
+///
+/// ```compile_fail
+/// fn client(region: &shm_layout::Region) {
+///     region.mark_closing();
+/// }
+/// ```
+#[derive(Debug)]
+pub struct BrokerRegion(Region);
+
+impl std::ops::Deref for BrokerRegion {
+    type Target = Region;
+    fn deref(&self) -> &Region {
+        &self.0
+    }
+}
+
+impl BrokerRegion {
+    /// Takes over a region whose broker died (see [`Region::owner_state`]), to
+    /// recover it.
+    pub fn take_over(region: Region) -> BrokerRegion {
+        BrokerRegion(region)
+    }
+}
+
 /// A mapping of the region.
 pub struct Region {
     map: MmapRaw,
@@ -116,7 +145,7 @@ impl Region {
         geometry: Geometry,
         token: [u64; 2],
         broker_pid: u32,
-    ) -> Result<Region, RegionError> {
+    ) -> Result<BrokerRegion, RegionError> {
         if !valid_shm_name(name) {
             return Err(RegionError::InvalidName(name.to_string()));
         }
@@ -144,7 +173,7 @@ impl Region {
             };
             region.initialise(token, broker_pid)?;
             region.identity = Some(IdentityCopy::of(&region.header().identity));
-            Ok(region)
+            Ok(BrokerRegion(region))
         })();
         if built.is_err() {
             let _ = shm_unlink(name);
@@ -326,13 +355,15 @@ impl Region {
         // before its last pass (see the consumer's `poll_batch`).
         self.header().identity.closing.load(Ordering::SeqCst) != 0
     }
+}
 
+impl BrokerRegion {
     /// Broker only, before it writes its first consumption-log line: records that
     /// its lines begin at byte `log_len` of `log_consumo.txt`. The broker that
     /// recovers this region after a crash reads the log back only to there, so it
     /// never mistakes an earlier run's line for one of this broker's.
     pub fn record_log_start(&self, log_len: u64) {
-        if let Some(copy) = &self.identity {
+        if let Some(copy) = &self.0.identity {
             copy.log_start.store(RECORDED | log_len, Ordering::Release);
         }
         self.header()
@@ -344,7 +375,7 @@ impl Region {
     /// Broker only: marks the region closing (every waiter gives up, and clients
     /// whose connection closes too stop) and wakes every waiter in it.
     pub fn mark_closing(&self) {
-        if let Some(copy) = &self.identity {
+        if let Some(copy) = &self.0.identity {
             copy.closing.store(1, Ordering::Release);
         }
         let h = self.header();
@@ -354,7 +385,7 @@ impl Region {
         crate::event::wake(&h.space);
         crate::event::wake(&h.cleaner);
         crate::event::wake(&h.persisted);
-        for g in 0..self.geometry.max_groups {
+        for g in 0..self.geometry().max_groups {
             if let Some(e) = self.group(g) {
                 crate::event::wake(&e.turn_event);
             }
@@ -368,7 +399,9 @@ impl Region {
     pub fn fence_before_last_look(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
     }
+}
 
+impl Region {
     /// Consumer, after a take and before checking the closing mark
     /// ([`Region::is_closing`], SeqCst): orders the two, pairing with
     /// [`Region::fence_before_last_look`]. Not needed when the take was the
@@ -378,17 +411,21 @@ impl Region {
     pub fn order_take_before_closing_check(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
     }
+}
 
+impl BrokerRegion {
     /// Broker only, in the mapping that created the region: writes back every field
     /// of the identity line that another process overwrote (see
     /// [`crate::identity`]); returns their names.
     pub fn restore_identity(&self) -> Vec<FieldName> {
-        match &self.identity {
+        match &self.0.identity {
             Some(copy) => copy.restore(&self.header().identity),
             None => Vec::new(),
         }
     }
+}
 
+impl Region {
     /// The broker's copy of the identity line, in the mapping that created it.
     pub(crate) fn identity_copy(&self) -> Option<&IdentityCopy> {
         self.identity.as_ref()
@@ -570,7 +607,7 @@ pub(crate) mod tests {
     }
 
     /// A region that unlinks itself when dropped.
-    pub struct TestRegion(pub Region);
+    pub struct TestRegion(pub BrokerRegion);
     impl Drop for TestRegion {
         fn drop(&mut self) {
             let _ = Region::unlink(self.0.name());

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use shm_layout::group::{self, Member, Step};
 use shm_layout::layout::Geometry;
 use shm_layout::ring::Sender;
-use shm_layout::Region;
+use shm_layout::{BrokerRegion, Region};
 
 const PRODUCERS: u64 = 3;
 const PER_PRODUCER: u64 = 4000;
@@ -53,7 +53,7 @@ fn payload(producer: u64, seq: u64) -> Vec<u8> {
 /// Per group, a log behind a lock.
 type PerGroup<T> = Arc<Vec<Mutex<Vec<T>>>>;
 
-struct Region0(Region);
+struct Region0(BrokerRegion);
 impl Drop for Region0 {
     fn drop(&mut self) {
         let _ = Region::unlink(self.0.name());

@@ -407,7 +407,7 @@ mod tests {
 
     use control_protocol::Role;
     use shm_layout::ring::Sender;
-    use shm_layout::Geometry;
+    use shm_layout::{BrokerRegion, Geometry};
 
     use crate::audit::files::open_append;
     use crate::registry::{GroupStart, Registration, Registry, RegistryLimits};
@@ -415,7 +415,7 @@ mod tests {
 
     /// A region and a scratch log file, both removed when dropped.
     struct Scratch {
-        region: Arc<Region>,
+        region: Arc<BrokerRegion>,
         dir: std::path::PathBuf,
     }
 
@@ -444,7 +444,7 @@ mod tests {
         Scratch { region, dir }
     }
 
-    fn registry(region: &Arc<Region>, groups: &[(&str, u64, u64)]) -> Mutex<Registry> {
+    fn registry(region: &Arc<BrokerRegion>, groups: &[(&str, u64, u64)]) -> Mutex<Registry> {
         let starts: Vec<GroupStart> = groups
             .iter()
             .map(|&(name, start, redeliver_below)| GroupStart {

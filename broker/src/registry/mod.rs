@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use control_protocol::{Refusal, Role};
-use shm_layout::Region;
+use shm_layout::BrokerRegion;
 
 pub(crate) use clients::role_code;
 pub use clients::Eviction;
@@ -62,7 +62,7 @@ pub struct RegistryLimits {
 
 /// Every client and group.
 pub struct Registry {
-    region: Arc<Region>,
+    region: Arc<BrokerRegion>,
     limits: RegistryLimits,
     clients: Vec<Option<Client>>,
     ids: HashMap<(Role, String), u32>,
@@ -106,7 +106,7 @@ pub struct Registry {
 
 impl Registry {
     /// A registry over `region`, with `groups` pre-created where they start.
-    pub fn new(region: Arc<Region>, groups: &[GroupStart], limits: RegistryLimits) -> Self {
+    pub fn new(region: Arc<BrokerRegion>, groups: &[GroupStart], limits: RegistryLimits) -> Self {
         let g = *region.geometry();
         let mut r = Registry {
             clients: (0..g.max_clients).map(|_| None).collect(),

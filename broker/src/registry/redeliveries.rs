@@ -270,12 +270,12 @@ mod tests {
     use control_protocol::Role;
     use shm_layout::group;
     use shm_layout::ring::Sender;
-    use shm_layout::{Geometry, Region};
+    use shm_layout::{BrokerRegion, Geometry, Region};
     use std::sync::Arc;
     use std::time::Duration;
 
     /// A region that unlinks itself when dropped.
-    struct TestRegion(Arc<Region>);
+    struct TestRegion(Arc<BrokerRegion>);
     impl Drop for TestRegion {
         fn drop(&mut self) {
             let _ = Region::unlink(self.0.name());

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::region::Region;
+use crate::region::{BrokerRegion, Region};
 use crate::sys::LockOutcome;
 
 use super::{mark_committed, SendError, POSITION_LIMIT};
@@ -99,7 +99,9 @@ impl Region {
             LockOutcome::TimedOut => Ok(None),
         }
     }
+}
 
+impl BrokerRegion {
     /// At a graceful stop, once the region is marked closing: waits up to `limit` for
     /// a hold of the ring lock in progress to end (repairing after a holder that
     /// died). Holds taken later see the region closing and commit nothing, so when
@@ -121,7 +123,9 @@ impl Region {
             }
         }
     }
+}
 
+impl Region {
     /// Finishes the commits of a holder that died: records stamped past
     /// `next_offset` are committed (the stamp is the commit point), so `next_offset`
     /// moves past them and their descriptors are marked committed.

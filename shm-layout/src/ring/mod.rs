@@ -126,27 +126,27 @@ mod test_support {
     use super::send::RecordMeta;
     use super::{SendError, Sender};
     use crate::layout::NO_KEY;
-    use crate::region::Region;
+    use crate::region::BrokerRegion;
 
     pub(super) const ME: Sender = Sender {
         client: 1,
         generation: 1,
     };
 
-    pub(super) fn send(r: &Region, payload: &[u8]) -> Result<u64, SendError> {
+    pub(super) fn send(r: &BrokerRegion, payload: &[u8]) -> Result<u64, SendError> {
         r.send(ME, None, payload, 7, || false, Some(Instant::now()))
     }
 
     /// Sends "a", "b" and "c" in one hold; `committed` hears each offset as it is
     /// assigned, inside the hold.
-    pub(super) fn send_abc_in_one_hold(r: &Region, committed: impl FnMut(u64)) {
+    pub(super) fn send_abc_in_one_hold(r: &BrokerRegion, committed: impl FnMut(u64)) {
         let abc: [(Option<&[u8]>, &[u8]); 3] = [(None, b"a"), (None, b"b"), (None, b"c")];
         r.send_batch(ME, &abc, 0, || false, None, committed)
             .unwrap();
     }
 
     /// Commits `payload` inside the hold `g` (published when `g` is dropped).
-    pub(super) fn commit_in_hold(r: &Region, g: &RingGuard<'_>, payload: &[u8]) -> u64 {
+    pub(super) fn commit_in_hold(r: &BrokerRegion, g: &RingGuard<'_>, payload: &[u8]) -> u64 {
         let first = r.try_reserve(g, ME.client, 1).unwrap().unwrap();
         r.write_record(first, None, payload).unwrap();
         let meta = RecordMeta {

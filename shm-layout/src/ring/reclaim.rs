@@ -5,12 +5,12 @@ use std::sync::atomic::Ordering;
 
 use crate::event;
 use crate::layout::{descriptor, NO_KEY};
-use crate::region::Region;
+use crate::region::{BrokerRegion, Region};
 
 use super::lock::RingGuard;
 use super::POSITION_LIMIT;
 
-impl Region {
+impl BrokerRegion {
     /// Broker only: frees every committed offset below `upto` and advances the tail
     /// over freed allocations; wakes producers waiting for space. Returns how many
     /// records were freed.
@@ -193,7 +193,9 @@ impl Region {
         }
         Ok(repair)
     }
+}
 
+impl Region {
     /// The allocation the index entry of `offset` describes, if it is stamped for
     /// `offset` and fits inside `[tail, head)` without wrapping.
     fn live_record(&self, offset: u64, tail: u64, head: u64) -> Option<LiveRecord> {
@@ -246,7 +248,9 @@ impl Region {
         h.reclaim.tail.store(tail, Ordering::Release);
         Ok(tail - start)
     }
+}
 
+impl BrokerRegion {
     /// Broker only, under the ring lock: frees the reservations of a producer that
     /// is gone without committing them. Returns how many it freed.
     pub fn abandon_reservations(&self, lock: &RingGuard<'_>, owner: u32) -> u64 {
@@ -387,7 +391,7 @@ mod tests {
     }
 
     /// Takes the ring lock and repairs, vouching for the reservations of `live`.
-    fn repair(r: &Region, live: &[u32]) -> Result<RingRepair, RepairError> {
+    fn repair(r: &BrokerRegion, live: &[u32]) -> Result<RingRepair, RepairError> {
         let g = r.lock_ring(|| false).unwrap();
         r.repair_ring(&g, |owner| live.contains(&owner))
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::event::{self, event_id, WaitError};
 use crate::layout::{admission, descriptor, NO_KEY};
-use crate::region::Region;
+use crate::region::{BrokerRegion, Region};
 
 use super::lock::RingGuard;
 use super::{as_committed, SendError, Sender, POSITION_LIMIT};
@@ -329,7 +329,9 @@ impl Region {
     pub fn is_refusing(&self) -> bool {
         self.admission() == admission::REFUSING
     }
+}
 
+impl BrokerRegion {
     /// Broker only: producers wait while it replays records after a restart.
     pub fn hold_for_replay(&self) {
         if let Some(copy) = self.identity_copy() {
@@ -374,7 +376,9 @@ impl Region {
             .store(admission::REFUSING, Ordering::Release);
         event::wake(&self.header().space);
     }
+}
 
+impl Region {
     /// Every offset below this has been persisted by the broker.
     pub fn persisted_offset(&self) -> u64 {
         self.header().durable.persisted.load(Ordering::Acquire)
@@ -461,7 +465,9 @@ impl Region {
         }
         Ok(())
     }
+}
 
+impl BrokerRegion {
     /// Broker only, before any client connects: the next commit takes `next_offset`,
     /// and every offset below `persisted` counts as already persisted.
     pub fn start_at(&self, next_offset: u64, persisted: u64) {
@@ -470,7 +476,9 @@ impl Region {
         h.reclaim.freed_offset.store(next_offset, Ordering::Release);
         h.durable.persisted.store(persisted, Ordering::Release);
     }
+}
 
+impl Region {
     /// Slots in use (`head - tail`), for status displays.
     pub fn used_slots(&self) -> u64 {
         self.occupancy().map(|(used, _)| used).unwrap_or(0)
