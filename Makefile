@@ -35,9 +35,10 @@ fmt-check:
 lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-# The end-to-end tests start the built binaries, so build them first. The benchmark
-# and the fuzz targets live outside the workspace: they are only checked to compile
-# here, so that neither can rot (the fuzz targets on the stable toolchain).
+# The end-to-end tests start the built binaries, so build them first. The benchmark,
+# the fuzz targets and the micro-benchmarks are not built by the tests: they are
+# checked to compile here, so that none can rot (the fuzz targets on the stable
+# toolchain).
 test: fmt-check lint check-outside
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace
@@ -45,6 +46,7 @@ test: fmt-check lint check-outside
 check-outside:
 	cd bench && $(CARGO) check --locked
 	cd fuzz && $(CARGO) check
+	$(CARGO) check --locked -p shm-layout --features bench --benches
 
 # The benchmark is its own crate, outside the workspace, so `make test` never builds it.
 bench: build

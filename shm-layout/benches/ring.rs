@@ -5,17 +5,17 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shm_layout::event;
-use shm_layout::group::{self, Member, Step};
+use shm_layout::group::{Member, Step};
 use shm_layout::layout::Geometry;
 use shm_layout::ring::Sender;
-use shm_layout::Region;
+use shm_layout::{BrokerRegion, Region};
 
 const ME: Sender = Sender {
     client: 1,
     generation: 1,
 };
 
-struct Bench(Region);
+struct Bench(BrokerRegion);
 impl Drop for Bench {
     fn drop(&mut self) {
         let _ = Region::unlink(self.0.name());
@@ -70,9 +70,9 @@ fn benches(c: &mut Criterion) {
     let r = &b.0;
     let grp = r.group(0).unwrap();
     let me = r.client(2).unwrap();
-    group::reset_group(grp, 0);
-    group::clear_ranks(me);
-    group::install_rotation(grp, &[me]);
+    r.reset_group(grp, 0);
+    r.clear_ranks(me);
+    r.install_rotation(grp, &[me]);
     let mut member = Member::default();
     g.bench_function("send + take + read + reclaim", |bench| {
         bench.iter(|| {

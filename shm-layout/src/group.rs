@@ -28,6 +28,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::layout::{ClientEntry, GroupEntry};
+use crate::region::BrokerRegion;
 
 /// Largest cursor the turn word can hold.
 pub const MAX_CURSOR: u64 = (1 << 48) - 1;
@@ -380,7 +381,7 @@ pub fn cursor(group: &GroupEntry) -> u64 {
 
 /// Broker only: resets a free group entry to hand out offsets from `start`, with no
 /// rotation (nobody can claim until [`install_rotation`]).
-pub fn reset_group(group: &GroupEntry, start: u64) {
+pub(crate) fn reset_group(group: &GroupEntry, start: u64) {
     for r in &group.meta.rotation {
         r.meta.store(0, Ordering::Relaxed);
         r.start.store(0, Ordering::Relaxed);
@@ -398,7 +399,7 @@ pub fn reset_group(group: &GroupEntry, start: u64) {
 /// Broker only: installs a rotation over `members` (in join order) starting at the
 /// group's current cursor; with no members, freezes the group. Returns
 /// `(start, epoch)` of the new rotation.
-pub fn install_rotation(group: &GroupEntry, members: &[&ClientEntry]) -> (u64, u16) {
+pub(crate) fn install_rotation(group: &GroupEntry, members: &[&ClientEntry]) -> (u64, u16) {
     loop {
         let word = group.turn.turn.load(Ordering::Acquire);
         let (cursor, epoch) = unpack_turn(word);
@@ -443,7 +444,7 @@ pub struct RecordedStart {
 }
 
 /// Broker only, when it creates a group: records where it starts handing it out.
-pub fn record_start(group: &GroupEntry, start: RecordedStart) {
+pub(crate) fn record_start(group: &GroupEntry, start: RecordedStart) {
     use crate::region::RECORDED;
     let meta = &group.meta;
     meta.first_offset.store(
@@ -505,7 +506,7 @@ pub fn rank_in(client: &ClientEntry, epoch: u16) -> Option<u32> {
 
 /// Broker only: clears a client's ranks when it joins, so stale ranks from a previous
 /// holder of the entry never match an epoch.
-pub fn clear_ranks(client: &ClientEntry) {
+pub(crate) fn clear_ranks(client: &ClientEntry) {
     for r in &client.identity.rank {
         r.store(0, Ordering::Relaxed);
     }
@@ -514,12 +515,43 @@ pub fn clear_ranks(client: &ClientEntry) {
 /// Broker only, when it removes a client: its ranks stop being ranks (a member
 /// reads a rank word only with [`VALID`] set), so a removed consumer that wakes up
 /// can read no share, while its entry keeps which ranks it had for [`rank_in`].
-pub fn revoke_ranks(client: &ClientEntry) {
+pub(crate) fn revoke_ranks(client: &ClientEntry) {
     for r in &client.identity.rank {
         let word = r.load(Ordering::Relaxed);
         if word & VALID != 0 {
             r.store((word & !VALID) | REVOKED, Ordering::Relaxed);
         }
+    }
+}
+
+/// What the broker alone does to groups: through its [`BrokerRegion`], so that a
+/// client cannot.
+impl BrokerRegion {
+    /// Resets a free group entry to hand out offsets from `start` (see
+    /// [`reset_group`]).
+    pub fn reset_group(&self, group: &GroupEntry, start: u64) {
+        reset_group(group, start);
+    }
+
+    /// Records where this broker starts handing out `group` (see [`record_start`]).
+    pub fn record_group_start(&self, group: &GroupEntry, start: RecordedStart) {
+        record_start(group, start);
+    }
+
+    /// Installs a rotation over `members`, or freezes the group with none (see
+    /// [`install_rotation`]).
+    pub fn install_rotation(&self, group: &GroupEntry, members: &[&ClientEntry]) -> (u64, u16) {
+        install_rotation(group, members)
+    }
+
+    /// Clears a joining client's ranks (see [`clear_ranks`]).
+    pub fn clear_ranks(&self, client: &ClientEntry) {
+        clear_ranks(client);
+    }
+
+    /// Revokes a removed client's ranks (see [`revoke_ranks`]).
+    pub fn revoke_ranks(&self, client: &ClientEntry) {
+        revoke_ranks(client);
     }
 }
 

@@ -75,12 +75,12 @@ fn producers_consumers_and_rotations_keep_exactly_once_under_random_delays() {
     let region = Arc::new(Region0(Region::create(&name, geometry, [1, 1], 1).unwrap()));
     let r = &region.0;
     for g in 0..GROUPS {
-        group::reset_group(r.group(g).unwrap(), 0);
+        r.reset_group(r.group(g).unwrap(), 0);
     }
     let total = PRODUCERS * PER_PRODUCER;
     let consumer_ids: Vec<u32> = (0..GROUPS * CONSUMERS_PER_GROUP).map(|i| 4 + i).collect();
     for &c in &consumer_ids {
-        group::clear_ranks(r.client(c).unwrap());
+        r.clear_ranks(r.client(c).unwrap());
     }
     let initial: Vec<Vec<u32>> = (0..GROUPS)
         .map(|g| {
@@ -96,7 +96,7 @@ fn producers_consumers_and_rotations_keep_exactly_once_under_random_delays() {
         Arc::new((0..GROUPS).map(|_| Mutex::new(Vec::new())).collect());
     for (g, members) in initial.iter().enumerate() {
         let entries: Vec<_> = members.iter().map(|&c| r.client(c).unwrap()).collect();
-        let (start, _) = group::install_rotation(r.group(g as u32).unwrap(), &entries);
+        let (start, _) = r.install_rotation(r.group(g as u32).unwrap(), &entries);
         rotations[g].lock().unwrap().push((start, members.clone()));
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -200,7 +200,7 @@ fn producers_consumers_and_rotations_keep_exactly_once_under_random_delays() {
                         if chosen.is_empty() {
                             chosen.push(ids[0]);
                         }
-                        group::install_rotation(entry, &[]);
+                        r.install_rotation(entry, &[]);
                         next_members[g as usize] = Some(chosen);
                     }
                     let done = acknowledged(g, &log);
@@ -208,7 +208,7 @@ fn producers_consumers_and_rotations_keep_exactly_once_under_random_delays() {
                         let chosen = next_members[g as usize].take().unwrap();
                         let members: Vec<_> =
                             chosen.iter().map(|&c| r.client(c).unwrap()).collect();
-                        let (start, _) = group::install_rotation(entry, &members);
+                        let (start, _) = r.install_rotation(entry, &members);
                         log.push((start, chosen));
                         rotations += 1;
                     }

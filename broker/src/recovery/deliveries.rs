@@ -635,7 +635,7 @@ mod tests {
         send(&s.region, &p, 4);
         hand_out(&s.region, 0, 4);
         // As when the entry is taken by a newcomer.
-        group::clear_ranks(s.region.client(c2.client).unwrap());
+        s.region.clear_ranks(s.region.client(c2.client).unwrap());
         let mut log = log_with(&s, &[]);
         let outcome = log_lost_deliveries(&s.region, 0, 4, &mut log).unwrap();
         let expected: Vec<_> = (0..4)

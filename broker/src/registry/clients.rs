@@ -124,7 +124,7 @@ impl Registry {
         idn.group
             .store(group_index.unwrap_or(u32::MAX), Ordering::Relaxed);
         write_name(&idn.id, &idn.id_len, id);
-        group::clear_ranks(entry);
+        self.region.clear_ranks(entry);
         entry.activity.sleeping_on.store(0, Ordering::Relaxed);
         entry
             .activity
@@ -192,7 +192,7 @@ impl Registry {
         // this sees itself removed and hands the claim back; one that claimed before
         // is found by the scan in `remove_member`.
         std::sync::atomic::fence(Ordering::SeqCst);
-        group::revoke_ranks(entry);
+        self.region.revoke_ranks(entry);
         self.uncount_sleeper(client);
         if c.role == Role::Producer {
             self.abandoned.push(client);

@@ -100,10 +100,10 @@ impl Registry {
                 e.state.store(redelivery::FREE, Ordering::Relaxed);
             }
         }
-        group::reset_group(entry, start);
+        self.region.reset_group(entry, start);
         // For the broker that recovers this region if this one dies: which of its
         // delivery lines it may have to write, and with which attempt.
-        group::record_start(
+        self.region.record_group_start(
             entry,
             group::RecordedStart {
                 first_offset: start,
@@ -166,7 +166,7 @@ impl Registry {
             return;
         };
         if !grp.frozen {
-            group::install_rotation(entry, &[]);
+            self.region.install_rotation(entry, &[]);
             grp.frozen = true;
             // Everything the old rotation handed out is below the frozen cursor:
             // its lines are made now, and the next rotation waits until they are
@@ -219,7 +219,7 @@ impl Registry {
                     .expect("member index below max_clients")
             })
             .collect();
-        let (start, _) = group::install_rotation(entry, &members);
+        let (start, _) = self.region.install_rotation(entry, &members);
         let ids = grp
             .members
             .iter()
