@@ -160,7 +160,7 @@ fn push_key_and_payload(line: &mut Vec<u8>, key: Option<&[u8]>, payload: &[u8]) 
 #[derive(Default)]
 pub struct PersistedLines {
     timestamps: Timestamps,
-    /// "default\t0\t<offset>\t<timestamp>\t<producer>\t" of the last line.
+    /// `default\t0\t<offset>\t<timestamp>\t<producer>\t` of the last line.
     head: Vec<u8>,
     /// What `head` was formatted for; None before the first line.
     shown: Option<HeadFields>,
@@ -288,7 +288,7 @@ const RECENT_KINDS: usize = 16;
 #[derive(Debug, Default)]
 pub struct DeliveryLines {
     timestamps: Timestamps,
-    /// "<timestamp>\tdefault\t0\t" for the time set last.
+    /// `<timestamp>\tdefault\t0\t` for the time set last.
     prefix: Vec<u8>,
     /// Counts `set_time` calls: a kept line formatted under an older time is rebuilt.
     time: u64,

@@ -98,7 +98,7 @@ impl Reclaimer {
 
     /// After a reclaim failed: takes the ring lock (timed: a stopped holder only
     /// delays the repair to a later pass) and rebuilds the ring's descriptors
-    /// from the index (see [`Region::repair_ring`]). A reservation is kept only
+    /// from the index (see `Region::repair_ring`). A reservation is kept only
     /// while its owner's client entry is an active producer. Offsets found
     /// unreadable are passed over by every later reclaim.
     pub fn repair(&self) -> Result<RingRepaired, RingRepairError> {

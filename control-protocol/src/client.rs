@@ -102,7 +102,7 @@ pub fn default_id(role: Role) -> String {
 impl Session {
     /// Whether the broker is stopping: its connection closed, or the region is
     /// marked closing and stays so (a stray mark is undone by the broker while the
-    /// connection stays open; see [`CLOSING_CONFIRMATION`]). Without a mark and with
+    /// connection stays open; it waits 2 s at most for either). Without a mark and with
     /// the connection open, returns at once.
     pub fn broker_stopping(&self) -> bool {
         if self.link.is_gone() {

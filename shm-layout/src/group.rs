@@ -457,7 +457,7 @@ pub(crate) fn record_start(group: &GroupEntry, start: RecordedStart) {
     );
 }
 
-/// What [`record_start`] recorded, if anything (a region from an earlier build
+/// What `record_start` recorded, if anything (a region from an earlier build
 /// holds nothing there).
 pub fn recorded_start(group: &GroupEntry) -> Option<RecordedStart> {
     use crate::region::RECORDED;
@@ -528,28 +528,28 @@ pub(crate) fn revoke_ranks(client: &ClientEntry) {
 /// client cannot.
 impl BrokerRegion {
     /// Resets a free group entry to hand out offsets from `start` (see
-    /// [`reset_group`]).
+    /// `reset_group`).
     pub fn reset_group(&self, group: &GroupEntry, start: u64) {
         reset_group(group, start);
     }
 
-    /// Records where this broker starts handing out `group` (see [`record_start`]).
+    /// Records where this broker starts handing out `group` (see `record_start`).
     pub fn record_group_start(&self, group: &GroupEntry, start: RecordedStart) {
         record_start(group, start);
     }
 
     /// Installs a rotation over `members`, or freezes the group with none (see
-    /// [`install_rotation`]).
+    /// `install_rotation`).
     pub fn install_rotation(&self, group: &GroupEntry, members: &[&ClientEntry]) -> (u64, u16) {
         install_rotation(group, members)
     }
 
-    /// Clears a joining client's ranks (see [`clear_ranks`]).
+    /// Clears a joining client's ranks (see `clear_ranks`).
     pub fn clear_ranks(&self, client: &ClientEntry) {
         clear_ranks(client);
     }
 
-    /// Revokes a removed client's ranks (see [`revoke_ranks`]).
+    /// Revokes a removed client's ranks (see `revoke_ranks`).
     pub fn revoke_ranks(&self, client: &ClientEntry) {
         revoke_ranks(client);
     }

@@ -223,7 +223,7 @@ pub struct Identity {
     /// corrupt.
     pub paused: AtomicU32,
     /// Broker only: where this broker's lines in `log_consumo.txt` begin (see
-    /// [`Region::record_log_start`](crate::Region::record_log_start)); 0 when not
+    /// `Region::record_log_start`); 0 when not
     /// recorded.
     pub log_start: AtomicU64,
 }
@@ -370,7 +370,7 @@ pub struct GroupMeta {
     pub name: [AtomicU64; 8],
     /// Broker only: the first offset this broker hands the group, and the offset
     /// below which its first deliveries are redeliveries (attempt 2); see
-    /// [`crate::group::record_start`]. 0 when not recorded.
+    /// `crate::group::record_start`. 0 when not recorded.
     pub first_offset: AtomicU64,
     pub redeliver_below: AtomicU64,
 }

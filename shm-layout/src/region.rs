@@ -404,7 +404,7 @@ impl BrokerRegion {
 impl Region {
     /// Consumer, after a take and before checking the closing mark
     /// ([`Region::is_closing`], SeqCst): orders the two, pairing with
-    /// [`Region::fence_before_last_look`]. Not needed when the take was the
+    /// `Region::fence_before_last_look`. Not needed when the take was the
     /// consumer's own SeqCst advance of its group's cursor, which orders them
     /// already (a fence costs tens of cycles on every message).
     #[inline]
@@ -546,7 +546,7 @@ impl Region {
 }
 
 /// Stores `name` (at most [`NAME_CAPACITY`] bytes) as 8 little-endian words, its
-/// length last with Release: what [`read_name`] decodes.
+/// length last with Release: what `read_name` decodes.
 pub fn write_name(words: &[AtomicU64; 8], len: &AtomicU32, name: &str) {
     let mut bytes = [0u8; NAME_CAPACITY];
     let n = name.len().min(NAME_CAPACITY);

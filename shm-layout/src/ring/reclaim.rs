@@ -18,8 +18,8 @@ impl BrokerRegion {
         self.reclaim_skipping(upto, &[])
     }
 
-    /// As [`Region::reclaim`], passing over the offsets in `dropped` (ascending):
-    /// offsets a [`Region::repair_ring`] found unreadable, whose slots it already
+    /// As `Region::reclaim`, passing over the offsets in `dropped` (ascending):
+    /// offsets a `Region::repair_ring` found unreadable, whose slots it already
     /// freed. A record's descriptor must describe the allocation its index entry
     /// implies, so that a scribbled length can never free slots of live records;
     /// on a failure, what was freed before it stays freed.
@@ -77,7 +77,7 @@ impl BrokerRegion {
         Ok(released)
     }
 
-    /// Broker only, under the ring lock and with [`Region::reclaim`] kept from
+    /// Broker only, under the ring lock and with `Region::reclaim` kept from
     /// running: rebuilds the slot descriptors between `tail` and `head` from what
     /// the ring can vouch for, after a reclaim found state that cannot be valid.
     ///
@@ -88,7 +88,7 @@ impl BrokerRegion {
     /// reservation whose owner `holds_reservation` vouches for (a loan in
     /// progress). Offsets in that range whose entries describe no such record are
     /// returned as unreadable: their records cannot be read from the ring, and
-    /// [`Region::reclaim_skipping`] must pass over them. The cursors themselves
+    /// `Region::reclaim_skipping` must pass over them. The cursors themselves
     /// are never guessed at: if they are out of order nothing is changed. The work
     /// is a ring's worth of entries and descriptors.
     pub fn repair_ring(
@@ -323,7 +323,7 @@ struct LiveRecord {
     producer: u32,
 }
 
-/// What [`Region::repair_ring`] found and changed.
+/// What `Region::repair_ring` found and changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RingRepair {
     /// Offsets in `[freed_offset, next_offset)`, ascending, whose index entries
@@ -333,7 +333,7 @@ pub struct RingRepair {
     pub rewritten: Vec<Rewritten>,
 }
 
-/// One slot descriptor [`Region::repair_ring`] rewrote.
+/// One slot descriptor `Region::repair_ring` rewrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rewritten {
     /// Slot position of the descriptor.
@@ -354,7 +354,7 @@ impl Rewritten {
     }
 }
 
-/// Why [`Region::repair_ring`] changed nothing.
+/// Why `Region::repair_ring` changed nothing.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RepairError {
     /// The ring's cursors contradict each other; nothing can be derived from them.
