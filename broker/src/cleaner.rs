@@ -218,12 +218,7 @@ impl Cleaner {
         if let Err(failure) = self.reclaimer.reclaim() {
             self.repair_ring(failure);
         }
-        let freed = self
-            .region
-            .header()
-            .reclaim
-            .freed_offset
-            .load(Ordering::Acquire);
+        let freed = self.region.freed_offset();
         self.registry().release_retired(freed);
         Ok(())
     }

@@ -28,6 +28,8 @@ pub mod replay;
 pub mod server;
 pub mod startup;
 pub mod status;
+#[cfg(test)]
+mod test_region;
 pub mod threads;
 
 use std::net::{SocketAddr, TcpListener};

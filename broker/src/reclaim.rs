@@ -85,12 +85,7 @@ impl Reclaimer {
         let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.region.reclaim_skipping(self.mark(), &dropped);
         if !dropped.is_empty() {
-            let freed = self
-                .region
-                .header()
-                .reclaim
-                .freed_offset
-                .load(Ordering::Acquire);
+            let freed = self.region.freed_offset();
             dropped.retain(|&o| o >= freed);
         }
         result
@@ -139,22 +134,11 @@ impl Reclaimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_region::test_region;
     use shm_layout::ring::{ReclaimError, Sender};
-    use shm_layout::{Geometry, Region};
 
-    #[test]
-    fn slots_are_freed_only_below_both_marks() {
-        let name = format!("/mk-unit-reclaim-{}", std::process::id());
-        let _ = Region::unlink(&name);
-        let geometry = Geometry {
-            slots: 16,
-            slot_size: 64,
-            max_message: 512,
-            max_clients: 8,
-            max_groups: 4,
-            redeliveries_per_group: 8,
-        };
-        let region = Arc::new(Region::create(&name, geometry, [1, 2], std::process::id()).unwrap());
+    /// Eight one-slot records, offsets 0..8.
+    fn send_eight(region: &BrokerRegion) {
         let me = Sender {
             client: 1,
             generation: 1,
@@ -162,6 +146,13 @@ mod tests {
         for _ in 0..8 {
             region.send(me, None, b"m", 0, || false, None).unwrap();
         }
+    }
+
+    #[test]
+    fn slots_are_freed_only_below_both_marks() {
+        let t = test_region("reclaim", 16);
+        let region = &t.0;
+        send_eight(region);
         let persisted = Arc::new(AtomicU64::new(5));
         let reclaimer = Reclaimer::new(region.clone(), persisted.clone(), 0);
         assert_eq!(reclaimer.reclaim().unwrap(), 0, "nothing logged yet");
@@ -174,29 +165,13 @@ mod tests {
         persisted.store(8, Ordering::Release);
         assert_eq!(reclaimer.reclaim().unwrap(), 2);
         assert_eq!(region.used_slots(), 1);
-        let _ = Region::unlink(&name);
     }
 
     #[test]
     fn a_repair_drops_unreadable_offsets_once_and_says_which_every_group_had_passed() {
-        let name = format!("/mk-unit-repair-{}", std::process::id());
-        let _ = Region::unlink(&name);
-        let geometry = Geometry {
-            slots: 16,
-            slot_size: 64,
-            max_message: 512,
-            max_clients: 8,
-            max_groups: 4,
-            redeliveries_per_group: 8,
-        };
-        let region = Arc::new(Region::create(&name, geometry, [1, 2], std::process::id()).unwrap());
-        let me = Sender {
-            client: 1,
-            generation: 1,
-        };
-        for _ in 0..8 {
-            region.send(me, None, b"m", 0, || false, None).unwrap();
-        }
+        let t = test_region("repair", 16);
+        let region = &t.0;
+        send_eight(region);
         let reclaimer = Reclaimer::new(region.clone(), Arc::new(AtomicU64::new(8)), 5);
         region.index_entry(3).stamp.store(0, Ordering::Relaxed);
         region.index_entry(6).stamp.store(0, Ordering::Relaxed);
@@ -216,6 +191,5 @@ mod tests {
             reclaimer.dropped.lock().unwrap().is_empty(),
             "forgotten once passed"
         );
-        let _ = Region::unlink(&name);
     }
 }

@@ -87,7 +87,7 @@ pub fn salvage(
         .map_err(|_| BrokerError::RegionLocked(name.to_string()))?;
     old.mark_closing();
     let next = old.next_offset();
-    let freed = old.header().reclaim.freed_offset.load(Ordering::Acquire);
+    let freed = old.freed_offset();
     let holds = next > freed;
     if old.geometry() != geometry && holds {
         let g = old.geometry();

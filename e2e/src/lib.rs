@@ -519,6 +519,22 @@ impl Broker {
         }
     }
 
+    /// Starts a broker on `data` that must refuse to start: checks it exits 1
+    /// without printing the ready line, and returns what it left (its last stderr
+    /// line says why).
+    pub fn refused(data: &TempDir, extra: &[&str]) -> Finished {
+        let shm = format!("/{}", unique("mk-e2e-refused"));
+        let mut proc = Broker::spawn(data, &shm, extra);
+        let finished = proc.wait_exit_within(DEADLINE);
+        assert_eq!(finished.code(), Some(1), "{:?}", finished.stderr);
+        assert_eq!(
+            proc.unread_stdout_lines(),
+            Vec::<String>::new(),
+            "a broker that cannot start never says it is ready"
+        );
+        finished
+    }
+
     /// Starts a broker process without waiting for it to be ready.
     pub fn spawn(data: &TempDir, shm: &str, extra: &[&str]) -> Proc {
         let mut args: Vec<String> = vec![

@@ -266,15 +266,7 @@ fn a_persistence_file_missing_at_start_is_refused_unless_its_loss_is_accepted() 
     assert_eq!(stopped.code(), Some(0));
     std::fs::remove_file(data.0.join(PERSIST_FILE)).unwrap();
 
-    let shm = format!("/{}", e2e::unique("mk-e2e-missing"));
-    let mut refused = Broker::spawn(&data, &shm, &["--groups", "1"]);
-    let f = refused.wait_exit_within(e2e::DEADLINE);
-    assert_eq!(f.code(), Some(1));
-    assert_eq!(
-        refused.unread_stdout_lines(),
-        Vec::<String>::new(),
-        "no ready line"
-    );
+    let f = Broker::refused(&data, &["--groups", "1"]);
     assert_eq!(
         f.stderr,
         vec![format!(
@@ -362,15 +354,7 @@ fn a_state_file_line_that_does_not_parse_is_refused_and_a_position_past_the_end_
         ),
     )
     .unwrap();
-    let shm = format!("/{}", e2e::unique("mk-e2e-state"));
-    let mut refused = Broker::spawn(&data, &shm, &["--groups", "1"]);
-    let f = refused.wait_exit_within(e2e::DEADLINE);
-    assert_eq!(f.code(), Some(1));
-    assert_eq!(
-        refused.unread_stdout_lines(),
-        Vec::<String>::new(),
-        "no ready line"
-    );
+    let f = Broker::refused(&data, &["--groups", "1"]);
     assert_eq!(
         f.stderr,
         vec!["broker: offsets.txt line 3 is not a state record (\"group\\tgroup-1\\tdefault\\t0\\tlots\\t0\"): fix or remove that line".to_string()]

@@ -407,41 +407,36 @@ mod tests {
 
     use control_protocol::Role;
     use shm_layout::ring::Sender;
-    use shm_layout::{BrokerRegion, Geometry};
+    use shm_layout::BrokerRegion;
 
     use crate::audit::files::open_append;
     use crate::registry::{GroupStart, Registration, Registry, RegistryLimits};
+    use crate::test_region::{test_region, TestRegion};
     use audit_format::records::{DeliveryRecord, LOG_HEADER};
 
     /// A region and a scratch log file, both removed when dropped.
     struct Scratch {
         region: Arc<BrokerRegion>,
         dir: std::path::PathBuf,
+        _unlinks: TestRegion,
     }
 
     impl Drop for Scratch {
         fn drop(&mut self) {
-            let _ = Region::unlink(self.region.name());
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
     fn scratch(tag: &str) -> Scratch {
-        let name = format!("/mk-unit-lost-{tag}-{}", std::process::id());
-        let _ = Region::unlink(&name);
-        let geometry = Geometry {
-            slots: 64,
-            slot_size: 64,
-            max_message: 512,
-            max_clients: 8,
-            max_groups: 4,
-            redeliveries_per_group: 8,
-        };
-        let region = Arc::new(Region::create(&name, geometry, [1, 2], std::process::id()).unwrap());
+        let t = test_region(&format!("lost-{tag}"), 64);
         let dir = std::env::temp_dir().join(format!("mk-lost-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Scratch { region, dir }
+        Scratch {
+            region: t.0.clone(),
+            dir,
+            _unlinks: t,
+        }
     }
 
     fn registry(region: &Arc<BrokerRegion>, groups: &[(&str, u64, u64)]) -> Mutex<Registry> {

@@ -267,35 +267,18 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::registry::{GroupStart, RegistryLimits};
+    use crate::test_region::{test_region, TestRegion};
     use control_protocol::Role;
     use shm_layout::group;
     use shm_layout::ring::Sender;
-    use shm_layout::{BrokerRegion, Geometry, Region};
-    use std::sync::Arc;
+    use shm_layout::Region;
     use std::time::Duration;
-
-    /// A region that unlinks itself when dropped.
-    struct TestRegion(Arc<BrokerRegion>);
-    impl Drop for TestRegion {
-        fn drop(&mut self) {
-            let _ = Region::unlink(self.0.name());
-        }
-    }
 
     /// A registry with one pre-created group, `records` records in the ring, and
     /// one consumer (client 0) that has acknowledged all of them.
     fn registry_with_consumer(tag: &str, records: u64) -> (TestRegion, Registry) {
-        let name = format!("/mk-unit-registry-{tag}-{}", std::process::id());
-        let _ = Region::unlink(&name);
-        let geometry = Geometry {
-            slots: 16,
-            slot_size: 64,
-            max_message: 512,
-            max_clients: 8,
-            max_groups: 4,
-            redeliveries_per_group: 8,
-        };
-        let region = Arc::new(Region::create(&name, geometry, [1, 2], std::process::id()).unwrap());
+        let t = test_region(&format!("registry-{tag}"), 16);
+        let region = t.0.clone();
         let start = GroupStart {
             name: "group-1".into(),
             start: 0,
@@ -327,7 +310,7 @@ mod tests {
         assert!(group::try_advance(entry, word, records));
         let c = region.client(0).unwrap();
         c.activity.ack_upto.store(records, Ordering::Release);
-        (TestRegion(region), reg)
+        (t, reg)
     }
 
     fn entry_of(r: &Region, slot: u32) -> (u64, u64) {

@@ -51,6 +51,12 @@ impl Region {
         end
     }
 
+    /// Every offset below this has been freed by the broker.
+    pub fn freed_offset(&self) -> u64 {
+        // Acquire pairs with the Release store of `freed_offset` in `reclaim`.
+        self.header().reclaim.freed_offset.load(Ordering::Acquire)
+    }
+
     /// The next offset a commit will take: every offset below it is committed.
     pub fn next_offset(&self) -> u64 {
         self.header().producer.next_offset.load(Ordering::Acquire)
