@@ -30,6 +30,9 @@ use super::watched_file::{Check, WatchedFile};
 /// nothing was buffered): lets the owner act on written records at once.
 pub type OnWritten = Box<dyn Fn(u64) + Send + Sync>;
 
+/// How often at most a writer checks that its file is still the one at its path.
+const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long a failing writer keeps trying once it is asked to stop.
 pub const STOP_PATIENCE: Duration = Duration::from_secs(1);
 /// The first and the longest pause between two tries of a failed write.
@@ -347,6 +350,11 @@ impl Drop for DoubleBuffer {
 fn write_loop(mut file: WatchedFile, shared: &Shared, fsync: bool) {
     let mut spare = Vec::with_capacity(shared.capacity);
     let mut check_failing = false;
+    // The file is checked after a write at most every CHECK_INTERVAL (two `stat`
+    // calls each time), and once the writer is idle after writes it has not
+    // checked: under load it writes thousands of buffers a second.
+    let mut checked_at = Instant::now();
+    let mut unchecked_write = false;
     loop {
         let (mut ours, mark) = {
             let mut ex = shared.lock();
@@ -367,6 +375,20 @@ fn write_loop(mut file: WatchedFile, shared: &Shared, fsync: bool) {
                     check_in_place(&mut file, shared, &mut check_failing);
                     let _ = file.sync_all();
                     return;
+                } else if unchecked_write {
+                    let left = CHECK_INTERVAL.saturating_sub(checked_at.elapsed());
+                    if left.is_zero() {
+                        drop(ex);
+                        check_in_place(&mut file, shared, &mut check_failing);
+                        (checked_at, unchecked_write) = (Instant::now(), false);
+                        ex = shared.lock();
+                    } else {
+                        ex = shared
+                            .due
+                            .wait_timeout(ex, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
                 } else {
                     ex = shared.due.wait(ex).unwrap_or_else(|p| p.into_inner());
                 }
@@ -381,7 +403,12 @@ fn write_loop(mut file: WatchedFile, shared: &Shared, fsync: bool) {
         let len = ours.len() as u64;
         let result = write_retrying(&mut file, &ours, fsync, shared);
         if result.is_ok() {
-            check_in_place(&mut file, shared, &mut check_failing);
+            if checked_at.elapsed() >= CHECK_INTERVAL {
+                check_in_place(&mut file, shared, &mut check_failing);
+                (checked_at, unchecked_write) = (Instant::now(), false);
+            } else {
+                unchecked_write = true;
+            }
         }
         ours.clear();
         // A buffer that held one oversized line goes back to its usual size.

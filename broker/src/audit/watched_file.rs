@@ -3,7 +3,7 @@
 //! A user (or a clean-up script) may delete, replace or truncate an audit file while
 //! the broker writes it. Writing on to a deleted file would lose everything at the
 //! next start, and a restart on a missing file must never number messages from 0
-//! again. So after each write the writer checks that its open file is still the one
+//! again. So after its writes the writer checks that its open file is still the one
 //! at the path and as long as it wrote it:
 //! - deleted, or replaced by another file: the broker still holds the whole file
 //!   open, so it copies it back to the path (a replacing file is kept beside it,
