@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use audit_format::records::{PersistedLines, PERSIST_FILE};
 use shm_layout::event::{self, event_id};
-use shm_layout::{BrokerRegion, Region};
+use shm_layout::BrokerRegion;
 
 use crate::audit::double_buffer::DoubleBuffer;
 use crate::registry::Registry;
@@ -58,11 +58,9 @@ struct Faults {
 }
 
 /// Publishes a new persisted offset and wakes producers waiting for it (`--fsync`).
-pub fn publish(region: &Region, persisted: &AtomicU64, mark: u64) {
+pub fn publish(region: &BrokerRegion, persisted: &AtomicU64, mark: u64) {
     if persisted.fetch_max(mark, Ordering::AcqRel) < mark {
-        let h = region.header();
-        h.durable.persisted.store(mark, Ordering::Release);
-        event::notify(&h.persisted);
+        region.publish_persisted(mark);
     }
 }
 
@@ -156,8 +154,8 @@ impl Persister {
     fn urgent(&self) -> bool {
         let h = self.region.header();
         self.region.used_slots() * 8 >= self.region.geometry().slots as u64
-            || h.space.sleepers.load(Ordering::Relaxed) > 0
-            || h.persisted.sleepers.load(Ordering::Relaxed) > 0
+            || h.space.has_sleepers()
+            || h.persisted.has_sleepers()
     }
 
     /// How far committed records reach from the next offset to persist. The

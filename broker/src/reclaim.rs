@@ -7,11 +7,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use control_protocol::Role;
-use shm_layout::layout::client_state;
-
-use crate::registry::role_code;
-
 use shm_layout::ring::{ReclaimError, RepairError, Rewritten};
 use shm_layout::BrokerRegion;
 
@@ -108,10 +103,7 @@ impl Reclaimer {
             .map_err(RingRepairError::Busy)?;
         let region = &self.region;
         let repair = region.repair_ring(&guard, |owner| {
-            region.client(owner).is_some_and(|c| {
-                c.identity.state.load(Ordering::Acquire) == client_state::ACTIVE
-                    && c.identity.role.load(Ordering::Acquire) == role_code(Role::Producer)
-            })
+            region.client(owner).is_some_and(|c| c.is_live_producer())
         })?;
         drop(guard);
         let mark = self.mark();

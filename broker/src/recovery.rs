@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use audit_format::records::PersistedLines;
@@ -73,7 +72,7 @@ pub fn salvage(
         // Its broker is gone: this one takes over the region, to recover it.
         OwnerState::Dead(old) => BrokerRegion::take_over(old),
     };
-    let pid = old.header().identity.broker_pid.load(Ordering::Relaxed);
+    let pid = old.broker_pid();
     // Hold the ring lock (repairing a commit its holder's death cut short), then
     // mark the region closing: a send re-checks `closing` under the lock, so nothing
     // commits after this look. A live process stopped while holding the lock would
@@ -178,27 +177,22 @@ fn describe(d: &LostDeliveries) -> String {
 /// `ack_upto`) or by a pending redelivery. (Redeliveries waiting in the broker's
 /// memory because the region's table was full are not visible here.)
 fn acknowledged_lower_bound(region: &Region, g: u32, cursor: u64) -> u64 {
-    use shm_layout::layout::{client_state, redelivery};
+    use shm_layout::layout::redelivery;
     let mut bound = cursor;
     for c in 0..region.geometry().max_clients {
         let Some(e) = region.client(c) else { break };
-        let idn = &e.identity;
         // Removed consumers count too: the broker may have died before offering
         // what they held. A lower bound only costs redeliveries, never a loss.
-        let state = idn.state.load(Ordering::Acquire);
-        if (state == client_state::ACTIVE || state == client_state::REMOVED)
-            && idn.role.load(Ordering::Relaxed) == shm_layout::layout::client_role::CONSUMER
-            && idn.group.load(Ordering::Relaxed) == g
-        {
-            bound = bound.min(e.activity.ack_upto.load(Ordering::Acquire));
+        if e.is_consumer_of(g) {
+            bound = bound.min(e.acked_upto());
         }
     }
     for slot in 0..region.geometry().redeliveries_per_group {
-        let Some(e) = region.redelivery(g, slot) else {
+        let Some(seen) = region.redelivery_seen(g, slot) else {
             break;
         };
-        if redelivery::kind(e.state.load(Ordering::Acquire)) != redelivery::FREE {
-            bound = bound.min(e.offset.load(Ordering::Relaxed));
+        if seen.kind() != redelivery::FREE {
+            bound = bound.min(seen.offset);
         }
     }
     bound

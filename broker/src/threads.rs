@@ -54,11 +54,7 @@ pub(crate) fn start(
     } = found;
     region.start_at(replay_from, next);
     region.record_log_start(log_start);
-    region
-        .header()
-        .durable
-        .fsync
-        .store(config.fsync as u32, Ordering::Release);
+    region.set_fsync(config.fsync);
     if replay_from < next {
         region.hold_for_replay();
     }

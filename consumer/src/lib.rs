@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use control_protocol::{default_id, ConnectError, Role, Session};
 use shm_layout::event::{self, event_id};
 use shm_layout::group::{Member, Run, Step};
-use shm_layout::layout::{client_state, redelivery, ClientEntry, GroupEntry};
+use shm_layout::layout::{redelivery, ClientEntry, GroupEntry};
 use shm_layout::redelivery::ClaimedRedelivery;
 use shm_layout::sys::monotonic_millis;
 
@@ -226,22 +226,14 @@ impl Consumer {
 
     /// Records that this consumer is polling (its session timeout starts again).
     fn stamp_activity(&self) {
-        self.me()
-            .activity
-            .last_active_ms
-            .store(monotonic_millis(), Ordering::Relaxed);
+        self.me().touch(monotonic_millis());
     }
 
     /// Acknowledges the message returned by the last poll, if any.
     pub fn ack(&mut self) {
         match self.held.take() {
             Some(Held::First(run)) => {
-                // Release pairs with the broker's Acquire load when it computes the
-                // group's position.
-                self.me()
-                    .activity
-                    .ack_upto
-                    .store(run.end(), Ordering::Release);
+                self.me().acknowledge_upto(run.end());
             }
             Some(Held::Redelivered(claim)) => {
                 let r = &self.session.region;
@@ -274,9 +266,7 @@ impl Consumer {
         // `gone` first: the watcher sets `evicted` before `gone`, so an eviction
         // followed by the close is never mistaken for the broker stopping.
         let gone = s.broker_stopping();
-        let idn = &self.me().identity;
-        let removed = idn.state.load(Ordering::Acquire) != client_state::ACTIVE
-            || idn.generation.load(Ordering::Acquire) != s.generation;
+        let removed = !self.me().is_active_as(s.generation);
         if s.link.is_evicted() || (removed && !gone) {
             return Err(ConsumerError::Evicted(self.group_name.clone()));
         }
@@ -333,7 +323,7 @@ impl Consumer {
                 // The broker has had time to repair what was declined: look again.
                 self.declined.clear();
             }
-            let pending = self.group_entry().meta.redeliveries.load(Ordering::Acquire);
+            let pending = self.session.region.redelivery_hint(self.group);
             if let Some(claim) = self.claim_readable_redelivery() {
                 break Held::Redelivered(claim);
             }
@@ -358,10 +348,10 @@ impl Consumer {
                     // next anyway); a changed turn word (another member handed out
                     // offsets, or the rotation changed) is worth a new look too.
                     let ready = |c: &Consumer| {
-                        let g = c.group_entry();
-                        g.turn.turn.load(Ordering::Acquire) != word
-                            || c.session.region.is_committed(cursor)
-                            || g.meta.redeliveries.load(Ordering::Acquire) != pending
+                        let r = &c.session.region;
+                        c.group_entry().turn_word() != word
+                            || r.is_committed(cursor)
+                            || r.redelivery_hint(c.group) != pending
                     };
                     // Taking `cursor` looks at the entry after it: fetch it now. The
                     // producer writes that entry only in its send after the next,
@@ -375,8 +365,8 @@ impl Consumer {
                     // change in pending redeliveries (not their presence: a claimed
                     // one is not ours to wait for).
                     let changed = |c: &Consumer| {
-                        c.group_entry().turn.turn.load(Ordering::Acquire) != word
-                            || c.group_entry().meta.redeliveries.load(Ordering::Acquire) != pending
+                        c.group_entry().turn_word() != word
+                            || c.session.region.redelivery_hint(c.group) != pending
                     };
                     self.wait_for(deadline, false, changed)?
                 }

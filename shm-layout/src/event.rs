@@ -42,6 +42,13 @@ pub fn notify(event: &EventWord) {
     }
 }
 
+impl EventWord {
+    /// Whether anyone sleeps on this event now.
+    pub fn has_sleepers(&self) -> bool {
+        self.sleepers.load(Ordering::Relaxed) > 0
+    }
+}
+
 /// Wakes every sleeper unconditionally (used when the broker stops).
 pub fn wake(event: &EventWord) {
     // Release pairs with the Acquire load of `seq` in `sleep_once`.

@@ -28,7 +28,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::layout::{ClientEntry, GroupEntry};
-use crate::region::BrokerRegion;
+use crate::region::{write_name, BrokerRegion};
 
 /// Largest cursor the turn word can hold.
 pub const MAX_CURSOR: u64 = (1 << 48) - 1;
@@ -376,7 +376,7 @@ pub fn try_advance(group: &GroupEntry, word: u64, count: u64) -> bool {
 
 /// The group's cursor: every offset below it has been handed out.
 pub fn cursor(group: &GroupEntry) -> u64 {
-    unpack_turn(group.turn.turn.load(Ordering::Acquire)).0
+    unpack_turn(group.turn_word()).0
 }
 
 /// Broker only: resets a free group entry to hand out offsets from `start`, with no
@@ -524,9 +524,39 @@ pub(crate) fn revoke_ranks(client: &ClientEntry) {
     }
 }
 
+impl GroupEntry {
+    /// The group's turn word: its cursor and rotation epoch (see [`unpack_turn`]).
+    #[inline]
+    pub fn turn_word(&self) -> u64 {
+        self.turn.turn.load(Ordering::Acquire)
+    }
+}
+
 /// What the broker alone does to groups: through its [`BrokerRegion`], so that a
 /// client cannot.
 impl BrokerRegion {
+    /// Names group entry `g` and marks it active, once it is set up.
+    pub fn activate_group(&self, g: u32, name: &str) {
+        if let Some(entry) = self.group(g) {
+            write_name(&entry.meta.name, &entry.meta.name_len, name);
+            // Release: whoever sees it active sees its name and set-up.
+            entry
+                .meta
+                .state
+                .store(crate::layout::group_state::ACTIVE, Ordering::Release);
+        }
+    }
+
+    /// Frees group entry `g` (the group was deleted).
+    pub fn free_group(&self, g: u32) {
+        if let Some(entry) = self.group(g) {
+            entry
+                .meta
+                .state
+                .store(crate::layout::group_state::FREE, Ordering::Release);
+        }
+    }
+
     /// Resets a free group entry to hand out offsets from `start` (see
     /// `reset_group`).
     pub fn reset_group(&self, group: &GroupEntry, start: u64) {

@@ -9,6 +9,7 @@
 //! - [`event`]: waiting and waking (bounded spin, then timed futex sleeps; no syscall
 //!   for a poster while nobody sleeps).
 //! - [`ring`]: reserve/commit of records, reading by offset, and reclaiming.
+//! - [`client`]: a client's entry (what the broker publishes, what the client keeps).
 //! - [`group`]: the per-group turn word that hands each offset to one consumer.
 //! - [`redelivery`]: a group's redelivery table (offers, claims, acks, hand-backs).
 //! - [`identity`]: the broker's copy of the identity line, to undo a stray write.
@@ -19,6 +20,7 @@
 //! All `unsafe` code of the workspace lives in this crate, in `sys`, `region` and
 //! `ring`, each block with the argument for its soundness.
 
+pub mod client;
 pub mod event;
 pub mod fault;
 pub mod group;

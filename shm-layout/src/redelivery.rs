@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::layout::{client_state, redelivery};
+use crate::layout::redelivery;
 use crate::region::{BrokerRegion, Region};
 
 /// A redelivery a consumer has claimed.
@@ -33,8 +33,7 @@ impl Region {
         generation: u32,
         skip: impl Fn(u32, u64, u64) -> bool,
     ) -> Option<ClaimedRedelivery> {
-        let group = self.group(g)?;
-        if group.meta.redeliveries.load(Ordering::Acquire) == 0 {
+        if self.redelivery_hint(g) == 0 {
             return None;
         }
         for slot in 0..self.geometry().redeliveries_per_group {
@@ -56,10 +55,7 @@ impl Region {
                 // SeqCst fence pairs with the broker's between marking a client
                 // removed and scanning for its claims: one of us sees the other.
                 std::sync::atomic::fence(Ordering::SeqCst);
-                let still_member = self.client(me).is_some_and(|c| {
-                    c.identity.state.load(Ordering::Acquire) == client_state::ACTIVE
-                        && c.identity.generation.load(Ordering::Acquire) == generation
-                });
+                let still_member = self.client(me).is_some_and(|c| c.is_active_as(generation));
                 if !still_member {
                     let _ =
                         e.state
@@ -102,7 +98,118 @@ impl Region {
     }
 }
 
+/// A redelivery entry as read at one moment: its state word (Acquire) and the
+/// offset next to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedeliverySeen {
+    pub offset: u64,
+    /// `(kind << 56) | (attempt << 32) | claimer`, decoded by the methods below.
+    pub state: u64,
+}
+
+impl RedeliverySeen {
+    /// One of the kinds in [`redelivery`].
+    pub fn kind(&self) -> u64 {
+        redelivery::kind(self.state)
+    }
+    pub fn attempt(&self) -> u32 {
+        redelivery::attempt(self.state)
+    }
+    pub fn claimer(&self) -> u32 {
+        redelivery::claimer(self.state)
+    }
+    /// Whether a member claimed or acknowledged it.
+    pub fn is_taken(&self) -> bool {
+        matches!(self.kind(), redelivery::CLAIMED | redelivery::ACKED)
+    }
+}
+
+impl Region {
+    /// Redelivery entry `slot` of group `g` as it is now.
+    pub fn redelivery_seen(&self, g: u32, slot: u32) -> Option<RedeliverySeen> {
+        let e = self.redelivery(g, slot)?;
+        // Acquire pairs with the Release that published the state, and the offset
+        // written before it.
+        let state = e.state.load(Ordering::Acquire);
+        Some(RedeliverySeen {
+            offset: e.offset.load(Ordering::Relaxed),
+            state,
+        })
+    }
+
+    /// Group `g`'s hint of how many offers its table holds: members scan the table
+    /// only while it is not zero, and wait for it to change.
+    #[inline]
+    pub fn redelivery_hint(&self, g: u32) -> u32 {
+        self.group(g)
+            .map_or(0, |e| e.meta.redeliveries.load(Ordering::Acquire))
+    }
+}
+
 impl BrokerRegion {
+    /// Broker only: replaces the state of redelivery `slot` of group `g` with `to`
+    /// if it still is `seen` (a member's concurrent claim, acknowledgement or
+    /// hand-back is never overwritten); false if it changed meanwhile.
+    pub fn replace_redelivery(&self, g: u32, slot: u32, seen: u64, to: u64) -> bool {
+        self.redelivery(g, slot).is_some_and(|e| {
+            e.state
+                .compare_exchange(seen, to, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    /// Broker only: rewrites redelivery `slot` of group `g` as a pending offer of
+    /// `offset` for attempt `attempt`, if its state still is `seen`.
+    pub fn rewrite_redelivery(
+        &self,
+        g: u32,
+        slot: u32,
+        seen: u64,
+        offset: u64,
+        attempt: u32,
+    ) -> bool {
+        let Some(e) = self.redelivery(g, slot) else {
+            return false;
+        };
+        // The offset first: a member claims by the state word, and reads the
+        // offset after its claim (Release below, Acquire there).
+        e.offset.store(offset, Ordering::Relaxed);
+        let pending = redelivery::pack(redelivery::PENDING, attempt, 0);
+        e.state
+            .compare_exchange(seen, pending, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Broker only: frees redelivery `slot` of group `g` (acknowledged and logged).
+    pub fn free_redelivery(&self, g: u32, slot: u32) {
+        if let Some(e) = self.redelivery(g, slot) {
+            e.state.store(redelivery::FREE, Ordering::Release);
+        }
+    }
+
+    /// Broker only: frees every redelivery entry of group `g`, which nobody uses
+    /// (a group entry being set up).
+    pub fn clear_redeliveries(&self, g: u32) {
+        for slot in 0..self.geometry().redeliveries_per_group {
+            if let Some(e) = self.redelivery(g, slot) {
+                e.state.store(redelivery::FREE, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Broker only: sets group `g`'s hint to `offers`, the number of offers its
+    /// own book holds.
+    pub fn set_redelivery_hint(&self, g: u32, offers: u32) {
+        let Some(entry) = self.group(g) else {
+            return;
+        };
+        let hint = &entry.meta.redeliveries;
+        if hint.load(Ordering::Acquire) != offers {
+            // Release pairs with the members' Acquire in `redelivery_hint`.
+            hint.store(offers, Ordering::Release);
+        }
+    }
+
     /// Broker only: writes an offer of `offset` for delivery attempt `attempt` into
     /// redelivery `slot` of group `g`, whatever the entry held (the broker's own
     /// book says the slot is free). The caller keeps the group's hint in step.

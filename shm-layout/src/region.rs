@@ -264,7 +264,7 @@ impl Region {
             ) => return Ok(OwnerState::Garbage(e)),
             Err(e) => return Err(e),
         };
-        let pid = region.header().identity.broker_pid.load(Ordering::Relaxed);
+        let pid = region.broker_pid();
         if pid != std::process::id() && crate::sys::process_exists(pid) && !region.is_closing() {
             return Ok(OwnerState::Alive { pid });
         }
@@ -349,6 +349,11 @@ impl Region {
         [t[0].load(Ordering::Relaxed), t[1].load(Ordering::Relaxed)]
     }
 
+    /// The pid of the broker that created the region.
+    pub fn broker_pid(&self) -> u32 {
+        self.header().identity.broker_pid.load(Ordering::Relaxed)
+    }
+
     /// Whether the broker has started stopping.
     pub fn is_closing(&self) -> bool {
         // SeqCst: a consumer's check after a take pairs with the broker's fence
@@ -370,6 +375,22 @@ impl BrokerRegion {
             .identity
             .log_start
             .store(RECORDED | log_len, Ordering::Release);
+    }
+
+    /// Broker only: whether a send waits until its record is on disk (`--fsync`).
+    pub fn set_fsync(&self, on: bool) {
+        self.header()
+            .durable
+            .fsync
+            .store(on as u32, Ordering::Release);
+    }
+
+    /// Broker only: every offset below `mark` is now in the persistence file (on
+    /// disk under `--fsync`); wakes producers waiting for it.
+    pub fn publish_persisted(&self, mark: u64) {
+        let h = self.header();
+        h.durable.persisted.store(mark, Ordering::Release);
+        crate::event::notify(&h.persisted);
     }
 
     /// Broker only: marks the region closing (every waiter gives up, and clients
@@ -547,7 +568,7 @@ impl Region {
 
 /// Stores `name` (at most [`NAME_CAPACITY`] bytes) as 8 little-endian words, its
 /// length last with Release: what `read_name` decodes.
-pub fn write_name(words: &[AtomicU64; 8], len: &AtomicU32, name: &str) {
+pub(crate) fn write_name(words: &[AtomicU64; 8], len: &AtomicU32, name: &str) {
     let mut bytes = [0u8; NAME_CAPACITY];
     let n = name.len().min(NAME_CAPACITY);
     bytes[..n].copy_from_slice(&name.as_bytes()[..n]);

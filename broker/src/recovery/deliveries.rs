@@ -23,19 +23,15 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use audit_format::records::{parse_timestamp, push_delivery, PARTITION, TOPIC};
 use shm_layout::group::{self, PastRotation, RecordedStart};
-use shm_layout::layout::{client_state, redelivery};
+use shm_layout::layout::redelivery;
 use shm_layout::sys::wall_clock_micros;
 use shm_layout::Region;
 
 use crate::audit::files::{read_log_backwards, LogTailEnd};
-
-/// `ClientIdentity::role` of a consumer.
-const CONSUMER_ROLE: u32 = 2;
 
 /// Stands for a consumer or producer the region no longer names.
 const UNKNOWN: &str = "unknown";
@@ -233,11 +229,11 @@ fn groups_with_gaps(old: &Region, freed: u64, next: u64) -> Vec<GroupGap> {
 /// in the ring (others are corrupt: the group's position never passes one).
 fn claimed_redeliveries(old: &Region, g: u32, freed: u64, next: u64) -> Vec<Claimed> {
     (0..old.geometry().redeliveries_per_group)
-        .map_while(|slot| old.redelivery(g, slot))
+        .map_while(|slot| old.redelivery_seen(g, slot))
         .filter_map(|e| {
-            let state = e.state.load(Ordering::Acquire);
+            let state = e.state;
             let kind = redelivery::kind(state);
-            let offset = e.offset.load(Ordering::Relaxed);
+            let offset = e.offset;
             let attempt = redelivery::attempt(state);
             let taken = kind == redelivery::CLAIMED || kind == redelivery::ACKED;
             (taken && (freed..next).contains(&offset) && attempt >= 2).then_some(Claimed {
@@ -311,15 +307,11 @@ fn write_lines(
 
 /// The id of consumer `client` of group `g`, if its entry still holds one.
 fn consumer_name(old: &Region, g: u32, client: u32) -> Option<String> {
-    let idn = &old.client(client)?.identity;
-    let state = idn.state.load(Ordering::Acquire);
-    let is_member = (state == client_state::ACTIVE || state == client_state::REMOVED)
-        && idn.role.load(Ordering::Relaxed) == CONSUMER_ROLE
-        && idn.group.load(Ordering::Relaxed) == g;
-    if !is_member {
+    let entry = old.client(client)?;
+    if !entry.is_consumer_of(g) {
         return None;
     }
-    old.client_name(client, idn.generation.load(Ordering::Acquire))
+    old.client_name(client, entry.generation())
 }
 
 /// A rotation whose offsets the region can still attribute: `[start, end)`, and
@@ -484,11 +476,7 @@ mod tests {
     /// Hands out `count` more offsets of group `g` under the rotation in force.
     fn hand_out(region: &Region, g: u32, count: u64) {
         let entry = region.group(g).unwrap();
-        assert!(group::try_advance(
-            entry,
-            entry.turn.turn.load(Ordering::Acquire),
-            count
-        ));
+        assert!(group::try_advance(entry, entry.turn_word(), count));
     }
 
     /// A log holding a line of an earlier run, then this run's `lines`; this run's

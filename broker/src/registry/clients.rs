@@ -5,11 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use control_protocol::{Refusal, Role};
-use shm_layout::event::{self, event_id};
+use shm_layout::client::{ClientRecord, ClientRole};
 use shm_layout::group;
-use shm_layout::layout::{client_role, client_state, EventWord};
+use shm_layout::layout::client_state;
 use shm_layout::names::check_name;
-use shm_layout::region::write_name;
 use shm_layout::ring::REPLAY_GENERATION;
 use shm_layout::sys::{monotonic_millis, process_exists};
 
@@ -115,22 +114,15 @@ impl Registry {
             _ => None,
         };
         self.generation = self.generation.wrapping_add(1).max(1);
-        let region = self.region.clone();
-        let entry = region.client(slot).expect("slot below max_clients");
-        let idn = &entry.identity;
-        idn.role.store(role_code(role), Ordering::Relaxed);
-        idn.generation.store(self.generation, Ordering::Relaxed);
-        idn.pid.store(pid, Ordering::Relaxed);
-        idn.group
-            .store(group_index.unwrap_or(u32::MAX), Ordering::Relaxed);
-        write_name(&idn.id, &idn.id_len, id);
-        self.region.clear_ranks(entry);
-        entry.activity.sleeping_on.store(0, Ordering::Relaxed);
-        entry
-            .activity
-            .last_active_ms
-            .store(monotonic_millis(), Ordering::Relaxed);
-        idn.state.store(client_state::ACTIVE, Ordering::Release);
+        let record = ClientRecord {
+            role: client_role(role),
+            generation: self.generation,
+            pid,
+            group: group_index,
+            id,
+        };
+        self.region
+            .publish_client(slot, &record, client_state::ACTIVE);
         let id: Arc<str> = id.into();
         self.clients[slot as usize] = Some(Client {
             role,
@@ -142,11 +134,9 @@ impl Registry {
         }
         self.ids.insert((role, id.to_string()), slot);
         let group = group_index.map(|g| {
-            let entry_group = region.group(g).expect("live group index");
-            entry
-                .activity
-                .ack_upto
-                .store(group::cursor(entry_group), Ordering::Release);
+            let entry_group = self.region.group(g).expect("live group index");
+            self.region
+                .start_acknowledged_at(slot, group::cursor(entry_group));
             let grp = self.groups[g as usize].as_mut().expect("live group");
             grp.members.push(slot);
             let name = grp.name.to_string();
@@ -180,20 +170,14 @@ impl Registry {
             return;
         };
         self.ids.remove(&(c.role, c.id.to_string()));
-        let region = self.region.clone();
-        let Some(entry) = region.client(client) else {
+        let Some(pid) = self.region.client(client).map(|e| e.pid()) else {
             return;
         };
-        entry
-            .identity
-            .state
-            .store(client_state::REMOVED, Ordering::Release);
-        // Pairs with the fence after a redelivery claim: a consumer that claims after
-        // this sees itself removed and hands the claim back; one that claimed before
-        // is found by the scan in `remove_member`.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        self.region.revoke_ranks(entry);
-        self.uncount_sleeper(client);
+        // A consumer that claims a redelivery after this sees itself removed and
+        // hands the claim back; one that claimed before is found by the scan in
+        // `remove_member`.
+        self.region.remove_client(client);
+        self.region.release_sleeper(client);
         if c.role == Role::Producer {
             self.abandoned.push(client);
             return;
@@ -203,7 +187,6 @@ impl Registry {
         }
         // Not reused while its process lives: an evicted consumer that wakes up must
         // find its own (removed) entry, not a newcomer's.
-        let pid = entry.identity.pid.load(Ordering::Relaxed);
         let log_mark = self.log_mark();
         self.quarantined.push(Quarantined {
             client,
@@ -227,43 +210,10 @@ impl Registry {
                 wanted = true;
                 return true;
             }
-            let client = q.client;
-            if let Some(e) = region.client(client) {
-                e.identity
-                    .state
-                    .store(client_state::FREE, Ordering::Release);
-            }
+            region.free_client(q.client);
             false
         });
         self.log_wanted |= wanted;
-    }
-
-    fn uncount_sleeper(&self, client: u32) {
-        let Some(entry) = self.region.client(client) else {
-            return;
-        };
-        let on = entry.activity.sleeping_on.swap(0, Ordering::AcqRel);
-        if on == 0 {
-            return;
-        }
-        if let Some(ev) = self.event_word(on - 1) {
-            ev.sleepers.fetch_sub(1, Ordering::Relaxed);
-            event::wake(ev);
-        }
-    }
-
-    fn event_word(&self, id: u32) -> Option<&EventWord> {
-        let h = self.region.header();
-        match id {
-            event_id::PUBLISHED => Some(&h.published),
-            event_id::SPACE => Some(&h.space),
-            event_id::CLEANER => Some(&h.cleaner),
-            event_id::PERSISTED => Some(&h.persisted),
-            g => self
-                .region
-                .group(g.checked_sub(event_id::GROUP_BASE)?)
-                .map(|e| &e.turn_event),
-        }
     }
 
     /// Whether producers left with reservations not yet released.
@@ -284,10 +234,7 @@ impl Registry {
     /// After the cleaner released a gone producer's reservations: its entry (which
     /// names it to consumers) is freed once every offset below `mark` is reclaimed.
     pub fn retire_producer(&mut self, client: u32, mark: u64) {
-        let generation = self
-            .region
-            .client(client)
-            .map_or(0, |e| e.identity.generation.load(Ordering::Relaxed));
+        let generation = self.region.client(client).map_or(0, |e| e.generation());
         self.retiring.push(Retiring {
             client,
             generation,
@@ -306,11 +253,7 @@ impl Registry {
             }
             producers.remove(&(r.client, r.generation));
             if r.holds_entry {
-                if let Some(e) = region.client(r.client) {
-                    e.identity
-                        .state
-                        .store(client_state::FREE, Ordering::Release);
-                }
+                region.free_client(r.client);
             }
             false
         });
@@ -322,10 +265,7 @@ impl Registry {
         let n = self.clients.len() as u32;
         for step in 1..=n {
             let i = (self.last_slot + step) % n;
-            let entry_free = self
-                .region
-                .client(i)
-                .is_some_and(|e| e.identity.state.load(Ordering::Acquire) == client_state::FREE);
+            let entry_free = self.region.client(i).is_some_and(|e| e.is_free());
             if self.clients[i as usize].is_none() && entry_free {
                 self.last_slot = i;
                 return Some(i);
@@ -352,11 +292,7 @@ impl Registry {
         let oldest = self.retiring.iter_mut().find(|r| r.holds_entry)?;
         oldest.holds_entry = false;
         let client = oldest.client;
-        self.region
-            .client(client)?
-            .identity
-            .state
-            .store(client_state::FREE, Ordering::Release);
+        self.region.free_client(client);
         self.last_slot = client;
         Some(client)
     }
@@ -376,11 +312,11 @@ impl Registry {
                 let Some(c) = self.region.client(m) else {
                     continue;
                 };
-                let idle = now.saturating_sub(c.activity.last_active_ms.load(Ordering::Acquire));
+                let idle = now.saturating_sub(c.last_active_ms());
                 if idle <= limit {
                     continue;
                 }
-                let ack = c.activity.ack_upto.load(Ordering::Acquire);
+                let ack = c.acked_upto();
                 let holds = grp.first_owned(m, ack, cursor).is_some()
                     || self.holds_redelivery(g as u32, grp, m);
                 // Committed offsets wait to be handed out and it could take them.
@@ -408,23 +344,30 @@ impl Registry {
     /// replays from the persistence file after a restart. Returns its client entry.
     pub fn register_ghost(&mut self, id: &str) -> Option<u32> {
         let slot = self.free_client_slot()?;
-        let entry = self.region.client(slot)?;
-        let idn = &entry.identity;
-        idn.role.store(role_code(Role::Producer), Ordering::Relaxed);
-        idn.generation.store(REPLAY_GENERATION, Ordering::Relaxed);
-        idn.pid.store(std::process::id(), Ordering::Relaxed);
-        write_name(&idn.id, &idn.id_len, id);
-        idn.state.store(client_state::REMOVED, Ordering::Release);
+        let record = ClientRecord {
+            role: ClientRole::Producer,
+            generation: REPLAY_GENERATION,
+            pid: std::process::id(),
+            group: None,
+            id,
+        };
+        // Removed from the start: it names records, and nobody registers as it.
+        if !self
+            .region
+            .publish_client(slot, &record, client_state::REMOVED)
+        {
+            return None;
+        }
         self.producers.insert((slot, REPLAY_GENERATION), id.into());
         Some(slot)
     }
 }
 
-/// The role code written into a client entry.
-pub(crate) fn role_code(role: Role) -> u32 {
+/// What a client of `role` is registered as in its entry.
+pub(crate) fn client_role(role: Role) -> ClientRole {
     match role {
-        Role::Producer => client_role::PRODUCER,
-        Role::Consumer => client_role::CONSUMER,
-        Role::Admin => client_role::ADMIN,
+        Role::Producer => ClientRole::Producer,
+        Role::Consumer => ClientRole::Consumer,
+        Role::Admin => ClientRole::Admin,
     }
 }

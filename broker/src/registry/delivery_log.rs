@@ -100,10 +100,10 @@ impl Registry {
             grp.logged += 1;
         }
         for slot in 0..region.geometry().redeliveries_per_group {
-            let Some(e) = region.redelivery(g, slot) else {
+            let Some(e) = region.redelivery_seen(g, slot) else {
                 break;
             };
-            let s = e.state.load(Ordering::Acquire);
+            let s = e.state;
             let kind = redelivery::kind(s);
             let seen = &mut grp.observed[slot as usize];
             // Only the broker's own offers are logged: what else the table holds
@@ -113,10 +113,7 @@ impl Registry {
                 continue;
             };
             let taken = kind == redelivery::CLAIMED || kind == redelivery::ACKED;
-            if !taken
-                || redelivery::attempt(s) != offer.attempt
-                || e.offset.load(Ordering::Relaxed) != offer.offset
-            {
+            if !taken || redelivery::attempt(s) != offer.attempt || e.offset != offer.offset {
                 *seen = None;
                 continue;
             }

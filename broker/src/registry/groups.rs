@@ -9,8 +9,7 @@ use audit_format::records::DeliveryLines;
 use control_protocol::Refusal;
 use shm_layout::event;
 use shm_layout::group;
-use shm_layout::layout::{group_state, redelivery};
-use shm_layout::region::write_name;
+use shm_layout::layout::redelivery;
 
 use super::history::{self, Segment};
 use super::redeliveries::Offer;
@@ -95,11 +94,7 @@ impl Registry {
             ));
         };
         let entry = self.region.group(i as u32).expect("index below max_groups");
-        for slot in 0..self.region.geometry().redeliveries_per_group {
-            if let Some(e) = self.region.redelivery(i as u32, slot) {
-                e.state.store(redelivery::FREE, Ordering::Relaxed);
-            }
-        }
+        self.region.clear_redeliveries(i as u32);
         self.region.reset_group(entry, start);
         // For the broker that recovers this region if this one dies: which of its
         // delivery lines it may have to write, and with which attempt.
@@ -110,11 +105,7 @@ impl Registry {
                 redeliver_below,
             },
         );
-        write_name(&entry.meta.name, &entry.meta.name_len, name);
-        entry
-            .meta
-            .state
-            .store(group_state::ACTIVE, Ordering::Release);
+        self.region.activate_group(i as u32, name);
         self.groups_created += 1;
         self.groups[i] = Some(Group {
             name: name.into(),
@@ -197,10 +188,7 @@ impl Registry {
         }
         let cursor = group::cursor(entry);
         let finished = grp.members.iter().all(|&m| {
-            let ack = self
-                .region
-                .client(m)
-                .map_or(0, |c| c.activity.ack_upto.load(Ordering::Acquire));
+            let ack = self.region.client(m).map_or(0, |c| c.acked_upto());
             grp.first_owned(m, ack, cursor).is_none()
         });
         if !finished {
@@ -253,9 +241,7 @@ impl Registry {
             return;
         };
         grp.members.retain(|&m| m != client);
-        let ack_upto = region
-            .client(client)
-            .map_or(0, |c| c.activity.ack_upto.load(Ordering::Acquire));
+        let ack_upto = region.client(client).map_or(0, |c| c.acked_upto());
         // Stop handing out offsets first: after this the cursor stays put until the
         // next rotation, and the stalled member can never move it.
         self.change_membership(g);
@@ -269,20 +255,16 @@ impl Registry {
             from = o + 1;
         }
         for slot in 0..region.geometry().redeliveries_per_group {
-            let Some(e) = region.redelivery(g, slot) else {
+            let Some(seen) = region.redelivery_seen(g, slot) else {
                 break;
             };
             let Some(offer) = grp.offered[slot as usize].as_mut() else {
                 continue;
             };
-            let s = e.state.load(Ordering::Acquire);
-            if redelivery::kind(s) == redelivery::CLAIMED && redelivery::claimer(s) == client {
+            if seen.kind() == redelivery::CLAIMED && seen.claimer() == client {
                 let attempt = offer.attempt + 1;
                 let again = redelivery::pack(redelivery::PENDING, attempt, 0);
-                if e.state
-                    .compare_exchange(s, again, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
+                if region.replace_redelivery(g, slot, seen.state, again) {
                     offer.attempt = attempt;
                 }
             }
@@ -299,9 +281,7 @@ impl Registry {
     }
 
     fn delete_group(&mut self, g: u32) {
-        if let Some(entry) = self.region.group(g) {
-            entry.meta.state.store(group_state::FREE, Ordering::Release);
-        }
+        self.region.free_group(g);
         self.groups[g as usize] = None;
     }
 
@@ -311,10 +291,7 @@ impl Registry {
         let entry = self.region.group(g)?;
         let cursor = group::cursor(entry);
         let acks = grp.members.iter().map(|&m| {
-            let ack = self
-                .region
-                .client(m)
-                .map_or(0, |c| c.activity.ack_upto.load(Ordering::Acquire));
+            let ack = self.region.client(m).map_or(0, |c| c.acked_upto());
             (m, ack)
         });
         // The broker's own book, not the region's table, which any process with

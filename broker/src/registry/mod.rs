@@ -24,7 +24,6 @@ use std::time::Duration;
 use control_protocol::{Refusal, Role};
 use shm_layout::BrokerRegion;
 
-pub(crate) use clients::role_code;
 pub use clients::Eviction;
 use clients::{Client, Quarantined, Retiring};
 use groups::Group;

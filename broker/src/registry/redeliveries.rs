@@ -108,15 +108,11 @@ impl Registry {
     /// Sets group `g`'s hint to the number of offers in its table: consumers scan
     /// the table only while it is not zero. The broker alone writes it.
     fn publish_redelivery_hint(&self, g: u32) {
-        let (Some(entry), Some(grp)) = (self.region.group(g), self.groups[g as usize].as_ref())
-        else {
+        let Some(grp) = self.groups[g as usize].as_ref() else {
             return;
         };
         let offers = grp.offered.iter().flatten().count() as u32;
-        if entry.meta.redeliveries.load(Ordering::Acquire) != offers {
-            // Release pairs with the consumers' Acquire load before they scan.
-            entry.meta.redeliveries.store(offers, Ordering::Release);
-        }
+        self.region.set_redelivery_hint(g, offers);
     }
 
     /// Checks group `g`'s redelivery table against the book of offers and repairs
@@ -133,26 +129,20 @@ impl Registry {
         let Some(grp) = self.groups[g as usize].as_mut() else {
             return repairs;
         };
-        let cas = |e: &shm_layout::layout::RedeliveryEntry, from: u64, to: u64| {
-            e.state
-                .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        };
+        let cas = |slot: u32, from: u64, to: u64| region.replace_redelivery(g, slot, from, to);
         for slot in 0..region.geometry().redeliveries_per_group {
-            let Some(e) = region.redelivery(g, slot) else {
+            let Some(seen) = region.redelivery_seen(g, slot) else {
                 break;
             };
-            let s = e.state.load(Ordering::Acquire);
-            let kind = redelivery::kind(s);
-            let offset = e.offset.load(Ordering::Relaxed);
+            let (s, kind, offset) = (seen.state, seen.kind(), seen.offset);
             let Some(offer) = grp.offered[slot as usize] else {
-                if kind != redelivery::FREE && cas(e, s, redelivery::FREE) {
+                if kind != redelivery::FREE && cas(slot, s, redelivery::FREE) {
                     repairs.push(RedeliveryRepair::NeverOffered { slot, offset });
                 }
                 continue;
             };
             if !region.is_committed(offer.offset) {
-                if cas(e, s, redelivery::FREE) {
+                if cas(slot, s, redelivery::FREE) {
                     grp.offered[slot as usize] = None;
                     repairs.push(RedeliveryRepair::Unreadable {
                         slot,
@@ -166,11 +156,7 @@ impl Registry {
                 redelivery::PENDING | redelivery::CLAIMED | redelivery::ACKED
             );
             if !in_use || offset != offer.offset || redelivery::attempt(s) != offer.attempt {
-                // The offset first: a consumer claims by the state word, and reads
-                // the offset after its claim (Release below, Acquire there).
-                e.offset.store(offer.offset, Ordering::Relaxed);
-                let pending = redelivery::pack(redelivery::PENDING, offer.attempt, 0);
-                if cas(e, s, pending) {
+                if region.rewrite_redelivery(g, slot, s, offer.offset, offer.attempt) {
                     repairs.push(RedeliveryRepair::Altered {
                         slot,
                         found_offset: offset,
@@ -184,7 +170,7 @@ impl Registry {
             let member = grp.members.contains(&claimer);
             if kind == redelivery::CLAIMED && !member {
                 let attempt = offer.attempt + 1;
-                if cas(e, s, redelivery::pack(redelivery::PENDING, attempt, 0)) {
+                if cas(slot, s, redelivery::pack(redelivery::PENDING, attempt, 0)) {
                     grp.offered[slot as usize] = Some(Offer {
                         offset: offer.offset,
                         attempt,
@@ -221,10 +207,10 @@ impl Registry {
     /// Frees acknowledged redelivery slots and refills them from the overflow.
     pub(super) fn settle_redeliveries(&mut self, g: u32) {
         for slot in 0..self.region.geometry().redeliveries_per_group {
-            let Some(e) = self.region.redelivery(g, slot) else {
+            let Some(seen) = self.region.redelivery_seen(g, slot) else {
                 break;
             };
-            let s = e.state.load(Ordering::Acquire);
+            let s = seen.state;
             if redelivery::kind(s) != redelivery::ACKED {
                 continue;
             }
@@ -246,7 +232,7 @@ impl Registry {
             }
             grp.observed[slot as usize] = None;
             grp.offered[slot as usize] = None;
-            e.state.store(redelivery::FREE, Ordering::Release);
+            self.region.free_redelivery(g, slot);
         }
         self.offer_overflow(g);
     }
@@ -255,9 +241,8 @@ impl Registry {
     pub(super) fn holds_redelivery(&self, g: u32, grp: &Group, client: u32) -> bool {
         (0..self.region.geometry().redeliveries_per_group).any(|slot| {
             grp.offered[slot as usize].is_some()
-                && self.region.redelivery(g, slot).is_some_and(|e| {
-                    let s = e.state.load(Ordering::Acquire);
-                    redelivery::kind(s) == redelivery::CLAIMED && redelivery::claimer(s) == client
+                && self.region.redelivery_seen(g, slot).is_some_and(|seen| {
+                    seen.kind() == redelivery::CLAIMED && seen.claimer() == client
                 })
         })
     }
@@ -306,10 +291,10 @@ mod tests {
             .unwrap();
         assert_eq!(joined.client, 0);
         let entry = region.group(0).unwrap();
-        let word = entry.turn.turn.load(Ordering::Acquire);
+        let word = entry.turn_word();
         assert!(group::try_advance(entry, word, records));
         let c = region.client(0).unwrap();
-        c.activity.ack_upto.store(records, Ordering::Release);
+        c.acknowledge_upto(records);
         (t, reg)
     }
 
@@ -328,11 +313,7 @@ mod tests {
     }
 
     fn hint(r: &Region) -> u32 {
-        r.group(0)
-            .unwrap()
-            .meta
-            .redeliveries
-            .load(Ordering::Relaxed)
+        r.redelivery_hint(0)
     }
 
     #[test]
