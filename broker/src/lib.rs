@@ -15,6 +15,7 @@
 //! - [`status`]: the report behind `broker status`.
 //! - [`startup`]: what the broker reads and repairs before it serves.
 //! - [`threads`]: starting the broker's threads, and the one ordered shutdown.
+//! - [`wait_reason`]: what keeps producers waiting, in words.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -31,6 +32,7 @@ pub mod status;
 #[cfg(test)]
 mod test_region;
 pub mod threads;
+pub mod wait_reason;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -57,7 +57,7 @@ fn status(args: StatusArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let reply = Session::connect(&args.broker, Role::Admin, &id, None)
-        .and_then(|mut s| s.request(&ControlFrame::StatusRequest));
+        .and_then(|s| s.request(&ControlFrame::StatusRequest));
     let json = match reply {
         Ok(ControlFrame::Status { json }) => json,
         Ok(other) => {

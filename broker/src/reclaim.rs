@@ -63,6 +63,12 @@ impl Reclaimer {
         self.persisted.load(Ordering::Acquire)
     }
 
+    /// Every delivery of an offset below this is in the consumption log, and
+    /// every group has consumed it.
+    pub fn logged(&self) -> u64 {
+        self.logged.load(Ordering::Acquire)
+    }
+
     /// The consumption log's writer has written everything up to `mark`.
     pub fn note_logged(&self, mark: u64) {
         self.logged.fetch_max(mark, Ordering::AcqRel);

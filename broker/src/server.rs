@@ -21,6 +21,7 @@ use shm_layout::BrokerRegion;
 
 use crate::registry::Registry;
 use crate::status;
+use crate::wait_reason::WaitReasons;
 
 const LISTENER: Token = Token(usize::MAX);
 /// Time allowed between accepting a connection and its registration.
@@ -54,6 +55,7 @@ pub struct Server {
     pub registry: Arc<Mutex<Registry>>,
     pub max_connections: usize,
     pub started: Instant,
+    pub wait_reasons: Arc<WaitReasons>,
 }
 
 impl Server {
@@ -257,6 +259,16 @@ impl Server {
                 conn.output
                     .extend_from_slice(&ControlFrame::Status { json }.encode());
             }
+            (
+                Stage::Client(_) | Stage::Admin,
+                ControlFrame::WaitReasonRequest { waiting_for, .. },
+            ) => {
+                // One topic-partition for now: every request is about default/0.
+                let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+                let reason = self.wait_reasons.holder(&reg, waiting_for).to_string();
+                conn.output
+                    .extend_from_slice(&ControlFrame::WaitReason { reason }.encode());
+            }
             (_, other) => refuse(
                 conn,
                 Refusal::ProtocolError,
@@ -367,5 +379,7 @@ fn kind_name(f: &ControlFrame) -> &'static str {
         ControlFrame::Evicted { .. } => "Evicted",
         ControlFrame::StatusRequest => "StatusRequest",
         ControlFrame::Status { .. } => "Status",
+        ControlFrame::WaitReasonRequest { .. } => "WaitReasonRequest",
+        ControlFrame::WaitReason { .. } => "WaitReason",
     }
 }

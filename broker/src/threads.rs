@@ -18,6 +18,7 @@ use crate::persister::FinalDrain;
 use crate::reclaim::Reclaimer;
 use crate::registry::{Registry, RegistryLimits};
 use crate::startup::Recovered;
+use crate::wait_reason::WaitReasons;
 use crate::{cleaner, persister, replay, server, BrokerConfig, BrokerError};
 
 /// The running broker: its region, its book of clients, and its threads.
@@ -28,6 +29,7 @@ pub(crate) struct Running {
     cleaner: JoinHandle<std::io::Result<()>>,
     replayer: Option<JoinHandle<Result<(), String>>>,
     writer_stops: [StopSignal; 2],
+    wait_reasons: Arc<WaitReasons>,
     persister_stop: Arc<AtomicBool>,
     cleaner_stop: Arc<AtomicBool>,
     max_connections: usize,
@@ -129,6 +131,12 @@ pub(crate) fn start(
     // At a stop, writers that cannot write give up after a while, so that the stop
     // ends; what they could not write stays in the region.
     let writer_stops = [persister.buffer.stop_signal(), cleaner.log.stop_signal()];
+    let wait_reasons = Arc::new(WaitReasons {
+        region: region.clone(),
+        reclaimer: cleaner.reclaimer.clone(),
+        persistence: persister.buffer.health(),
+        delivery_log: cleaner.log.health(),
+    });
     let persister_stop = Arc::new(AtomicBool::new(false));
     let cleaner_stop = Arc::new(AtomicBool::new(false));
     let persister = {
@@ -163,6 +171,7 @@ pub(crate) fn start(
         cleaner,
         replayer,
         writer_stops,
+        wait_reasons,
         persister_stop,
         cleaner_stop,
         max_connections: config.geometry.max_clients as usize + 64,
@@ -181,6 +190,7 @@ impl Running {
             registry: self.registry.clone(),
             max_connections: self.max_connections,
             started: Instant::now(),
+            wait_reasons: self.wait_reasons.clone(),
         };
         server.run(listener, stop)
     }

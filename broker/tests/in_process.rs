@@ -40,7 +40,7 @@ fn a_broker_serves_on_a_listener_bound_by_its_caller_and_stops_when_asked() {
     let line = ready.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(line, format!("listening on {addr}, shm {shm}"));
 
-    let mut session = Session::connect(&addr.to_string(), Role::Admin, "tester", None).unwrap();
+    let session = Session::connect(&addr.to_string(), Role::Admin, "tester", None).unwrap();
     let reply = session.request(&ControlFrame::StatusRequest).unwrap();
     let ControlFrame::Status { json } = reply else {
         panic!("not a status: {reply:?}")

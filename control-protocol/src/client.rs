@@ -214,7 +214,7 @@ impl Session {
     }
 
     /// Sends a request over the lease and waits for the broker's reply.
-    pub fn request(&mut self, request: &ControlFrame) -> Result<ControlFrame, ConnectError> {
+    pub fn request(&self, request: &ControlFrame) -> Result<ControlFrame, ConnectError> {
         let addr = self
             .stream
             .peer_addr()
@@ -224,7 +224,7 @@ impl Session {
             addr: addr.clone(),
             detail,
         };
-        send(&mut self.stream, request).map_err(|e| proto(e.to_string()))?;
+        send(&mut &self.stream, request).map_err(|e| proto(e.to_string()))?;
         self.replies
             .recv_timeout(HANDSHAKE_TIMEOUT)
             .map_err(|_| proto("no reply from the broker".into()))
@@ -257,7 +257,7 @@ fn connect_tcp(addr: &str) -> Result<TcpStream, ConnectError> {
     Err(unreachable(last))
 }
 
-fn send(stream: &mut TcpStream, frame: &ControlFrame) -> std::io::Result<()> {
+fn send(stream: &mut impl Write, frame: &ControlFrame) -> std::io::Result<()> {
     stream.write_all(&frame.encode())
 }
 

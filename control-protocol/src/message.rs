@@ -114,6 +114,48 @@ pub enum ControlFrame {
     StatusRequest,
     /// Broker → admin: the status report, as JSON.
     Status { json: String },
+    /// Producer → broker: it has waited a while for `waiting_for` in a
+    /// topic-partition; what holds it?
+    WaitReasonRequest {
+        topic: String,
+        partition: u32,
+        waiting_for: WaitingFor,
+    },
+    /// Broker → producer: what holds it, in words (`group group-2 is 4096
+    /// messages behind and has no consumers`).
+    WaitReason { reason: String },
+}
+
+/// What a waiting producer waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitingFor {
+    /// Free slots in a full ring.
+    Space,
+    /// Its records on disk (`--fsync`).
+    Disk,
+}
+
+impl WaitingFor {
+    fn code(self) -> u8 {
+        match self {
+            WaitingFor::Space => 1,
+            WaitingFor::Disk => 2,
+        }
+    }
+    fn from_code(c: u8) -> Result<WaitingFor, FrameError> {
+        match c {
+            1 => Ok(WaitingFor::Space),
+            2 => Ok(WaitingFor::Disk),
+            _ => Err(FrameError::Malformed("unknown wait kind")),
+        }
+    }
+    /// How a waiting line names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitingFor::Space => "space",
+            WaitingFor::Disk => "the disk",
+        }
+    }
 }
 
 mod kind {
@@ -125,6 +167,8 @@ mod kind {
     pub const EVICTED: u8 = 6;
     pub const STATUS_REQUEST: u8 = 7;
     pub const STATUS: u8 = 8;
+    pub const WAIT_REASON_REQUEST: u8 = 9;
+    pub const WAIT_REASON: u8 = 10;
 }
 
 struct Writer(Vec<u8>);
@@ -280,6 +324,18 @@ impl ControlFrame {
                 w.long_str(json);
                 kind::STATUS
             }
+            ControlFrame::WaitReasonRequest {
+                topic,
+                partition,
+                waiting_for,
+            } => {
+                w.str(topic).u32(*partition).u8(waiting_for.code());
+                kind::WAIT_REASON_REQUEST
+            }
+            ControlFrame::WaitReason { reason } => {
+                w.str(reason);
+                kind::WAIT_REASON
+            }
         };
         frame::build(kind, &w.0)
     }
@@ -335,6 +391,12 @@ impl ControlFrame {
             kind::STATUS => ControlFrame::Status {
                 json: r.long_str()?,
             },
+            kind::WAIT_REASON_REQUEST => ControlFrame::WaitReasonRequest {
+                topic: r.str()?,
+                partition: r.u32()?,
+                waiting_for: WaitingFor::from_code(r.u8()?)?,
+            },
+            kind::WAIT_REASON => ControlFrame::WaitReason { reason: r.str()? },
             other => return Err(FrameError::UnknownKind(other)),
         };
         r.finish()?;
@@ -385,6 +447,14 @@ mod tests {
             ControlFrame::Evicted { group: "g".into() },
             ControlFrame::StatusRequest,
             ControlFrame::Status { json: "{}".into() },
+            ControlFrame::WaitReasonRequest {
+                topic: "default".into(),
+                partition: 0,
+                waiting_for: WaitingFor::Disk,
+            },
+            ControlFrame::WaitReason {
+                reason: "group g is 3 messages behind".into(),
+            },
         ]
     }
 

@@ -56,8 +56,15 @@ fn a_full_disk_holds_producers_back_and_everything_is_written_once_space_returns
     // The ring holds 4096 messages and nothing is freed unwritten: the producer
     // cannot have finished.
     assert!(producer.is_running(), "the producer waits for the disk");
+    // Which file's writer runs out first varies; either way the producer names it.
+    let waiting = producer.wait_stderr("waiting for space in default/0: the ");
+    assert!(
+        waiting.ends_with(" messages behind: cannot write: No space left on device (os error 28)"),
+        "{waiting}"
+    );
 
     disk.resize("64m");
+    producer.wait_stderr("sending again after ");
     let sent = producer.wait_exit_within(e2e::DEADLINE);
     assert_eq!(sent.code(), Some(0), "{:?}", sent.stderr);
     broker.proc.wait_stderr("written again after");

@@ -20,12 +20,19 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use control_protocol::{default_id, ConnectError, Role, Session};
+
+mod waiting;
 use shm_layout::ring::{SendError, Sender};
 use shm_layout::sys::wall_clock_micros;
+pub use waiting::SendNotice;
+use waiting::{NoticeFn, WaitWatch};
 
 /// Why a send or connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,10 @@ pub enum ProducerError {
     /// The region is in a state the producer refuses to use.
     #[error("the shared-memory region is corrupt: {0}")]
     Corrupt(String),
+    /// A send waited longer than the send timeout; nothing of the message it could
+    /// not place was written.
+    #[error("gave up after {:.1} s {reason}", waited.as_secs_f64())]
+    TimedOut { waited: Duration, reason: String },
     /// The broker found its region corrupt and takes no new message until it is
     /// restarted.
     #[error("the broker refuses new messages until it is restarted (it found its shared-memory region corrupt)")]
@@ -55,6 +66,7 @@ pub enum ProducerError {
 pub struct PayloadLoan<'p> {
     inner: shm_layout::ring::Loan<'p>,
     stop: Box<dyn FnMut() -> bool + 'p>,
+    watch: Rc<RefCell<WaitWatch<'p>>>,
     totals: (&'p mut u64, &'p mut u64),
     len: u64,
 }
@@ -67,14 +79,14 @@ impl PayloadLoan<'_> {
 
     /// Publishes the message; returns its offset.
     pub fn commit(mut self) -> Result<u64, ProducerError> {
-        let offset = self
-            .inner
-            .commit(wall_clock_micros(), &mut self.stop)
-            .map_err(|e| match e {
-                SendError::Corrupt(_) | SendError::Lock(_) => ProducerError::Corrupt(e.to_string()),
-                SendError::Refused => ProducerError::Refused,
-                _ => ProducerError::BrokerStopped,
-            })?;
+        let result = self.inner.commit(wall_clock_micros(), &mut self.stop);
+        let mut watch = self.watch.borrow_mut();
+        let offset = result.map_err(|e| match e {
+            SendError::Corrupt(_) | SendError::Lock(_) => ProducerError::Corrupt(e.to_string()),
+            SendError::Refused => ProducerError::Refused,
+            _ => watch.timed_out().unwrap_or(ProducerError::BrokerStopped),
+        })?;
+        watch.moved();
         *self.totals.0 += 1;
         *self.totals.1 += self.len;
         Ok(offset)
@@ -89,6 +101,10 @@ pub struct Producer {
     bytes: u64,
     /// Wall-clock µs of the last send.
     last_send_us: u64,
+    /// Longest a send waits for space (or the disk) before it gives up.
+    send_timeout: Option<Duration>,
+    /// Hears when a send has waited a while, and when it moves again.
+    on_notice: Option<NoticeFn>,
 }
 
 /// Sends this far apart (µs) count as spaced: the lines of the next one go cold.
@@ -106,7 +122,22 @@ impl Producer {
             last_send_us: 0,
             sent: 0,
             bytes: 0,
+            send_timeout: None,
+            on_notice: None,
         })
+    }
+
+    /// Makes a send that waits longer than `timeout` for space in the ring (or,
+    /// under `--fsync`, for the disk) give up with [`ProducerError::TimedOut`],
+    /// naming what held it. Default: wait as long as it takes.
+    pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
+        self.send_timeout = timeout;
+    }
+
+    /// Calls `f` once when a send has waited [`waiting::REPORT_AFTER`], with what
+    /// the broker says holds it, and once when it moves again.
+    pub fn on_send_notice(&mut self, f: impl FnMut(&SendNotice) + Send + 'static) {
+        self.on_notice = Some(Box::new(f));
     }
 
     /// A flag that, once raised (e.g. by a signal handler), makes a blocked send give
@@ -171,11 +202,18 @@ impl Producer {
             generation: s.generation,
         };
         let interrupt = &self.interrupt;
+        let watch = RefCell::new(WaitWatch::new(
+            s,
+            self.send_timeout,
+            self.on_notice.as_mut(),
+        ));
+        // Called only while a send waits (for space, the lock or the disk).
         let stop = || {
             s.link.is_gone()
                 || interrupt
                     .as_ref()
                     .is_some_and(|f| f.load(Ordering::Relaxed))
+                || watch.borrow_mut().still_waiting()
         };
         let mut sent = 0;
         let now_us = wall_clock_micros();
@@ -185,6 +223,9 @@ impl Producer {
                 .region
                 .send_batch(sender, &messages[sent..], now_us, stop, None, |o| {
                     sent += 1;
+                    if let Ok(mut w) = watch.try_borrow_mut() {
+                        w.moved();
+                    }
                     committed(o)
                 })
                 .map_err(|(_, e)| (sent, e));
@@ -196,6 +237,9 @@ impl Producer {
                 break;
             }
         }
+        let mut watch = watch.into_inner();
+        watch.moved();
+        let timed_out = watch.timed_out();
         // A producer sending single messages with pauses between them would find
         // the lines of its next send gone cold: fetch them now, while it waits.
         // Not for batches or back-to-back sends, where several producers would pull
@@ -209,9 +253,10 @@ impl Producer {
             .iter()
             .map(|(_, p)| p.len() as u64)
             .sum::<u64>();
-        match result {
-            Ok(()) => Ok(()),
-            Err((n, e)) => Err((n, self.error_from(e))),
+        match (result, timed_out) {
+            (Ok(()), _) => Ok(()),
+            (Err((n, SendError::Stopped | SendError::TimedOut)), Some(e)) => Err((n, e)),
+            (Err((n, e)), _) => Err((n, self.error_from(e))),
         }
     }
 
@@ -231,20 +276,39 @@ impl Producer {
             generation: s.generation,
         };
         let (link, interrupt) = (s.link.clone(), self.interrupt.clone());
-        let stop = move || {
-            link.is_gone()
-                || interrupt
-                    .as_ref()
-                    .is_some_and(|f| f.load(Ordering::Relaxed))
+        let watch = Rc::new(RefCell::new(WaitWatch::new(
+            s,
+            self.send_timeout,
+            self.on_notice.as_mut(),
+        )));
+        let stop = {
+            let watch = watch.clone();
+            move || {
+                link.is_gone()
+                    || interrupt
+                        .as_ref()
+                        .is_some_and(|f| f.load(Ordering::Relaxed))
+                    || watch.borrow_mut().still_waiting()
+            }
         };
-        match s.region.loan(sender, key, len, stop.clone(), None) {
+        let loaned = s.region.loan(sender, key, len, stop.clone(), None);
+        watch.borrow_mut().moved();
+        match loaned {
             Ok(inner) => Ok(PayloadLoan {
                 inner,
                 stop: Box::new(stop),
+                watch,
                 totals: (&mut self.sent, &mut self.bytes),
                 len: len as u64,
             }),
-            Err(e) => Err(self.error_from(e)),
+            Err(e) => {
+                let timed_out = watch.borrow_mut().timed_out();
+                drop((watch, stop));
+                Err(match (e, timed_out) {
+                    (SendError::Stopped | SendError::TimedOut, Some(t)) => t,
+                    (e, _) => error_from(e, s, &self.interrupt),
+                })
+            }
         }
     }
 
@@ -257,27 +321,38 @@ impl Producer {
     }
 
     fn error_from(&self, e: SendError) -> ProducerError {
-        match e {
-            SendError::TooLarge { size, max } => ProducerError::TooLarge { size, max },
-            SendError::Stopped | SendError::TimedOut => self.stop_reason(),
-            SendError::Refused => ProducerError::Refused,
-            e @ (SendError::Corrupt(_) | SendError::Lock(_)) => {
-                ProducerError::Corrupt(e.to_string())
-            }
-        }
+        error_from(e, &self.session, &self.interrupt)
     }
 
     fn stop_reason(&self) -> ProducerError {
-        if self
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-            && !self.session.link.is_gone()
-            && !self.session.region.is_closing()
-        {
-            ProducerError::Interrupted
-        } else {
-            ProducerError::BrokerStopped
-        }
+        stop_reason(&self.session, &self.interrupt)
+    }
+}
+
+/// The error for a send that failed with `e`.
+fn error_from(
+    e: SendError,
+    session: &Session,
+    interrupt: &Option<Arc<AtomicBool>>,
+) -> ProducerError {
+    match e {
+        SendError::TooLarge { size, max } => ProducerError::TooLarge { size, max },
+        SendError::Stopped | SendError::TimedOut => stop_reason(session, interrupt),
+        SendError::Refused => ProducerError::Refused,
+        e @ (SendError::Corrupt(_) | SendError::Lock(_)) => ProducerError::Corrupt(e.to_string()),
+    }
+}
+
+/// Why a send stopped: the caller's interrupt, or the broker stopping.
+fn stop_reason(session: &Session, interrupt: &Option<Arc<AtomicBool>>) -> ProducerError {
+    if interrupt
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::Relaxed))
+        && !session.link.is_gone()
+        && !session.region.is_closing()
+    {
+        ProducerError::Interrupted
+    } else {
+        ProducerError::BrokerStopped
     }
 }

@@ -24,7 +24,10 @@ use shm_layout::units::{parse_duration, parse_size};
         Each MESSAGE argument is one message. With no argument, each line of standard \
         input is one message (without its \\n or \\r\\n; a last line without a newline \
         is sent too). Payloads travel through shared memory; the broker's TCP port only \
-        carries control traffic. Prints a one-line summary on stderr at exit.",
+        carries control traffic. Prints a one-line summary on stderr at exit.\n\n\
+        A send blocks while the ring is full (a group behind, or a file the broker \
+        cannot write yet). After a second it prints one line on stderr naming what \
+        holds the ring, and another when it moves again.",
     group = clap::ArgGroup::new("source").args(["messages", "file", "count", "stream"])
 )]
 struct Args {
@@ -60,6 +63,10 @@ struct Args {
     /// Interval between streamed lines (with --stream).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "stream")]
     interval: Duration,
+    /// Give up (exit 1, naming what held the ring) when a send waits longer than
+    /// this for space [default: wait as long as it takes].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    send_timeout: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,9 @@ fn main() -> ExitCode {
         }
     };
     producer.set_interrupt(interrupt.clone());
+    producer.set_send_timeout(args.send_timeout);
+    // A send that waits over a second says why, once, and again when it moves.
+    producer.on_send_notice(|notice| eprintln!("{notice}"));
     let started = Instant::now();
     let result = send_all(&args, &mut producer, &interrupt);
     let (sent, bytes) = producer.totals();

@@ -115,6 +115,17 @@ impl StopSignal {
     }
 }
 
+/// Whether a [`DoubleBuffer`]'s writer is failing, readable from any thread.
+#[derive(Clone)]
+pub struct WriterHealth(Arc<Shared>);
+
+impl WriterHealth {
+    /// The error of a write the writer keeps retrying, while it fails.
+    pub fn failure(&self) -> Option<String> {
+        self.0.lock().failing.clone()
+    }
+}
+
 /// The filling side of a double-buffered file.
 pub struct DoubleBuffer {
     shared: Arc<Shared>,
@@ -295,6 +306,11 @@ impl DoubleBuffer {
     /// The error of a write the writer keeps retrying, while it fails.
     pub fn write_failure(&self) -> Option<String> {
         self.shared.lock().failing.clone()
+    }
+
+    /// A handle that tells whether the writer is failing (see [`WriterHealth`]).
+    pub fn health(&self) -> WriterHealth {
+        WriterHealth(self.shared.clone())
     }
 
     /// A handle that asks the writer to stop retrying (see [`StopSignal`]).

@@ -18,7 +18,45 @@ pub struct GroupSnapshot {
     pub cursor: u64,
 }
 
+/// The group furthest behind, which holds the ring when it is full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowestGroup {
+    pub name: String,
+    /// Every offset below this is consumed by the group.
+    pub position: u64,
+    /// The member that holds the group's position (None: it has no members).
+    pub slowest: Option<String>,
+}
+
 impl Registry {
+    /// The group with the lowest position (the first created among equals).
+    pub fn slowest_group(&self) -> Option<SlowestGroup> {
+        let (_, grp, position) = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter_map(|(g, grp)| Some((g, grp.as_ref()?, self.position(g as u32)?)))
+            .min_by_key(|&(_, grp, position)| (position, grp.created))?;
+        let member_id = |m: u32| self.clients[m as usize].as_ref().map(|c| c.id.to_string());
+        // Whoever was handed the offset at the position, if still a member; else
+        // the member that has acknowledged least.
+        let holder = grp
+            .owner_of(position)
+            .map(|&(m, _)| m)
+            .filter(|m| grp.members.contains(m))
+            .or_else(|| {
+                grp.members
+                    .iter()
+                    .copied()
+                    .min_by_key(|&m| self.region.client(m).map_or(0, |c| c.acked_upto()))
+            });
+        Some(SlowestGroup {
+            name: grp.name.to_string(),
+            position,
+            slowest: holder.and_then(member_id),
+        })
+    }
+
     /// Number of registered clients of each role (producers, consumers, admins).
     pub fn counts(&self) -> (usize, usize, usize) {
         let producers = self

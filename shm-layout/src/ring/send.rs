@@ -226,7 +226,7 @@ impl Region {
             }
         }
         if let Some(offset) = last {
-            if !replay && self.header().durable.fsync.load(Ordering::Relaxed) != 0 {
+            if !replay && self.waits_for_disk() {
                 self.wait_until_persisted(offset, sender.client, &mut stop)
                     .map_err(|e| (sent, e))?;
             }
@@ -379,6 +379,12 @@ impl BrokerRegion {
 }
 
 impl Region {
+    /// Whether a send waits until its records are on disk (`--fsync`).
+    #[inline]
+    pub fn waits_for_disk(&self) -> bool {
+        self.header().durable.fsync.load(Ordering::Relaxed) != 0
+    }
+
     /// Every offset below this has been persisted by the broker.
     pub fn persisted_offset(&self) -> u64 {
         self.header().durable.persisted.load(Ordering::Acquire)
@@ -535,7 +541,7 @@ impl Loan<'_> {
         drop(guard);
         event::notify(&region.header().published);
         region.nudge_cleaner(self.first, self.first + self.slots);
-        if region.header().durable.fsync.load(Ordering::Relaxed) != 0 {
+        if region.waits_for_disk() {
             region.wait_until_persisted(offset, self.sender.client, &mut stop)?;
         }
         Ok(offset)

@@ -1,0 +1,147 @@
+//! What keeps producers waiting, in words: the group furthest behind, or a file
+//! whose writer is behind (with its error while a write fails). A producer that has
+//! waited a while asks, and prints the answer; `broker status` shows it too.
+
+use std::fmt;
+use std::sync::Arc;
+
+use control_protocol::WaitingFor;
+use shm_layout::BrokerRegion;
+
+use crate::audit::double_buffer::WriterHealth;
+use crate::reclaim::Reclaimer;
+use crate::registry::Registry;
+
+/// What holds a ring's slots (or, under `--fsync`, a producer's records) back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A group has not consumed `behind` messages; `slowest` is the member holding
+    /// its position (None: the group has no consumers).
+    Group {
+        name: String,
+        behind: u64,
+        slowest: Option<String>,
+    },
+    /// `persistencia_mensajes.txt` lacks `behind` messages; `error` while a write fails.
+    PersistenceFile { behind: u64, error: Option<String> },
+    /// `log_consumo.txt` lacks the deliveries of `behind` messages.
+    DeliveryLog { behind: u64, error: Option<String> },
+    /// Nothing: slots are being freed.
+    Nothing,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let error = |f: &mut fmt::Formatter<'_>, error: &Option<String>| match error {
+            Some(e) => write!(f, ": cannot write: {e}"),
+            None => Ok(()),
+        };
+        match self {
+            Holder::Group {
+                name,
+                behind,
+                slowest: None,
+            } => write!(
+                f,
+                "group {name} is {behind} messages behind and has no consumers"
+            ),
+            Holder::Group {
+                name,
+                behind,
+                slowest: Some(c),
+            } => write!(
+                f,
+                "group {name} is {behind} messages behind; slowest consumer {c}"
+            ),
+            Holder::PersistenceFile { behind, error: e } => {
+                write!(f, "the persistence file is {behind} messages behind")?;
+                error(f, e)
+            }
+            Holder::DeliveryLog { behind, error: e } => {
+                write!(f, "the delivery log is {behind} messages behind")?;
+                error(f, e)
+            }
+            Holder::Nothing => write!(f, "nothing holds it now: slots are being freed"),
+        }
+    }
+}
+
+/// Where the broker looks to name a holder.
+pub struct WaitReasons {
+    pub region: Arc<BrokerRegion>,
+    pub reclaimer: Arc<Reclaimer>,
+    pub persistence: WriterHealth,
+    pub delivery_log: WriterHealth,
+}
+
+impl WaitReasons {
+    /// What a producer waiting for `waiting_for` waits on now.
+    pub fn holder(&self, registry: &Registry, waiting_for: WaitingFor) -> Holder {
+        let next = self.region.next_offset();
+        let persisted = self.reclaimer.persisted().min(next);
+        let persistence_behind = || Holder::PersistenceFile {
+            behind: next - persisted,
+            error: self.persistence.failure(),
+        };
+        if waiting_for == WaitingFor::Disk {
+            return persistence_behind();
+        }
+        let logged = self.reclaimer.logged().min(next);
+        let slowest = registry.slowest_group();
+        let consumed = slowest.as_ref().map_or(next, |g| g.position.min(next));
+        // Slots are freed below all three marks: the lowest holds them. Consumers
+        // may run ahead of the writers, never the log ahead of consumers.
+        if persisted < consumed.min(logged) {
+            persistence_behind()
+        } else if logged < consumed {
+            Holder::DeliveryLog {
+                behind: next - logged,
+                error: self.delivery_log.failure(),
+            }
+        } else {
+            match slowest {
+                Some(g) if g.position < next => Holder::Group {
+                    name: g.name,
+                    behind: next - g.position,
+                    slowest: g.slowest,
+                },
+                _ => Holder::Nothing,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_holder_reads_as_the_waiting_line_names_it() {
+        let group = |slowest: Option<&str>| Holder::Group {
+            name: "group-2".into(),
+            behind: 4096,
+            slowest: slowest.map(str::to_string),
+        };
+        assert_eq!(
+            group(None).to_string(),
+            "group group-2 is 4096 messages behind and has no consumers"
+        );
+        assert_eq!(
+            group(Some("consumer-123")).to_string(),
+            "group group-2 is 4096 messages behind; slowest consumer consumer-123"
+        );
+        let file = Holder::PersistenceFile {
+            behind: 12,
+            error: Some("No space left on device (os error 28)".into()),
+        };
+        assert_eq!(
+            file.to_string(),
+            "the persistence file is 12 messages behind: cannot write: No space left on device (os error 28)"
+        );
+        let log = Holder::DeliveryLog {
+            behind: 3,
+            error: None,
+        };
+        assert_eq!(log.to_string(), "the delivery log is 3 messages behind");
+    }
+}
