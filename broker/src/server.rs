@@ -255,7 +255,7 @@ impl Server {
             }
             (Stage::Client(_) | Stage::Admin, ControlFrame::StatusRequest) => {
                 let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-                let json = status::report(&self.region, &reg, self.started);
+                let json = status::report(&self.region, &reg, &self.wait_reasons, self.started);
                 conn.output
                     .extend_from_slice(&ControlFrame::Status { json }.encode());
             }

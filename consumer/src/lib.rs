@@ -159,6 +159,9 @@ pub struct Consumer {
     /// First deliveries below this offset are attempt 2: the group had been handed
     /// them before the broker restarted (as the broker logs them).
     redeliver_below: u64,
+    /// Polls made so far, and checks of its standing while a poll waits:
+    /// published in the client entry for the broker to sample.
+    polls: u64,
 }
 
 impl Consumer {
@@ -191,6 +194,7 @@ impl Consumer {
             producer_names: Vec::new(),
             declined: Vec::new(),
             redeliver_below,
+            polls: 0,
         })
     }
 
@@ -224,9 +228,13 @@ impl Consumer {
             .expect("checked at connect")
     }
 
-    /// Records that this consumer is polling (its session timeout starts again).
-    fn stamp_activity(&self) {
-        self.me().touch(monotonic_millis());
+    /// Records that this consumer is polling (its session timeout starts again),
+    /// and moves the counter the broker samples for the age of its last poll.
+    fn stamp_activity(&mut self) {
+        self.polls += 1;
+        let me = self.me();
+        me.touch(monotonic_millis());
+        me.publish_progress(self.polls);
     }
 
     /// Acknowledges the message returned by the last poll, if any.

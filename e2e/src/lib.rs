@@ -720,6 +720,16 @@ pub fn data_lines(path: &Path) -> Vec<String> {
 }
 
 /// Parses JSON Lines output of `consumer --format json`.
+/// The member ids of a group in a `broker status --json` report.
+pub fn member_ids(group: &serde_json::Value) -> Vec<String> {
+    group["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect()
+}
+
 pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
     std::str::from_utf8(stdout)
         .expect("UTF-8")

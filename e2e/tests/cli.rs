@@ -160,7 +160,7 @@ fn duplicate_live_ids_are_refused_and_free_again_once_gone() {
         Some(0)
     );
     assert_eq!(first.wait_exit().code(), Some(0));
-    broker.wait_for_status("worker gone", |s| s["consumers"] == 0);
+    broker.wait_for_status("worker gone", |s| s["clients"]["consumers"] == 0);
     let (again, _) = broker.consumer(&["--id", "worker", "--count", "1"]);
     assert_eq!(broker.producer(&["n"], None).wait_exit().code(), Some(0));
     assert_eq!(again.wait_exit().stdout_text(), "n\n");

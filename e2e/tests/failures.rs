@@ -124,7 +124,9 @@ fn a_consumer_killed_holding_messages_has_them_redelivered_to_its_group() {
     let victim_got = offsets_of(&v.stdout);
     assert!(!victim_got.is_empty(), "it printed its first batch");
     // The survivor gets everything else, including what the victim held.
-    broker.wait_for_status("group caught up", |s| s["groups"][0]["position"] == 200);
+    broker.wait_for_status("group caught up", |s| {
+        s["groups"][0]["partitions"][0]["position"] == 200
+    });
     survivor.signal(Signal::SIGTERM);
     let s = survivor.wait_exit();
     assert_eq!(s.code(), Some(0));
@@ -191,11 +193,11 @@ fn a_stalled_consumer_is_evicted_and_its_group_carries_on() {
         Some(0)
     );
     let s = broker.wait_for_status("eviction", |s| {
-        s["groups"][0]["position"] == 100
-            && s["groups"][0]["members"] == serde_json::json!(["worker"])
+        s["groups"][0]["partitions"][0]["position"] == 100
+            && e2e::member_ids(&s["groups"][0]) == ["worker"]
     });
     println!("group drained {:?} after the stall", started.elapsed());
-    assert_eq!(s["consumers"], 1);
+    assert_eq!(s["clients"]["consumers"], 1);
     stalled.signal(Signal::SIGCONT);
     let st = stalled.wait_exit();
     assert_eq!(st.code(), Some(1));
@@ -409,7 +411,7 @@ fn registration_needs_the_regions_token_and_a_refusal_changes_nothing() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     let st = broker.status();
-    assert_eq!(st["consumers"], 0);
+    assert_eq!(st["clients"]["consumers"], 0);
     let groups: Vec<&str> = st["groups"]
         .as_array()
         .unwrap()
@@ -651,7 +653,11 @@ fn a_consumer_evicted_while_stopped_in_a_short_wait_hands_out_nothing_when_it_re
     let p = broker.producer(&["--stream", "--interval", "20us"], None);
     wait_until_stopped(&mut a, "a never ended a wait within its spin");
     // b hands out a's share with its own while a is stopped.
-    let handed_out = |s: &serde_json::Value| s["groups"][0]["handed_out"].as_u64().unwrap_or(0);
+    let handed_out = |s: &serde_json::Value| {
+        s["groups"][0]["partitions"][0]["handed_out"]
+            .as_u64()
+            .unwrap_or(0)
+    };
     let at_stop = handed_out(&broker.status());
     broker.wait_for_status("offsets handed out past a's stop", |s| {
         handed_out(s) >= at_stop + 256
@@ -660,8 +666,8 @@ fn a_consumer_evicted_while_stopped_in_a_short_wait_hands_out_nothing_when_it_re
     assert_eq!(p.wait_exit().code(), Some(0));
     // a is evicted, and b reads everything, a's share included.
     broker.wait_for_status("a evicted and b done", |s| {
-        s["groups"][0]["members"] == serde_json::json!(["b"])
-            && s["groups"][0]["position"] == s["ring"]["next_offset"]
+        e2e::member_ids(&s["groups"][0]) == ["b"]
+            && s["groups"][0]["partitions"][0]["position"] == s["ring"]["next_offset"]
     });
     a.signal(Signal::SIGCONT);
     let a = a.wait_exit();

@@ -261,8 +261,9 @@ fn group_status<'a>(status: &'a serde_json::Value, group: &str) -> &'a serde_jso
         .unwrap_or_else(|| panic!("no {group} in {status}"))
 }
 
+/// A field of `group`'s one topic-partition.
 fn group_field(status: &serde_json::Value, group: &str, field: &str) -> u64 {
-    group_status(status, group)[field]
+    group_status(status, group)["partitions"][0][field]
         .as_u64()
         .unwrap_or_else(|| panic!("no {field} of {group} in {status}"))
 }
@@ -612,7 +613,9 @@ impl Storm {
         // registered, a SIGTERM stops each cleanly.
         let live = self.producers.len() as u64;
         self.broker()
-            .wait_for_status("every producer registered", |s| s["producers"] == live);
+            .wait_for_status("every producer registered", |s| {
+                s["clients"]["producers"] == live
+            });
         for p in std::mem::take(&mut self.producers) {
             p.proc.signal(Signal::SIGTERM);
             let id = p.id.clone();
@@ -627,7 +630,7 @@ impl Storm {
         // had not acknowledged: its next offset reaches the end of the file only
         // once that is done, and the lag counts only up to it.
         let status = broker.wait_for_status("every group has consumed everything", |s| {
-            s["ring"]["next_offset"] == s["persisted_offset"]
+            s["ring"]["next_offset"] == s["ring"]["persisted_offset"]
                 && GROUPS.iter().all(|g| group_field(s, g, "lag") == 0)
         });
         let end = status["ring"]["next_offset"].as_u64().unwrap();

@@ -1,8 +1,10 @@
 //! The operator's view end to end: a waiting producer says why, and gives up
-//! after `--send-timeout` naming what held it.
+//! after `--send-timeout` naming what held it; `broker status` describes groups,
+//! members and producers as Kafka's tools do.
 
-use e2e::Broker;
+use e2e::{Broker, Proc, StdoutMode};
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 /// A ring of 64 one-slot messages fills after 64 sends.
 const SLOTS: &str = "64";
@@ -25,6 +27,11 @@ fn a_producer_held_by_a_group_without_consumers_says_why_once_and_again_when_it_
     assert_eq!(
         waiting,
         "waiting for space in default/0: group group-2 is 64 messages behind and has no consumers"
+    );
+    assert_eq!(
+        broker.status()["ring"]["held_by"],
+        "group group-2 is 64 messages behind and has no consumers",
+        "broker status names the holder too"
     );
     let (second, group) = broker.consumer(&["--group", "group-2", "--format", "none"]);
     assert_eq!(group, "group-2");
@@ -96,4 +103,123 @@ fn a_send_timeout_gives_up_naming_the_holder_and_writes_nothing_it_could_not_pla
     assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
     let persisted = e2e::data_lines(&data.0.join(audit_format::records::PERSIST_FILE));
     assert_eq!(persisted.len(), 64, "only what was placed is in the file");
+}
+
+/// The group named `name` in a status report.
+fn group<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["groups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+#[test]
+fn broker_status_describes_each_group_per_partition_its_members_and_the_producers() {
+    let broker = Broker::start(&["--groups", "2"]);
+    let sent = broker
+        .producer(&["a", "b", "c", "d", "e"], None)
+        .wait_exit();
+    assert_eq!(sent.code(), Some(0));
+    // A member that takes all five at once and stops before returning them: it
+    // holds five unacknowledged messages, and its poll counter stands still.
+    let mut solo = broker.client_env(
+        "consumer",
+        &["--id", "solo", "--format", "none"],
+        &[("MINIKAFKA_FAULT", "poll-claimed:1:stop")],
+    );
+    assert!(solo
+        .wait_stderr("joined group ")
+        .starts_with("joined group group-1 "));
+    let deadline = std::time::Instant::now() + e2e::DEADLINE;
+    while !solo.is_stopped() {
+        assert!(std::time::Instant::now() < deadline && solo.is_running());
+        std::thread::yield_now();
+    }
+    let s = broker.wait_for_status("solo silent for a second", |s| {
+        group(s, "group-1")["members"][0]["last_poll_s"].as_f64() >= Some(1.0)
+    });
+    let g1 = group(&s, "group-1");
+    let p = &g1["partitions"][0];
+    assert_eq!(
+        (
+            &p["topic"],
+            &p["partition"],
+            &p["position"],
+            &p["handed_out"]
+        ),
+        (&"default".into(), &0.into(), &0.into(), &5.into())
+    );
+    assert_eq!((&p["end_offset"], &p["lag"]), (&5.into(), &5.into()));
+    let m = &g1["members"][0];
+    assert_eq!(m["id"], "solo");
+    assert_eq!(m["pid"], solo.pid);
+    assert_eq!((&m["turns"], &m["rotation_size"]), (&1.into(), &1.into()));
+    assert_eq!(m["unacknowledged"], 5, "the five it holds");
+    let g2 = group(&s, "group-2");
+    assert_eq!(
+        g2["partitions"][0]["lag"], 5,
+        "no consumers: it holds all five"
+    );
+    assert_eq!(g2["members"], Value::Array(vec![]));
+
+    let text = Proc::spawn(
+        &e2e::bin("broker"),
+        &["status", "-b", &broker.addr],
+        None,
+        StdoutMode::Collect,
+    )
+    .wait_exit()
+    .stdout_text();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let has = |row: &[&str]| rows.iter().any(|r| r == row);
+    assert!(
+        has(&[
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "POSITION",
+            "END-OFFSET",
+            "LAG",
+            "MSG/S"
+        ]),
+        "{text}"
+    );
+    assert!(
+        has(&["group-2", "default", "0", "0", "5", "5", "0"]),
+        "{text}"
+    );
+    assert!(
+        has(&["GROUP", "MEMBER", "PID", "SHARE", "LAST-POLL", "UNACKED"]),
+        "{text}"
+    );
+    let solo_row = rows
+        .iter()
+        .find(|r| r.get(1) == Some(&"solo"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        (solo_row[0], solo_row[2], solo_row[3], solo_row[5]),
+        ("group-1", solo.pid.to_string().as_str(), "1/1", "5")
+    );
+
+    // A producer sending every 20 ms shows with its pid and a rate.
+    let streamer = broker.producer(
+        &["--stream", "--interval", "20ms", "--id", "streamer"],
+        None,
+    );
+    let s = broker.wait_for_status("streamer's rate sampled", |s| {
+        s["producers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["id"] == "streamer" && p["sent_per_s"].as_f64() > Some(0.0))
+    });
+    let p = &s["producers"][0];
+    assert_eq!(p["pid"], streamer.pid);
+    assert!(p["sent"].as_u64() > Some(0), "{s}");
+    streamer.signal(Signal::SIGTERM);
+    assert_eq!(streamer.wait_exit().code(), Some(0));
+    solo.signal(Signal::SIGKILL);
 }

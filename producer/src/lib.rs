@@ -89,6 +89,7 @@ impl PayloadLoan<'_> {
         watch.moved();
         *self.totals.0 += 1;
         *self.totals.1 += self.len;
+        watch.publish_progress(*self.totals.0);
         Ok(offset)
     }
 }
@@ -238,7 +239,10 @@ impl Producer {
             }
         }
         let mut watch = watch.into_inner();
-        watch.moved();
+        // A send that stopped (interrupted, or the broker gone) did not move again.
+        if result.is_ok() {
+            watch.moved();
+        }
         let timed_out = watch.timed_out();
         // A producer sending single messages with pauses between them would find
         // the lines of its next send gone cold: fetch them now, while it waits.
@@ -249,6 +253,9 @@ impl Producer {
         }
         self.last_send_us = now_us;
         self.sent += sent as u64;
+        if let Some(me) = s.region.client(s.client) {
+            me.publish_progress(self.sent);
+        }
         self.bytes += messages[..sent]
             .iter()
             .map(|(_, p)| p.len() as u64)
@@ -292,7 +299,9 @@ impl Producer {
             }
         };
         let loaned = s.region.loan(sender, key, len, stop.clone(), None);
-        watch.borrow_mut().moved();
+        if loaned.is_ok() {
+            watch.borrow_mut().moved();
+        }
         match loaned {
             Ok(inner) => Ok(PayloadLoan {
                 inner,

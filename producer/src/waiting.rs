@@ -107,6 +107,13 @@ impl<'p> WaitWatch<'p> {
         }
     }
 
+    /// Publishes the producer's count of messages sent, for the broker to sample.
+    pub(crate) fn publish_progress(&self, sent: u64) {
+        if let Some(me) = self.session.region.client(self.session.client) {
+            me.publish_progress(sent);
+        }
+    }
+
     /// The error for a send that gave up, if it did.
     pub(crate) fn timed_out(&self) -> Option<ProducerError> {
         self.gave_up

@@ -101,6 +101,19 @@ impl ClientEntry {
         self.activity.last_active_ms.load(Ordering::Acquire)
     }
 
+    /// Polls made (consumers) or messages sent (producers), as the client last
+    /// published it.
+    pub fn progress(&self) -> u64 {
+        self.activity.progress.load(Ordering::Relaxed)
+    }
+
+    /// Client: publishes its running count of polls (consumers) or messages sent
+    /// (producers). A plain store to its own line: no read-modify-write, no clock.
+    #[inline]
+    pub fn publish_progress(&self, count: u64) {
+        self.activity.progress.store(count, Ordering::Relaxed);
+    }
+
     /// Consumer: records that it is polling, at `now_ms` (its session timeout
     /// starts again).
     #[inline]
@@ -153,6 +166,7 @@ impl BrokerRegion {
         write_name(&idn.id, &idn.id_len, record.id);
         self.clear_ranks(entry);
         entry.activity.sleeping_on.store(0, Ordering::Relaxed);
+        entry.activity.progress.store(0, Ordering::Relaxed);
         entry
             .activity
             .last_active_ms

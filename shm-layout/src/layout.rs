@@ -330,6 +330,10 @@ pub struct ClientActivity {
     /// 1 + the event this client is asleep on, or 0: lets the broker repair sleeper
     /// counts when a client dies asleep.
     pub sleeping_on: AtomicU32,
+    /// Polls made (consumers) or messages sent (producers) so far: the broker
+    /// samples it for rates and the age of a consumer's last poll, so that the
+    /// poll path reads no clock for them.
+    pub progress: AtomicU64,
 }
 
 #[repr(C)]
@@ -481,6 +485,7 @@ const _: () = assert!(std::mem::offset_of!(GroupMeta, redeliver_below) == 120);
 const _: () = assert!(std::mem::offset_of!(ClientIdentity, rank) == 24);
 const _: () = assert!(std::mem::offset_of!(ClientIdentity, id) == 40);
 const _: () = assert!(std::mem::offset_of!(ClientActivity, sleeping_on) == 16);
+const _: () = assert!(std::mem::offset_of!(ClientActivity, progress) == 24);
 const _: () = assert!(std::mem::offset_of!(GroupEntry, meta) == LINE);
 const _: () = assert!(std::mem::offset_of!(GroupMeta, state) == 32);
 const _: () = assert!(std::mem::offset_of!(GroupMeta, name) == 48);

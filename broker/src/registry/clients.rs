@@ -20,6 +20,29 @@ pub(super) struct Client {
     pub(super) role: Role,
     pub(super) id: Arc<str>,
     pub(super) group: Option<u32>,
+    pub(super) pid: u32,
+    pub(super) activity: ActivitySample,
+}
+
+/// What the broker last sampled of a client's progress counter (polls made or
+/// messages sent): when it last moved, and its rate.
+#[derive(Debug, Clone)]
+pub(super) struct ActivitySample {
+    pub(super) progress: u64,
+    pub(super) moved_at: std::time::Instant,
+    pub(super) at_rate_sample: u64,
+    pub(super) per_s: f64,
+}
+
+impl ActivitySample {
+    fn new() -> Self {
+        ActivitySample {
+            progress: 0,
+            moved_at: std::time::Instant::now(),
+            at_rate_sample: 0,
+            per_s: 0.0,
+        }
+    }
 }
 
 /// A consumer to evict for exceeding the session timeout.
@@ -128,6 +151,8 @@ impl Registry {
             role,
             id: id.clone(),
             group: group_index,
+            pid,
+            activity: ActivitySample::new(),
         });
         if role == Role::Producer {
             self.producers.insert((slot, self.generation), id.clone());

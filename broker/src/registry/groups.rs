@@ -70,6 +70,11 @@ impl Group {
         history::owner_of(&self.segments, offset)
     }
 
+    /// How many offsets in `[from, cursor)` were handed to `client`.
+    pub(super) fn owned_count(&self, client: u32, from: u64, cursor: u64) -> u64 {
+        history::owned_count(&self.segments, client, from, cursor)
+    }
+
     /// The first offset in `[from, cursor)` handed to `client`, if any.
     pub(super) fn first_owned(&self, client: u32, from: u64, cursor: u64) -> Option<u64> {
         history::first_owned(&self.segments, client, from, cursor)

@@ -55,6 +55,42 @@ pub(super) fn first_owned(
     None
 }
 
+/// How many offsets in `[from, cursor)` were handed to `client`.
+pub(super) fn owned_count(
+    segments: &VecDeque<Segment>,
+    client: u32,
+    from: u64,
+    cursor: u64,
+) -> u64 {
+    let n_segments = segments.len();
+    let mut count = 0;
+    for (i, seg) in segments.iter().enumerate() {
+        let end = if i + 1 < n_segments {
+            segments[i + 1].start
+        } else {
+            cursor
+        };
+        let (lo, hi) = (from.max(seg.start), end.min(cursor));
+        let Some(rank) = seg.members.iter().position(|&(m, _)| m == client) else {
+            continue;
+        };
+        if lo >= hi {
+            continue;
+        }
+        let n = seg.members.len() as u64;
+        let first_in_seg = seg.start + rank as u64;
+        let first = if lo <= first_in_seg {
+            first_in_seg
+        } else {
+            first_in_seg + (lo - first_in_seg).div_ceil(n) * n
+        };
+        if first < hi {
+            count += (hi - 1 - first) / n + 1;
+        }
+    }
+    count
+}
+
 /// How far a group whose cursor is at `cursor` has consumed, given each member's
 /// acknowledged position (`acks`: member, `ack_upto`) and the offsets of the
 /// redeliveries it still owes (`pending`): every offset below it is acknowledged.
@@ -168,6 +204,16 @@ mod tests {
     }
 
     #[test]
+    fn owned_count_counts_each_turn_in_the_range() {
+        let segs = segments(&example());
+        assert_eq!(owned_count(&segs, 1, 0, 30), 2, "10 and 13");
+        assert_eq!(owned_count(&segs, 2, 0, 30), 6, "11, 14, then 16..20");
+        assert_eq!(owned_count(&segs, 2, 15, 18), 2, "16 and 17");
+        assert_eq!(owned_count(&segs, 3, 13, 30), 1, "15");
+        assert_eq!(owned_count(&segs, 4, 0, 30), 0, "never a member");
+    }
+
+    #[test]
     fn the_position_is_the_lowest_offset_not_acknowledged() {
         let segs = segments(&example());
         let acks = [(1, 11), (2, 20), (3, 0)];
@@ -221,6 +267,19 @@ mod tests {
                 first_owned(&segments(&rot), client, from, cursor),
                 model_first_owned(&rot, client, from, cursor)
             );
+        }
+
+        #[test]
+        fn owned_count_agrees_with_the_model(
+            rot in rotations(),
+            client in 0u32..6,
+            from in 0u64..150,
+            cursor in 0u64..150,
+        ) {
+            let model = (from..cursor)
+                .filter(|&o| model_owner(&rot, o) == Some(client))
+                .count() as u64;
+            prop_assert_eq!(owned_count(&segments(&rot), client, from, cursor), model);
         }
 
         #[test]

@@ -29,7 +29,9 @@ use clients::{Client, Quarantined, Retiring};
 use groups::Group;
 pub use groups::GroupStart;
 pub use redeliveries::RedeliveryRepair;
-pub use status::{GroupSnapshot, SlowestGroup};
+pub use status::{
+    GroupSnapshot, MemberSnapshot, PartitionSnapshot, ProducerSnapshot, SlowestGroup,
+};
 
 /// A refused registration: the reason code and one line for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -237,6 +237,18 @@ impl Registry {
         self.offer_overflow(g);
     }
 
+    /// How many redeliveries the broker offered `client` holds claimed.
+    pub(super) fn claimed_redeliveries(&self, g: u32, grp: &Group, client: u32) -> u64 {
+        (0..self.region.geometry().redeliveries_per_group)
+            .filter(|&slot| {
+                grp.offered[slot as usize].is_some()
+                    && self.region.redelivery_seen(g, slot).is_some_and(|seen| {
+                        seen.kind() == redelivery::CLAIMED && seen.claimer() == client
+                    })
+            })
+            .count() as u64
+    }
+
     /// Whether `client` holds a claim on a redelivery the broker offered.
     pub(super) fn holds_redelivery(&self, g: u32, grp: &Group, client: u32) -> bool {
         (0..self.region.geometry().redeliveries_per_group).any(|slot| {

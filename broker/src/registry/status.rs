@@ -11,11 +11,45 @@ use crate::audit::state::{GroupState, DEFAULT_PARTITION, DEFAULT_TOPIC};
 #[derive(Debug, Clone)]
 pub struct GroupSnapshot {
     pub name: String,
-    pub delivered_per_s: f64,
     pub created: u64,
-    pub members: Vec<String>,
+    pub members: Vec<MemberSnapshot>,
+    pub partitions: Vec<PartitionSnapshot>,
+}
+
+/// A group's progress in one topic-partition.
+#[derive(Debug, Clone)]
+pub struct PartitionSnapshot {
+    pub topic: String,
+    pub partition: u32,
+    /// Every offset below it is acknowledged by the group.
     pub position: u64,
-    pub cursor: u64,
+    /// Every offset below it has been handed to a member.
+    pub handed_out: u64,
+    pub delivered_per_s: f64,
+}
+
+/// A member of a group.
+#[derive(Debug, Clone)]
+pub struct MemberSnapshot {
+    pub id: String,
+    pub pid: u32,
+    /// Its turns in the rotation in force: 1 of `rotation_size` (0 while it waits
+    /// to join one).
+    pub turns: u32,
+    pub rotation_size: u32,
+    /// Seconds since its poll counter last moved, as sampled by the broker.
+    pub last_poll_s: f64,
+    /// Messages handed to it and not yet acknowledged (redeliveries included).
+    pub unacknowledged: u64,
+}
+
+/// A producer.
+#[derive(Debug, Clone)]
+pub struct ProducerSnapshot {
+    pub id: String,
+    pub pid: u32,
+    pub sent: u64,
+    pub sent_per_s: f64,
 }
 
 /// The group furthest behind, which holds the ring when it is full.
@@ -74,7 +108,7 @@ impl Registry {
         (producers, consumers, self.admins)
     }
 
-    /// A snapshot of every group for status reports: name, member ids, position.
+    /// A snapshot of every group for status reports, in creation order.
     pub fn group_snapshot(&self) -> Vec<GroupSnapshot> {
         let mut out: Vec<_> = self
             .groups
@@ -82,19 +116,38 @@ impl Registry {
             .enumerate()
             .filter_map(|(g, grp)| {
                 let grp = grp.as_ref()?;
+                let cursor = self.region.group(g as u32).map_or(0, group::cursor);
+                let in_force = grp.segments.back().filter(|_| !grp.frozen);
+                let members = grp
+                    .members
+                    .iter()
+                    .filter_map(|&m| {
+                        let c = self.clients[m as usize].as_ref()?;
+                        let ack = self.region.client(m).map_or(0, |e| e.acked_upto());
+                        let claimed = self.claimed_redeliveries(g as u32, grp, m);
+                        let in_rotation =
+                            in_force.is_some_and(|s| s.members.iter().any(|&(x, _)| x == m));
+                        Some(MemberSnapshot {
+                            id: c.id.to_string(),
+                            pid: c.pid,
+                            turns: in_rotation as u32,
+                            rotation_size: in_force.map_or(0, |s| s.members.len() as u32),
+                            last_poll_s: c.activity.moved_at.elapsed().as_secs_f64(),
+                            unacknowledged: grp.owned_count(m, ack, cursor) + claimed,
+                        })
+                    })
+                    .collect();
                 Some(GroupSnapshot {
                     name: grp.name.to_string(),
                     created: grp.created,
-                    members: grp
-                        .members
-                        .iter()
-                        .filter_map(|&m| {
-                            self.clients[m as usize].as_ref().map(|c| c.id.to_string())
-                        })
-                        .collect(),
-                    delivered_per_s: grp.delivered_per_s,
-                    position: self.position(g as u32).unwrap_or(0),
-                    cursor: self.region.group(g as u32).map_or(0, group::cursor),
+                    members,
+                    partitions: vec![PartitionSnapshot {
+                        topic: DEFAULT_TOPIC.to_string(),
+                        partition: DEFAULT_PARTITION,
+                        position: self.position(g as u32).unwrap_or(0),
+                        handed_out: cursor,
+                        delivered_per_s: grp.delivered_per_s,
+                    }],
                 })
             })
             .collect();
@@ -102,8 +155,36 @@ impl Registry {
         out
     }
 
-    /// Recomputes message rates, at most once a second.
+    /// Every registered producer.
+    pub fn producer_snapshot(&self) -> Vec<ProducerSnapshot> {
+        self.clients
+            .iter()
+            .flatten()
+            .filter(|c| c.role == Role::Producer)
+            .map(|c| ProducerSnapshot {
+                id: c.id.to_string(),
+                pid: c.pid,
+                sent: c.activity.progress,
+                sent_per_s: c.activity.per_s,
+            })
+            .collect()
+    }
+
+    /// Samples every client's progress counter (noting when it last moved) and,
+    /// at most once a second, recomputes message rates.
     pub fn sample_rates(&mut self) {
+        let now = std::time::Instant::now();
+        for (slot, c) in self.clients.iter_mut().enumerate() {
+            let Some(c) = c else { continue };
+            let progress = self
+                .region
+                .client(slot as u32)
+                .map_or(c.activity.progress, |e| e.progress());
+            if progress != c.activity.progress {
+                c.activity.progress = progress;
+                c.activity.moved_at = now;
+            }
+        }
         let elapsed = self.sampled_at.elapsed().as_secs_f64();
         if elapsed < 1.0 {
             return;
@@ -115,7 +196,12 @@ impl Registry {
             grp.delivered_per_s = (grp.delivered - grp.delivered_at_sample) as f64 / elapsed;
             grp.delivered_at_sample = grp.delivered;
         }
-        self.sampled_at = std::time::Instant::now();
+        for c in self.clients.iter_mut().flatten() {
+            let a = &mut c.activity;
+            a.per_s = a.progress.saturating_sub(a.at_rate_sample) as f64 / elapsed;
+            a.at_rate_sample = a.progress;
+        }
+        self.sampled_at = now;
     }
 
     /// Messages published per second at the last sample.
