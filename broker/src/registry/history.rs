@@ -20,6 +20,33 @@ pub(super) fn owner_of(segments: &VecDeque<Segment>, offset: u64) -> Option<&(u3
     Some(&seg.members[((offset - seg.start) % seg.members.len() as u64) as usize])
 }
 
+/// Per rotation, the turns of `client` within `[from, cursor)`: the first offset it
+/// was handed there, the end of the range in that rotation, and the member count
+/// (its turns are every n-th offset from the first, below the end).
+fn turns(
+    segments: &VecDeque<Segment>,
+    client: u32,
+    from: u64,
+    cursor: u64,
+) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+    segments.iter().enumerate().filter_map(move |(i, seg)| {
+        let end = segments.get(i + 1).map_or(cursor, |next| next.start);
+        let (lo, hi) = (from.max(seg.start), end.min(cursor));
+        let rank = seg.members.iter().position(|&(m, _)| m == client)?;
+        if lo >= hi {
+            return None;
+        }
+        let n = seg.members.len() as u64;
+        let first_in_seg = seg.start + rank as u64;
+        let first = if lo <= first_in_seg {
+            first_in_seg
+        } else {
+            first_in_seg + (lo - first_in_seg).div_ceil(n) * n
+        };
+        (first < hi).then_some((first, hi, n))
+    })
+}
+
 /// The first offset in `[from, cursor)` handed to `client`, if any.
 pub(super) fn first_owned(
     segments: &VecDeque<Segment>,
@@ -27,32 +54,9 @@ pub(super) fn first_owned(
     from: u64,
     cursor: u64,
 ) -> Option<u64> {
-    let n_segments = segments.len();
-    for (i, seg) in segments.iter().enumerate() {
-        let end = if i + 1 < n_segments {
-            segments[i + 1].start
-        } else {
-            cursor
-        };
-        let lo = from.max(seg.start);
-        if lo >= end.min(cursor) {
-            continue;
-        }
-        let Some(rank) = seg.members.iter().position(|&(m, _)| m == client) else {
-            continue;
-        };
-        let n = seg.members.len() as u64;
-        let first_in_seg = seg.start + rank as u64;
-        let candidate = if lo <= first_in_seg {
-            first_in_seg
-        } else {
-            first_in_seg + (lo - first_in_seg).div_ceil(n) * n
-        };
-        if candidate < end.min(cursor) {
-            return Some(candidate);
-        }
-    }
-    None
+    turns(segments, client, from, cursor)
+        .next()
+        .map(|(first, _, _)| first)
 }
 
 /// How many offsets in `[from, cursor)` were handed to `client`.
@@ -62,33 +66,9 @@ pub(super) fn owned_count(
     from: u64,
     cursor: u64,
 ) -> u64 {
-    let n_segments = segments.len();
-    let mut count = 0;
-    for (i, seg) in segments.iter().enumerate() {
-        let end = if i + 1 < n_segments {
-            segments[i + 1].start
-        } else {
-            cursor
-        };
-        let (lo, hi) = (from.max(seg.start), end.min(cursor));
-        let Some(rank) = seg.members.iter().position(|&(m, _)| m == client) else {
-            continue;
-        };
-        if lo >= hi {
-            continue;
-        }
-        let n = seg.members.len() as u64;
-        let first_in_seg = seg.start + rank as u64;
-        let first = if lo <= first_in_seg {
-            first_in_seg
-        } else {
-            first_in_seg + (lo - first_in_seg).div_ceil(n) * n
-        };
-        if first < hi {
-            count += (hi - 1 - first) / n + 1;
-        }
-    }
-    count
+    turns(segments, client, from, cursor)
+        .map(|(first, hi, n)| (hi - 1 - first) / n + 1)
+        .sum()
 }
 
 /// How far a group whose cursor is at `cursor` has consumed, given each member's
