@@ -11,6 +11,8 @@
 CARGO ?= cargo
 BINARIES := broker producer consumer
 
+PROMETHEUS_PARSER := target/pyenv/.prometheus-client
+
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := control_frame ring_state region_header
 
@@ -39,9 +41,16 @@ lint:
 # the fuzz targets and the micro-benchmarks are not built by the tests: they are
 # checked to compile here, so that none can rot (the fuzz targets on the stable
 # toolchain).
-test: fmt-check lint check-outside
+test: fmt-check lint check-outside $(PROMETHEUS_PARSER)
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace
+
+# The metrics tests read the broker's exposition with the Prometheus project's own
+# parser (Python's prometheus_client), installed once in a virtual environment.
+$(PROMETHEUS_PARSER):
+	python3 -m venv target/pyenv
+	target/pyenv/bin/pip install --quiet --disable-pip-version-check prometheus_client==0.21.1
+	touch $@
 
 check-outside:
 	cd bench && $(CARGO) check --locked

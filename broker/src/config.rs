@@ -1,6 +1,6 @@
 //! The broker's command line, and its validation into a [`BrokerConfig`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -102,6 +102,20 @@ pub struct ServeArgs {
     /// continue after them. Without it the broker refuses to start.
     #[arg(long)]
     pub accept_lost_records: bool,
+    /// Serve Prometheus metrics on GET /metrics at this address (PORT alone
+    /// listens on 127.0.0.1; 0 picks a free port, shown in a second ready line)
+    /// [default: off].
+    #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `--metrics`: `HOST:PORT`, or a port on the loopback address.
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not PORT or HOST:PORT (e.g. 127.0.0.1:9644)"))
 }
 
 /// Everything the broker needs, validated.
@@ -118,6 +132,8 @@ pub struct BrokerConfig {
     pub session_timeout: Duration,
     pub fsync: bool,
     pub accept_lost_records: bool,
+    /// Where to serve the metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Redeliveries each group can hold in the region at once (more wait in the broker).
@@ -188,6 +204,7 @@ impl ServeArgs {
             session_timeout: self.session_timeout,
             fsync: self.fsync,
             accept_lost_records: self.accept_lost_records,
+            metrics: self.metrics,
         })
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! # Layout
 //! - [`config`]: the command line and its validation.
+//! - [`event_loop`]: the readiness loop of the control port and the metrics endpoint.
 //! - [`server`]: the control port's event loop (handshake, registration, leases).
 //! - [`registry`]: clients, groups, rotations, positions and redeliveries.
 //! - [`cleaner`]: the thread that logs deliveries, frees consumed slots, repairs a
 //!   scribbled region and saves `offsets.txt`.
 //! - [`persister`]: the thread that writes every message to the persistence file.
+//! - [`metrics`]: Prometheus metrics on `GET /metrics` (`--metrics`).
 //! - [`reclaim`]: freeing slots once persisted, logged and consumed.
 //! - [`audit`]: the file formats, the double buffer and its watched files, the
 //!   state file.
@@ -21,6 +23,8 @@
 pub mod audit;
 pub mod cleaner;
 pub mod config;
+pub mod event_loop;
+pub mod metrics;
 pub mod persister;
 pub mod reclaim;
 pub mod recovery;
@@ -92,8 +96,12 @@ pub fn run(
     stop: Arc<AtomicBool>,
     ready: impl FnOnce(&str),
 ) -> Result<(), BrokerError> {
-    let addr = SocketAddr::new(config.bind, config.port);
-    let listener = TcpListener::bind(addr).map_err(|source| BrokerError::Bind {
+    let listener = bind(SocketAddr::new(config.bind, config.port))?;
+    serve(config, listener, stop, ready)
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
+    TcpListener::bind(addr).map_err(|source| BrokerError::Bind {
         addr,
         hint: if source.kind() == std::io::ErrorKind::AddrInUse {
             " (is another broker running on this port?)"
@@ -101,8 +109,7 @@ pub fn run(
             ""
         },
         source,
-    })?;
-    serve(config, listener, stop, ready)
+    })
 }
 
 /// As [`run`], on a listener already bound (a test can bind port 0 itself).
@@ -119,11 +126,16 @@ pub fn serve(
         .shm_name
         .clone()
         .unwrap_or_else(|| format!("/minikafka-{}", local.port()));
+    let metrics = config.metrics.map(bind).transpose()?;
+    let metrics_line = match &metrics {
+        Some(l) => format!("\nmetrics on http://{}/metrics", l.local_addr()?),
+        None => String::new(),
+    };
     let found = startup::recover(&config, &name)?;
     let token = startup::new_token()?;
     let region = Arc::new(startup::create_region(&name, &config, token)?);
-    let running = threads::start(&config, found, region, &stop)?;
-    ready(&format!("listening on {local}, shm {name}"));
+    let running = threads::start(&config, found, region, &stop, metrics)?;
+    ready(&format!("listening on {local}, shm {name}{metrics_line}"));
     let served = running.serve(listener, &stop);
     running.shut_down(served)
 }

@@ -13,6 +13,8 @@ use audit_format::records::{PersistedLines, PERSIST_FILE};
 use shm_layout::event::{self, event_id};
 use shm_layout::BrokerRegion;
 
+use crate::metrics::DiskWaits;
+
 use crate::audit::double_buffer::DoubleBuffer;
 use crate::registry::Registry;
 
@@ -74,6 +76,10 @@ pub struct Persister {
     /// Every offset below this is written; read by the cleaner.
     pub persisted: Arc<AtomicU64>,
     pub flush_interval: Duration,
+    /// Under `--fsync`: where the records handed to the writer wait to be timed.
+    pub disk_waits: Option<Arc<DiskWaits>>,
+    /// Records of the batch being formatted, for `disk_waits`: (offset, commit µs).
+    pub handed: Vec<(u64, u64)>,
 }
 
 /// What the persister knows of the region's state beyond its own position.
@@ -185,6 +191,14 @@ impl Persister {
         stamped
     }
 
+    /// Under `--fsync`, before a batch goes to the writer: its records start waiting
+    /// for the disk (settled by the writer's mark).
+    fn note_handed(&mut self) {
+        if let Some(waits) = &self.disk_waits {
+            waits.handed(&mut self.handed);
+        }
+    }
+
     /// Formats every committed record not yet persisted; true if there were any.
     /// Lines are formatted in batches of about [`BATCH_BYTES`] and handed to the
     /// buffer a batch at a time. Stops at a record it cannot read (said once).
@@ -229,6 +243,9 @@ impl Persister {
                         }
                     };
                     format.push(lines, o, r.timestamp_us, producer, r.key, r.payload);
+                    if self.disk_waits.is_some() {
+                        self.handed.push((o, r.timestamp_us));
+                    }
                 }
                 Err(e) => {
                     // Below `next_offset`, every record is stamped: this index
@@ -242,6 +259,7 @@ impl Persister {
                         );
                     }
                     if !lines.is_empty() {
+                        self.note_handed();
                         let urgent = self.urgent();
                         self.buffer.append_batch(lines, self.next, urgent)?;
                     }
@@ -250,6 +268,7 @@ impl Persister {
             }
             self.next += 1;
             if lines.len() >= BATCH_BYTES || self.next == committed {
+                self.note_handed();
                 let urgent = self.urgent();
                 self.buffer.append_batch(lines, self.next, urgent)?;
             }

@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 use control_protocol::frame::MAX_REQUEST_LEN;
 use control_protocol::{ControlFrame, FrameBuffer, Refusal, Role};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use shm_layout::layout::LAYOUT_VERSION;
 use shm_layout::BrokerRegion;
 
+use crate::event_loop::{EventLoop, LISTENER};
 use crate::registry::Registry;
 use crate::status;
 use crate::wait_reason::WaitReasons;
 
-const LISTENER: Token = Token(usize::MAX);
 /// Time allowed between accepting a connection and its registration.
 pub const REGISTRATION_DEADLINE: Duration = Duration::from_secs(5);
 /// Largest reply backlog kept for one connection (a status report is well below);
@@ -63,24 +63,15 @@ impl Server {
     /// waiter before closing the connections, so clients learn that the broker
     /// stopped whichever they notice first.
     pub fn run(&self, listener: std::net::TcpListener, stop: &AtomicBool) -> std::io::Result<()> {
-        listener.set_nonblocking(true)?;
-        let mut listener = TcpListener::from_std(listener);
-        let mut poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut events = Events::with_capacity(256);
+        let mut lp = EventLoop::new(listener, 256)?;
         let mut conns: HashMap<Token, Connection> = HashMap::new();
         let mut next_token = 0usize;
         while !stop.load(Ordering::Acquire) {
-            if let Err(e) = poll.poll(&mut events, Some(TICK)) {
-                if e.kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            for ev in events.iter() {
+            lp.turn(TICK)?;
+            let (poll, listener) = (&lp.poll, &lp.listener);
+            for ev in lp.events.iter() {
                 if ev.token() == LISTENER {
-                    self.accept_all(&listener, &poll, &mut conns, &mut next_token);
+                    self.accept_all(listener, poll, &mut conns, &mut next_token);
                     continue;
                 }
                 let token = ev.token();
@@ -95,7 +86,7 @@ impl Server {
                     alive = flush(conn);
                 }
                 if !alive || (conn.closing && conn.output.is_empty()) {
-                    self.close(&poll, &mut conns, token);
+                    self.close(poll, &mut conns, token);
                 } else {
                     let interest = if conn.output.is_empty() {
                         Interest::READABLE
@@ -107,11 +98,11 @@ impl Server {
                         .reregister(&mut conn.stream, token, interest);
                 }
             }
-            self.housekeeping(&poll, &mut conns);
+            self.housekeeping(&lp.poll, &mut conns);
         }
         self.region.mark_closing();
         for (_, mut c) in conns.drain() {
-            let _ = poll.registry().deregister(&mut c.stream);
+            let _ = lp.poll.registry().deregister(&mut c.stream);
         }
         Ok(())
     }
@@ -335,6 +326,10 @@ impl Server {
                 ev.group
             );
             if let Some(t) = token {
+                self.registry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .note_eviction(&ev.group);
                 if let Some(c) = conns.get_mut(&t) {
                     let f = ControlFrame::Evicted { group: ev.group };
                     c.output.extend_from_slice(&f.encode());

@@ -14,6 +14,7 @@ use shm_layout::{BrokerRegion, Region};
 
 use crate::audit::double_buffer::{DoubleBuffer, StopSignal};
 use crate::audit::watched_file::WatchedFile;
+use crate::metrics::{DiskWaits, FileWrites, MetricSources};
 use crate::persister::FinalDrain;
 use crate::reclaim::Reclaimer;
 use crate::registry::{Registry, RegistryLimits};
@@ -30,6 +31,8 @@ pub(crate) struct Running {
     replayer: Option<JoinHandle<Result<(), String>>>,
     writer_stops: [StopSignal; 2],
     wait_reasons: Arc<WaitReasons>,
+    /// The metrics responder, with its stop flag, under `--metrics`.
+    metrics: Option<(JoinHandle<std::io::Result<()>>, Arc<AtomicBool>)>,
     persister_stop: Arc<AtomicBool>,
     cleaner_stop: Arc<AtomicBool>,
     max_connections: usize,
@@ -42,6 +45,7 @@ pub(crate) fn start(
     found: Recovered,
     region: Arc<BrokerRegion>,
     stop: &Arc<AtomicBool>,
+    metrics_listener: Option<TcpListener>,
 ) -> Result<Running, BrokerError> {
     let Recovered {
         persist_file,
@@ -71,6 +75,8 @@ pub(crate) fn start(
     let buffer_size = config.buffer_size as usize;
     let persisted = Arc::new(AtomicU64::new(next));
     lock(&registry).bound_by_persisted(persisted.clone());
+    let file_writes = FileWrites::default();
+    let disk_waits = config.fsync.then(|| Arc::new(DiskWaits::default()));
     let reclaimer = Arc::new(Reclaimer::new(
         region.clone(),
         persisted.clone(),
@@ -88,9 +94,12 @@ pub(crate) fn start(
             {
                 // Written records may free slots and release --fsync senders.
                 let (region, persisted) = (region.clone(), persisted.clone());
-                let reclaimer = reclaimer.clone();
+                let (reclaimer, disk_waits) = (reclaimer.clone(), disk_waits.clone());
                 Box::new(move |mark| {
                     persister::publish(&region, &persisted, mark);
+                    if let Some(waits) = &disk_waits {
+                        waits.persisted(mark);
+                    }
                     // A corrupt ring is reported by the cleaner's own pass.
                     let _ = reclaimer.reclaim();
                     event::wake(&region.header().cleaner);
@@ -100,7 +109,10 @@ pub(crate) fn start(
         next,
         persisted: persisted.clone(),
         flush_interval: config.flush_interval,
+        disk_waits: disk_waits.clone(),
+        handed: Vec::new(),
     };
+    persister.buffer.time_writes(file_writes.of("persistence"));
     let cleaner = cleaner::Cleaner {
         region: region.clone(),
         registry: registry.clone(),
@@ -127,6 +139,7 @@ pub(crate) fn start(
         repairs: cleaner::RingRepairs::default(),
         identity_reported: false,
     };
+    cleaner.log.time_writes(file_writes.of("delivery_log"));
     lock(&registry).count_log_written_by(cleaner.log.bytes_written());
     // At a stop, writers that cannot write give up after a while, so that the stop
     // ends; what they could not write stays in the region.
@@ -137,6 +150,23 @@ pub(crate) fn start(
         persistence: persister.buffer.health(),
         delivery_log: cleaner.log.health(),
     });
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let sources = MetricSources {
+                region: region.clone(),
+                registry: registry.clone(),
+                file_writes,
+                disk_waits,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name("metrics".into())
+                .spawn(move || sources.serve(listener, &flag))?;
+            Some((thread, stop))
+        }
+        None => None,
+    };
     let persister_stop = Arc::new(AtomicBool::new(false));
     let cleaner_stop = Arc::new(AtomicBool::new(false));
     let persister = {
@@ -172,6 +202,7 @@ pub(crate) fn start(
         replayer,
         writer_stops,
         wait_reasons,
+        metrics,
         persister_stop,
         cleaner_stop,
         max_connections: config.geometry.max_clients as usize + 64,
@@ -200,6 +231,12 @@ impl Running {
         let region = self.region;
         let name = region.name().to_string();
         region.mark_closing();
+        if let Some((thread, stop)) = self.metrics {
+            stop.store(true, Ordering::Release);
+            if let Ok(Err(e)) = thread.join() {
+                eprintln!("broker: the metrics endpoint failed: {e}");
+            }
+        }
         let replayed = match self.replayer {
             Some(r) => r
                 .join()

@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::watched_file::{Check, WatchedFile};
+use crate::metrics::WriteTimes;
 
 /// Called with the new mark each time one is published (after a write, or when
 /// nothing was buffered): lets the owner act on written records at once.
@@ -74,6 +75,8 @@ struct Shared {
     file_name: String,
     /// The owner is stopping: a failing writer gives up after [`STOP_PATIENCE`].
     stop: AtomicBool,
+    /// Where each write's duration goes, once the broker's metrics ask for it.
+    write_times: std::sync::OnceLock<WriteTimes>,
 }
 
 impl Shared {
@@ -165,6 +168,7 @@ impl DoubleBuffer {
             on_written,
             file_name,
             stop: AtomicBool::new(false),
+            write_times: std::sync::OnceLock::new(),
         });
         let writer = {
             let shared = shared.clone();
@@ -308,6 +312,11 @@ impl DoubleBuffer {
         self.shared.lock().failing.clone()
     }
 
+    /// Records how long each write takes (with its sync under `fsync`) in `times`.
+    pub fn time_writes(&self, times: WriteTimes) {
+        let _ = self.shared.write_times.set(times);
+    }
+
     /// A handle that tells whether the writer is failing (see [`WriterHealth`]).
     pub fn health(&self) -> WriterHealth {
         WriterHealth(self.shared.clone())
@@ -417,7 +426,11 @@ fn write_loop(mut file: WatchedFile, shared: &Shared, fsync: bool) {
             (ours, ex.mark)
         };
         let len = ours.len() as u64;
+        let began = Instant::now();
         let result = write_retrying(&mut file, &ours, fsync, shared);
+        if let (Ok(()), Some(times)) = (&result, shared.write_times.get()) {
+            times.observe(began.elapsed());
+        }
         if result.is_ok() {
             if checked_at.elapsed() >= CHECK_INTERVAL {
                 check_in_place(&mut file, shared, &mut check_failing);

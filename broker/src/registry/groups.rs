@@ -62,6 +62,8 @@ pub(super) struct Group {
     pub(super) delivered: u64,
     pub(super) delivered_at_sample: u64,
     pub(super) delivered_per_s: f64,
+    /// Messages offered again since the broker started.
+    pub(super) redelivered: u64,
 }
 
 impl Group {
@@ -131,6 +133,7 @@ impl Registry {
             delivered: 0,
             delivered_at_sample: 0,
             delivered_per_s: 0.0,
+            redelivered: 0,
         });
         Ok(i as u32)
     }
@@ -271,6 +274,7 @@ impl Registry {
                 let again = redelivery::pack(redelivery::PENDING, attempt, 0);
                 if region.replace_redelivery(g, slot, seen.state, again) {
                     offer.attempt = attempt;
+                    grp.redelivered += 1;
                 }
             }
         }

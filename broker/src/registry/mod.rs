@@ -103,6 +103,8 @@ pub struct Registry {
     /// Every offset below this is persisted (the persister's own count): a group's
     /// cursor can be at most a ring's worth past it.
     persisted: Arc<std::sync::atomic::AtomicU64>,
+    /// Consumers evicted for the session timeout, by group name.
+    evictions: std::collections::BTreeMap<String, u64>,
 }
 
 impl Registry {
@@ -133,6 +135,7 @@ impl Registry {
             published_at_sample: 0,
             published_per_s: 0.0,
             persisted: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            evictions: std::collections::BTreeMap::new(),
         };
         r.published_at_sample = r.region.next_offset();
         for g in groups {

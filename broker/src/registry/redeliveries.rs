@@ -101,6 +101,7 @@ impl Registry {
             grp.offered[slot] = Some(Offer { offset, attempt });
             grp.observed[slot] = None;
             grp.overflow.pop_front();
+            grp.redelivered += 1;
         }
         self.publish_redelivery_hint(g);
     }
@@ -175,6 +176,7 @@ impl Registry {
                         offset: offer.offset,
                         attempt,
                     });
+                    grp.redelivered += 1;
                     // A consumer removed a moment ago may claim before it sees
                     // itself removed (and would hand the claim back): not a fault.
                     let just_removed = self.quarantined.iter().any(|q| q.client == claimer);

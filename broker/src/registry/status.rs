@@ -26,6 +26,10 @@ pub struct PartitionSnapshot {
     /// Every offset below it has been handed to a member.
     pub handed_out: u64,
     pub delivered_per_s: f64,
+    /// Deliveries logged since the broker started.
+    pub delivered: u64,
+    /// Messages offered again since the broker started.
+    pub redelivered: u64,
 }
 
 /// A member of a group.
@@ -147,12 +151,24 @@ impl Registry {
                         position: self.position(g as u32).unwrap_or(0),
                         handed_out: cursor,
                         delivered_per_s: grp.delivered_per_s,
+                        delivered: grp.delivered,
+                        redelivered: grp.redelivered,
                     }],
                 })
             })
             .collect();
         out.sort_by_key(|g| g.created);
         out
+    }
+
+    /// Consumers evicted for the session timeout since the broker started, by group.
+    pub fn evictions(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.evictions
+    }
+
+    /// Counts an eviction from `group`.
+    pub fn note_eviction(&mut self, group: &str) {
+        *self.evictions.entry(group.to_string()).or_default() += 1;
     }
 
     /// Every registered producer.

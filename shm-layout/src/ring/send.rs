@@ -379,6 +379,11 @@ impl BrokerRegion {
 }
 
 impl Region {
+    /// Producers asleep waiting for free slots now.
+    pub fn waiting_for_space(&self) -> u32 {
+        self.header().space.sleepers.load(Ordering::Relaxed)
+    }
+
     /// Whether a send waits until its records are on disk (`--fsync`).
     #[inline]
     pub fn waits_for_disk(&self) -> bool {
