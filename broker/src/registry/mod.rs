@@ -105,6 +105,8 @@ pub struct Registry {
     persisted: Arc<std::sync::atomic::AtomicU64>,
     /// Consumers evicted for the session timeout, by group name.
     evictions: std::collections::BTreeMap<String, u64>,
+    /// When the clients' progress counters were last sampled.
+    progress_sampled_at: std::time::Instant,
 }
 
 impl Registry {
@@ -136,6 +138,7 @@ impl Registry {
             published_per_s: 0.0,
             persisted: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
             evictions: std::collections::BTreeMap::new(),
+            progress_sampled_at: std::time::Instant::now(),
         };
         r.published_at_sample = r.region.next_offset();
         for g in groups {
