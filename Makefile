@@ -12,7 +12,7 @@ CARGO ?= cargo
 BINARIES := broker producer consumer
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := control_frame ring_state region_header
+FUZZ_TARGETS := control_frame ring_state region_header audit_file
 
 .PHONY: all build run demo test fmt-check lint check-outside fuzz bench microbench clean
 

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: the command line and its validation.
+//! - [`decode`]: `broker decode`, an audit file's records as JSON Lines or raw bytes.
 //! - [`server`]: the control port's event loop (handshake, registration, leases).
 //! - [`registry`]: clients, groups, rotations, positions and redeliveries.
 //! - [`cleaner`]: the thread that logs deliveries, frees consumed slots, repairs a
@@ -21,6 +22,7 @@
 pub mod audit;
 pub mod cleaner;
 pub mod config;
+pub mod decode;
 pub mod persister;
 pub mod reclaim;
 pub mod recovery;
