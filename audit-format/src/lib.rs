@@ -7,7 +7,13 @@
 //!   consumer's text output).
 //! - [`records`]: file names and headers, the line formats of both files, and
 //!   parsers that turn a line back into exact bytes.
+//! - [`reader`]: reading a whole file line by line: which file it is, its records,
+//!   and a last line cut short by a crash.
+//! - [`json`]: the JSON Lines form of a message and of a delivery, shared by
+//!   `consumer --format json` and `broker decode`.
 #![forbid(unsafe_code)]
 
 pub mod escape;
+pub mod json;
+pub mod reader;
 pub mod records;

@@ -427,6 +427,8 @@ pub enum ParseError {
     FieldCount { expected: usize, found: usize },
     #[error("field {0} is not a number")]
     Number(&'static str),
+    #[error("field timestamp is not an RFC 3339 time")]
+    Timestamp,
     #[error("field {field}: {source}")]
     Escape {
         field: &'static str,

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::decode::{DecodeFormat, DecodeOptions};
 use clap::{Args, Parser, Subcommand};
 use shm_layout::layout::Geometry;
 use shm_layout::names::{check_name, valid_shm_name};
@@ -33,6 +34,23 @@ pub struct Cli {
 pub enum Command {
     /// Print ring occupancy, groups, members, positions and lag of a running broker.
     Status(StatusArgs),
+    /// Print the records of an audit file as JSON Lines, or the exact bytes of its
+    /// payloads.
+    #[command(
+        long_about = "Print the records of an audit file as JSON Lines, or the exact bytes of its payloads.\n\n\
+            FILE is persistencia_mensajes.txt (one line per message) or log_consumo.txt \
+            (one line per delivery), told apart by its header line, or by the number of \
+            columns when it has none; the broker need not be running. Records of one \
+            topic-partition are printed, in file order. --format json prints each \
+            message as `consumer --format json` does, without group, consumer and \
+            attempt; each delivery with the log's columns. --format raw writes a \
+            message's payload as it was sent, unescaped: one message (--offset), or \
+            several each followed by a NUL byte (-0). A last line cut short by a \
+            crash is skipped, saying so on stderr. Exits 1, with one line on stderr, \
+            when the file cannot be read, when a line does not parse (after printing \
+            the records before it) or when --offset is not in the file."
+    )]
+    Decode(DecodeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +69,62 @@ pub struct StatusArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+        broker decode persistencia_mensajes.txt                      # every message, JSON Lines\n  \
+        broker decode persistencia_mensajes.txt --offset 42 --format raw > message.bin\n  \
+        broker decode persistencia_mensajes.txt --format raw -0 | xargs -0 -n 1 printf '%s\\n'\n  \
+        broker decode log_consumo.txt --offset 42                    # every delivery of offset 42")]
+pub struct DecodeArgs {
+    /// The audit file: persistencia_mensajes.txt or log_consumo.txt.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Only records of this topic.
+    #[arg(long, value_name = "T", default_value = "default")]
+    pub topic: String,
+    /// Only records of this partition (of --topic).
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    pub partition: u32,
+    /// Only the record(s) of this offset; exit 1 if there is none.
+    #[arg(long, value_name = "N")]
+    pub offset: Option<u64>,
+    /// json: one JSON object per line; raw: payload bytes as sent (persistence file
+    /// only; needs --offset or -0).
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: DecodeFormat,
+    /// With --format raw: follow each payload with a NUL byte, so that several can
+    /// be told apart (as `xargs -0` reads them).
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+}
+
+impl DecodeArgs {
+    /// Checks the options together; the error is one line for the user.
+    pub fn validate(self) -> Result<DecodeOptions, String> {
+        match self.format {
+            DecodeFormat::Json if self.null => {
+                return Err("-0 separates raw payloads: use it with --format raw".into());
+            }
+            DecodeFormat::Raw if !self.null && self.offset.is_none() => {
+                return Err(
+                    "--format raw prints payloads back to back, which could not be told apart: \
+                     give --offset N for one, or -0 to end each with a NUL byte"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        Ok(DecodeOptions {
+            file: self.file,
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            format: self.format,
+            nul_separated: self.null,
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -257,6 +331,45 @@ mod tests {
         assert!(err.contains("does not fit"), "{err}");
         let c = args(&[]).validate().unwrap();
         assert_eq!(c.geometry.max_message, 1 << 20);
+    }
+
+    fn decode_args(extra: &[&str]) -> Result<DecodeOptions, String> {
+        let mut v = vec!["broker", "decode", "f.txt"];
+        v.extend_from_slice(extra);
+        match Cli::try_parse_from(v).map_err(|e| e.to_string())?.command {
+            Some(Command::Decode(d)) => d.validate(),
+            other => panic!("not decode: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decode_defaults_to_json_of_default_partition_0() {
+        let o = decode_args(&[]).unwrap();
+        assert_eq!(
+            (
+                o.topic.as_str(),
+                o.partition,
+                o.offset,
+                o.format,
+                o.nul_separated
+            ),
+            ("default", 0, None, DecodeFormat::Json, false)
+        );
+        let o = decode_args(&["--topic", "t", "--partition", "3", "--offset", "9"]).unwrap();
+        assert_eq!((o.topic.as_str(), o.partition, o.offset), ("t", 3, Some(9)));
+    }
+
+    #[test]
+    fn decode_raw_needs_one_offset_or_nul_separators() {
+        let err = decode_args(&["--format", "raw"]).unwrap_err();
+        assert!(err.contains("--offset N") && err.contains("-0"), "{err}");
+        assert!(decode_args(&["--format", "raw", "--offset", "3"]).is_ok());
+        let o = decode_args(&["--format", "raw", "-0"]).unwrap();
+        assert!(o.nul_separated);
+        assert!(decode_args(&["-0"]).unwrap_err().contains("--format raw"));
+        assert!(decode_args(&["--offset", "-1"]).is_err());
+        assert!(decode_args(&["--partition", "x"]).is_err());
+        assert!(decode_args(&["--format", "text"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: the command line and its validation.
+//! - [`decode`]: `broker decode`, an audit file's records as JSON Lines or raw bytes.
 //! - [`event_loop`]: the readiness loop of the control port and the metrics endpoint.
 //! - [`server`]: the control port's event loop (handshake, registration, leases).
 //! - [`registry`]: clients, groups, rotations, positions and redeliveries.
@@ -23,6 +24,7 @@
 pub mod audit;
 pub mod cleaner;
 pub mod config;
+pub mod decode;
 pub mod event_loop;
 pub mod metrics;
 pub mod persister;

@@ -1,12 +1,12 @@
 //! `broker`: parse the command line, install signal handling, run.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use broker::config::{Cli, Command, StatusArgs};
+use broker::config::{Cli, Command, DecodeArgs, StatusArgs};
 use clap::Parser;
 use control_protocol::{default_id, ControlFrame, Role, Session};
 
@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Status(args)) => status(args),
+        Some(Command::Decode(args)) => decode(args),
         None => serve(cli.serve),
     }
 }
@@ -81,6 +82,27 @@ fn status(args: StatusArgs) -> ExitCode {
         Err(e) => {
             eprintln!("broker status: malformed report: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn decode(args: DecodeArgs) -> ExitCode {
+    let options = match args.validate() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("broker decode: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut warn = |warning: &str| eprintln!("broker decode: {warning}");
+    match broker::decode::decode_file(&options, &mut out, &mut warn) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `| head` has what it wanted.
+        Err(e) if e.is_closed_output() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker decode: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
 }

@@ -1,11 +1,10 @@
 //! How the consumer command prints a message: escaped text, JSON Lines, or nothing.
 
 use std::io::Write;
-use std::time::{Duration, UNIX_EPOCH};
 
 use audit_format::escape::escape_into;
-use base64::Engine;
-use serde_json::{json, Map, Value};
+use audit_format::json::{push_message, DeliveryFields, MessageFields};
+use audit_format::records::{PARTITION, TOPIC};
 
 use consumer::Message;
 
@@ -20,11 +19,6 @@ pub enum Format {
     None,
 }
 
-/// RFC 3339 UTC with microseconds, as in the audit files.
-pub fn rfc3339_micros(us: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us)).to_string()
-}
-
 /// Writes `msg` in `format` to `out` (a line, or nothing).
 pub fn write_message(
     out: &mut impl Write,
@@ -37,48 +31,35 @@ pub fn write_message(
     line.clear();
     match format {
         Format::None => return Ok(()),
-        Format::Text => escape_into(msg.payload, line),
+        Format::Text => {
+            escape_into(msg.payload, line);
+            line.push(b'\n');
+        }
         Format::Json => {
-            let mut o = Map::new();
-            o.insert("topic".into(), json!("default"));
-            o.insert("partition".into(), json!(0));
-            o.insert("offset".into(), json!(msg.offset));
-            o.insert("producer".into(), json!(msg.producer));
-            match msg.key {
-                None => {
-                    o.insert("key".into(), Value::Null);
-                }
-                Some(k) => match std::str::from_utf8(k) {
-                    Ok(s) => {
-                        o.insert("key".into(), json!(s));
-                    }
-                    Err(_) => {
-                        o.insert("key_base64".into(), json!(base64_of(k)));
-                    }
-                },
-            }
-            o.insert("group".into(), json!(group));
-            o.insert("consumer".into(), json!(consumer));
-            o.insert("attempt".into(), json!(msg.attempt));
-            o.insert("timestamp".into(), json!(rfc3339_micros(msg.timestamp_us)));
-            match std::str::from_utf8(msg.payload) {
-                Ok(s) => o.insert("payload".into(), json!(s)),
-                Err(_) => o.insert("payload_base64".into(), json!(base64_of(msg.payload))),
+            let message = MessageFields {
+                topic: TOPIC,
+                partition: PARTITION,
+                offset: msg.offset,
+                producer: msg.producer,
+                key: msg.key,
+                timestamp_us: msg.timestamp_us,
+                payload: msg.payload,
             };
-            line.extend_from_slice(Value::Object(o).to_string().as_bytes());
+            let delivery = DeliveryFields {
+                group,
+                consumer,
+                attempt: msg.attempt,
+            };
+            push_message(line, &message, Some(&delivery));
         }
     }
-    line.push(b'\n');
     out.write_all(line)
-}
-
-fn base64_of(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn msg<'a>(key: Option<&'a [u8]>, payload: &'a [u8]) -> Message<'a> {
         Message {
@@ -104,6 +85,25 @@ mod tests {
             "a\\tb\\n\\xff\n"
         );
         assert_eq!(render(Format::None, &msg(None, b"x")), "");
+    }
+
+    #[test]
+    fn json_lines_are_byte_for_byte_the_documented_ones() {
+        assert_eq!(
+            render(
+                Format::Json,
+                &msg(Some("k\"\t€".as_bytes()), "hé\n\\\u{1}".as_bytes())
+            ),
+            "{\"topic\":\"default\",\"partition\":0,\"offset\":7,\"producer\":\"p-1\",\
+             \"key\":\"k\\\"\\t€\",\"group\":\"g\",\"consumer\":\"c-1\",\"attempt\":1,\
+             \"timestamp\":\"2026-11-28T02:24:47.123456Z\",\"payload\":\"hé\\n\\\\\\u0001\"}\n"
+        );
+        assert_eq!(
+            render(Format::Json, &msg(Some(b"\xff"), b"\x00\xfe")),
+            "{\"topic\":\"default\",\"partition\":0,\"offset\":7,\"producer\":\"p-1\",\
+             \"key_base64\":\"/w==\",\"group\":\"g\",\"consumer\":\"c-1\",\"attempt\":1,\
+             \"timestamp\":\"2026-11-28T02:24:47.123456Z\",\"payload_base64\":\"AP4=\"}\n"
+        );
     }
 
     #[test]

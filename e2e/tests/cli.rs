@@ -37,6 +37,7 @@ fn help_explains_every_flag() {
                 "--max-groups",
                 "--fsync",
                 "status",
+                "decode",
             ],
         ),
         (
