@@ -1,7 +1,7 @@
 //! `consumer`: join a group and print each message it is handed.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use consumer::{Consumer, ConsumerError};
+use count_progress::CountProgress;
 use shm_layout::names::check_name;
 
 mod output;
@@ -28,7 +29,10 @@ const BATCH: usize = 64;
         receives every message; within a group, messages are dealt in turn to its \
         consumers. Each message is written and flushed to stdout before it is \
         acknowledged. Exits 0 after --count messages or on SIGINT/SIGTERM, 1 with \
-        `broker stopped` if the broker goes away."
+        `broker stopped` if the broker goes away.\n\n\
+        With --count, when stderr is a terminal and stdout is not (or --format none \
+        prints nothing there), a progress bar on stderr shows the messages received, \
+        the rate and the time left; it is wiped before the summary."
 )]
 struct Args {
     /// Broker control address.
@@ -45,7 +49,8 @@ struct Args {
     /// Group to join, created if it does not exist [default: the least-loaded group].
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
-    /// Exit after this many messages.
+    /// Exit after this many messages. Shows a progress bar (rate, ETA) on stderr when
+    /// stderr is a terminal and stdout is not, or with --format none.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// Output: text (escaped payload per line), json (JSON Lines) or none (summary only).
@@ -82,6 +87,12 @@ fn main() -> ExitCode {
     eprintln!("joined group {} as {}", consumer.group(), consumer.id());
     let group = consumer.group().to_string();
     let id = consumer.id().to_string();
+    // A bar on the terminal only where it cannot mix with the messages printed.
+    let stdout_is_free = args.format == Format::None || !std::io::stdout().is_terminal();
+    let progress = CountProgress::when(
+        std::io::stderr().is_terminal() && stdout_is_free,
+        args.count,
+    );
     let started = Instant::now();
     let (mut received, mut bytes) = (0u64, 0u64);
     let stdout = std::io::stdout();
@@ -95,6 +106,7 @@ fn main() -> ExitCode {
         if wanted == 0 {
             break Ok(());
         }
+        let received_before = received;
         let batch = match consumer.poll_batch(wanted, None) {
             Ok(b) => b,
             Err(ConsumerError::Interrupted) => break Ok(()),
@@ -123,7 +135,9 @@ fn main() -> ExitCode {
             // Not acknowledged: the group gets these messages again from someone else.
             break Err(format!("cannot write to stdout: {e}"));
         }
+        progress.add(received - received_before);
     };
+    progress.clear();
     match outcome {
         Ok(()) => {
             consumer.close();

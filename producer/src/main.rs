@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
+use count_progress::CountProgress;
 use producer::{Producer, ProducerError};
 use shm_layout::names::check_name;
 use shm_layout::units::{parse_duration, parse_size};
@@ -27,7 +28,10 @@ use shm_layout::units::{parse_duration, parse_size};
         carries control traffic. Prints a one-line summary on stderr at exit.\n\n\
         A send blocks while the ring is full (a group behind, or a file the broker \
         cannot write yet). After a second it prints one line on stderr naming what \
-        holds the ring, and another when it moves again.",
+        holds the ring, and another when it moves again.\n\n\
+        With --count, when stderr is a terminal and stdout is not, a progress bar on \
+        stderr shows the messages sent, the rate and the time left; it is wiped before \
+        the summary.",
     group = clap::ArgGroup::new("source").args(["messages", "file", "count", "stream"])
 )]
 struct Args {
@@ -52,6 +56,7 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
     /// Send N generated messages, each beginning with its sequence number (from 0) and a space.
+    /// Shows a progress bar (rate, ETA) on stderr when stderr is a terminal and stdout is not.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// Size in bytes of each generated message (with --count).
@@ -97,12 +102,16 @@ fn main() -> ExitCode {
     };
     producer.set_interrupt(interrupt.clone());
     producer.set_send_timeout(args.send_timeout);
-    // A send that waits over a second says why, once, and again when it moves.
-    producer.on_send_notice(|notice| eprintln!("{notice}"));
+    let progress = CountProgress::when(count_progress::stderr_alone_on_a_terminal(), args.count);
+    // A send that waits over a second says why, once, and again when it moves; above
+    // the bar, if there is one.
+    let notices = progress.clone();
+    producer.on_send_notice(move |notice| notices.eprintln(notice));
     let started = Instant::now();
-    let result = send_all(&args, &mut producer, &interrupt);
+    let result = send_all(&args, &mut producer, &interrupt, &progress);
     let (sent, bytes) = producer.totals();
     let secs = started.elapsed().as_secs_f64();
+    progress.clear();
     match result {
         Ok(()) | Err(Failure::Send(ProducerError::Interrupted)) => {
             eprintln!(
@@ -128,7 +137,12 @@ enum Failure {
     Input(String),
 }
 
-fn send_all(args: &Args, p: &mut Producer, interrupt: &AtomicBool) -> Result<(), Failure> {
+fn send_all(
+    args: &Args,
+    p: &mut Producer,
+    interrupt: &AtomicBool,
+    progress: &CountProgress,
+) -> Result<(), Failure> {
     let key = args.key.as_deref().map(str::as_bytes);
     let max = p.max_message();
     let too_large = |payload_len: usize| {
@@ -157,6 +171,7 @@ fn send_all(args: &Args, p: &mut Producer, interrupt: &AtomicBool) -> Result<(),
             }
             send_pool(p, key, &pool[..k])?;
             i += k as u64;
+            progress.add(k as u64);
         }
     } else if args.stream {
         let mut seq = 0u64;
