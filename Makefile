@@ -14,7 +14,7 @@ BINARIES := broker producer consumer
 PROMETHEUS_PARSER := target/pyenv/.prometheus-client
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := control_frame ring_state region_header audit_file
+FUZZ_TARGETS := control_frame ring_state region_header audit_file index_file
 
 .PHONY: all build run demo test fmt-check lint check-outside fuzz bench microbench clean
 

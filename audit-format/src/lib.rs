@@ -11,9 +11,17 @@
 //!   and a last line cut short by a crash.
 //! - [`json`]: the JSON Lines form of a message and of a delivery, shared by
 //!   `consumer --format json` and `broker decode`.
+//! - [`index`]: the sparse index of the persistence file per topic-partition (its
+//!   files, the writer side, validation and rebuild).
+//! - [`log_reader`]: the persistence file read as a log of one topic-partition,
+//!   from any offset, through its index, as the file grows.
+//! - [`file_lines`]: whole lines of a growing file read at any byte position.
 #![forbid(unsafe_code)]
 
 pub mod escape;
+pub mod file_lines;
+pub mod index;
 pub mod json;
+pub mod log_reader;
 pub mod reader;
 pub mod records;

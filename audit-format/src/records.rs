@@ -19,6 +19,8 @@ pub const LOG_HEADER: &str =
 pub const TOPIC: &str = "default";
 /// The single partition (written as the literal `0` in both line formats).
 pub const PARTITION: u32 = 0;
+/// The numeric id of [`TOPIC`], which names its files in the data directory (SPEC §11).
+pub const TOPIC_ID: u32 = 0;
 
 /// Formats RFC 3339 UTC timestamps with microseconds. The date and time up to the
 /// second are formatted once per second; only the microseconds change from one
@@ -152,13 +154,16 @@ fn push_key_and_payload(line: &mut Vec<u8>, key: Option<&[u8]>, payload: &[u8]) 
     line.push(b'\n');
 }
 
-/// Formats persistence lines. Consecutive records share most of a line's start
-/// (topic, partition, the offset's length, the timestamp's second, the producer), so
-/// it is kept formatted and only the offset's and the microseconds' digits are
-/// rewritten in place: a record costs one copy of that start, a scan of its payload
-/// for bytes to escape, and a copy of the payload.
-#[derive(Default)]
+/// Formats persistence lines of one topic-partition. Consecutive records share most
+/// of a line's start (topic, partition, the offset's length, the timestamp's second,
+/// the producer), so it is kept formatted and only the offset's and the
+/// microseconds' digits are rewritten in place: a record costs one copy of that
+/// start, a scan of its payload for bytes to escape, and a copy of the payload.
+/// `PersistedLines::default()` writes lines of topic [`TOPIC`], partition
+/// [`PARTITION`].
 pub struct PersistedLines {
+    /// `<topic>\t<partition>\t`: the fields every line of this formatter starts with.
+    partition_fields: Vec<u8>,
     timestamps: Timestamps,
     /// `default\t0\t<offset>\t<timestamp>\t<producer>\t` of the last line.
     head: Vec<u8>,
@@ -179,7 +184,28 @@ struct HeadFields {
     micros_at: usize,
 }
 
+impl Default for PersistedLines {
+    fn default() -> Self {
+        PersistedLines::for_partition(TOPIC, PARTITION)
+    }
+}
+
 impl PersistedLines {
+    /// A formatter of the lines of `topic`'s partition `partition`.
+    pub fn for_partition(topic: &str, partition: u32) -> Self {
+        let mut partition_fields = Vec::new();
+        escape_into(topic.as_bytes(), &mut partition_fields);
+        partition_fields.push(b'\t');
+        push_number(&mut partition_fields, u64::from(partition));
+        partition_fields.push(b'\t');
+        PersistedLines {
+            partition_fields,
+            timestamps: Timestamps::default(),
+            head: Vec::new(),
+            shown: None,
+        }
+    }
+
     /// Appends one persistence line (with its newline).
     pub fn push(
         &mut self,
@@ -216,8 +242,7 @@ impl PersistedLines {
     fn format_head(&mut self, offset: u64, timestamp_us: u64, producer: &Arc<str>) {
         let head = &mut self.head;
         head.clear();
-        head.extend_from_slice(TOPIC.as_bytes());
-        head.extend_from_slice(b"\t0\t");
+        head.extend_from_slice(&self.partition_fields);
         let digits_start = head.len();
         push_number(head, offset);
         let offset_digits = digits_start..head.len();
@@ -481,14 +506,50 @@ fn number<T: std::str::FromStr>(field: &'static str, raw: &str) -> Result<T, Par
     raw.parse().map_err(|_| ParseError::Number(field))
 }
 
+/// The fields that place a persistence line: its first three (topic, partition,
+/// offset), read without looking at the rest. Readers of the file as a log use it
+/// to skip the lines of other partitions, and to find a line's offset, without
+/// unescaping payloads; [`PersistedRecord::parse`] reads these fields through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistedLineHead<'a> {
+    /// The topic field as written. Topic names never need escaping (SPEC §11), so
+    /// this is the name; compare it with the escaped name to be exact for any text.
+    pub topic: &'a [u8],
+    pub partition: u32,
+    pub offset: u64,
+}
+
+impl<'a> PersistedLineHead<'a> {
+    /// Reads the first three fields of a line (with or without its newline). A line
+    /// with fewer than four fields is not a persistence line.
+    pub fn parse(line: &'a [u8]) -> Result<PersistedLineHead<'a>, ParseError> {
+        let mut fields = line.splitn(4, |&b| b == b'\t');
+        let (Some(topic), Some(partition), Some(offset), Some(_)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(ParseError::FieldCount {
+                expected: 7,
+                found: line.split(|&b| b == b'\t').count(),
+            });
+        };
+        let as_text = |field, raw| std::str::from_utf8(raw).map_err(|_| ParseError::Number(field));
+        Ok(PersistedLineHead {
+            topic,
+            partition: number("partition", as_text("partition", partition)?)?,
+            offset: number("offset", as_text("offset", offset)?)?,
+        })
+    }
+}
+
 impl PersistedRecord {
     /// Parses a data line (not a `#` comment).
     pub fn parse(line: &str) -> Result<PersistedRecord, ParseError> {
-        let [topic, partition, offset, timestamp, producer, key, payload] = fields::<7>(line)?;
+        let [topic, _, _, timestamp, producer, key, payload] = fields::<7>(line)?;
+        let head = PersistedLineHead::parse(line.as_bytes())?;
         Ok(PersistedRecord {
             topic: text("topic", topic)?,
-            partition: number("partition", partition)?,
-            offset: number("offset", offset)?,
+            partition: head.partition,
+            offset: head.offset,
             timestamp: timestamp.to_string(),
             producer: text("producer", producer)?,
             key: if key == "-" {
@@ -525,6 +586,13 @@ impl DeliveryRecord {
     }
 }
 
+impl PersistedRecord {
+    /// Its timestamp, checked: microseconds since the Unix epoch.
+    pub fn timestamp_us(&self) -> Result<u64, ParseError> {
+        parse_timestamp(&self.timestamp).ok_or(ParseError::Timestamp)
+    }
+}
+
 /// Microseconds since the Unix epoch of an RFC 3339 timestamp written by this module.
 pub fn parse_timestamp(text: &str) -> Option<u64> {
     let t = humantime::parse_rfc3339(text).ok()?;
@@ -557,6 +625,57 @@ mod tests {
         assert_eq!(r.key, Some(b"-".to_vec()));
         assert_eq!(r.payload, b"");
         assert_eq!(r.timestamp, "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn a_formatter_of_any_partition_writes_lines_whose_heads_place_them() {
+        let producer: Arc<str> = Arc::from("p");
+        let mut l = Vec::new();
+        let mut orders = PersistedLines::for_partition("orders", 3);
+        orders.push(&mut l, 42, 1_795_832_687_123_456, &producer, None, b"x\ty");
+        assert_eq!(
+            as_text(&l),
+            "orders\t3\t42\t2026-11-28T02:24:47.123456Z\tp\t-\tx\\ty\n"
+        );
+        let r = PersistedRecord::parse(as_text(&l)).unwrap();
+        assert_eq!((r.topic.as_str(), r.partition, r.offset), ("orders", 3, 42));
+        assert_eq!(r.timestamp_us(), Ok(1_795_832_687_123_456));
+        assert_eq!(
+            PersistedLineHead::parse(&l),
+            Ok(PersistedLineHead {
+                topic: b"orders",
+                partition: 3,
+                offset: 42
+            })
+        );
+        let mut default = Vec::new();
+        PersistedLines::default().push(&mut default, 7, 0, &producer, None, b"");
+        let head = PersistedLineHead::parse(&default).unwrap();
+        assert_eq!(
+            (head.topic, head.partition, head.offset),
+            (&b"default"[..], 0, 7)
+        );
+
+        assert_eq!(
+            PersistedLineHead::parse(PERSIST_HEADER.as_bytes()),
+            Err(ParseError::Number("partition"))
+        );
+        assert_eq!(
+            PersistedLineHead::parse(b"default\t0\n"),
+            Err(ParseError::FieldCount {
+                expected: 7,
+                found: 2
+            })
+        );
+        assert_eq!(
+            PersistedLineHead::parse(b"default\t0\t\xff\tx"),
+            Err(ParseError::Number("offset"))
+        );
+        // The full parser reads the same fields through the head.
+        assert_eq!(
+            PersistedRecord::parse("default\t0\tseven\t2026-11-28T02:24:47.123456Z\tp\t-\tv"),
+            Err(ParseError::Number("offset"))
+        );
     }
 
     #[test]
