@@ -471,6 +471,16 @@ impl Proc {
         self.stat_fields()
             .is_some_and(|f| f.first().is_some_and(|s| s == "T"))
     }
+
+    /// Waits until the process has stopped itself at its fault point (state `T`
+    /// in /proc); panics with `never` if it exits or the deadline passes first.
+    pub fn wait_until_stopped(&mut self, never: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.is_stopped() {
+            assert!(Instant::now() < deadline && self.is_running(), "{never}");
+            std::thread::yield_now();
+        }
+    }
 }
 
 impl Drop for Proc {

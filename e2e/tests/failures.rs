@@ -542,15 +542,6 @@ fn gone_producers_never_fill_the_client_table_against_a_consumer() {
     );
 }
 
-/// Waits until `p` has stopped itself at its fault point (state `T` in /proc).
-fn wait_until_stopped(p: &mut Proc, never: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    while !p.is_stopped() {
-        assert!(Instant::now() < deadline && p.is_running(), "{never}");
-        std::thread::yield_now();
-    }
-}
-
 /// A producer `held` sending "one" and "two", stopped just past the commit point of
 /// "one": it holds the ring lock, and `next_offset` has not moved past "one" yet.
 fn producer_stopped_in_its_commit(broker: &Broker) -> Proc {
@@ -559,7 +550,7 @@ fn producer_stopped_in_its_commit(broker: &Broker) -> Proc {
         &["--id", "held", "one", "two"],
         &[("MINIKAFKA_FAULT", "send-committed:1:stop")],
     );
-    wait_until_stopped(&mut held, "the producer never reached its commit");
+    held.wait_until_stopped("the producer never reached its commit");
     held
 }
 
@@ -651,7 +642,7 @@ fn a_consumer_evicted_while_stopped_in_a_short_wait_hands_out_nothing_when_it_re
     a.wait_stderr("joined group ");
     let (b, _) = broker.consumer(&["--id", "b", "--format", "json"]);
     let p = broker.producer(&["--stream", "--interval", "20us"], None);
-    wait_until_stopped(&mut a, "a never ended a wait within its spin");
+    a.wait_until_stopped("a never ended a wait within its spin");
     // b hands out a's share with its own while a is stopped.
     let handed_out = |s: &serde_json::Value| {
         s["groups"][0]["partitions"][0]["handed_out"]
@@ -693,7 +684,7 @@ fn a_consumer_taking_a_message_as_the_broker_stops_hands_out_only_what_is_logged
         &["--id", "late", "--count", "1"],
         &[("MINIKAFKA_FAULT", "poll-taking:1:stop")],
     );
-    wait_until_stopped(&mut late, "the consumer never came to take");
+    late.wait_until_stopped("the consumer never came to take");
     let (stopped, data) = broker.stop_keeping_data();
     assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
     // Resumed after the broker's last look at the group: it takes, but does not

@@ -181,8 +181,21 @@ fn the_metrics_count_what_was_published_persisted_and_delivered_per_group() {
     let (_member, _) = broker.consumer(&["--group", "group-1", "--format", "none"]);
     let mut waiting = broker.producer(&["--count", "100"], None);
     waiting.wait_stderr("waiting for space");
-    let m = scrape(&addr);
-    assert_eq!(value(&m, "minikafka_producers_waiting", &PARTITION), 1.0);
+    // It sleeps on the ring's space event between its checks: a scrape may fall
+    // between two sleeps, so look until one finds it asleep.
+    let deadline = std::time::Instant::now() + e2e::DEADLINE;
+    let m = loop {
+        let m = scrape(&addr);
+        if value(&m, "minikafka_producers_waiting", &PARTITION) == 1.0 {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never seen waiting: {m:?}"
+        );
+        // Between two asks, not in place of one.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     assert_eq!(
         value(&m, "minikafka_messages_published_total", &PARTITION),
         64.0

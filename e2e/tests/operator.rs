@@ -130,11 +130,7 @@ fn broker_status_describes_each_group_per_partition_its_members_and_the_producer
     assert!(solo
         .wait_stderr("joined group ")
         .starts_with("joined group group-1 "));
-    let deadline = std::time::Instant::now() + e2e::DEADLINE;
-    while !solo.is_stopped() {
-        assert!(std::time::Instant::now() < deadline && solo.is_running());
-        std::thread::yield_now();
-    }
+    solo.wait_until_stopped("the consumer never took the five");
     let s = broker.wait_for_status("solo silent for a second", |s| {
         group(s, "group-1")["members"][0]["last_poll_s"].as_f64() >= Some(1.0)
     });
