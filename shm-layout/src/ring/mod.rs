@@ -70,6 +70,17 @@ pub struct Record<'r> {
     pub producer_generation: u32,
 }
 
+/// A committed record copied out of the ring (see [`Region::copy_record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedRecord {
+    pub offset: u64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub timestamp_us: u64,
+    pub producer: u32,
+    pub producer_generation: u32,
+}
+
 /// Who is sending: the producer's client index and generation.
 #[derive(Debug, Clone, Copy)]
 pub struct Sender {

@@ -7,10 +7,21 @@ use crate::layout::NO_KEY;
 use crate::region::Region;
 use crate::sys::prefetch;
 
-use super::{ReadError, Record};
+use super::{CopiedRecord, ReadError, Record};
 
 /// How many stamps [`Region::committed_end`] reads before it asks `next_offset`.
 const SCAN_LIMIT: u64 = 64;
+
+/// Where a committed record's bytes are, and what its index entry says of it.
+struct Located {
+    bytes: *mut u8,
+    size: usize,
+    /// The key's length, if it has one: the key's bytes come first.
+    key_len: Option<usize>,
+    timestamp_us: u64,
+    producer: u32,
+    producer_generation: u32,
+}
 
 impl Region {
     /// Whether `offset` has been committed and is still in the ring.
@@ -62,11 +73,11 @@ impl Region {
         self.header().producer.next_offset.load(Ordering::Acquire)
     }
 
-    /// Reads the committed record at `offset`, validating its index entry.
-    ///
-    /// The returned slices point into the ring. They stay valid while the record is
-    /// held by a group (not yet acknowledged); the caller must not keep them longer.
-    pub fn read_record(&self, offset: u64) -> Result<Record<'_>, ReadError> {
+    /// The record the index entry of `offset` describes, its bytes located and
+    /// bounds-checked: `NotAvailable` without its stamp, `Corrupt` if the entry
+    /// describes bytes that cannot be a record.
+    #[inline]
+    fn locate(&self, offset: u64) -> Result<Located, ReadError> {
         let e = self.index_entry(offset);
         // Acquire pairs with the Release stamp store in `commit`.
         if e.stamp.load(Ordering::Acquire) != offset.wrapping_add(1) {
@@ -75,30 +86,93 @@ impl Region {
         let first = e.first_slot.load(Ordering::Relaxed);
         let key_len = e.key_len.load(Ordering::Relaxed);
         let payload_len = e.payload_len.load(Ordering::Relaxed) as u64;
-        let timestamp_us = e.timestamp_us.load(Ordering::Relaxed);
-        let producer = e.producer.load(Ordering::Relaxed);
-        let producer_generation = e.producer_generation.load(Ordering::Relaxed);
         let stored_key = if key_len == NO_KEY { 0 } else { key_len as u64 };
         let size = stored_key + payload_len;
         if size > self.geometry().max_message as u64 {
             return Err(ReadError::Corrupt(offset));
         }
-        let ptr = self
+        let bytes = self
             .slot_bytes(first, size)
             .ok_or(ReadError::Corrupt(offset))?;
-        // SAFETY: slot_bytes checked that `size` bytes from `ptr` lie inside the
+        Ok(Located {
+            bytes,
+            size: size as usize,
+            key_len: (key_len != NO_KEY).then_some(stored_key as usize),
+            timestamp_us: e.timestamp_us.load(Ordering::Relaxed),
+            producer: e.producer.load(Ordering::Relaxed),
+            producer_generation: e.producer_generation.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Reads the committed record at `offset`, validating its index entry.
+    ///
+    /// The returned slices point into the ring. They stay valid while the record is
+    /// held by a group (not yet acknowledged); the caller must not keep them longer.
+    pub fn read_record(&self, offset: u64) -> Result<Record<'_>, ReadError> {
+        let l = self.locate(offset)?;
+        // SAFETY: `locate` checked that `size` bytes from `bytes` lie inside the
         // payload area. The record is committed and pinned by the caller's group until
         // acknowledged, so no process writes these bytes while the borrow lives.
-        let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, size as usize) };
-        let (key, payload) = bytes.split_at(stored_key as usize);
+        let bytes = unsafe { std::slice::from_raw_parts(l.bytes as *const u8, l.size) };
+        let (key, payload) = bytes.split_at(l.key_len.unwrap_or(0));
         Ok(Record {
             offset,
-            key: (key_len != NO_KEY).then_some(key),
+            key: l.key_len.map(|_| key),
             payload,
-            timestamp_us,
-            producer,
-            producer_generation,
+            timestamp_us: l.timestamp_us,
+            producer: l.producer,
+            producer_generation: l.producer_generation,
         })
+    }
+
+    /// Copies the record at `offset` out of the ring, for a reader that holds
+    /// nothing back (no group pins the record for it): the cleaner may free the
+    /// record's slots, and a producer write them, while it copies. `Ok(None)`: the
+    /// record left the ring, before or during the copy; it is in the persistence
+    /// file (slots are freed only once persisted). `NotAvailable`: not committed yet.
+    ///
+    /// A producer writes slots only after the cleaner has moved the reclaim cursor
+    /// past their records (it reserves behind the tail, which follows the cursor).
+    /// So a copy taken while the record is stamped, and after which the cursor is
+    /// still at or below `offset`, is the record: nothing wrote its slots meanwhile.
+    pub fn copy_record(&self, offset: u64) -> Result<Option<CopiedRecord>, ReadError> {
+        if self.freed_offset() > offset {
+            return Ok(None);
+        }
+        let gone_or = |e: ReadError| {
+            // A stamp or entry changed under us: the slot was reused if the
+            // cursor passed the offset meanwhile, and is the given error if not.
+            if self.freed_offset() > offset {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        };
+        let l = match self.locate(offset) {
+            Ok(l) => l,
+            Err(e) => return gone_or(e),
+        };
+        let mut bytes = vec![0u8; l.size];
+        // SAFETY: `locate` checked that `size` bytes from `bytes` lie inside the
+        // payload area, and the vector has room for them. A producer may be writing
+        // them if the record was freed meanwhile: any byte value is a valid u8, and
+        // such a copy is thrown away below.
+        unsafe { std::ptr::copy_nonoverlapping(l.bytes as *const u8, bytes.as_mut_ptr(), l.size) };
+        // The copy's loads before the cursor's: a cursor still at or below `offset`
+        // was so for the whole copy.
+        std::sync::atomic::fence(Ordering::Acquire);
+        if self.freed_offset() > offset || !self.is_committed(offset) {
+            return Ok(None);
+        }
+        let payload = bytes.split_off(l.key_len.unwrap_or(0));
+        Ok(Some(CopiedRecord {
+            offset,
+            key: l.key_len.map(|_| bytes),
+            payload,
+            timestamp_us: l.timestamp_us,
+            producer: l.producer,
+            producer_generation: l.producer_generation,
+        }))
     }
 
     /// Starts fetching, into this core's cache, the lines the next reservation will
@@ -145,6 +219,9 @@ impl Region {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
     use super::*;
     use crate::region::tests::{test_geometry, test_region};
     use crate::ring::test_support::*;
@@ -205,5 +282,80 @@ mod tests {
             1,
             "stamps end the scan where they stop"
         );
+    }
+
+    /// Payload of the n-th record sent: n's bytes, repeated over 7 of the test
+    /// ring's 16 slots, so that every other send reuses a record's slots.
+    fn payload_of(n: u64) -> Vec<u8> {
+        n.to_le_bytes().repeat(56)
+    }
+
+    #[test]
+    fn a_copy_is_the_record_until_the_record_is_reclaimed() {
+        let t = test_region("copy", test_geometry());
+        let r = &t.0;
+        let key: &[u8] = b"k";
+        r.send(ME, Some(key), b"first", 7, || false, None).unwrap();
+        send(r, b"second").unwrap();
+        let got = r.copy_record(0).unwrap().expect("in the ring");
+        assert_eq!(
+            (got.key.as_deref(), got.payload.as_slice(), got.timestamp_us),
+            (Some(key), &b"first"[..], 7)
+        );
+        assert_eq!(
+            (got.producer, got.producer_generation),
+            (ME.client, ME.generation)
+        );
+        assert_eq!(r.copy_record(1).unwrap().unwrap().key, None);
+        assert_eq!(r.copy_record(2), Err(ReadError::NotAvailable(2)));
+        r.reclaim(1).unwrap();
+        assert_eq!(r.copy_record(0), Ok(None), "left the ring: read the file");
+        assert_eq!(r.copy_record(1).unwrap().unwrap().payload, b"second");
+    }
+
+    #[test]
+    fn a_copy_racing_with_the_reuse_of_its_slots_is_the_record_or_nothing() {
+        let t = test_region("copy-race", test_geometry());
+        let r = &t.0;
+        let stop = AtomicBool::new(false);
+        let (mut copied, mut gone) = (0u64, 0u64);
+        let mut torn = None;
+        std::thread::scope(|s| {
+            // Sends and reclaims as fast as it can, so that slots are reused
+            // under the copier all the time.
+            s.spawn(|| {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    send(r, &payload_of(n)).unwrap();
+                    n += 1;
+                    r.reclaim(n.saturating_sub(1)).unwrap();
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && copied < 20_000 && torn.is_none() {
+                let o = r.freed_offset();
+                match r.copy_record(o) {
+                    Ok(Some(rec)) if rec.offset == o && rec.payload == payload_of(o) => copied += 1,
+                    Ok(Some(rec)) => {
+                        let at = rec
+                            .payload
+                            .iter()
+                            .zip(payload_of(o))
+                            .position(|(a, b)| *a != b);
+                        torn = Some(format!(
+                            "offset {o}: a torn copy (differs from byte {at:?})"
+                        ));
+                    }
+                    Ok(None) => gone += 1,
+                    Err(ReadError::NotAvailable(_)) => {}
+                    Err(e) => torn = Some(format!("offset {o}: {e}")),
+                }
+            }
+            // Whatever the copies found, the sender stops.
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(torn, None);
+        eprintln!("{copied} copies whole, {gone} found gone");
+        assert!(copied > 0, "some copies must have been taken");
     }
 }
