@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use audit_format::index::{IndexError, IndexWriter, TopicPartition};
+use audit_format::index::{IndexError, IndexWriter, PartitionId};
 use audit_format::records::{PersistedLines, PERSIST_FILE};
 use shm_layout::event::{self, event_id};
 use shm_layout::BrokerRegion;
@@ -93,14 +93,15 @@ pub struct FileIndex {
     pub base: u64,
     /// Where the next line appended starts.
     pub next_line: u64,
+    /// The one topic-partition the file holds today.
+    pub partition: PartitionId,
 }
 
 impl FileIndex {
     /// The record at `offset` is the line of `line_len` bytes just formatted.
     fn note(index: &mut Option<FileIndex>, offset: u64, line_len: u64) {
         let Some(ix) = index else { return };
-        let partition = TopicPartition::default_topic().id();
-        match ix.writer.note(partition, offset, ix.next_line, line_len) {
+        match ix.writer.note(ix.partition, offset, ix.next_line, line_len) {
             Ok(()) => ix.next_line += line_len,
             Err(e) => FileIndex::drop(index, e),
         }

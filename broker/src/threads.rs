@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use audit_format::index::{IndexConfig, IndexWriter, IndexedTopics, WriterStart};
+use audit_format::index::{IndexConfig, IndexWriter, IndexedTopics, TopicPartition, WriterStart};
 use audit_format::records::PERSIST_FILE;
 use shm_layout::event;
 use shm_layout::{BrokerRegion, Region};
@@ -251,6 +251,7 @@ fn open_index(config: &BrokerConfig, persist_file: &std::fs::File) -> Option<Fil
         writer,
         base,
         next_line: base,
+        partition: TopicPartition::default_topic().id(),
     })
 }
 

@@ -19,7 +19,7 @@
 //! that lag the file: still usable, and brought up to date by the next
 //! [`IndexWriter::open`], which reads the file from the checkpoint on.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -159,7 +159,8 @@ pub struct IndexWriter {
     /// The persistence file, read for its first record line.
     persistence: FileLines,
     persistence_path: PathBuf,
-    partitions: HashMap<PartitionId, PartitionFile>,
+    /// Looked up for every record line: a fast hash, not the default SipHash.
+    partitions: FxHashMap<PartitionId, PartitionFile>,
     /// Partitions with pending entries.
     queued: Vec<PartitionId>,
     /// Every record line before this byte has been noted.
@@ -206,7 +207,7 @@ impl IndexWriter {
                 },
             ));
         }
-        let mut partitions = HashMap::new();
+        let mut partitions = FxHashMap::default();
         for tp in topics.partitions() {
             let loaded = load_index(data_dir, &tp, config.step, &mut persistence, true)?;
             partitions.insert(
