@@ -62,6 +62,7 @@ impl PartitionEntries {
     /// has passed since the last entry; true if it did. A line that would not
     /// follow the last entry (never, in a file written in order) gets none, so
     /// entries always increase.
+    #[inline]
     pub(crate) fn note(&mut self, offset: u64, position: u64, line_end: u64) -> bool {
         let due = match self.last_entry {
             None => true,
@@ -309,6 +310,7 @@ impl IndexWriter {
     /// as the line of `line_len` bytes (newline included) at byte `position`. Takes
     /// no system call; the entry it may make is appended by a later
     /// [`IndexWriter::flush`].
+    #[inline]
     pub fn note(
         &mut self,
         partition: PartitionId,
