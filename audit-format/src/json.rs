@@ -10,7 +10,7 @@
 
 use base64::Engine;
 
-use crate::records::push_timestamp;
+use crate::records::{push_timestamp, PersistedRecord};
 
 /// What a message's JSON line shows about the message itself.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +23,22 @@ pub struct MessageFields<'a> {
     /// Publish time, microseconds since the Unix epoch.
     pub timestamp_us: u64,
     pub payload: &'a [u8],
+}
+
+impl<'a> MessageFields<'a> {
+    /// The fields of a record read back from the persistence file, published at
+    /// `timestamp_us`.
+    pub fn of_persisted(r: &'a PersistedRecord, timestamp_us: u64) -> Self {
+        MessageFields {
+            topic: &r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            producer: &r.producer,
+            key: r.key.as_deref(),
+            timestamp_us,
+            payload: &r.payload,
+        }
+    }
 }
 
 /// Who received a message, for a consumer's line.

@@ -148,15 +148,7 @@ pub fn decode(
 fn render(read: &ReadRecord, options: &DecodeOptions, line: &mut Vec<u8>) {
     match (&read.record, options.format) {
         (AuditRecord::Persisted(r), DecodeFormat::Json) => {
-            let message = MessageFields {
-                topic: &r.topic,
-                partition: r.partition,
-                offset: r.offset,
-                producer: &r.producer,
-                key: r.key.as_deref(),
-                timestamp_us: read.timestamp_us,
-                payload: &r.payload,
-            };
+            let message = MessageFields::of_persisted(r, read.timestamp_us);
             push_message(line, &message, None);
         }
         (AuditRecord::Persisted(r), DecodeFormat::Raw) => {

@@ -28,15 +28,7 @@ fuzz_target!(|data: &[u8]| {
         let text = std::str::from_utf8(&line).expect("persistence lines are UTF-8");
         let again = PersistedRecord::parse(text).expect("a written line parses");
         assert_eq!((&again.key, &again.payload), (&r.key, &r.payload));
-        let message = MessageFields {
-            topic: &r.topic,
-            partition: r.partition,
-            offset: r.offset,
-            producer: &r.producer,
-            key: r.key.as_deref(),
-            timestamp_us: read.timestamp_us,
-            payload: &r.payload,
-        };
+        let message = MessageFields::of_persisted(r, read.timestamp_us);
         line.clear();
         push_message(&mut line, &message, None);
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);

@@ -89,7 +89,7 @@ impl PayloadLoan<'_> {
         watch.moved();
         *self.totals.0 += 1;
         *self.totals.1 += self.len;
-        watch.publish_progress(*self.totals.0);
+        watch.publish_sent(*self.totals.0);
         Ok(offset)
     }
 }
@@ -253,9 +253,7 @@ impl Producer {
         }
         self.last_send_us = now_us;
         self.sent += sent as u64;
-        if let Some(me) = s.region.client(s.client) {
-            me.publish_progress(self.sent);
-        }
+        publish_sent(s, self.sent);
         self.bytes += messages[..sent]
             .iter()
             .map(|(_, p)| p.len() as u64)
@@ -363,5 +361,13 @@ fn stop_reason(session: &Session, interrupt: &Option<Arc<AtomicBool>>) -> Produc
         ProducerError::Interrupted
     } else {
         ProducerError::BrokerStopped
+    }
+}
+
+/// Publishes how many messages the producer has sent in its client entry, for the
+/// broker to sample (its rate in `broker status`).
+fn publish_sent(session: &Session, sent: u64) {
+    if let Some(me) = session.region.client(session.client) {
+        me.publish_progress(sent);
     }
 }

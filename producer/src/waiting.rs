@@ -107,11 +107,9 @@ impl<'p> WaitWatch<'p> {
         }
     }
 
-    /// Publishes the producer's count of messages sent, for the broker to sample.
-    pub(crate) fn publish_progress(&self, sent: u64) {
-        if let Some(me) = self.session.region.client(self.session.client) {
-            me.publish_progress(sent);
-        }
+    /// Publishes the producer's count of messages sent (see `publish_sent`).
+    pub(crate) fn publish_sent(&self, sent: u64) {
+        crate::publish_sent(self.session, sent);
     }
 
     /// The error for a send that gave up, if it did.
