@@ -308,6 +308,10 @@ pub enum IndexError {
     /// told of end: every record line must be noted, in file order.
     #[error("a record line was noted at byte {position}, but the lines noted so far end at byte {expected}")]
     LineOutOfOrder { position: u64, expected: u64 },
+    /// The writer was handed lines that are not whole record lines (one does not
+    /// end with its newline, or does not start with a topic, partition and offset).
+    #[error("the lines handed to the index writer at byte {position} are not whole record lines")]
+    NotWholeLines { position: u64 },
     /// The writer was told of a line of no bytes (a line holds at least its newline).
     #[error("a record line of no bytes was noted at byte {position}")]
     EmptyLine { position: u64 },

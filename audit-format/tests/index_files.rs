@@ -510,3 +510,58 @@ fn a_topic_added_at_run_time_gets_indexes_that_fill_as_records_come() {
         assert_eq!(entries_of(&index), expected_entries(&written, p, STEP));
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Noting a batch of lines at a time (as the broker's persister does) places
+    /// exactly the entries of noting each line: the step rule's.
+    #[test]
+    fn batches_of_lines_get_the_entries_of_the_step_rule(
+        sizes in proptest::collection::vec(0usize..700, 1..400),
+        cuts in proptest::collection::vec(1usize..40, 1..60),
+        step in 1u64..4096,
+    ) {
+        let dir = Scratch::new("batches");
+        let config = IndexConfig { step, checkpoint_every: 1 << 40 };
+        let (mut log, _) = LogWriter::open(dir.path(), &default_topic(1), config);
+        let mut all = messages(sizes.len() as u64, 1, 0);
+        for (m, &size) in all.iter_mut().zip(&sizes) {
+            m.payload = vec![b'x'; size];
+        }
+        let mut rest = &all[..];
+        let mut cut = cuts.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*cut.next().unwrap()).min(rest.len());
+            log.append_batch(&rest[..n]);
+            // Some batches wait for the next one before the file gets them.
+            if n % 3 != 0 {
+                log.write_buffer();
+            }
+            rest = &rest[n..];
+        }
+        let written = log.close();
+        let index = SparseIndex::open(dir.path(), &partition(0)).unwrap();
+        proptest::prop_assert_eq!(entries_of(&index), expected_entries(&written, 0, step));
+    }
+}
+
+#[test]
+fn a_batch_that_is_not_whole_lines_is_refused() {
+    let dir = Scratch::new("not-whole");
+    let (mut log, _) = LogWriter::open(dir.path(), &default_topic(1), config());
+    let at = log.len;
+    let id = partition(0).id();
+    match log.index.note_lines(id, at, b"default\t0\t5\t2026") {
+        Err(IndexError::NotWholeLines { position }) => assert_eq!(position, at),
+        other => panic!("{other:?}"),
+    }
+    match log.index.note_lines(id, at, b"not a record line\n") {
+        Err(IndexError::NotWholeLines { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    match log.index.note_lines(id, at + 1, b"x\n") {
+        Err(IndexError::LineOutOfOrder { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use audit_format::index::{IndexError, IndexWriter, PartitionId};
 use audit_format::records::{PersistedLines, PERSIST_FILE};
 use shm_layout::event::{self, event_id};
 use shm_layout::BrokerRegion;
@@ -80,6 +81,48 @@ pub struct Persister {
     pub disk_waits: Option<Arc<DiskWaits>>,
     /// Records of the batch being formatted, for `disk_waits`: (offset, commit µs).
     pub handed: Vec<(u64, u64)>,
+    /// The sparse index of the persistence file (SPEC §10); None once it failed,
+    /// after saying so: the next start rebuilds it.
+    pub index: Option<FileIndex>,
+}
+
+/// The persistence file's index, and where the lines the persister appends start.
+pub struct FileIndex {
+    pub writer: IndexWriter,
+    /// The file's length when the writer opened it: where this buffer's bytes go.
+    pub base: u64,
+    /// Where the next line appended starts.
+    pub next_line: u64,
+    /// The one topic-partition the file holds today.
+    pub partition: PartitionId,
+}
+
+impl FileIndex {
+    /// `lines`, whole record lines, go to the file next: one look per batch, so
+    /// indexing costs nothing per record.
+    fn note_lines(index: &mut Option<FileIndex>, lines: &[u8]) {
+        let Some(ix) = index else { return };
+        match ix.writer.note_lines(ix.partition, ix.next_line, lines) {
+            Ok(()) => ix.next_line += lines.len() as u64,
+            Err(e) => FileIndex::drop(index, e),
+        }
+    }
+
+    /// Appends the entries whose lines the file now holds (`written` bytes of
+    /// this run).
+    fn flush(index: &mut Option<FileIndex>, written: u64) {
+        let Some(ix) = index else { return };
+        if let Err(e) = ix.writer.flush(ix.base + written) {
+            FileIndex::drop(index, e);
+        }
+    }
+
+    fn drop(index: &mut Option<FileIndex>, e: IndexError) {
+        *index = None;
+        eprintln!(
+            "broker: stopped indexing {PERSIST_FILE}: {e}; readers scan it instead, and the next start rebuilds the index"
+        );
+    }
 }
 
 /// What the persister knows of the region's state beyond its own position.
@@ -119,7 +162,14 @@ impl Persister {
                 let mark = self.next;
                 self.buffer.set_mark(mark);
                 let (region, persisted) = (self.region.clone(), self.persisted.clone());
+                let written = self.buffer.bytes_written();
                 self.buffer.close()?;
+                if let Some(ix) = self.index.take() {
+                    let end = ix.base + written.load(Ordering::Acquire);
+                    if let Err(e) = ix.writer.close(end) {
+                        eprintln!("broker: could not close the index of {PERSIST_FILE}: {e}; the next start rebuilds it");
+                    }
+                }
                 publish(&region, &persisted, mark);
                 return Ok(match findings.unreadable {
                     Some(offset) => FinalDrain::Unreadable(offset),
@@ -130,6 +180,8 @@ impl Persister {
             let h = self.region.header();
             let urgent = self.urgent();
             self.buffer.tick(urgent)?;
+            let written = self.buffer.bytes_written().load(Ordering::Acquire);
+            FileIndex::flush(&mut self.index, written);
             publish(&self.region, &self.persisted, self.buffer.written_mark());
             pause = if urgent {
                 BUSY_PAUSE
@@ -259,6 +311,7 @@ impl Persister {
                         );
                     }
                     if !lines.is_empty() {
+                        FileIndex::note_lines(&mut self.index, lines);
                         self.note_handed();
                         let urgent = self.urgent();
                         self.buffer.append_batch(lines, self.next, urgent)?;
@@ -268,6 +321,7 @@ impl Persister {
             }
             self.next += 1;
             if lines.len() >= BATCH_BYTES || self.next == committed {
+                FileIndex::note_lines(&mut self.index, lines);
                 self.note_handed();
                 let urgent = self.urgent();
                 self.buffer.append_batch(lines, self.next, urgent)?;

@@ -9,13 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use audit_format::index::{IndexConfig, IndexWriter, IndexedTopics, TopicPartition, WriterStart};
+use audit_format::records::PERSIST_FILE;
 use shm_layout::event;
 use shm_layout::{BrokerRegion, Region};
 
 use crate::audit::double_buffer::{DoubleBuffer, StopSignal};
 use crate::audit::watched_file::WatchedFile;
 use crate::metrics::{DiskWaits, FileWrites, MetricSources};
-use crate::persister::FinalDrain;
+use crate::persister::{FileIndex, FinalDrain};
 use crate::reclaim::Reclaimer;
 use crate::registry::{Registry, RegistryLimits};
 use crate::startup::Recovered;
@@ -82,6 +84,7 @@ pub(crate) fn start(
         persisted.clone(),
         replay_from,
     ));
+    let index = open_index(config, &persist_file);
     let persister = persister::Persister {
         region: region.clone(),
         registry: registry.clone(),
@@ -111,6 +114,7 @@ pub(crate) fn start(
         flush_interval: config.flush_interval,
         disk_waits: disk_waits.clone(),
         handed: Vec::new(),
+        index,
     };
     persister.buffer.time_writes(file_writes.of("persistence"));
     let cleaner = cleaner::Cleaner {
@@ -206,6 +210,48 @@ pub(crate) fn start(
         persister_stop,
         cleaner_stop,
         max_connections: config.geometry.max_clients as usize + 64,
+    })
+}
+
+/// Opens the persistence file's sparse index (SPEC §10), bringing it up to date
+/// or rebuilding it; None (said in one line) if that fails: the broker runs on,
+/// and readers scan the file instead.
+fn open_index(config: &BrokerConfig, persist_file: &std::fs::File) -> Option<FileIndex> {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("broker: cannot index {PERSIST_FILE}: {e}; readers scan it instead");
+        None
+    };
+    let base = match persist_file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return fail(&e),
+    };
+    let topics = IndexedTopics::default_topic();
+    let (writer, start) = match IndexWriter::open(&config.data_dir, &topics, IndexConfig::default())
+    {
+        Ok(opened) => opened,
+        Err(e) => return fail(&e),
+    };
+    if let WriterStart::Rebuilt { reason, rebuilt } = &start {
+        // A new data directory has no index yet: nothing to say.
+        if rebuilt.records > 0 {
+            eprintln!(
+                "broker: rebuilt the index of {PERSIST_FILE} ({} records): {reason}",
+                rebuilt.records
+            );
+        }
+    }
+    if writer.noted_through() != base {
+        let e = format!(
+            "the index covers {} bytes of a file of {base}",
+            writer.noted_through()
+        );
+        return fail(&e);
+    }
+    Some(FileIndex {
+        writer,
+        base,
+        next_line: base,
+        partition: TopicPartition::default_topic().id(),
     })
 }
 

@@ -32,6 +32,7 @@ use crate::index::scan::{
     first_record_line, load_checkpoint, load_index, open_persistence, scan_record_lines,
 };
 use crate::index::{IndexConfig, IndexError, IndexProblem, IndexedTopics, PartitionId};
+use crate::records::PersistedLineHead;
 
 /// Where the step rule puts one partition's entries, and the entries made and not
 /// yet written. The one place the rule lives: the writer, [`rebuild`] and scans
@@ -346,6 +347,91 @@ impl IndexWriter {
             self.queued.push(partition);
         }
         self.noted_through = position + line_len;
+        Ok(())
+    }
+
+    /// The record lines in `lines`, all of `partition`, were appended to the
+    /// persistence file at byte `position`: the same entries as noting each line
+    /// in turn, for the cost of one look at the batch. Only the lines where the
+    /// step rule puts an entry, and the last line, are read (for their offsets),
+    /// so a persister that hands over a batch of lines at a time pays nothing per
+    /// record. `lines` holds whole lines, each ending with its newline.
+    pub fn note_lines(
+        &mut self,
+        partition: PartitionId,
+        position: u64,
+        lines: &[u8],
+    ) -> Result<(), IndexError> {
+        if position != self.noted_through {
+            return Err(IndexError::LineOutOfOrder {
+                position,
+                expected: self.noted_through,
+            });
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
+        if lines.last() != Some(&b'\n') {
+            return Err(IndexError::NotWholeLines { position });
+        }
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return Err(IndexError::UnknownPartition {
+                topic_id: partition.topic_id,
+                partition: partition.partition,
+            });
+        };
+        let end = position + lines.len() as u64;
+        let offset_at = |start: u64| -> Result<(u64, u64), IndexError> {
+            let at = (start - position) as usize;
+            let len = memchr::memchr(b'\n', &lines[at..]).map_or(lines.len() - at, |n| n + 1);
+            PersistedLineHead::parse(&lines[at..at + len])
+                .map(|head| (head.offset, start + len as u64))
+                .map_err(|_| IndexError::NotWholeLines { position: start })
+        };
+        let last_line = memchr::memrchr(b'\n', &lines[..lines.len() - 1]).map_or(0, |n| n + 1);
+        let (last_offset, _) = offset_at(position + last_line as u64)?;
+        if let Some(last) = p.entries.last_offset.filter(|&last| last_offset <= last) {
+            return Err(IndexError::OffsetOutOfOrder {
+                topic_id: partition.topic_id,
+                partition: partition.partition,
+                offset: last_offset,
+                last,
+            });
+        }
+        let mut queue = false;
+        loop {
+            // The first line starting at or after the step from the last entry.
+            let due = p
+                .entries
+                .last_entry
+                .map_or(position, |e| e.position.saturating_add(p.entries.step));
+            let start = if due <= position {
+                position
+            } else if due >= end {
+                break;
+            } else {
+                let from = (due - position - 1) as usize;
+                match memchr::memchr(b'\n', &lines[from..]) {
+                    Some(n) if from + n + 1 < lines.len() => position + (from + n + 1) as u64,
+                    _ => break,
+                }
+            };
+            let (offset, line_end) = offset_at(start)?;
+            if !p.entries.note(offset, start, line_end) {
+                break;
+            }
+            queue = true;
+        }
+        p.entries.last_offset = Some(
+            p.entries
+                .last_offset
+                .map_or(last_offset, |l| l.max(last_offset)),
+        );
+        if queue && !p.queued {
+            p.queued = true;
+            self.queued.push(partition);
+        }
+        self.noted_through = end;
         Ok(())
     }
 
