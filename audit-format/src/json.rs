@@ -44,7 +44,8 @@ impl<'a> MessageFields<'a> {
 /// Who received a message, for a consumer's line.
 #[derive(Debug, Clone, Copy)]
 pub struct DeliveryFields<'a> {
-    pub group: &'a str,
+    /// `None` for a standalone reader, which belongs to no group (`null`).
+    pub group: Option<&'a str>,
     pub consumer: &'a str,
     /// 1 for a first delivery, 2, 3, ... for redeliveries.
     pub attempt: u32,
@@ -82,7 +83,10 @@ pub fn push_message(
         Some(key) => object.bytes("key", key),
     }
     if let Some(d) = delivery {
-        object.string("group", d.group);
+        match d.group {
+            None => object.raw("group", b"null"),
+            Some(group) => object.string("group", group),
+        }
         object.string("consumer", d.consumer);
         object.number("attempt", d.attempt.into());
     }
@@ -211,7 +215,7 @@ mod tests {
              \"timestamp\":\"2026-11-28T02:24:47.123456Z\",\"payload\":\"hi\\t\\\"\"}\n"
         );
         let d = DeliveryFields {
-            group: "g",
+            group: Some("g"),
             consumer: "c-1",
             attempt: 2,
         };
@@ -221,6 +225,12 @@ mod tests {
              \"group\":\"g\",\"consumer\":\"c-1\",\"attempt\":2,\
              \"timestamp\":\"2026-11-28T02:24:47.123456Z\",\"payload\":\"hi\\t\\\"\"}\n"
         );
+        let reader = DeliveryFields {
+            group: None,
+            consumer: "r-1",
+            attempt: 1,
+        };
+        assert!(line_of(&m, Some(&reader)).contains("\"group\":null,\"consumer\":\"r-1\""));
     }
 
     #[test]

@@ -14,11 +14,11 @@
 //! without its newline yet (being written, or cut by a crash) is never returned
 //! until its newline is there.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::file_lines::{FileLines, LineAt};
 use crate::index::scan::check_entry;
-use crate::index::{IndexEntry, IndexError, SparseIndex};
+use crate::index::{IndexEntry, IndexError, SparseIndex, TopicPartition, DEFAULT_STEP};
 use crate::records::{ParseError, PersistedLineHead, PersistedRecord, PERSIST_FILE};
 
 /// A record read from the log.
@@ -134,6 +134,17 @@ impl LogReader {
             jump: None,
             index,
         })
+    }
+
+    /// A reader of `partition` in `data_dir`'s persistence file, through its index;
+    /// through an index built by one scan of the file when the one on disk cannot be
+    /// used (missing, stale or damaged: the broker rebuilds it at its next start).
+    pub fn open_in(data_dir: &Path, partition: &TopicPartition) -> Result<LogReader, LogError> {
+        let index = match SparseIndex::open(data_dir, partition) {
+            Ok(index) => index,
+            Err(_) => SparseIndex::from_scan(data_dir, partition, DEFAULT_STEP)?,
+        };
+        LogReader::open(index)
     }
 
     /// Lines longer than `max_line` bytes are errors rather than records (the

@@ -19,6 +19,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("produce") => workers::produce(&worker_args),
         Some("consume") => workers::consume(&worker_args),
+        Some("read") => workers::read(&worker_args),
         Some("uds-send") => workers::uds_send(&worker_args),
         Some("uds-recv") => workers::uds_recv(&worker_args),
         Some("spsc-send") => workers::spsc_send(&worker_args),
@@ -404,7 +405,7 @@ fn orchestrate() {
     let out_dir = Path::new("../target/bench");
     std::fs::create_dir_all(out_dir).expect("target/bench");
     let mut rows: Vec<Row> = Vec::new();
-    let steps = 16;
+    let steps = 18;
     let mut step = 0;
     let mut progress = |rows: &mut Vec<Row>, r: Row| {
         step += 1;
@@ -537,10 +538,26 @@ fn orchestrate() {
         ),
     );
 
-    let report = render(&rows);
+    // W8: a standalone reader replays 1M messages from offset 0 after they left
+    // the ring (from the file), and reads them from the ring as they are
+    // published, beside W1.
+    let medians = medians_taking_turns(
+        REPEATS,
+        By::Throughput,
+        &mut [&mut || run_replay(N, true), &mut || run_replay(N, false)],
+    );
+    for r in medians {
+        progress(&mut rows, r);
+    }
+    let seeks = seek_times(&[1_000_000, 5_000_000, 10_000_000]);
+
+    let report = render(&rows) + &render_seeks(&seeks);
     println!("{report}");
-    let json =
-        json!({"rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "ratios": ratios(&rows)});
+    let json = json!({
+        "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        "ratios": ratios(&rows),
+        "seeks": seeks.iter().map(SeekRow::to_json).collect::<Vec<_>>(),
+    });
     std::fs::write(
         out_dir.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap(),
@@ -563,6 +580,7 @@ fn ratios(rows: &[Row]) -> Value {
     let w2 = find(rows, "W2 4p→2g×2c 64 B", "broker").msgs_per_s;
     let w3 = "W3 latency @50k/s 64 B";
     let deliveries = |g: u64| find(rows, &format!("W4 fan-out {g} group(s)"), "broker").msgs_per_s;
+    let w8 = |w: &str| find(rows, w, "broker").msgs_per_s / broker;
     json!({
         "w1_vs_uds": broker / find(rows, w1, "uds").msgs_per_s,
         "w1_vs_spsc": broker / find(rows, w1, "spsc").msgs_per_s,
@@ -570,6 +588,8 @@ fn ratios(rows: &[Row]) -> Value {
         "w3_p50_vs_spsc": find(rows, w3, "broker").p50_us / find(rows, w3, "spsc").p50_us,
         "w3_p50_vs_uds": find(rows, w3, "broker").p50_us / find(rows, w3, "uds").p50_us,
         "w4_8_groups_vs_1": deliveries(8) / deliveries(1),
+        "w8_file_vs_w1": w8(W8_FILE),
+        "w8_ring_vs_w1": w8(W8_RING),
     })
 }
 
@@ -623,6 +643,171 @@ fn render(rows: &[Row]) -> String {
         "- W4 total deliveries/s, 8 groups / 1 group: {:.2}×",
         f("w4_8_groups_vs_1")
     );
+    let _ = writeln!(
+        s,
+        "- W8 reader replaying from the file / W1 broker msgs/s: {:.1} % (reading from the ring: {:.1} %)",
+        100.0 * f("w8_file_vs_w1"),
+        100.0 * f("w8_ring_vs_w1")
+    );
+    s
+}
+
+const W8_FILE: &str = "W8 replay 1M from the file";
+const W8_RING: &str = "W8 read 1M from the ring";
+
+/// W8: with `from_file`, sends `n` 64 B messages, then replays them with a
+/// standalone reader from offset 0 (all but the ring's last few thousand are read
+/// from the file); without, the reader reads them from the ring as a producer
+/// publishes them.
+fn run_replay(n: u64, from_file: bool) -> Row {
+    let broker = Broker::start(&["--groups", "0"]);
+    let cpu0 = broker.cpu_seconds();
+    let producer = |id: &str| {
+        Worker::start(
+            "produce",
+            &kv(&[
+                ("broker", broker.addr.clone()),
+                ("id", id.to_string()),
+                ("count", n.to_string()),
+                ("size", "64".into()),
+                ("rate", "0".into()),
+            ]),
+        )
+    };
+    let reader = |from: &str| {
+        Worker::start(
+            "read",
+            &kv(&[
+                ("broker", broker.addr.clone()),
+                ("id", "w8-reader".into()),
+                ("from", from.to_string()),
+                ("count", n.to_string()),
+            ]),
+        )
+    };
+    let got = if from_file {
+        producer("w8-producer").finish();
+        reader("0").finish()
+    } else {
+        let r = reader("latest");
+        producer("w8-producer").finish();
+        r.finish()
+    };
+    let broker_cpu = broker.cpu_seconds() - cpu0;
+    broker.stop();
+    let secs = got["secs"].as_f64().unwrap_or(0.0).max(1e-9);
+    let cpu = broker_cpu + got["cpu_s"].as_f64().unwrap_or(0.0);
+    let workload = if from_file { W8_FILE } else { W8_RING };
+    let mut r = row(workload, "broker", n as f64, secs, 64, &got, cpu);
+    if from_file {
+        // Latency means nothing for messages read long after they were sent.
+        r.p50_us = 0.0;
+        r.p99_us = 0.0;
+        r.p999_us = 0.0;
+        r.max_us = 0.0;
+    }
+    r
+}
+
+/// Seek times at one size of the persistence file.
+struct SeekRow {
+    messages: u64,
+    /// (where, offset, µs for `seek` plus the first poll, bytes of file read).
+    seeks: Vec<(&'static str, u64, f64)>,
+}
+
+impl SeekRow {
+    fn to_json(&self) -> Value {
+        json!({
+            "messages": self.messages,
+            "seeks": self.seeks.iter().map(|(at, o, us)| json!({"at": at, "offset": o, "us": us})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Fills one broker's persistence file to each of `sizes` messages (64 B) and
+/// times a reader's seek plus first poll at the start, the middle and the end of
+/// the file (the median of five, each to a different offset nearby).
+fn seek_times(sizes: &[u64]) -> Vec<SeekRow> {
+    let broker = Broker::start(&["--groups", "0"]);
+    let mut sent = 0;
+    let mut out = Vec::new();
+    for &size in sizes {
+        let more = size - sent;
+        Worker::start(
+            "produce",
+            &kv(&[
+                ("broker", broker.addr.clone()),
+                ("id", format!("seek-fill-{size}")),
+                ("count", more.to_string()),
+                ("size", "64".into()),
+                ("rate", "0".into()),
+            ]),
+        )
+        .finish();
+        sent = size;
+        let mut reader =
+            consumer::reader::Reader::connect(&broker.addr, Some("seek-timer")).expect("connect");
+        let mut seeks = Vec::new();
+        for (at, base) in [("start", 0), ("middle", size / 2), ("end", size - 10_000)] {
+            let mut times: Vec<(u64, f64)> = (0..5u64)
+                .map(|i| {
+                    let offset = base + i * 997;
+                    let started = Instant::now();
+                    reader.seek(offset);
+                    let m = reader
+                        .poll(Some(std::time::Duration::from_secs(10)))
+                        .expect("poll");
+                    assert_eq!(m.map(|m| m.offset), Some(offset), "seek to {offset}");
+                    (offset, started.elapsed().as_secs_f64() * 1e6)
+                })
+                .collect();
+            times.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let (offset, us) = times[times.len() / 2];
+            seeks.push((at, offset, us));
+        }
+        eprintln!(
+            "      seeks at {size} messages: {}",
+            seeks
+                .iter()
+                .map(|(at, _, us)| format!("{at} {us:.0} µs"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        out.push(SeekRow {
+            messages: size,
+            seeks,
+        });
+    }
+    broker.stop();
+    out
+}
+
+fn render_seeks(rows: &[SeekRow]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Seek times (a standalone reader's seek plus its first poll, from the file, median of 5):"
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "| messages in the file | start µs | middle µs | end µs |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|");
+    for r in rows {
+        let us = |at: &str| r.seeks.iter().find(|s| s.0 == at).map_or(0.0, |s| s.2);
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {:.0} |",
+            r.messages,
+            us("start"),
+            us("middle"),
+            us("end")
+        );
+    }
     s
 }
 

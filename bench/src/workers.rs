@@ -244,6 +244,33 @@ pub fn consume(a: &Args) {
     r.report();
 }
 
+/// A standalone reader: `count` messages from offset `from` (`latest`: from the
+/// end, as published), in batches of up to 64, each its own copy.
+pub fn read(a: &Args) {
+    let mut reader =
+        consumer::reader::Reader::connect(a.get("broker"), Some(a.get("id"))).expect("connect");
+    if a.get("from") != "latest" {
+        reader.seek(a.num("from"));
+    }
+    let count = a.num("count");
+    ready();
+    let mut r = Receipts::new();
+    while r.count < count {
+        let want = (count - r.count).min(64) as usize;
+        let batch = reader
+            .poll_batch(want, Some(Duration::from_secs(60)))
+            .expect("poll");
+        if batch.is_empty() {
+            panic!("no message for 60 s after {} of {count}", r.count);
+        }
+        for m in batch {
+            r.record(&m.payload);
+        }
+    }
+    r.finish();
+    r.report();
+}
+
 /// Sends `count` stamped messages of `size` bytes through `send`, one at a time,
 /// paced at `rate` per second (0: as fast as possible), then reports.
 fn send_paced(a: &Args, mut send: impl FnMut(&[u8])) {

@@ -200,6 +200,7 @@ impl Cleaner {
         let (consumed, gone_producers, log_wanted) = {
             let mut reg = self.registry();
             let consumed = reg.consumed_by_all();
+            reg.observe_readers();
             reg.release_quarantined();
             reg.swap_log_text(line);
             reg.sample_rates();

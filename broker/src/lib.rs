@@ -26,6 +26,7 @@ pub mod cleaner;
 pub mod config;
 pub mod decode;
 pub mod event_loop;
+pub mod file_producers;
 pub mod metrics;
 pub mod persister;
 pub mod reclaim;

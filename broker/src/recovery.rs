@@ -26,6 +26,7 @@ use shm_layout::{BrokerRegion, Geometry, Region};
 use crate::BrokerError;
 
 pub mod deliveries;
+pub mod reads;
 
 use deliveries::LostDeliveries;
 
@@ -36,6 +37,8 @@ pub struct Salvage {
     pub appended: u64,
     /// Delivery lines appended to the consumption log.
     pub deliveries: LostDeliveries,
+    /// Standalone readers' lines appended to the consumption log.
+    pub reads: u64,
     /// Per group name: every offset below this had been handed out.
     pub handed_out: HashMap<String, u64>,
     /// Per group name: a lower bound of what the group had acknowledged.
@@ -46,10 +49,12 @@ pub struct Salvage {
 
 /// Recovers the region `name` (see the module docs). `file_next` is the offset
 /// after the last line of the persistence file, `persist` that file and `log` the
-/// consumption log, both opened for appending with no line cut short.
+/// consumption log, both opened for appending with no line cut short, in
+/// `data_dir`.
 pub fn salvage(
     name: &str,
     geometry: &Geometry,
+    data_dir: &std::path::Path,
     file_next: u64,
     persist: &mut File,
     log: &mut File,
@@ -132,6 +137,9 @@ pub fn salvage(
     // Its consumers may have printed deliveries it had not yet logged.
     salvage.deliveries =
         deliveries::log_lost_deliveries(&old, freed, next, log).map_err(BrokerError::Audit)?;
+    // And its standalone readers, reads it had not logged.
+    salvage.reads =
+        reads::log_lost_reads(&old, freed, next, data_dir, log).map_err(BrokerError::Audit)?;
     for g in 0..old.geometry().max_groups {
         if let (Some(name), Some(entry)) = (old.group_name(g), old.group(g)) {
             let cursor = shm_layout::group::cursor(entry).min(next);
@@ -144,9 +152,13 @@ pub fn salvage(
     drop(old);
     Region::unlink(name)?;
     salvage.report = Some(format!(
-        "recovered the region of a broker that died (pid {pid}): {} records persisted from it, {}",
+        "recovered the region of a broker that died (pid {pid}): {} records persisted from it, {}{}",
         salvage.appended,
-        describe(&salvage.deliveries)
+        describe(&salvage.deliveries),
+        match salvage.reads {
+            0 => String::new(),
+            n => format!(", and {n} reads of standalone readers logged"),
+        }
     ));
     Ok(salvage)
 }

@@ -56,6 +56,8 @@ pub struct Server {
     pub max_connections: usize,
     pub started: Instant,
     pub wait_reasons: Arc<WaitReasons>,
+    /// The data directory, absolute, told to every client that registers.
+    pub data_dir: String,
 }
 
 impl Server {
@@ -238,6 +240,7 @@ impl Server {
                             client: r.client,
                             generation: r.generation,
                             group: r.group,
+                            data_dir: self.data_dir.clone(),
                         };
                         conn.output.extend_from_slice(&reply.encode());
                     }

@@ -87,6 +87,7 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
     let salvaged = recovery::salvage(
         name,
         &config.geometry,
+        &config.data_dir,
         file_next,
         &mut persist_file,
         &mut log_file,

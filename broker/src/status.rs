@@ -24,6 +24,7 @@ pub fn report(
     let g = region.geometry();
     let next = region.next_offset();
     let (producers, consumers, _) = registry.counts();
+    let readers = registry.reader_snapshot().len();
     let groups: Vec<_> = registry
         .group_snapshot()
         .into_iter()
@@ -65,6 +66,22 @@ pub fn report(
         .into_iter()
         .map(|p| json!({ "id": p.id, "pid": p.pid, "sent": p.sent, "sent_per_s": p.sent_per_s.round() }))
         .collect();
+    let reader_list: Vec<_> = registry
+        .reader_snapshot()
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "pid": r.pid,
+                "topic": DEFAULT_TOPIC,
+                "partition": DEFAULT_PARTITION,
+                "position": r.position,
+                "lag": r.position.map(|p| next.saturating_sub(p)),
+                "read": r.read,
+                "read_per_s": r.read_per_s.round(),
+            })
+        })
+        .collect();
     let held_by = (!region.has_space_for(1))
         .then(|| wait_reasons.holder(registry, WaitingFor::Space).to_string());
     let uptime = started.elapsed().as_secs_f64();
@@ -83,8 +100,9 @@ pub fn report(
             "published_per_s": registry.published_per_s().round(),
             "held_by": held_by,
         },
-        "clients": { "producers": producers, "consumers": consumers },
+        "clients": { "producers": producers, "consumers": consumers, "readers": readers },
         "producers": producer_list,
+        "readers": reader_list,
         "groups": groups,
     })
     .to_string()
@@ -268,6 +286,39 @@ pub fn render_text(v: &Value) -> String {
             &producer_rows,
         ));
     }
+    let reader_rows: Vec<Vec<String>> = v["readers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                text(&r["id"]),
+                text(&r["pid"]),
+                text(&r["topic"]),
+                text(&r["partition"]),
+                text(&r["position"]),
+                text(&r["lag"]),
+                text(&r["read"]),
+                rate(&r["read_per_s"]),
+            ]
+        })
+        .collect();
+    if !reader_rows.is_empty() {
+        s.push('\n');
+        s.push_str(&table(
+            &[
+                ("READER", Left),
+                ("PID", Right),
+                ("TOPIC", Left),
+                ("PARTITION", Right),
+                ("POSITION", Right),
+                ("LAG", Right),
+                ("READ", Right),
+                ("MSG/S", Right),
+            ],
+            &reader_rows,
+        ));
+    }
     s
 }
 
@@ -317,6 +368,12 @@ mod tests {
                      "held_by": "group group-4 is 4096 messages behind and has no consumers"},
             "clients": {"producers": 1, "consumers": 16},
             "producers": [{"id": "producer-4000100", "pid": 4_000_100, "sent": 1_300_000, "sent_per_s": 2_500_000.0}],
+            "readers": [
+                {"id": "audit-replay", "pid": 4_000_200, "topic": "default", "partition": 0,
+                 "position": 120_000, "lag": 3_880_000, "read": 120_000, "read_per_s": 900_000.0},
+                {"id": "reader-7", "pid": 7, "topic": "default", "partition": 0,
+                 "position": null, "lag": null, "read": 0, "read_per_s": 0.0},
+            ],
             "groups": (1..=4).map(|i| group(&format!("group-{i}"))).collect::<Vec<_>>(),
         })
     }
@@ -332,7 +389,11 @@ mod tests {
             .skip(1)
             .map(|b| b.lines().collect())
             .collect();
-        assert_eq!(blocks.len(), 3, "groups, members, producers: {out}");
+        assert_eq!(
+            blocks.len(),
+            4,
+            "groups, members, producers, readers: {out}"
+        );
         assert_eq!(blocks[0].len(), 1 + 4, "a row per group and partition");
         assert_eq!(blocks[1].len(), 1 + 16, "a row per member");
         for block in blocks {

@@ -38,6 +38,8 @@ pub(crate) struct Running {
     persister_stop: Arc<AtomicBool>,
     cleaner_stop: Arc<AtomicBool>,
     max_connections: usize,
+    /// Where readers find the persistence file: the data directory, absolute.
+    data_dir: String,
 }
 
 /// Starts the persister, the cleaner (with their writers) and, if records must be
@@ -77,6 +79,7 @@ pub(crate) fn start(
     let buffer_size = config.buffer_size as usize;
     let persisted = Arc::new(AtomicU64::new(next));
     lock(&registry).bound_by_persisted(persisted.clone());
+    lock(&registry).name_producers_from(config.data_dir.clone());
     let file_writes = FileWrites::default();
     let disk_waits = config.fsync.then(|| Arc::new(DiskWaits::default()));
     let reclaimer = Arc::new(Reclaimer::new(
@@ -210,6 +213,10 @@ pub(crate) fn start(
         persister_stop,
         cleaner_stop,
         max_connections: config.geometry.max_clients as usize + 64,
+        data_dir: std::path::absolute(&config.data_dir)
+            .unwrap_or_else(|_| config.data_dir.clone())
+            .display()
+            .to_string(),
     })
 }
 
@@ -268,6 +275,7 @@ impl Running {
             max_connections: self.max_connections,
             started: Instant::now(),
             wait_reasons: self.wait_reasons.clone(),
+            data_dir: self.data_dir.clone(),
         };
         server.run(listener, stop)
     }

@@ -17,6 +17,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod reader;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +53,17 @@ pub enum ConsumerError {
     /// broker finds it when it reclaims and reports it. Poll again to go on.
     #[error("the record at offset {0} cannot be read from the region; skipped")]
     Unreadable(u64),
+    /// A reader could not read the persistence file (SPEC §10).
+    #[error("cannot read the persistence file: {0}")]
+    File(String),
+}
+
+/// [`ConsumerError::Interrupted`] once the caller's interrupt flag is raised.
+pub(crate) fn check_interrupt(flag: &Option<Arc<AtomicBool>>) -> Result<(), ConsumerError> {
+    if flag.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+        return Err(ConsumerError::Interrupted);
+    }
+    Ok(())
 }
 
 /// A message borrowed in place from the ring until the next poll or ack.
@@ -258,14 +271,7 @@ impl Consumer {
 
     fn check_alive(&self) -> Result<(), ConsumerError> {
         self.check_standing()?;
-        if self
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-        {
-            return Err(ConsumerError::Interrupted);
-        }
-        Ok(())
+        check_interrupt(&self.interrupt)
     }
 
     /// Whether this consumer is still a member and the broker still runs.

@@ -1,4 +1,5 @@
-//! `consumer`: join a group and print each message it is handed.
+//! `consumer`: join a group and print each message it is handed, or, with
+//! `--from`, read as a standalone reader from any offset.
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
@@ -7,7 +8,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
+use audit_format::json::{DeliveryFields, MessageFields};
 use clap::Parser;
+use consumer::reader::{Reader, StartAt};
 use consumer::{Consumer, ConsumerError};
 use count_progress::CountProgress;
 use shm_layout::names::check_name;
@@ -30,6 +33,13 @@ const BATCH: usize = 64;
         consumers. Each message is written and flushed to stdout before it is \
         acknowledged. Exits 0 after --count messages or on SIGINT/SIGTERM, 1 with \
         `broker stopped` if the broker goes away.\n\n\
+        With --from, reads instead as a standalone reader, in no group and holding \
+        nothing back (producers never wait for it): from the oldest message still in \
+        persistencia_mensajes.txt (earliest), from the next one published (latest), \
+        from an offset, or from the first message published at or after an RFC 3339 \
+        time; it prints `reading default as <id>` on stderr, then every message from \
+        there on, waiting at the end for new ones. Each message it prints has its \
+        line in log_consumo.txt (group `-`).\n\n\
         With --count, when stderr is a terminal and stdout is not (or --format none \
         prints nothing there), a progress bar on stderr shows the messages received, \
         the rate and the time left; it is wiped before the summary."
@@ -47,8 +57,12 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     id: Option<String>,
     /// Group to join, created if it does not exist [default: the least-loaded group].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "from")]
     group: Option<String>,
+    /// Read as a standalone reader from here: earliest, latest, an offset, or an
+    /// RFC 3339 time (2026-12-04T10:00:00Z).
+    #[arg(long, value_name = "WHERE", value_parser = parse_start)]
+    from: Option<StartAt>,
     /// Exit after this many messages. Shows a progress bar (rate, ETA) on stderr when
     /// stderr is a terminal and stdout is not, or with --format none.
     #[arg(long, value_name = "N")]
@@ -75,6 +89,103 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    match args.from {
+        Some(from) => read_standalone(&args, from, interrupt),
+        None => consume_in_group(&args, interrupt),
+    }
+}
+
+/// `--from`: earliest, latest, an offset, or an RFC 3339 time.
+fn parse_start(s: &str) -> Result<StartAt, String> {
+    match s {
+        "earliest" => Ok(StartAt::Earliest),
+        "latest" => Ok(StartAt::Latest),
+        _ if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse()
+            .map(StartAt::Offset)
+            .map_err(|_| format!("offset {s} is too large")),
+        _ => {
+            let time = humantime::parse_rfc3339_weak(s).map_err(|_| {
+                format!("expected earliest, latest, an offset or an RFC 3339 time, got {s:?}")
+            })?;
+            let us = time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|_| format!("{s} is before 1970"))?
+                .as_micros();
+            Ok(StartAt::Time(us as u64))
+        }
+    }
+}
+
+/// What the loops share: where the messages go, and the counts for the summary.
+struct Printer {
+    format: Format,
+    count: Option<u64>,
+    progress: CountProgress,
+    started: Instant,
+    received: u64,
+    bytes: u64,
+    line: Vec<u8>,
+}
+
+impl Printer {
+    fn new(args: &Args) -> Printer {
+        // A bar on the terminal only where it cannot mix with the messages printed.
+        let stdout_is_free = args.format == Format::None || !std::io::stdout().is_terminal();
+        Printer {
+            format: args.format,
+            count: args.count,
+            progress: CountProgress::when(
+                std::io::stderr().is_terminal() && stdout_is_free,
+                args.count,
+            ),
+            started: Instant::now(),
+            received: 0,
+            bytes: 0,
+            line: Vec::new(),
+        }
+    }
+
+    /// How many messages the next poll may take: never more than will be printed.
+    fn wanted(&self) -> usize {
+        self.count
+            .map_or(BATCH, |n| (n - self.received).min(BATCH as u64) as usize)
+    }
+
+    /// Prints one message and counts it.
+    fn print(
+        &mut self,
+        out: &mut impl Write,
+        message: &MessageFields<'_>,
+        delivery: &DeliveryFields<'_>,
+    ) -> std::io::Result<()> {
+        output::write_message(out, self.format, message, delivery, &mut self.line)?;
+        self.received += 1;
+        self.bytes += message.payload.len() as u64;
+        Ok(())
+    }
+
+    /// Prints the summary (with --format none) and the outcome's line; the exit code.
+    fn finish(self, id: &str, outcome: Result<(), String>) -> ExitCode {
+        self.progress.clear();
+        if let Err(e) = outcome {
+            eprintln!("consumer: {e}");
+            return ExitCode::from(1);
+        }
+        if self.format == Format::None {
+            let secs = self.started.elapsed().as_secs_f64();
+            eprintln!(
+                "{id}: received {} messages ({} bytes) in {secs:.3} s ({:.0} msg/s)",
+                self.received,
+                self.bytes,
+                self.received as f64 / secs.max(1e-9)
+            );
+        }
+        ExitCode::SUCCESS
+    }
+}
+
+fn consume_in_group(args: &Args, interrupt: Arc<AtomicBool>) -> ExitCode {
     let mut consumer =
         match Consumer::connect(&args.broker, args.id.as_deref(), args.group.as_deref()) {
             Ok(c) => c,
@@ -87,26 +198,15 @@ fn main() -> ExitCode {
     eprintln!("joined group {} as {}", consumer.group(), consumer.id());
     let group = consumer.group().to_string();
     let id = consumer.id().to_string();
-    // A bar on the terminal only where it cannot mix with the messages printed.
-    let stdout_is_free = args.format == Format::None || !std::io::stdout().is_terminal();
-    let progress = CountProgress::when(
-        std::io::stderr().is_terminal() && stdout_is_free,
-        args.count,
-    );
-    let started = Instant::now();
-    let (mut received, mut bytes) = (0u64, 0u64);
+    let mut printer = Printer::new(args);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut line = Vec::new();
     let outcome = loop {
-        // Never take more than will be printed: a batch is acknowledged whole.
-        let wanted = args
-            .count
-            .map_or(BATCH, |n| (n - received).min(BATCH as u64) as usize);
+        let wanted = printer.wanted();
         if wanted == 0 {
             break Ok(());
         }
-        let received_before = received;
+        let received_before = printer.received;
         let batch = match consumer.poll_batch(wanted, None) {
             Ok(b) => b,
             Err(ConsumerError::Interrupted) => break Ok(()),
@@ -123,36 +223,73 @@ fn main() -> ExitCode {
                     break;
                 }
             };
-            written = output::write_message(&mut out, args.format, &msg, &group, &id, &mut line);
+            let delivery = DeliveryFields {
+                group: Some(&group),
+                consumer: &id,
+                attempt: msg.attempt,
+            };
+            written = printer.print(&mut out, &output::fields_of(&msg), &delivery);
             if written.is_err() {
                 break;
             }
-            received += 1;
-            bytes += msg.payload.len() as u64;
         }
         // One flush per batch, before the next poll acknowledges it.
         if let Err(e) = written.and_then(|_| out.flush()) {
             // Not acknowledged: the group gets these messages again from someone else.
             break Err(format!("cannot write to stdout: {e}"));
         }
-        progress.add(received - received_before);
+        printer.progress.add(printer.received - received_before);
     };
-    progress.clear();
-    match outcome {
-        Ok(()) => {
-            consumer.close();
-            if args.format == Format::None {
-                let secs = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "{id}: received {received} messages ({bytes} bytes) in {secs:.3} s ({:.0} msg/s)",
-                    received as f64 / secs.max(1e-9)
-                );
-            }
-            ExitCode::SUCCESS
-        }
+    if outcome.is_ok() {
+        consumer.close();
+    }
+    printer.finish(&id, outcome)
+}
+
+fn read_standalone(args: &Args, from: StartAt, interrupt: Arc<AtomicBool>) -> ExitCode {
+    let started = Reader::connect(&args.broker, args.id.as_deref()).and_then(|mut r| {
+        r.seek_to(from)?;
+        Ok(r)
+    });
+    let mut reader = match started {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("consumer: {e}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
         }
-    }
+    };
+    reader.set_interrupt(interrupt);
+    eprintln!("reading default as {}", reader.id());
+    let id = reader.id().to_string();
+    let mut printer = Printer::new(args);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let delivery = DeliveryFields {
+        group: None,
+        consumer: &id,
+        attempt: 1,
+    };
+    let outcome = loop {
+        let wanted = printer.wanted();
+        if wanted == 0 {
+            break Ok(());
+        }
+        let batch = match reader.poll_batch(wanted, None) {
+            Ok(b) => b,
+            Err(ConsumerError::Interrupted) => break Ok(()),
+            Err(e) => break Err(e.to_string()),
+        };
+        let mut written = Ok(());
+        for msg in batch {
+            written = printer.print(&mut out, &output::fields_of_read(msg), &delivery);
+            if written.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = written.and_then(|_| out.flush()) {
+            break Err(format!("cannot write to stdout: {e}"));
+        }
+        printer.progress.add(batch.len() as u64);
+    };
+    printer.finish(&id, outcome)
 }

@@ -6,6 +6,7 @@ use audit_format::escape::escape_into;
 use audit_format::json::{push_message, DeliveryFields, MessageFields};
 use audit_format::records::{PARTITION, TOPIC};
 
+use consumer::reader::ReadMessage;
 use consumer::Message;
 
 /// `--format`.
@@ -19,41 +20,51 @@ pub enum Format {
     None,
 }
 
-/// Writes `msg` in `format` to `out` (a line, or nothing).
+/// Writes `message`, received as `delivery` says, in `format` to `out` (a line, or
+/// nothing).
 pub fn write_message(
     out: &mut impl Write,
     format: Format,
-    msg: &Message<'_>,
-    group: &str,
-    consumer: &str,
+    message: &MessageFields<'_>,
+    delivery: &DeliveryFields<'_>,
     line: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     line.clear();
     match format {
         Format::None => return Ok(()),
         Format::Text => {
-            escape_into(msg.payload, line);
+            escape_into(message.payload, line);
             line.push(b'\n');
         }
-        Format::Json => {
-            let message = MessageFields {
-                topic: TOPIC,
-                partition: PARTITION,
-                offset: msg.offset,
-                producer: msg.producer,
-                key: msg.key,
-                timestamp_us: msg.timestamp_us,
-                payload: msg.payload,
-            };
-            let delivery = DeliveryFields {
-                group,
-                consumer,
-                attempt: msg.attempt,
-            };
-            push_message(line, &message, Some(&delivery));
-        }
+        Format::Json => push_message(line, message, Some(delivery)),
     }
     out.write_all(line)
+}
+
+/// What a group member's message shows.
+pub fn fields_of<'m>(msg: &Message<'m>) -> MessageFields<'m> {
+    MessageFields {
+        topic: TOPIC,
+        partition: PARTITION,
+        offset: msg.offset,
+        producer: msg.producer,
+        key: msg.key,
+        timestamp_us: msg.timestamp_us,
+        payload: msg.payload,
+    }
+}
+
+/// What a standalone reader's message shows.
+pub fn fields_of_read(msg: &ReadMessage) -> MessageFields<'_> {
+    MessageFields {
+        topic: TOPIC,
+        partition: PARTITION,
+        offset: msg.offset,
+        producer: &msg.producer,
+        key: msg.key.as_deref(),
+        timestamp_us: msg.timestamp_us,
+        payload: &msg.payload,
+    }
 }
 
 #[cfg(test)]
@@ -74,7 +85,12 @@ mod tests {
 
     fn render(format: Format, m: &Message<'_>) -> String {
         let mut out = Vec::new();
-        write_message(&mut out, format, m, "g", "c-1", &mut Vec::new()).unwrap();
+        let delivery = DeliveryFields {
+            group: Some("g"),
+            consumer: "c-1",
+            attempt: m.attempt,
+        };
+        write_message(&mut out, format, &fields_of(m), &delivery, &mut Vec::new()).unwrap();
         String::from_utf8(out).unwrap()
     }
 

@@ -78,6 +78,8 @@ pub struct Session {
     pub role: Role,
     /// Group index and name, for consumers.
     pub group: Option<(u32, String)>,
+    /// The broker's data directory: readers read the persistence file there.
+    pub data_dir: std::path::PathBuf,
     pub link: Arc<Link>,
     stream: TcpStream,
     replies: Receiver<ControlFrame>,
@@ -172,12 +174,13 @@ impl Session {
             token: region.token(),
         };
         send(&mut stream, &register).map_err(|e| proto(e.to_string()))?;
-        let (client, generation, group) = match conn.next(&mut stream).map_err(proto)? {
+        let (client, generation, group, data_dir) = match conn.next(&mut stream).map_err(proto)? {
             ControlFrame::Registered {
                 client,
                 generation,
                 group,
-            } => (client, generation, group),
+                data_dir,
+            } => (client, generation, group, data_dir.into()),
             ControlFrame::Refused { reason, message } => {
                 return Err(ConnectError::Refused { reason, message })
             }
@@ -206,6 +209,7 @@ impl Session {
             id: id.to_string(),
             role,
             group,
+            data_dir,
             link,
             stream,
             replies,

@@ -12,6 +12,8 @@ pub enum Role {
     Consumer,
     /// `broker status` and other read-only tools.
     Admin,
+    /// A standalone reader (SPEC §10): in no group, holding nothing back.
+    Reader,
 }
 
 impl Role {
@@ -20,6 +22,7 @@ impl Role {
             Role::Producer => 1,
             Role::Consumer => 2,
             Role::Admin => 3,
+            Role::Reader => 4,
         }
     }
     fn from_code(c: u8) -> Result<Role, FrameError> {
@@ -27,6 +30,7 @@ impl Role {
             1 => Ok(Role::Producer),
             2 => Ok(Role::Consumer),
             3 => Ok(Role::Admin),
+            4 => Ok(Role::Reader),
             _ => Err(FrameError::Malformed("unknown role")),
         }
     }
@@ -36,6 +40,7 @@ impl Role {
             Role::Producer => "producer",
             Role::Consumer => "consumer",
             Role::Admin => "admin",
+            Role::Reader => "reader",
         }
     }
 }
@@ -105,6 +110,9 @@ pub enum ControlFrame {
         client: u32,
         generation: u32,
         group: Option<(u32, String)>,
+        /// The broker's data directory (absolute): readers read the persistence
+        /// file there.
+        data_dir: String,
     },
     /// Broker → client: request refused; the connection closes after it.
     Refused { reason: Refusal, message: String },
@@ -303,12 +311,14 @@ impl ControlFrame {
                 client,
                 generation,
                 group,
+                data_dir,
             } => {
                 w.u32(*client).u32(*generation);
                 match group {
                     Some((i, name)) => w.u8(1).u32(*i).str(name),
                     None => w.u8(0),
                 };
+                w.long_str(data_dir);
                 kind::REGISTERED
             }
             ControlFrame::Refused { reason, message } => {
@@ -380,6 +390,7 @@ impl ControlFrame {
                     client,
                     generation,
                     group,
+                    data_dir: r.long_str()?,
                 }
             }
             kind::REFUSED => ControlFrame::Refused {
@@ -439,7 +450,9 @@ mod tests {
                 client: 3,
                 generation: 9,
                 group: Some((1, "group-2".into())),
+                data_dir: "/var/lib/mini-kafka".into(),
             },
+            ControlFrame::Hello { role: Role::Reader },
             ControlFrame::Refused {
                 reason: Refusal::BadToken,
                 message: "no".into(),

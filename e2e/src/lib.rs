@@ -609,6 +609,18 @@ impl Broker {
         (p, group)
     }
 
+    /// Starts a standalone reader (`consumer --from ...` in `args`) and waits for its
+    /// ready line; returns it and its id.
+    pub fn reader(&self, args: &[&str], stdout: StdoutMode) -> (Proc, String) {
+        let mut p = Proc::spawn(&bin("consumer"), &self.client_args(args), None, stdout);
+        let line = p.wait_stderr("reading default as ");
+        let id = line
+            .strip_prefix("reading default as ")
+            .expect("reading line")
+            .to_string();
+        (p, id)
+    }
+
     /// Starts a producer.
     pub fn producer(&self, args: &[&str], stdin: Option<Vec<u8>>) -> Proc {
         Proc::spawn(

@@ -18,6 +18,7 @@ pub enum ClientRole {
     Producer,
     Consumer,
     Admin,
+    Reader,
 }
 
 impl ClientRole {
@@ -27,6 +28,7 @@ impl ClientRole {
             ClientRole::Producer => client_role::PRODUCER,
             ClientRole::Consumer => client_role::CONSUMER,
             ClientRole::Admin => client_role::ADMIN,
+            ClientRole::Reader => client_role::READER,
         }
     }
 }
@@ -165,6 +167,7 @@ impl BrokerRegion {
             .store(record.group.unwrap_or(u32::MAX), Ordering::Relaxed);
         write_name(&idn.id, &idn.id_len, record.id);
         self.clear_ranks(entry);
+        self.clear_journal(entry);
         entry.activity.sleeping_on.store(0, Ordering::Relaxed);
         entry.activity.progress.store(0, Ordering::Relaxed);
         entry

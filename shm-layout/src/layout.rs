@@ -14,7 +14,7 @@ use crate::sys::RobustMutex;
 /// `"MINIKAFK"` read as a little-endian u64: the first word of every region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MINIKAFK");
 /// Bumped whenever any offset or field meaning below changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Hot fields written by different processes sit on lines of their own; 128 bytes
 /// because adjacent-line prefetch makes 64-byte neighbours share traffic on x86.
 pub const LINE: usize = 128;
@@ -294,6 +294,8 @@ pub mod client_role {
     pub const PRODUCER: u32 = 1;
     pub const CONSUMER: u32 = 2;
     pub const ADMIN: u32 = 3;
+    /// A standalone reader (SPEC §10): no group, holds nothing back.
+    pub const READER: u32 = 4;
 }
 
 /// Client table entry states.
@@ -336,10 +338,41 @@ pub struct ClientActivity {
     pub progress: AtomicU64,
 }
 
+/// Runs a reader's journal holds (see [`crate::journal`]).
+pub const JOURNAL_RUNS: usize = 4;
+
+/// One run of offsets a standalone reader returned: `[from, upto)` of one
+/// topic-partition.
+#[repr(C)]
+pub struct JournalRun {
+    /// `topic id << 32 | partition`.
+    pub partition: AtomicU64,
+    pub from: AtomicU64,
+    /// Extended by the reader, with Release, as its polls return more.
+    pub upto: AtomicU64,
+}
+
+/// A standalone reader's journal of what its polls returned, which the broker turns
+/// into consumption-log lines (see [`crate::journal`]). Unused by other roles.
+#[repr(C, align(128))]
+pub struct ReadJournal {
+    /// Reader: runs opened so far; run `n` lives at `runs[n % JOURNAL_RUNS]`.
+    pub opened: AtomicU64,
+    /// Broker: every run below this is in the log file (its slot may be reused).
+    pub logged_runs: AtomicU64,
+    /// Broker: in run `logged_runs`, every offset below this is in the log file.
+    pub logged_upto: AtomicU64,
+    /// Broker: messages of this journal turned into log lines so far (written or
+    /// not): the reader paces itself by it.
+    pub drained: AtomicU64,
+    pub runs: [JournalRun; JOURNAL_RUNS],
+}
+
 #[repr(C)]
 pub struct ClientEntry {
     pub identity: ClientIdentity,
     pub activity: ClientActivity,
+    pub journal: ReadJournal,
 }
 
 /// One half of a group's double-buffered rotation; which half is live is the parity
@@ -466,7 +499,11 @@ const _: () = assert!(std::mem::offset_of!(Identity, paused) == 76);
 const _: () = assert!(std::mem::offset_of!(Header, producer) == 2 * LINE);
 const _: () = assert!(std::mem::offset_of!(Header, reclaim) == 3 * LINE);
 const _: () = assert!(std::mem::offset_of!(Header, published) == 4 * LINE);
-const _: () = assert!(size_of::<ClientEntry>() == 2 * LINE);
+const _: () = assert!(size_of::<ClientEntry>() == 3 * LINE);
+const _: () = assert!(size_of::<ReadJournal>() == LINE);
+const _: () = assert!(std::mem::offset_of!(ClientEntry, journal) == 2 * LINE);
+const _: () = assert!(std::mem::offset_of!(ReadJournal, runs) == 32);
+const _: () = assert!(size_of::<JournalRun>() == 24);
 const _: () = assert!(std::mem::offset_of!(ClientEntry, activity) == LINE);
 const _: () = assert!(size_of::<GroupEntry>() == 3 * LINE);
 const _: () = assert!(std::mem::offset_of!(GroupEntry, turn_event) == 2 * LINE);

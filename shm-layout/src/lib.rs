@@ -25,6 +25,7 @@ pub mod event;
 pub mod fault;
 pub mod group;
 pub mod identity;
+pub mod journal;
 pub mod layout;
 pub mod names;
 pub mod redelivery;

@@ -157,6 +157,9 @@ impl Registry {
         if role == Role::Producer {
             self.producers.insert((slot, self.generation), id.clone());
         }
+        if role == Role::Reader {
+            self.follow_journal(slot);
+        }
         self.ids.insert((role, id.to_string()), slot);
         let group = group_index.map(|g| {
             let entry_group = self.region.group(g).expect("live group index");
@@ -224,20 +227,29 @@ impl Registry {
     /// log holds their deliveries: until then a broker recovering the region after
     /// a crash may need the entry to name them.
     pub fn release_quarantined(&mut self) {
-        let region = self.region.clone();
         let written = self.log_written.load(Ordering::Acquire);
         let mut wanted = false;
-        self.quarantined.retain(|q| {
+        let mut i = 0;
+        while let Some(&q) = self.quarantined.get(i) {
             if process_exists(q.pid) {
-                return true;
+                i += 1;
+                continue;
             }
-            if q.log_mark > written {
+            // A reader's journal can no longer change: its last lines are made
+            // now, and the entry waits for them to be written.
+            if self.journals.contains_key(&q.client) {
+                self.observe_reader(q.client, true);
+                self.journals.remove(&q.client);
+                self.quarantined[i].log_mark = self.log_mark();
+            }
+            if self.quarantined[i].log_mark > written {
                 wanted = true;
-                return true;
+                i += 1;
+                continue;
             }
-            region.free_client(q.client);
-            false
-        });
+            self.region.free_client(q.client);
+            self.quarantined.swap_remove(i);
+        }
         self.log_wanted |= wanted;
     }
 
@@ -394,5 +406,6 @@ pub(crate) fn client_role(role: Role) -> ClientRole {
         Role::Producer => ClientRole::Producer,
         Role::Consumer => ClientRole::Consumer,
         Role::Admin => ClientRole::Admin,
+        Role::Reader => ClientRole::Reader,
     }
 }

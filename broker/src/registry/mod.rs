@@ -7,13 +7,15 @@
 //! client entries), `groups` (groups, rotations, auto-join, positions),
 //! `history` (the pure arithmetic of who was handed which offset),
 //! `redeliveries` (the book of offers, overflow, settling, validation),
-//! `delivery_log` (consumption-log lines and the log-written gating) and
+//! `delivery_log` (consumption-log lines and the log-written gating), `readers`
+//! (standalone readers' journals turned into log lines) and
 //! `status` (rates, status snapshots, the state-file view).
 
 mod clients;
 mod delivery_log;
 mod groups;
 mod history;
+mod readers;
 mod redeliveries;
 mod status;
 
@@ -30,7 +32,8 @@ use groups::Group;
 pub use groups::GroupStart;
 pub use redeliveries::RedeliveryRepair;
 pub use status::{
-    GroupSnapshot, MemberSnapshot, PartitionSnapshot, ProducerSnapshot, SlowestGroup,
+    GroupSnapshot, MemberSnapshot, PartitionSnapshot, ProducerSnapshot, ReaderSnapshot,
+    SlowestGroup,
 };
 
 /// A refused registration: the reason code and one line for the client.
@@ -107,6 +110,10 @@ pub struct Registry {
     evictions: std::collections::BTreeMap<String, u64>,
     /// When the clients' progress counters were last sampled.
     progress_sampled_at: std::time::Instant,
+    /// Where the broker is in each standalone reader's journal, by client entry.
+    journals: HashMap<u32, readers::JournalDrain>,
+    /// Names the producers of records that left the ring, for readers' lines.
+    file_producers: Option<crate::file_producers::FileProducers>,
 }
 
 impl Registry {
@@ -139,6 +146,8 @@ impl Registry {
             persisted: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
             evictions: std::collections::BTreeMap::new(),
             progress_sampled_at: std::time::Instant::now(),
+            journals: HashMap::new(),
+            file_producers: None,
         };
         r.published_at_sample = r.region.next_offset();
         for g in groups {

@@ -56,6 +56,18 @@ pub struct ProducerSnapshot {
     pub sent_per_s: f64,
 }
 
+/// A standalone reader.
+#[derive(Debug, Clone)]
+pub struct ReaderSnapshot {
+    pub id: String,
+    pub pid: u32,
+    /// The offset after the last one its polls returned (None: nothing yet).
+    pub position: Option<u64>,
+    /// Messages its polls returned, and their rate.
+    pub read: u64,
+    pub read_per_s: f64,
+}
+
 /// The group furthest behind, which holds the ring when it is full.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlowestGroup {
@@ -185,6 +197,29 @@ impl Registry {
                 pid: c.pid,
                 sent: c.activity.progress,
                 sent_per_s: c.activity.per_s,
+            })
+            .collect()
+    }
+
+    /// Every registered standalone reader.
+    pub fn reader_snapshot(&self) -> Vec<ReaderSnapshot> {
+        self.clients
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, c)| Some((slot as u32, c.as_ref()?)))
+            .filter(|(_, c)| c.role == Role::Reader)
+            .map(|(slot, c)| {
+                let position = self.region.client(slot).and_then(|e| {
+                    let opened = e.journal_opened();
+                    (opened > 0).then(|| e.journal_run(opened - 1).upto)
+                });
+                ReaderSnapshot {
+                    id: c.id.to_string(),
+                    pid: c.pid,
+                    position,
+                    read: c.activity.progress,
+                    read_per_s: c.activity.per_s,
+                }
             })
             .collect()
     }
