@@ -13,7 +13,6 @@
 //! of fault is reported once, in one line on stderr starting `broker: `.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,9 +109,9 @@ pub struct Cleaner {
     pub log: DoubleBuffer,
     /// Frees what is persisted, logged and consumed.
     pub reclaimer: Arc<Reclaimer>,
-    pub data_dir: PathBuf,
+    /// `offsets.txt`: where offsets end and groups resume (and readers' commits).
+    pub state_file: Arc<state::StateFile>,
     pub flush_interval: Duration,
-    pub fsync: bool,
     /// Every offset below this has been assigned: what the state file's `end` says.
     pub end: u64,
     /// Repairs of the ring, and what was reported of them.
@@ -127,7 +126,6 @@ impl Cleaner {
     /// its file.
     pub fn run(mut self, stop: Arc<AtomicBool>) -> std::io::Result<()> {
         let in_log = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{LOG_FILE}: {e}"));
-        let mut saved = state::State::default();
         let mut saved_at = Instant::now();
         // The state file's last save failed (reported once, until one succeeds).
         let mut save_failing = false;
@@ -135,21 +133,21 @@ impl Cleaner {
         while !stop.load(Ordering::Acquire) {
             self.pass(&mut line).map_err(in_log)?;
             if saved_at.elapsed() >= self.flush_interval {
-                let now = self.state();
-                if now != saved || save_failing {
-                    match state::save(&self.data_dir, &now, self.fsync) {
-                        Ok(()) if save_failing => {
-                            eprintln!("broker: {} saved again", state::STATE_FILE);
-                            save_failing = false;
-                        }
-                        Ok(()) => {}
-                        Err(e) if !save_failing => {
-                            eprintln!("broker: cannot save {}: {e}; retrying", state::STATE_FILE);
-                            save_failing = true;
-                        }
-                        Err(_) => {}
+                let (ends, groups) = self.positions();
+                match self
+                    .state_file
+                    .save_positions(ends, groups, save_failing, false)
+                {
+                    Ok(_) if save_failing => {
+                        eprintln!("broker: {} saved again", state::STATE_FILE);
+                        save_failing = false;
                     }
-                    saved = now;
+                    Ok(_) => {}
+                    Err(e) if !save_failing => {
+                        eprintln!("broker: cannot save {}: {e}; retrying", state::STATE_FILE);
+                        save_failing = true;
+                    }
+                    Err(_) => {}
                 }
                 saved_at = Instant::now();
             }
@@ -160,17 +158,19 @@ impl Cleaner {
         // out, or this last pass sees its take.
         self.region.fence_before_last_look();
         let _ = self.pass(&mut line);
-        let states = self.state();
+        let (ends, groups) = self.positions();
         self.log.close().map_err(in_log)?;
-        state::save(&self.data_dir, &states, true)
+        self.state_file
+            .save_positions(ends, groups, true, true)
+            .map(|_| ())
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", state::STATE_FILE)))
     }
 
-    /// What the state file should say now. The end never goes back, and counts
+    /// Where offsets end and groups resume now, for the state file. The end never goes back, and counts
     /// only records that are really there: those readable from what the persister
     /// has written on (neither a scribbled `next_offset` nor a scribbled index
     /// entry is believed). A ring's worth at most.
-    fn state(&mut self) -> state::State {
+    fn positions(&mut self) -> (Vec<state::PartitionEnd>, Vec<state::GroupState>) {
         let next = self.region.next_offset();
         let mut readable = self.reclaimer.persisted();
         let limit = readable + self.region.geometry().slots as u64;
@@ -178,14 +178,12 @@ impl Cleaner {
             readable += 1;
         }
         self.end = self.end.max(readable);
-        state::State {
-            ends: vec![state::PartitionEnd {
-                topic: state::DEFAULT_TOPIC.to_string(),
-                partition: state::DEFAULT_PARTITION,
-                end: self.end,
-            }],
-            groups: self.registry().group_states(),
-        }
+        let ends = vec![state::PartitionEnd {
+            topic: state::DEFAULT_TOPIC.to_string(),
+            partition: state::DEFAULT_PARTITION,
+            end: self.end,
+        }];
+        (ends, self.registry().group_states())
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {

@@ -51,10 +51,35 @@ pub enum Command {
             the records before it) or when --offset is not in the file."
     )]
     Decode(DecodeArgs),
+    /// Print committed offsets: groups' acknowledged positions and standalone
+    /// readers' commits, from a running broker.
+    #[command(long_about = "Print committed offsets, from a running broker.\n\n\
+            A group's committed offset is its acknowledged position: the next offset \
+            it delivers. A standalone reader's is what it committed under its --id \
+            (`consumer --id NAME --from ...` commits every --commit-interval and at a \
+            clean exit): the next offset it reads. Without --id or --group, every \
+            owner's is printed.")]
+    Committed(CommittedArgs),
 }
 
 #[derive(Args, Debug)]
-pub struct StatusArgs {
+pub struct CommittedArgs {
+    #[command(flatten)]
+    pub address: BrokerAddress,
+    /// Only the standalone reader with this id.
+    #[arg(long, value_name = "NAME", conflicts_with = "group")]
+    pub id: Option<String>,
+    /// Only this group.
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// Print them as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `-b/--broker`, for every subcommand that talks to a running broker.
+#[derive(Args, Debug)]
+pub struct BrokerAddress {
     /// Broker control address.
     #[arg(
         short = 'b',
@@ -63,6 +88,12 @@ pub struct StatusArgs {
         default_value = "127.0.0.1:4444"
     )]
     pub broker: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub address: BrokerAddress,
     /// Client id to register with (default: admin-<pid>).
     #[arg(long, value_name = "NAME")]
     pub id: Option<String>,

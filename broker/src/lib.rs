@@ -23,6 +23,7 @@
 
 pub mod audit;
 pub mod cleaner;
+pub mod committed;
 pub mod config;
 pub mod decode;
 pub mod event_loop;

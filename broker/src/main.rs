@@ -6,15 +6,16 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use broker::config::{Cli, Command, DecodeArgs, StatusArgs};
+use broker::config::{Cli, Command, CommittedArgs, DecodeArgs, StatusArgs};
 use clap::Parser;
-use control_protocol::{default_id, ControlFrame, Role, Session};
+use control_protocol::{default_id, ControlFrame, OwnerKind, Role, Session};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Status(args)) => status(args),
         Some(Command::Decode(args)) => decode(args),
+        Some(Command::Committed(args)) => committed(args),
         None => serve(cli.serve),
     }
 }
@@ -57,7 +58,7 @@ fn status(args: StatusArgs) -> ExitCode {
         eprintln!("broker status: {e}");
         return ExitCode::from(2);
     }
-    let reply = Session::connect(&args.broker, Role::Admin, &id, None)
+    let reply = Session::connect(&args.address.broker, Role::Admin, &id, None)
         .and_then(|s| s.request(&ControlFrame::StatusRequest));
     let json = match reply {
         Ok(ControlFrame::Status { json }) => json,
@@ -84,6 +85,44 @@ fn status(args: StatusArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn committed(args: CommittedArgs) -> ExitCode {
+    let owner = match (args.id, args.group) {
+        (Some(id), _) => Some((OwnerKind::Reader, id)),
+        (None, Some(g)) => Some((OwnerKind::Group, g)),
+        (None, None) => None,
+    };
+    if let Some((kind, name)) = &owner {
+        if let Err(e) = shm_layout::names::check_name(kind.name(), name) {
+            eprintln!("broker committed: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let reply = Session::connect(
+        &args.address.broker,
+        Role::Admin,
+        &default_id(Role::Admin),
+        None,
+    )
+    .and_then(|s| s.request(&ControlFrame::CommittedRequest { owner }));
+    let offsets = match reply {
+        Ok(ControlFrame::Committed { offsets }) => offsets,
+        Ok(other) => {
+            eprintln!("broker committed: unexpected reply {other:?}");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("broker committed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.json {
+        println!("{}", broker::committed::to_json(&offsets));
+    } else {
+        print!("{}", broker::committed::render_text(&offsets));
+    }
+    ExitCode::SUCCESS
 }
 
 fn decode(args: DecodeArgs) -> ExitCode {

@@ -17,6 +17,8 @@ use control_protocol::{ControlFrame, FrameBuffer, Refusal, Role};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token};
 use shm_layout::layout::LAYOUT_VERSION;
+
+use crate::audit::state::{DEFAULT_PARTITION, DEFAULT_TOPIC};
 use shm_layout::BrokerRegion;
 
 use crate::event_loop::{EventLoop, LISTENER};
@@ -58,6 +60,8 @@ pub struct Server {
     pub wait_reasons: Arc<WaitReasons>,
     /// The data directory, absolute, told to every client that registers.
     pub data_dir: String,
+    /// `offsets.txt`: readers' commits are written there before they are answered.
+    pub state_file: Arc<crate::audit::state::StateFile>,
 }
 
 impl Server {
@@ -263,6 +267,51 @@ impl Server {
                 conn.output
                     .extend_from_slice(&ControlFrame::WaitReason { reason }.encode());
             }
+            (
+                Stage::Client(c),
+                ControlFrame::Commit {
+                    topic,
+                    partition,
+                    offset,
+                },
+            ) => {
+                let reader = self
+                    .registry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .reader_id(*c);
+                let reply = match reader {
+                    None => ControlFrame::CommitFailed {
+                        reason: "only a standalone reader commits offsets".into(),
+                    },
+                    Some(_) if topic != DEFAULT_TOPIC || partition != DEFAULT_PARTITION => {
+                        ControlFrame::CommitFailed {
+                            reason: format!("no topic-partition {topic}/{partition}"),
+                        }
+                    }
+                    // Written before the answer: a commit returns once it is in the file.
+                    Some(id) => match self
+                        .state_file
+                        .commit_reader(&id, &topic, partition, offset)
+                    {
+                        Ok(()) => ControlFrame::CommitDone,
+                        Err(e) => ControlFrame::CommitFailed {
+                            reason: format!(
+                                "cannot write {}: {e}",
+                                crate::audit::state::STATE_FILE
+                            ),
+                        },
+                    },
+                };
+                conn.output.extend_from_slice(&reply.encode());
+            }
+            (Stage::Client(_) | Stage::Admin, ControlFrame::CommittedRequest { owner }) => {
+                let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+                let offsets =
+                    crate::committed::committed_offsets(&reg, &self.state_file, owner.as_ref());
+                conn.output
+                    .extend_from_slice(&ControlFrame::Committed { offsets }.encode());
+            }
             (_, other) => refuse(
                 conn,
                 Refusal::ProtocolError,
@@ -379,5 +428,10 @@ fn kind_name(f: &ControlFrame) -> &'static str {
         ControlFrame::Status { .. } => "Status",
         ControlFrame::WaitReasonRequest { .. } => "WaitReasonRequest",
         ControlFrame::WaitReason { .. } => "WaitReason",
+        ControlFrame::Commit { .. } => "Commit",
+        ControlFrame::CommitDone => "CommitDone",
+        ControlFrame::CommitFailed { .. } => "CommitFailed",
+        ControlFrame::CommittedRequest { .. } => "CommittedRequest",
+        ControlFrame::Committed { .. } => "Committed",
     }
 }

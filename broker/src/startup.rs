@@ -35,6 +35,8 @@ pub(crate) struct Recovered {
     pub replay_from: u64,
     /// Where the records to publish again begin in the file, if any.
     pub replay: Option<replay::Checked>,
+    /// The state file, as saved at this start.
+    pub state_file: std::sync::Arc<state::StateFile>,
 }
 
 /// Raises the open-file limit for the connections the broker may accept, saying so
@@ -115,7 +117,7 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
     } else {
         None
     };
-    save_starting_state(config, &starts, next);
+    let state_file = save_starting_state(config, &starts, next, &saved.state);
     Ok(Recovered {
         persist_file,
         persist_path,
@@ -126,12 +128,18 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
         starts,
         replay_from,
         replay,
+        state_file,
     })
 }
 
 /// Recorded at once: from now on a restart never takes an offset below `next`,
 /// whatever happens to the files.
-fn save_starting_state(config: &BrokerConfig, starts: &[GroupStart], next: u64) {
+fn save_starting_state(
+    config: &BrokerConfig,
+    starts: &[GroupStart],
+    next: u64,
+    saved: &state::State,
+) -> std::sync::Arc<state::StateFile> {
     let starting_state = state::State {
         ends: vec![state::PartitionEnd {
             topic: state::DEFAULT_TOPIC.to_string(),
@@ -148,10 +156,16 @@ fn save_starting_state(config: &BrokerConfig, starts: &[GroupStart], next: u64) 
                 handed_out: g.redeliver_below,
             })
             .collect(),
+        readers: saved.readers.clone(),
     };
     if let Err(e) = state::save(&config.data_dir, &starting_state, true) {
         eprintln!("broker: cannot save {}: {e}; retrying", state::STATE_FILE);
     }
+    std::sync::Arc::new(state::StateFile::new(
+        &config.data_dir,
+        config.fsync,
+        starting_state,
+    ))
 }
 
 /// A fresh random access token for the region.

@@ -110,14 +110,14 @@ pub fn report(
 
 /// How a column lines up.
 #[derive(Clone, Copy)]
-enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
 
 /// Renders `rows` under `headers`, each column as wide as its widest cell, two
 /// spaces apart, so that every cell lines up with its header.
-fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()

@@ -38,6 +38,8 @@ pub(crate) struct Running {
     persister_stop: Arc<AtomicBool>,
     cleaner_stop: Arc<AtomicBool>,
     max_connections: usize,
+    /// `offsets.txt`, where readers' commits go.
+    state_file: Arc<crate::audit::state::StateFile>,
     /// Where readers find the persistence file: the data directory, absolute.
     data_dir: String,
 }
@@ -61,6 +63,7 @@ pub(crate) fn start(
         starts,
         replay_from,
         replay: replay_checked,
+        state_file,
     } = found;
     region.start_at(replay_from, next);
     region.record_log_start(log_start);
@@ -139,9 +142,8 @@ pub(crate) fn start(
             },
         )?,
         reclaimer,
-        data_dir: config.data_dir.clone(),
+        state_file: state_file.clone(),
         flush_interval: config.flush_interval,
-        fsync: config.fsync,
         end: next,
         repairs: cleaner::RingRepairs::default(),
         identity_reported: false,
@@ -213,6 +215,7 @@ pub(crate) fn start(
         persister_stop,
         cleaner_stop,
         max_connections: config.geometry.max_clients as usize + 64,
+        state_file,
         data_dir: std::path::absolute(&config.data_dir)
             .unwrap_or_else(|_| config.data_dir.clone())
             .display()
@@ -276,6 +279,7 @@ impl Running {
             started: Instant::now(),
             wait_reasons: self.wait_reasons.clone(),
             data_dir: self.data_dir.clone(),
+            state_file: self.state_file.clone(),
         };
         server.run(listener, stop)
     }

@@ -53,6 +53,9 @@ pub enum ConsumerError {
     /// broker finds it when it reclaims and reports it. Poll again to go on.
     #[error("the record at offset {0} cannot be read from the region; skipped")]
     Unreadable(u64),
+    /// The broker could not write a reader's commit.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
     /// A reader could not read the persistence file (SPEC §10).
     #[error("cannot read the persistence file: {0}")]
     File(String),

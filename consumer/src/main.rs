@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use audit_format::json::{DeliveryFields, MessageFields};
 use clap::Parser;
@@ -14,6 +14,7 @@ use consumer::reader::{Reader, StartAt};
 use consumer::{Consumer, ConsumerError};
 use count_progress::CountProgress;
 use shm_layout::names::check_name;
+use shm_layout::units::parse_duration;
 
 mod output;
 use output::Format;
@@ -36,10 +37,12 @@ const BATCH: usize = 64;
         With --from, reads instead as a standalone reader, in no group and holding \
         nothing back (producers never wait for it): from the oldest message still in \
         persistencia_mensajes.txt (earliest), from the next one published (latest), \
-        from an offset, or from the first message published at or after an RFC 3339 \
-        time; it prints `reading default as <id>` on stderr, then every message from \
-        there on, waiting at the end for new ones. Each message it prints has its \
-        line in log_consumo.txt (group `-`).\n\n\
+        from where --id last committed (committed), from an offset, or from the first \
+        message published at or after an RFC 3339 time; it prints `reading default as \
+        <id>` on stderr, then every message from there on, waiting at the end for new \
+        ones. Each message it prints has its line in log_consumo.txt (group `-`). \
+        Given --id, it commits its position every --commit-interval and at a clean \
+        exit, and `--from committed` resumes there.\n\n\
         With --count, when stderr is a terminal and stdout is not (or --format none \
         prints nothing there), a progress bar on stderr shows the messages received, \
         the rate and the time left; it is wiped before the summary."
@@ -59,10 +62,15 @@ struct Args {
     /// Group to join, created if it does not exist [default: the least-loaded group].
     #[arg(long, value_name = "NAME", conflicts_with = "from")]
     group: Option<String>,
-    /// Read as a standalone reader from here: earliest, latest, an offset, or an
-    /// RFC 3339 time (2026-12-04T10:00:00Z).
+    /// Read as a standalone reader from here: earliest, latest, committed (where
+    /// --id last committed; earliest if never), an offset, or an RFC 3339 time
+    /// (2026-12-04T10:00:00Z).
     #[arg(long, value_name = "WHERE", value_parser = parse_start)]
     from: Option<StartAt>,
+    /// With --from and --id: how often the reader commits its position (the next
+    /// offset to read) under its id; it also commits at a clean exit.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    commit_interval: Duration,
     /// Exit after this many messages. Shows a progress bar (rate, ETA) on stderr when
     /// stderr is a terminal and stdout is not, or with --format none.
     #[arg(long, value_name = "N")]
@@ -82,6 +90,12 @@ fn main() -> ExitCode {
             }
         }
     }
+    if args.from == Some(StartAt::Committed) && args.id.is_none() {
+        eprintln!(
+            "consumer: --from committed needs --id: offsets are committed under a reader's id"
+        );
+        return ExitCode::from(2);
+    }
     let interrupt = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, interrupt.clone()) {
@@ -99,6 +113,7 @@ fn main() -> ExitCode {
 fn parse_start(s: &str) -> Result<StartAt, String> {
     match s {
         "earliest" => Ok(StartAt::Earliest),
+        "committed" => Ok(StartAt::Committed),
         "latest" => Ok(StartAt::Latest),
         _ if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
             .parse()
@@ -106,7 +121,9 @@ fn parse_start(s: &str) -> Result<StartAt, String> {
             .map_err(|_| format!("offset {s} is too large")),
         _ => {
             let time = humantime::parse_rfc3339_weak(s).map_err(|_| {
-                format!("expected earliest, latest, an offset or an RFC 3339 time, got {s:?}")
+                format!(
+                    "expected earliest, latest, committed, an offset or an RFC 3339 time, got {s:?}"
+                )
             })?;
             let us = time
                 .duration_since(std::time::UNIX_EPOCH)
@@ -269,12 +286,28 @@ fn read_standalone(args: &Args, from: StartAt, interrupt: Arc<AtomicBool>) -> Ex
         consumer: &id,
         attempt: 1,
     };
+    // Only a reader given an id commits: a default id names nobody next time.
+    let commits = args.id.is_some();
+    let mut committed_at = Instant::now();
+    let mut committed = None;
     let outcome = loop {
+        if commits
+            && committed_at.elapsed() >= args.commit_interval
+            && committed != Some(reader.position())
+        {
+            if let Err(e) = reader.commit() {
+                break Err(e.to_string());
+            }
+            committed = Some(reader.position());
+            committed_at = Instant::now();
+        }
         let wanted = printer.wanted();
         if wanted == 0 {
             break Ok(());
         }
-        let batch = match reader.poll_batch(wanted, None) {
+        // A reader that commits looks up at least every interval, even when idle.
+        let wait = commits.then_some(args.commit_interval);
+        let batch = match reader.poll_batch(wanted, wait) {
             Ok(b) => b,
             Err(ConsumerError::Interrupted) => break Ok(()),
             Err(e) => break Err(e.to_string()),
@@ -290,6 +323,11 @@ fn read_standalone(args: &Args, from: StartAt, interrupt: Arc<AtomicBool>) -> Ex
             break Err(format!("cannot write to stdout: {e}"));
         }
         printer.progress.add(batch.len() as u64);
+    };
+    // What was printed is committed at a clean exit.
+    let outcome = match outcome {
+        Ok(()) if commits => reader.commit().map_err(|e| e.to_string()),
+        other => other,
     };
     printer.finish(&id, outcome)
 }

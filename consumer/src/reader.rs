@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use audit_format::index::TopicPartition;
 use audit_format::log_reader::{LogError, LogReader};
-use control_protocol::{default_id, Role, Session};
+use control_protocol::{default_id, ControlFrame, OwnerKind, Role, Session};
 use shm_layout::event::{self, event_id};
 use shm_layout::journal::{partition_key, JournalFull};
 use shm_layout::layout::ClientEntry;
@@ -48,6 +48,8 @@ pub enum StartAt {
     Offset(u64),
     /// The first message published at or after this time, µs since the Unix epoch.
     Time(u64),
+    /// Where this reader's id last committed (earliest if it never did).
+    Committed,
 }
 
 /// A message a reader returned: its own copy.
@@ -143,8 +145,45 @@ impl Reader {
             StartAt::Latest => self.end_offset(),
             StartAt::Offset(o) => o,
             StartAt::Time(t) => self.offset_for_time(t)?,
+            StartAt::Committed => match self.committed()? {
+                Some(o) => o,
+                None => self.earliest_offset(),
+            },
         };
         Ok(())
+    }
+
+    /// Commits the position under this reader's id, Kafka's way: the next offset
+    /// to read. Returns once the broker has written it to its state file.
+    pub fn commit(&self) -> Result<(), ConsumerError> {
+        let commit = ControlFrame::Commit {
+            topic: TopicPartition::default_topic().topic,
+            partition: 0,
+            offset: self.position,
+        };
+        match self.session.request(&commit)? {
+            ControlFrame::CommitDone => Ok(()),
+            ControlFrame::CommitFailed { reason } => Err(ConsumerError::CommitFailed(reason)),
+            other => Err(ConsumerError::Corrupt(format!(
+                "the broker answered a commit with {other:?}"
+            ))),
+        }
+    }
+
+    /// The offset this reader's id last committed, if it ever did.
+    pub fn committed(&self) -> Result<Option<u64>, ConsumerError> {
+        let ask = ControlFrame::CommittedRequest {
+            owner: Some((OwnerKind::Reader, self.session.id.clone())),
+        };
+        match self.session.request(&ask)? {
+            ControlFrame::Committed { offsets } => Ok(offsets
+                .iter()
+                .find(|o| o.kind == OwnerKind::Reader && o.topic == "default" && o.partition == 0)
+                .map(|o| o.offset)),
+            other => Err(ConsumerError::Corrupt(format!(
+                "the broker answered a request for committed offsets with {other:?}"
+            ))),
+        }
     }
 
     /// The first offset published at or after `time_us`, or the end if none is.

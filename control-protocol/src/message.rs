@@ -132,6 +132,63 @@ pub enum ControlFrame {
     /// Broker → producer: what holds it, in words (`group group-2 is 4096
     /// messages behind and has no consumers`).
     WaitReason { reason: String },
+    /// Reader → broker: commit `offset` (the next one to read) in a
+    /// topic-partition under the reader's id (SPEC §10).
+    Commit {
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    /// Broker → reader: the commit is in the state file.
+    CommitDone,
+    /// Broker → reader: the commit could not be written, and why.
+    CommitFailed { reason: String },
+    /// Client or admin → broker: the committed offsets of one owner, or of all.
+    CommittedRequest { owner: Option<(OwnerKind, String)> },
+    /// Broker → client: the committed offsets asked for.
+    Committed { offsets: Vec<CommittedOffset> },
+}
+
+/// Who owns committed offsets: a group (its acknowledged position) or a
+/// standalone reader (what it committed under its id). A group and a reader may
+/// share a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OwnerKind {
+    Group,
+    Reader,
+}
+
+impl OwnerKind {
+    fn code(self) -> u8 {
+        match self {
+            OwnerKind::Group => 1,
+            OwnerKind::Reader => 2,
+        }
+    }
+    fn from_code(c: u8) -> Result<OwnerKind, FrameError> {
+        match c {
+            1 => Ok(OwnerKind::Group),
+            2 => Ok(OwnerKind::Reader),
+            _ => Err(FrameError::Malformed("unknown owner kind")),
+        }
+    }
+    /// The word the state file and `broker committed` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            OwnerKind::Group => "group",
+            OwnerKind::Reader => "reader",
+        }
+    }
+}
+
+/// One committed offset: the next offset its owner reads in a topic-partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub kind: OwnerKind,
+    pub owner: String,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
 }
 
 /// What a waiting producer waits for.
@@ -177,6 +234,11 @@ mod kind {
     pub const STATUS: u8 = 8;
     pub const WAIT_REASON_REQUEST: u8 = 9;
     pub const WAIT_REASON: u8 = 10;
+    pub const COMMIT: u8 = 11;
+    pub const COMMIT_DONE: u8 = 12;
+    pub const COMMIT_FAILED: u8 = 13;
+    pub const COMMITTED_REQUEST: u8 = 14;
+    pub const COMMITTED: u8 = 15;
 }
 
 struct Writer(Vec<u8>);
@@ -346,6 +408,37 @@ impl ControlFrame {
                 w.str(reason);
                 kind::WAIT_REASON
             }
+            ControlFrame::Commit {
+                topic,
+                partition,
+                offset,
+            } => {
+                w.str(topic).u32(*partition).u64(*offset);
+                kind::COMMIT
+            }
+            ControlFrame::CommitDone => kind::COMMIT_DONE,
+            ControlFrame::CommitFailed { reason } => {
+                w.str(reason);
+                kind::COMMIT_FAILED
+            }
+            ControlFrame::CommittedRequest { owner } => {
+                match owner {
+                    Some((k, name)) => w.u8(1).u8(k.code()).str(name),
+                    None => w.u8(0),
+                };
+                kind::COMMITTED_REQUEST
+            }
+            ControlFrame::Committed { offsets } => {
+                w.u32(offsets.len() as u32);
+                for o in offsets {
+                    w.u8(o.kind.code())
+                        .str(&o.owner)
+                        .str(&o.topic)
+                        .u32(o.partition)
+                        .u64(o.offset);
+                }
+                kind::COMMITTED
+            }
         };
         frame::build(kind, &w.0)
     }
@@ -408,6 +501,36 @@ impl ControlFrame {
                 waiting_for: WaitingFor::from_code(r.u8()?)?,
             },
             kind::WAIT_REASON => ControlFrame::WaitReason { reason: r.str()? },
+            kind::COMMIT => ControlFrame::Commit {
+                topic: r.str()?,
+                partition: r.u32()?,
+                offset: r.u64()?,
+            },
+            kind::COMMIT_DONE => ControlFrame::CommitDone,
+            kind::COMMIT_FAILED => ControlFrame::CommitFailed { reason: r.str()? },
+            kind::COMMITTED_REQUEST => ControlFrame::CommittedRequest {
+                owner: match r.u8()? {
+                    0 => None,
+                    1 => Some((OwnerKind::from_code(r.u8()?)?, r.str()?)),
+                    _ => return Err(FrameError::Malformed("bad option flag")),
+                },
+            },
+            kind::COMMITTED => {
+                let n = r.u32()?;
+                // Each entry takes at least 17 bytes: the count is checked against
+                // the body as the entries are read, never trusted for an allocation.
+                let mut offsets = Vec::new();
+                for _ in 0..n {
+                    offsets.push(CommittedOffset {
+                        kind: OwnerKind::from_code(r.u8()?)?,
+                        owner: r.str()?,
+                        topic: r.str()?,
+                        partition: r.u32()?,
+                        offset: r.u64()?,
+                    });
+                }
+                ControlFrame::Committed { offsets }
+            }
             other => return Err(FrameError::UnknownKind(other)),
         };
         r.finish()?;
@@ -467,6 +590,37 @@ mod tests {
             },
             ControlFrame::WaitReason {
                 reason: "group g is 3 messages behind".into(),
+            },
+            ControlFrame::Commit {
+                topic: "default".into(),
+                partition: 0,
+                offset: 1200,
+            },
+            ControlFrame::CommitDone,
+            ControlFrame::CommitFailed {
+                reason: "No space left on device".into(),
+            },
+            ControlFrame::CommittedRequest { owner: None },
+            ControlFrame::CommittedRequest {
+                owner: Some((OwnerKind::Reader, "audit".into())),
+            },
+            ControlFrame::Committed {
+                offsets: vec![
+                    CommittedOffset {
+                        kind: OwnerKind::Group,
+                        owner: "billing".into(),
+                        topic: "default".into(),
+                        partition: 0,
+                        offset: 7,
+                    },
+                    CommittedOffset {
+                        kind: OwnerKind::Reader,
+                        owner: "billing".into(),
+                        topic: "default".into(),
+                        partition: 0,
+                        offset: u64::MAX,
+                    },
+                ],
             },
         ]
     }

@@ -6,6 +6,7 @@
 //! # kind<TAB>owner<TAB>topic<TAB>partition<TAB>offset<TAB>handed_out
 //! end<TAB>-<TAB>default<TAB>0<TAB>10000<TAB>-
 //! group<TAB>group-1<TAB>default<TAB>0<TAB>500<TAB>502
+//! reader<TAB>audit<TAB>default<TAB>0<TAB>1200<TAB>-
 //! ```
 //!
 //! - `end`: every offset of the topic-partition below `offset` has been assigned to
@@ -13,6 +14,8 @@
 //! - `group`: every offset below `offset` (the position) is acknowledged by the
 //!   group; every offset below `handed_out` had been delivered once, so after a
 //!   restart the offsets between the two are delivered again with attempt 2.
+//! - `reader`: the offset standalone reader `owner` (its `--id`) committed: the next
+//!   one it reads (Kafka's committed offset).
 //!
 //! Lines are keyed by kind, owner, topic and partition. The file is replaced
 //! atomically (written aside, then renamed). The older `group_positions.txt`
@@ -20,7 +23,8 @@
 //! when `offsets.txt` does not exist yet.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Name of the state file in the data directory.
 pub const STATE_FILE: &str = "offsets.txt";
@@ -51,11 +55,22 @@ pub struct GroupState {
     pub handed_out: u64,
 }
 
+/// A standalone reader's committed offset in one topic-partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderCommit {
+    pub name: String,
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the reader reads.
+    pub offset: u64,
+}
+
 /// Everything the state file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     pub ends: Vec<PartitionEnd>,
     pub groups: Vec<GroupState>,
+    pub readers: Vec<ReaderCommit>,
 }
 
 impl State {
@@ -72,6 +87,84 @@ impl State {
         self.groups
             .iter()
             .find(|g| g.name == name && g.topic == topic && g.partition == partition)
+    }
+}
+
+/// Writes the state file, for the cleaner's saves of ends and group positions and
+/// for readers' commits alike: one writer at a time, and each write holds the
+/// latest of both.
+#[derive(Debug)]
+pub struct StateFile {
+    dir: PathBuf,
+    /// Every write is synced (`--fsync`).
+    sync: bool,
+    /// What the file holds (or was last asked to hold).
+    state: Mutex<State>,
+}
+
+impl StateFile {
+    /// The state file in `dir`, which holds `state` now.
+    pub fn new(dir: &Path, sync: bool, state: State) -> StateFile {
+        StateFile {
+            dir: dir.to_path_buf(),
+            sync,
+            state: Mutex::new(state),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the file with `ends` and `groups` if they changed (or `force`), with
+    /// `sync` or when every write is synced; whether it wrote.
+    pub fn save_positions(
+        &self,
+        ends: Vec<PartitionEnd>,
+        groups: Vec<GroupState>,
+        force: bool,
+        sync: bool,
+    ) -> io::Result<bool> {
+        let mut state = self.lock();
+        if !force && state.ends == ends && state.groups == groups {
+            return Ok(false);
+        }
+        state.ends = ends;
+        state.groups = groups;
+        save(&self.dir, &state, sync || self.sync)?;
+        Ok(true)
+    }
+
+    /// Records that reader `name` committed `offset` in `topic`/`partition`; returns
+    /// once the file holding it is written (synced under `--fsync`).
+    pub fn commit_reader(
+        &self,
+        name: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> io::Result<()> {
+        let mut state = self.lock();
+        let commit = ReaderCommit {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            partition,
+            offset,
+        };
+        match state
+            .readers
+            .iter_mut()
+            .find(|r| r.name == name && r.topic == topic && r.partition == partition)
+        {
+            Some(r) => r.offset = offset,
+            None => state.readers.push(commit),
+        }
+        save(&self.dir, &state, self.sync)
+    }
+
+    /// What the file holds.
+    pub fn snapshot(&self) -> State {
+        self.lock().clone()
     }
 }
 
@@ -130,10 +223,11 @@ fn read_if_exists(dir: &Path, file: &'static str) -> Result<Option<String>, Stat
     }
 }
 
-/// A parsed line: an end, a group, or nothing (a comment).
+/// A parsed line: an end, a group or a reader.
 enum Line {
     End(PartitionEnd),
     Group(GroupState),
+    Reader(ReaderCommit),
 }
 
 fn parse(
@@ -149,6 +243,7 @@ fn parse(
         match parse_line(line) {
             Some(Line::End(e)) => state.ends.push(e),
             Some(Line::Group(g)) => state.groups.push(g),
+            Some(Line::Reader(r)) => state.readers.push(r),
             None => {
                 return Err(StateError::Malformed {
                     file,
@@ -183,6 +278,15 @@ fn parse_line(line: &str) -> Option<Line> {
                 partition,
                 position: offset,
                 handed_out: handed_out.max(offset),
+            }))
+        }
+        "reader" if handed_out == "-" => {
+            shm_layout::names::check_name("reader", owner).ok()?;
+            Some(Line::Reader(ReaderCommit {
+                name: owner.to_string(),
+                topic: topic.to_string(),
+                partition,
+                offset,
             }))
         }
         _ => None,
@@ -222,6 +326,12 @@ pub fn save(dir: &Path, state: &State, sync: bool) -> io::Result<()> {
         text.push_str(&format!(
             "group\t{}\t{}\t{}\t{}\t{}\n",
             g.name, g.topic, g.partition, g.position, g.handed_out
+        ));
+    }
+    for r in &state.readers {
+        text.push_str(&format!(
+            "reader\t{}\t{}\t{}\t{}\t-\n",
+            r.name, r.topic, r.partition, r.offset
         ));
     }
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
@@ -277,6 +387,12 @@ mod tests {
                 end: 10_000,
             }],
             groups: vec![group("group-1", 500, 502), group("b", 7, 7)],
+            readers: vec![ReaderCommit {
+                name: "b".into(),
+                topic: DEFAULT_TOPIC.into(),
+                partition: 0,
+                offset: 1200,
+            }],
         };
         save(dir, &state, false).unwrap();
         let loaded = load(dir).unwrap();
@@ -290,7 +406,8 @@ mod tests {
             "# kind\towner\ttopic\tpartition\toffset\thanded_out\n\
              end\t-\tdefault\t0\t10000\t-\n\
              group\tgroup-1\tdefault\t0\t500\t502\n\
-             group\tb\tdefault\t0\t7\t7\n"
+             group\tb\tdefault\t0\t7\t7\n\
+             reader\tb\tdefault\t0\t1200\t-\n"
         );
     }
 
@@ -319,6 +436,7 @@ mod tests {
             "group\tgroup-1\tdefault\t0\tlots\t5",
             "group\tgroup 1\tdefault\t0\t5\t5",
             "end\t-\tdefault\t0\t5",
+            "reader\tr\tdefault\t0\t5\t5",
             "garbage",
         ] {
             std::fs::write(

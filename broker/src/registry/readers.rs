@@ -165,6 +165,12 @@ impl Registry {
         self.log_wanted |= wanted;
     }
 
+    /// The id of the standalone reader registered in client entry `slot`.
+    pub fn reader_id(&self, slot: u32) -> Option<Arc<str>> {
+        let c = self.clients.get(slot as usize)?.as_ref()?;
+        (c.role == control_protocol::Role::Reader).then(|| c.id.clone())
+    }
+
     /// Starts following reader `slot`'s journal (it registered now).
     pub(super) fn follow_journal(&mut self, slot: u32) {
         self.journals.insert(slot, JournalDrain::default());
