@@ -172,35 +172,39 @@ pub fn unescape(text: &str) -> Result<Vec<u8>, UnescapeError> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            b'\\' => {
-                match b.get(i + 1) {
-                    Some(b'\\') => out.push(b'\\'),
-                    Some(b't') => out.push(b'\t'),
-                    Some(b'n') => out.push(b'\n'),
-                    Some(b'r') => out.push(b'\r'),
-                    Some(b'x') => {
-                        let hex = |j: usize| match b.get(j) {
-                            Some(&c @ b'0'..=b'9') => Some(c - b'0'),
-                            Some(&c @ b'a'..=b'f') => Some(c - b'a' + 10),
-                            _ => None,
-                        };
-                        match (hex(i + 2), hex(i + 3)) {
-                            (Some(h), Some(l)) => out.push(h << 4 | l),
-                            _ => return Err(UnescapeError::BadHex(i)),
-                        }
-                        i += 2;
-                    }
-                    _ => return Err(UnescapeError::UnknownEscape(i)),
+        // Runs of bytes that stand for themselves are copied whole.
+        let run = b[i..]
+            .iter()
+            .position(|&c| c == b'\\' || c < 0x20 || c == 0x7F)
+            .unwrap_or(b.len() - i);
+        out.extend_from_slice(&b[i..i + run]);
+        i += run;
+        if i == b.len() {
+            break;
+        }
+        if b[i] != b'\\' {
+            return Err(UnescapeError::RawControl(i));
+        }
+        match b.get(i + 1) {
+            Some(b'\\') => out.push(b'\\'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b'x') => {
+                let hex = |j: usize| match b.get(j) {
+                    Some(&c @ b'0'..=b'9') => Some(c - b'0'),
+                    Some(&c @ b'a'..=b'f') => Some(c - b'a' + 10),
+                    _ => None,
+                };
+                match (hex(i + 2), hex(i + 3)) {
+                    (Some(h), Some(l)) => out.push(h << 4 | l),
+                    _ => return Err(UnescapeError::BadHex(i)),
                 }
                 i += 2;
             }
-            c if c < 0x20 || c == 0x7F => return Err(UnescapeError::RawControl(i)),
-            c => {
-                out.push(c);
-                i += 1;
-            }
+            _ => return Err(UnescapeError::UnknownEscape(i)),
         }
+        i += 2;
     }
     Ok(out)
 }

@@ -218,12 +218,42 @@ impl LogReader {
 
     /// The next record of the partition, or None when the file holds no more yet.
     pub fn next_record(&mut self) -> Result<Option<LogRecord>, LogError> {
+        let parsed = self.next_line(|line| {
+            let text = std::str::from_utf8(line).map_err(|_| None)?;
+            let record = PersistedRecord::parse(text).map_err(Some)?;
+            Ok((record.timestamp_us().map_err(Some)?, record))
+        })?;
+        Ok(parsed.map(|(position, (timestamp_us, record))| LogRecord {
+            position,
+            timestamp_us,
+            record,
+        }))
+    }
+
+    /// The offset and producer of the next record of the partition, or None when
+    /// the file holds no more yet: for naming a record's producer, without reading
+    /// its payload.
+    pub fn next_producer(&mut self) -> Result<Option<(u64, String)>, LogError> {
+        Ok(self
+            .next_line(|line| PersistedRecord::parse_producer(line).map_err(Some))?
+            .map(|(_, found)| found))
+    }
+
+    /// The next line of the partition, read by `parse`, with where it starts; the
+    /// reader moves past it. `parse` fails with `None` for a line that is not text.
+    fn next_line<T>(
+        &mut self,
+        parse: impl FnOnce(&[u8]) -> Result<T, Option<ParseError>>,
+    ) -> Result<Option<(u64, T)>, LogError> {
         let partition = self.index.partition().partition;
         loop {
             let position = self.next_at;
             let line = match self.lines.line_at(position) {
                 Ok(LineAt::Whole(line)) => line,
-                Ok(LineAt::Incomplete) => return self.nothing_yet(),
+                Ok(LineAt::Incomplete) => {
+                    self.nothing_yet()?;
+                    return Ok(None);
+                }
                 Ok(LineAt::TooLong) => {
                     return Err(LogError::LineTooLong {
                         path: self.path.clone(),
@@ -239,12 +269,15 @@ impl LogReader {
                 }
             };
             let len = line.len() as u64;
-            let wanted = PersistedLineHead::parse(line).is_ok_and(|head| {
-                head.topic == self.topic_field
-                    && head.partition == partition
-                    && head.offset >= self.next_offset
-            });
-            if !wanted {
+            let wanted = PersistedLineHead::parse(line)
+                .ok()
+                .filter(|head| {
+                    head.topic == self.topic_field
+                        && head.partition == partition
+                        && head.offset >= self.next_offset
+                })
+                .map(|head| head.offset);
+            let Some(offset) = wanted else {
                 match self.jump {
                     // Past the window, only the next entry's line can be the record.
                     Some(jump)
@@ -260,35 +293,30 @@ impl LogReader {
                     }
                 }
                 continue;
-            }
+            };
+            let parsed = parse(line);
             self.next_at += len;
             self.scanned += len;
             self.jump = None;
-            let Ok(text) = std::str::from_utf8(line) else {
-                return Err(LogError::NotText {
+            self.next_offset = offset + 1;
+            return match parsed {
+                Ok(value) => Ok(Some((position, value))),
+                Err(None) => Err(LogError::NotText {
                     path: self.path.clone(),
                     position,
-                });
+                }),
+                Err(Some(source)) => Err(LogError::Malformed {
+                    path: self.path.clone(),
+                    position,
+                    source,
+                }),
             };
-            let malformed = |source| LogError::Malformed {
-                path: self.path.clone(),
-                position,
-                source,
-            };
-            let record = PersistedRecord::parse(text).map_err(malformed)?;
-            let timestamp_us = record.timestamp_us().map_err(malformed)?;
-            self.next_offset = record.offset + 1;
-            return Ok(Some(LogRecord {
-                position,
-                timestamp_us,
-                record,
-            }));
         }
     }
 
     /// At the end of the whole lines: nothing yet, unless the file is now shorter
     /// than where the reader is.
-    fn nothing_yet(&self) -> Result<Option<LogRecord>, LogError> {
+    fn nothing_yet(&self) -> Result<(), LogError> {
         let len = self
             .lines
             .file()
@@ -305,7 +333,7 @@ impl LogReader {
                 len,
             });
         }
-        Ok(None)
+        Ok(())
     }
 
     /// The lowest offset the next record returned may have: the offset sought, or

@@ -488,18 +488,27 @@ pub struct DeliveryRecord {
 
 fn fields<const N: usize>(line: &str) -> Result<[&str; N], ParseError> {
     let line = line.strip_suffix('\n').unwrap_or(line);
-    let parts: Vec<&str> = line.split('\t').collect();
-    parts
-        .try_into()
-        .map_err(|p: Vec<&str>| ParseError::FieldCount {
+    let mut out = [""; N];
+    let mut parts = line.split('\t');
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = parts.next().ok_or(ParseError::FieldCount {
             expected: N,
-            found: p.len(),
-        })
+            found: i,
+        })?;
+    }
+    match parts.count() {
+        0 => Ok(out),
+        more => Err(ParseError::FieldCount {
+            expected: N,
+            found: N + more,
+        }),
+    }
 }
 
 fn text(field: &'static str, raw: &str) -> Result<String, ParseError> {
     let bytes = unescape(raw).map_err(|source| ParseError::Escape { field, source })?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 fn number<T: std::str::FromStr>(field: &'static str, raw: &str) -> Result<T, ParseError> {
@@ -544,12 +553,11 @@ impl<'a> PersistedLineHead<'a> {
 impl PersistedRecord {
     /// Parses a data line (not a `#` comment).
     pub fn parse(line: &str) -> Result<PersistedRecord, ParseError> {
-        let [topic, _, _, timestamp, producer, key, payload] = fields::<7>(line)?;
-        let head = PersistedLineHead::parse(line.as_bytes())?;
+        let [topic, partition, offset, timestamp, producer, key, payload] = fields::<7>(line)?;
         Ok(PersistedRecord {
             topic: text("topic", topic)?,
-            partition: head.partition,
-            offset: head.offset,
+            partition: number("partition", partition)?,
+            offset: number("offset", offset)?,
             timestamp: timestamp.to_string(),
             producer: text("producer", producer)?,
             key: if key == "-" {
@@ -587,6 +595,23 @@ impl DeliveryRecord {
 }
 
 impl PersistedRecord {
+    /// The offset and producer of a data line, without its payload read (nor
+    /// checked to be text).
+    pub fn parse_producer(line: &[u8]) -> Result<(u64, String), ParseError> {
+        let mut fields = line.splitn(6, |&b| b == b'\t');
+        let mut next = |found| {
+            fields
+                .next()
+                .ok_or(ParseError::FieldCount { expected: 7, found })
+        };
+        let (_topic, _partition, offset, _timestamp, producer) =
+            (next(0)?, next(1)?, next(2)?, next(3)?, next(4)?);
+        next(5)?;
+        let offset = std::str::from_utf8(offset).map_err(|_| ParseError::Number("offset"))?;
+        let producer = String::from_utf8_lossy(producer);
+        Ok((number("offset", offset)?, text("producer", &producer)?))
+    }
+
     /// Its timestamp, checked: microseconds since the Unix epoch.
     pub fn timestamp_us(&self) -> Result<u64, ParseError> {
         parse_timestamp(&self.timestamp).ok_or(ParseError::Timestamp)

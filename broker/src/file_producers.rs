@@ -39,19 +39,18 @@ impl FileProducers {
             self.reader = None;
             return None;
         }
-        let record = reader.next_record().ok().flatten()?;
-        if record.record.offset != offset {
+        let (found, name) = reader.next_producer().ok().flatten()?;
+        if found != offset {
             return None;
+        }
+        if let Some(known) = self.names.get(&name) {
+            return Some(known.clone());
         }
         if self.names.len() > 4096 {
             self.names.clear();
         }
-        let name = record.record.producer;
-        Some(
-            self.names
-                .entry(name.clone())
-                .or_insert_with(|| Arc::from(name))
-                .clone(),
-        )
+        let interned: Arc<str> = Arc::from(name.as_str());
+        self.names.insert(name, interned.clone());
+        Some(interned)
     }
 }

@@ -53,6 +53,13 @@ pub enum ConsumerError {
     /// broker finds it when it reclaims and reports it. Poll again to go on.
     #[error("the record at offset {0} cannot be read from the region; skipped")]
     Unreadable(u64),
+    /// A reader polled, or unsubscribed, with no subscription.
+    #[error("not subscribed to any topic")]
+    NotSubscribed,
+    /// A reader subscribed while already subscribed (subscriptions are not
+    /// incremental: unsubscribe first).
+    #[error("already subscribed: unsubscribe first")]
+    AlreadySubscribed,
     /// The broker could not write a reader's commit.
     #[error("commit failed: {0}")]
     CommitFailed(String),

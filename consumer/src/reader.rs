@@ -67,6 +67,8 @@ pub struct ReadMessage {
 /// A standalone reader of the topic `default`, partition 0.
 pub struct Reader {
     session: Session,
+    /// Subscribed (to `default`, the one topic): polls return messages.
+    subscribed: bool,
     /// The next offset to return.
     position: u64,
     /// The persistence file, opened when first needed.
@@ -83,12 +85,14 @@ pub struct Reader {
 
 impl Reader {
     /// Connects to the broker at `broker` as reader `id` (default `reader-<pid>`),
-    /// positioned at the end (the next message to be published).
+    /// subscribed to the topic `default` and positioned at its end (the next
+    /// message to be published).
     pub fn connect(broker: &str, id: Option<&str>) -> Result<Reader, ConsumerError> {
         let id = id.map_or_else(|| default_id(Role::Reader), str::to_string);
         let session = Session::connect(broker, Role::Reader, &id, None)?;
         let mut reader = Reader {
             session,
+            subscribed: true,
             position: 0,
             file: None,
             recorded: 0,
@@ -110,6 +114,55 @@ impl Reader {
     /// The id this reader registered with.
     pub fn id(&self) -> &str {
         &self.session.id
+    }
+
+    /// Subscribes to `topics` (Kaska's `subscribe`): all at once, not
+    /// incrementally; topics that do not exist, and repeats, are ignored. Each
+    /// topic subscribed to is read from its end. Returns how many it subscribed
+    /// to; an error if already subscribed.
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<usize, ConsumerError> {
+        if self.subscribed {
+            return Err(ConsumerError::AlreadySubscribed);
+        }
+        let topic = TopicPartition::default_topic().topic;
+        if !topics.contains(&topic.as_str()) {
+            return Ok(0);
+        }
+        self.subscribed = true;
+        self.position = self.end_offset();
+        Ok(1)
+    }
+
+    /// Drops every subscription: polls fail until the next `subscribe`. An error
+    /// if there was none.
+    pub fn unsubscribe(&mut self) -> Result<(), ConsumerError> {
+        if !std::mem::replace(&mut self.subscribed, false) {
+            return Err(ConsumerError::NotSubscribed);
+        }
+        Ok(())
+    }
+
+    /// The length of the payload of the message at `offset`, from the ring or the
+    /// file (Kaska's `msg_length`); None if there is no such message (yet).
+    pub fn msg_length(&mut self, offset: u64) -> Result<Option<usize>, ConsumerError> {
+        let region = &self.session.region;
+        if offset >= region.freed_offset() {
+            match region.copy_record(offset) {
+                Ok(Some(r)) => return Ok(Some(r.payload.len())),
+                Ok(None) => {}
+                Err(_) if offset >= region.next_offset() => return Ok(None),
+                Err(_) => {}
+            }
+            if offset >= region.freed_offset() {
+                return Ok(None);
+            }
+        }
+        let file = self.file_reader()?;
+        let found = read_at(file, offset)?;
+        // The reader of the file is moved: the next poll seeks back.
+        Ok(found
+            .filter(|r| r.record.offset == offset)
+            .map(|r| r.record.payload.len()))
     }
 
     /// The offset the next poll returns first.
@@ -156,10 +209,15 @@ impl Reader {
     /// Commits the position under this reader's id, Kafka's way: the next offset
     /// to read. Returns once the broker has written it to its state file.
     pub fn commit(&self) -> Result<(), ConsumerError> {
+        self.commit_offset(self.position)
+    }
+
+    /// Commits `offset` under this reader's id (Kaska's `commit`).
+    pub fn commit_offset(&self, offset: u64) -> Result<(), ConsumerError> {
         let commit = ControlFrame::Commit {
             topic: TopicPartition::default_topic().topic,
             partition: 0,
-            offset: self.position,
+            offset,
         };
         match self.session.request(&commit)? {
             ControlFrame::CommitDone => Ok(()),
@@ -249,6 +307,9 @@ impl Reader {
         let deadline = timeout.map(|t| Instant::now() + t);
         let max = max.max(1);
         self.batch.clear();
+        if !self.subscribed {
+            return Err(ConsumerError::NotSubscribed);
+        }
         loop {
             self.check_alive()?;
             self.wait_for_log()?;

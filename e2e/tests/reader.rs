@@ -361,3 +361,41 @@ fn reads_a_killed_broker_had_not_logged_are_logged_by_the_next_one() {
     let distinct: std::collections::BTreeSet<u64> = logged.iter().copied().collect();
     assert_eq!(distinct, (0..N).collect(), "every read is in the log");
 }
+
+#[test]
+fn kaskas_calls_subscribe_unsubscribe_msg_length_commit_and_committed() {
+    let broker = Broker::start(&["--slots", "16", "--groups", "0"]);
+    let lines: Vec<String> = (0..50).map(|i| "z".repeat(i)).collect();
+    send_lines(&broker, &lines);
+    let mut reader = Reader::connect(&broker.addr, Some("kaska")).unwrap();
+    // Connected, it is subscribed to `default`; subscriptions are not incremental.
+    assert!(matches!(
+        reader.subscribe(&["default"]),
+        Err(consumer::ConsumerError::AlreadySubscribed)
+    ));
+    reader.unsubscribe().unwrap();
+    assert!(matches!(
+        reader.unsubscribe(),
+        Err(consumer::ConsumerError::NotSubscribed)
+    ));
+    assert!(matches!(
+        reader.poll(Some(Duration::from_millis(10))),
+        Err(consumer::ConsumerError::NotSubscribed)
+    ));
+    // Unknown topics and repeats are ignored; a subscription starts at the end.
+    assert_eq!(
+        reader.subscribe(&["nope", "default", "default"]).unwrap(),
+        1
+    );
+    assert_eq!(reader.position(), 50);
+    // Lengths from the file (offset 3) and the ring (offset 49); none past the end.
+    assert_eq!(reader.msg_length(3).unwrap(), Some(3));
+    assert_eq!(reader.msg_length(49).unwrap(), Some(49));
+    assert_eq!(reader.msg_length(50).unwrap(), None);
+    assert_eq!(reader.committed().unwrap(), None);
+    reader.commit_offset(17).unwrap();
+    assert_eq!(reader.committed().unwrap(), Some(17));
+    reader.seek_to(StartAt::Committed).unwrap();
+    let m = reader.poll(None).unwrap().unwrap();
+    assert_eq!((m.offset, m.payload.len()), (17, 17));
+}

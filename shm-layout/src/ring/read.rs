@@ -170,22 +170,35 @@ impl Region {
             Ok(l) => l,
             Err(e) => return gone_or(e),
         };
-        let mut bytes = vec![0u8; l.size];
-        // SAFETY: `locate` checked that `size` bytes from `bytes` lie inside the
-        // payload area, and the vector has room for them. A producer may be writing
-        // them if the record was freed meanwhile: any byte value is a valid u8, and
-        // such a copy is thrown away below.
-        unsafe { std::ptr::copy_nonoverlapping(l.bytes as *const u8, bytes.as_mut_ptr(), l.size) };
+        let key_len = l.key_len.unwrap_or(0);
+        let copy = |from: usize, len: usize| {
+            let mut v = Vec::with_capacity(len);
+            // SAFETY: `locate` checked that `size` bytes from `l.bytes` lie inside
+            // the payload area, and `from + len <= size`; the vector has room for
+            // `len` bytes, all written before its length is set. A producer may be
+            // writing them if the record was freed meanwhile: any byte value is a
+            // valid u8, and such a copy is thrown away below.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (l.bytes as *const u8).add(from),
+                    v.as_mut_ptr(),
+                    len,
+                );
+                v.set_len(len);
+            }
+            v
+        };
+        let key = l.key_len.map(|_| copy(0, key_len));
+        let payload = copy(key_len, l.size - key_len);
         // The copy's loads before the cursor's: a cursor still at or below `offset`
         // was so for the whole copy.
         std::sync::atomic::fence(Ordering::Acquire);
         if self.freed_offset() > offset || !self.is_committed(offset) {
             return Ok(None);
         }
-        let payload = bytes.split_off(l.key_len.unwrap_or(0));
         Ok(Some(CopiedRecord {
             offset,
-            key: l.key_len.map(|_| bytes),
+            key,
             payload,
             timestamp_us: l.timestamp_us,
             producer: l.producer,
