@@ -216,6 +216,41 @@ impl LogReader {
         })
     }
 
+    /// The first offset of the partition published at or after `time_us` (µs
+    /// since the Unix epoch), if the file has one. Publish times follow offsets
+    /// (each is taken as its message is committed), so the index is searched by
+    /// halves, reading the record at each entry looked at, then the file read on
+    /// from the last entry before the time: about a step of the file at most.
+    pub fn first_at_or_after(&mut self, time_us: u64) -> Result<Option<u64>, LogError> {
+        let entries = self.index.entries().to_vec();
+        let (mut lo, mut hi) = (0usize, entries.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let older = match self.seek(entries[mid].offset) {
+                Ok(()) => self
+                    .next_record()?
+                    .is_some_and(|r| r.timestamp_us < time_us),
+                Err(LogError::BeforeFirst { .. }) => true,
+                Err(e) => return Err(e),
+            };
+            if older {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let Some(from) = lo.checked_sub(1).or((!entries.is_empty()).then_some(0)) else {
+            return Ok(None);
+        };
+        self.seek(entries[from].offset)?;
+        while let Some(r) = self.next_record()? {
+            if r.timestamp_us >= time_us {
+                return Ok(Some(r.record.offset));
+            }
+        }
+        Ok(None)
+    }
+
     /// The next record of the partition, or None when the file holds no more yet.
     pub fn next_record(&mut self) -> Result<Option<LogRecord>, LogError> {
         let parsed = self.next_line(|line| {

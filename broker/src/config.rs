@@ -60,6 +60,34 @@ pub enum Command {
             clean exit): the next offset it reads. Without --id or --group, every \
             owner's is printed.")]
     Committed(CommittedArgs),
+    /// Move a group that has no member to another offset.
+    #[command(
+        name = "reset-offsets",
+        long_about = "Move a group that has no member to another offset, on a running broker.\n\n\
+            The group resumes there when a member joins: at the oldest offset still in \
+            persistencia_mensajes.txt (earliest), at the next one to be published \
+            (latest), at an offset (kept between the two), or at the first message \
+            published at or after an RFC 3339 time. What lies below the ring is read \
+            back from the file. Prints `group G now at offset N`. Exits 1 while the group \
+            has members; a group the broker does not know is created there by the \
+            first consumer that joins it with --group."
+    )]
+    ResetOffsets(ResetOffsetsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ResetOffsetsArgs {
+    #[command(flatten)]
+    pub address: BrokerAddress,
+    /// The group to move.
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// The topic (only `default` exists).
+    #[arg(long, value_name = "T", default_value = "default")]
+    pub topic: String,
+    /// earliest, latest, an offset, or an RFC 3339 time.
+    #[arg(long, value_name = "WHERE", value_parser = control_protocol::ResetTo::parse)]
+    pub to: control_protocol::ResetTo,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +230,12 @@ pub struct ServeArgs {
     /// A send returns only once its message is on disk (group commit).
     #[arg(long)]
     pub fsync: bool,
+    /// Groups hold the ring only while they have members: producers wait only for
+    /// live consumers, and a group whose members return catches up from
+    /// persistencia_mensajes.txt. Without it, pre-created groups hold the ring
+    /// even while empty.
+    #[arg(long)]
+    pub spill: bool,
     /// Start even though the persistence file lacks records that were assigned
     /// offsets (offsets.txt knows): groups behind them skip them, and new offsets
     /// continue after them. Without it the broker refuses to start.
@@ -236,6 +270,7 @@ pub struct BrokerConfig {
     pub buffer_size: u64,
     pub session_timeout: Duration,
     pub fsync: bool,
+    pub spill: bool,
     pub accept_lost_records: bool,
     /// Where to serve the metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
@@ -308,6 +343,7 @@ impl ServeArgs {
             buffer_size: self.buffer_size,
             session_timeout: self.session_timeout,
             fsync: self.fsync,
+            spill: self.spill,
             accept_lost_records: self.accept_lost_records,
             metrics: self.metrics,
         })

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use broker::config::{Cli, Command, CommittedArgs, DecodeArgs, StatusArgs};
+use broker::config::{Cli, Command, CommittedArgs, DecodeArgs, ResetOffsetsArgs, StatusArgs};
 use clap::Parser;
 use control_protocol::{default_id, ControlFrame, OwnerKind, Role, Session};
 
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Some(Command::Status(args)) => status(args),
         Some(Command::Decode(args)) => decode(args),
         Some(Command::Committed(args)) => committed(args),
+        Some(Command::ResetOffsets(args)) => reset_offsets(args),
         None => serve(cli.serve),
     }
 }
@@ -123,6 +124,49 @@ fn committed(args: CommittedArgs) -> ExitCode {
         print!("{}", broker::committed::render_text(&offsets));
     }
     ExitCode::SUCCESS
+}
+
+fn reset_offsets(args: ResetOffsetsArgs) -> ExitCode {
+    if let Err(e) = shm_layout::names::check_name("group name", &args.group) {
+        eprintln!("broker reset-offsets: {e}");
+        return ExitCode::from(2);
+    }
+    if args.topic != "default" {
+        eprintln!(
+            "broker reset-offsets: no topic {} (only default exists)",
+            args.topic
+        );
+        return ExitCode::from(1);
+    }
+    let reset = ControlFrame::ResetOffsets {
+        group: args.group.clone(),
+        to: args.to,
+    };
+    let reply = Session::connect(
+        &args.address.broker,
+        Role::Admin,
+        &default_id(Role::Admin),
+        None,
+    )
+    .and_then(|s| s.request(&reset));
+    match reply {
+        Ok(ControlFrame::ResetDone { offset }) => {
+            println!("group {} now at offset {offset}", args.group);
+            ExitCode::SUCCESS
+        }
+        Ok(ControlFrame::ResetRefused { reason }) => {
+            eprintln!("broker reset-offsets: {reason}");
+            ExitCode::from(1)
+        }
+        Ok(other) => {
+            eprintln!("broker reset-offsets: unexpected reply {other:?}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("broker reset-offsets: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn decode(args: DecodeArgs) -> ExitCode {

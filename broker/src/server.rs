@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use audit_format::index::TopicPartition;
+use audit_format::log_reader::LogReader;
 use control_protocol::frame::MAX_REQUEST_LEN;
-use control_protocol::{ControlFrame, FrameBuffer, Refusal, Role};
+use control_protocol::{ControlFrame, FrameBuffer, Refusal, ResetTo, Role};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token};
 use shm_layout::layout::LAYOUT_VERSION;
@@ -312,6 +314,13 @@ impl Server {
                 conn.output
                     .extend_from_slice(&ControlFrame::Committed { offsets }.encode());
             }
+            (Stage::Admin, ControlFrame::ResetOffsets { group, to }) => {
+                let reply = match self.reset_offsets(&group, to) {
+                    Ok(offset) => ControlFrame::ResetDone { offset },
+                    Err(reason) => ControlFrame::ResetRefused { reason },
+                };
+                conn.output.extend_from_slice(&reply.encode());
+            }
             (_, other) => refuse(
                 conn,
                 Refusal::ProtocolError,
@@ -327,6 +336,44 @@ impl Server {
         }
     }
 
+    /// `broker reset-offsets`: moves a group without members to where `to` says
+    /// (an offset is kept between the earliest one still in the file and the
+    /// end), and saves the state file at once.
+    fn reset_offsets(&self, group: &str, to: ResetTo) -> Result<u64, String> {
+        shm_layout::names::check_name("group name", group).map_err(|e| e.to_string())?;
+        let end = self.region.next_offset();
+        let mut file = LogReader::open_in(
+            std::path::Path::new(&self.data_dir),
+            &TopicPartition::default_topic(),
+        )
+        .ok();
+        let ring = self.region.freed_offset();
+        let earliest = file
+            .as_ref()
+            .and_then(|f| f.index().first())
+            .map_or(ring, |e| e.offset.min(ring));
+        let offset = match to {
+            ResetTo::Earliest => earliest,
+            ResetTo::Latest => end,
+            ResetTo::Offset(o) => o.clamp(earliest, end),
+            ResetTo::Time(t) => {
+                let in_file = file
+                    .as_mut()
+                    .and_then(|f| f.first_at_or_after(t).ok().flatten());
+                in_file
+                    .or_else(|| self.region.first_published_at_or_after(ring, t))
+                    .unwrap_or(end)
+            }
+        };
+        let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        reg.reset_group(group, offset)?;
+        self.state_file
+            .save_groups(reg.group_states())
+            .map_err(|e| format!("cannot save {}: {e}", crate::audit::state::STATE_FILE))?;
+        // Members that join now start there: wake nobody, nothing is held.
+        Ok(offset)
+    }
+
     fn close(&self, poll: &Poll, conns: &mut HashMap<Token, Connection>, token: Token) {
         let Some(mut conn) = conns.remove(&token) else {
             return;
@@ -337,6 +384,16 @@ impl Server {
             Stage::Client(c) => reg.leave(c),
             Stage::Admin => reg.admin_left(),
             _ => {}
+        }
+        // A group its last member left keeps its position by name (SPEC §10):
+        // saved now, so that a broker killed next resumes it there.
+        if reg.take_newly_departed() {
+            if let Err(e) = self.state_file.save_groups(reg.group_states()) {
+                eprintln!(
+                    "broker: cannot save {}: {e}; it is saved again at the next flush",
+                    crate::audit::state::STATE_FILE
+                );
+            }
         }
         drop(reg);
         // Wake the cleaner: the leaver may have released slots or redeliveries.
@@ -433,5 +490,8 @@ fn kind_name(f: &ControlFrame) -> &'static str {
         ControlFrame::CommitFailed { .. } => "CommitFailed",
         ControlFrame::CommittedRequest { .. } => "CommittedRequest",
         ControlFrame::Committed { .. } => "Committed",
+        ControlFrame::ResetOffsets { .. } => "ResetOffsets",
+        ControlFrame::ResetDone { .. } => "ResetDone",
+        ControlFrame::ResetRefused { .. } => "ResetRefused",
     }
 }

@@ -155,6 +155,14 @@ fn save_starting_state(
                 position: g.start,
                 handed_out: g.redeliver_below,
             })
+            // Groups created by consumers that had departed: kept as they were.
+            .chain(
+                saved
+                    .groups
+                    .iter()
+                    .filter(|g| !starts.iter().any(|s| s.name == g.name))
+                    .cloned(),
+            )
             .collect(),
         readers: saved.readers.clone(),
     };

@@ -58,7 +58,12 @@ pub fn report(
                     })
                 })
                 .collect();
-            json!({ "name": s.name, "partitions": partitions, "members": members })
+            json!({
+                "name": s.name,
+                "holds_ring": s.holds_ring,
+                "partitions": partitions,
+                "members": members,
+            })
         })
         .collect();
     let producer_list: Vec<_> = registry
@@ -210,6 +215,11 @@ pub fn render_text(v: &Value) -> String {
         for p in g["partitions"].as_array().into_iter().flatten() {
             partition_rows.push(vec![
                 name.clone(),
+                if g["holds_ring"] == Value::Bool(false) {
+                    "no".into()
+                } else {
+                    "yes".into()
+                },
                 text(&p["topic"]),
                 text(&p["partition"]),
                 text(&p["position"]),
@@ -238,6 +248,7 @@ pub fn render_text(v: &Value) -> String {
     s.push_str(&table(
         &[
             ("GROUP", Left),
+            ("HOLDS", Left),
             ("TOPIC", Left),
             ("PARTITION", Right),
             ("POSITION", Right),

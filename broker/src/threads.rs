@@ -76,6 +76,7 @@ pub(crate) fn start(
         &starts,
         RegistryLimits {
             session_timeout: config.session_timeout,
+            spill: config.spill,
         },
     )));
 
@@ -83,6 +84,21 @@ pub(crate) fn start(
     let persisted = Arc::new(AtomicU64::new(next));
     lock(&registry).bound_by_persisted(persisted.clone());
     lock(&registry).name_producers_from(config.data_dir.clone());
+    // Groups consumers had created and left resume where they were when a member
+    // joins again.
+    let departed = state_file
+        .snapshot()
+        .groups
+        .into_iter()
+        .filter(|g| !starts.iter().any(|s| s.name == g.name))
+        .map(|g| {
+            let d = crate::registry::Departed {
+                position: g.position,
+                handed_out: g.handed_out,
+            };
+            (g.name, d)
+        });
+    lock(&registry).remember_departed(departed);
     let file_writes = FileWrites::default();
     let disk_waits = config.fsync.then(|| Arc::new(DiskWaits::default()));
     let reclaimer = Arc::new(Reclaimer::new(

@@ -17,6 +17,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod file_records;
 pub mod reader;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -138,6 +139,22 @@ impl<'c> Batch<'c> {
             )));
         }
         let offset = self.run.offset(i as u64);
+        let attempt = match c.held {
+            Some(Held::Redelivered(claim)) => claim.attempt,
+            _ if offset < c.redeliver_below => 2,
+            _ => 1,
+        };
+        // Read back from the file: the group resumed below the ring (SPEC §10).
+        if let Some(m) = c.from_file.iter().find(|m| m.offset == offset) {
+            return Ok(Message {
+                offset,
+                key: m.key.as_deref(),
+                payload: &m.payload,
+                timestamp_us: m.timestamp_us,
+                producer: &m.producer,
+                attempt,
+            });
+        }
         let r = c
             .session
             .region
@@ -149,11 +166,6 @@ impl<'c> Batch<'c> {
             .iter()
             .find(|(k, _)| *k == key)
             .map_or("unknown", |(_, n)| n.as_str());
-        let attempt = match c.held {
-            Some(Held::Redelivered(claim)) => claim.attempt,
-            _ if offset < c.redeliver_below => 2,
-            _ => 1,
-        };
         Ok(Message {
             offset,
             key: r.key,
@@ -185,6 +197,10 @@ pub struct Consumer {
     /// Polls made so far, and checks of its standing while a poll waits:
     /// published in the client entry for the broker to sample.
     polls: u64,
+    /// The persistence file, for offsets handed out after they left the ring.
+    file: file_records::FileRecords,
+    /// The records of the current batch read back from the file.
+    from_file: Vec<reader::ReadMessage>,
 }
 
 impl Consumer {
@@ -218,6 +234,8 @@ impl Consumer {
             declined: Vec::new(),
             redeliver_below,
             polls: 0,
+            file: file_records::FileRecords::default(),
+            from_file: Vec::new(),
         })
     }
 
@@ -425,6 +443,19 @@ impl Consumer {
                 len: 1,
             },
         };
+        // A group that resumed where it had left (SPEC §10) may be handed offsets
+        // that left the ring: they are read back from the file now. Offsets at or
+        // above the reclaim cursor stay in the ring until the group acknowledges
+        // them (it holds the ring again), so they are read there.
+        self.from_file.clear();
+        let freed = self.session.region.freed_offset();
+        if run.start < freed {
+            let below = (0..run.len)
+                .map(|i| run.offset(i))
+                .take_while(|&o| o < freed);
+            self.file
+                .read_offsets(&self.session, below, &mut self.from_file)?;
+        }
         // Producer names are resolved now, so that messages borrow only from us.
         if self.producer_names.len() > 64 {
             self.producer_names.clear();

@@ -12,6 +12,7 @@ use audit_format::json::{DeliveryFields, MessageFields};
 use clap::Parser;
 use consumer::reader::{Reader, StartAt};
 use consumer::{Consumer, ConsumerError};
+use control_protocol::ResetTo;
 use count_progress::CountProgress;
 use shm_layout::names::check_name;
 use shm_layout::units::parse_duration;
@@ -109,29 +110,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--from`: earliest, latest, an offset, or an RFC 3339 time.
+/// `--from`: committed, or a place as `ResetTo::parse` reads it.
 fn parse_start(s: &str) -> Result<StartAt, String> {
-    match s {
-        "earliest" => Ok(StartAt::Earliest),
-        "committed" => Ok(StartAt::Committed),
-        "latest" => Ok(StartAt::Latest),
-        _ if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
-            .parse()
-            .map(StartAt::Offset)
-            .map_err(|_| format!("offset {s} is too large")),
-        _ => {
-            let time = humantime::parse_rfc3339_weak(s).map_err(|_| {
-                format!(
-                    "expected earliest, latest, committed, an offset or an RFC 3339 time, got {s:?}"
-                )
-            })?;
-            let us = time
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_err(|_| format!("{s} is before 1970"))?
-                .as_micros();
-            Ok(StartAt::Time(us as u64))
-        }
+    if s == "committed" {
+        return Ok(StartAt::Committed);
     }
+    ResetTo::parse(s)
+        .map(|at| match at {
+            ResetTo::Earliest => StartAt::Earliest,
+            ResetTo::Latest => StartAt::Latest,
+            ResetTo::Offset(o) => StartAt::Offset(o),
+            ResetTo::Time(t) => StartAt::Time(t),
+        })
+        .map_err(|e| e.replace("expected earliest,", "expected earliest, committed,"))
 }
 
 /// What the loops share: where the messages go, and the counts for the summary.

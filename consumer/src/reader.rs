@@ -28,6 +28,7 @@ use shm_layout::event::{self, event_id};
 use shm_layout::journal::{partition_key, JournalFull};
 use shm_layout::layout::ClientEntry;
 
+use crate::file_records::{log_error, read_at, FileRecords};
 use crate::ConsumerError;
 
 /// A reader more than this many messages ahead of the broker's log lines waits:
@@ -72,14 +73,12 @@ pub struct Reader {
     /// The next offset to return.
     position: u64,
     /// The persistence file, opened when first needed.
-    file: Option<LogReader>,
+    file: FileRecords,
     /// Messages recorded in the journal so far.
     recorded: u64,
     interrupt: Option<Arc<AtomicBool>>,
     /// Names of producers met in the ring, by (client entry, generation).
     producer_names: Vec<((u32, u32), Arc<str>)>,
-    /// Names met in the file, one `Arc` each.
-    file_names: Vec<Arc<str>>,
     batch: Vec<ReadMessage>,
 }
 
@@ -94,11 +93,10 @@ impl Reader {
             session,
             subscribed: true,
             position: 0,
-            file: None,
+            file: FileRecords::default(),
             recorded: 0,
             interrupt: None,
             producer_names: Vec::new(),
-            file_names: Vec::new(),
             batch: Vec::new(),
         };
         reader.position = reader.end_offset();
@@ -250,40 +248,15 @@ impl Reader {
     pub fn offset_for_time(&mut self, time_us: u64) -> Result<u64, ConsumerError> {
         let freed = self.session.region.freed_offset();
         if let Ok(file) = self.file_reader() {
-            let entries = file.index().entries().to_vec();
-            // The last entry whose record is older than `time_us`: the answer is
-            // after it (by the order of publish times).
-            let mut lo = 0usize;
-            let mut hi = entries.len();
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                match read_at(file, entries[mid].offset)? {
-                    Some(r) if r.timestamp_us < time_us => lo = mid + 1,
-                    _ => hi = mid,
-                }
-            }
-            let from = lo.checked_sub(1).map(|i| entries[i].offset);
-            if let Some(from) = from.or(entries.first().map(|e| e.offset)) {
-                file.seek(from).map_err(log_error)?;
-                while let Some(r) = file.next_record().map_err(log_error)? {
-                    if r.timestamp_us >= time_us {
-                        return Ok(r.record.offset);
-                    }
-                }
+            if let Some(o) = file.first_at_or_after(time_us).map_err(log_error)? {
+                return Ok(o);
             }
         }
         // Not in the file: in the ring, or not published yet.
         let region = &self.session.region;
-        let end = region.next_offset();
-        for o in freed.max(region.freed_offset())..end {
-            match region.copy_record(o) {
-                Ok(Some(r)) if r.timestamp_us >= time_us => return Ok(o),
-                Ok(Some(_)) => {}
-                // Left the ring meanwhile: it was older than what the file had.
-                Ok(None) | Err(_) => {}
-            }
-        }
-        Ok(end)
+        Ok(region
+            .first_published_at_or_after(freed, time_us)
+            .unwrap_or_else(|| region.next_offset()))
     }
 
     /// Waits for the next message, at most `timeout` (forever if None): `Ok(None)`
@@ -394,7 +367,7 @@ impl Reader {
     /// it; how many it read.
     fn read_file(&mut self, max: usize, below: u64) -> Result<usize, ConsumerError> {
         let position = self.position;
-        let file = open_file(&mut self.file, &self.session)?;
+        let file = self.file.reader(&self.session)?;
         if file.position() != position {
             match file.seek(position) {
                 Ok(()) => {}
@@ -409,6 +382,7 @@ impl Reader {
         }
         let mut taken = 0;
         while self.batch.len() < max && self.position < below {
+            let file = self.file.reader(&self.session)?;
             let Some(r) = file.next_record().map_err(log_error)? else {
                 break;
             };
@@ -418,25 +392,8 @@ impl Reader {
                 let _ = file.seek(offset);
                 break;
             }
-            let name = r.record.producer;
-            let producer = match self.file_names.iter().find(|n| ***n == *name) {
-                Some(n) => n.clone(),
-                None => {
-                    if self.file_names.len() > 64 {
-                        self.file_names.clear();
-                    }
-                    let n: Arc<str> = name.into();
-                    self.file_names.push(n.clone());
-                    n
-                }
-            };
-            self.batch.push(ReadMessage {
-                offset,
-                key: r.record.key,
-                payload: r.record.payload,
-                timestamp_us: r.timestamp_us,
-                producer,
-            });
+            let message = self.file.message(r);
+            self.batch.push(message);
             self.position = offset + 1;
             taken += 1;
         }
@@ -450,7 +407,7 @@ impl Reader {
 
     /// The persistence file's reader.
     fn file_reader(&mut self) -> Result<&mut LogReader, ConsumerError> {
-        open_file(&mut self.file, &self.session)
+        self.file.reader(&self.session)
     }
 
     /// Records the batch in the journal, a run per stretch of consecutive offsets,
@@ -557,33 +514,4 @@ impl Reader {
         }
         crate::check_interrupt(&self.interrupt)
     }
-}
-
-/// The persistence file's reader in `file`, opened through its index (built by a
-/// scan when the index cannot be used) when first needed.
-fn open_file<'f>(
-    file: &'f mut Option<LogReader>,
-    session: &Session,
-) -> Result<&'f mut LogReader, ConsumerError> {
-    if file.is_none() {
-        let partition = TopicPartition::default_topic();
-        *file = Some(LogReader::open_in(&session.data_dir, &partition).map_err(log_error)?);
-    }
-    Ok(file.as_mut().expect("opened above"))
-}
-
-/// The record at `offset` in the file, if it is there.
-fn read_at(
-    file: &mut LogReader,
-    offset: u64,
-) -> Result<Option<audit_format::log_reader::LogRecord>, ConsumerError> {
-    match file.seek(offset) {
-        Ok(()) => file.next_record().map_err(log_error),
-        Err(LogError::BeforeFirst { .. }) => Ok(None),
-        Err(e) => Err(log_error(e)),
-    }
-}
-
-fn log_error(e: LogError) -> ConsumerError {
-    ConsumerError::File(e.to_string())
 }

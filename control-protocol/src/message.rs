@@ -147,6 +147,70 @@ pub enum ControlFrame {
     CommittedRequest { owner: Option<(OwnerKind, String)> },
     /// Broker → client: the committed offsets asked for.
     Committed { offsets: Vec<CommittedOffset> },
+    /// Admin → broker: move group `group`, which must have no member, to `to`.
+    ResetOffsets { group: String, to: ResetTo },
+    /// Broker → admin: the group now resumes at `offset`.
+    ResetDone { offset: u64 },
+    /// Broker → admin: the group was not moved, and why.
+    ResetRefused { reason: String },
+}
+
+/// Where `broker reset-offsets` moves a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// The oldest offset still in the persistence file (or the ring).
+    Earliest,
+    /// The next offset to be published.
+    Latest,
+    Offset(u64),
+    /// The first offset published at or after this time (µs since the Unix epoch).
+    Time(u64),
+}
+
+impl ResetTo {
+    /// Parses a place in a partition as users type it: `earliest`, `latest`, an
+    /// offset, or an RFC 3339 time (`2026-12-04T10:00:00Z`).
+    pub fn parse(s: &str) -> Result<ResetTo, String> {
+        match s {
+            "earliest" => Ok(ResetTo::Earliest),
+            "latest" => Ok(ResetTo::Latest),
+            _ if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
+                .parse()
+                .map(ResetTo::Offset)
+                .map_err(|_| format!("offset {s} is too large")),
+            _ => {
+                let time = humantime::parse_rfc3339_weak(s).map_err(|_| {
+                    format!("expected earliest, latest, an offset or an RFC 3339 time, got {s:?}")
+                })?;
+                let us = time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(|_| format!("{s} is before 1970"))?
+                    .as_micros();
+                Ok(ResetTo::Time(us as u64))
+            }
+        }
+    }
+
+    fn encode(self, w: &mut Writer) {
+        let (code, value) = match self {
+            ResetTo::Earliest => (1, 0),
+            ResetTo::Latest => (2, 0),
+            ResetTo::Offset(o) => (3, o),
+            ResetTo::Time(t) => (4, t),
+        };
+        w.u8(code).u64(value);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<ResetTo, FrameError> {
+        let code = r.u8()?;
+        let value = r.u64()?;
+        Ok(match code {
+            1 => ResetTo::Earliest,
+            2 => ResetTo::Latest,
+            3 => ResetTo::Offset(value),
+            4 => ResetTo::Time(value),
+            _ => return Err(FrameError::Malformed("unknown reset target")),
+        })
+    }
 }
 
 /// Who owns committed offsets: a group (its acknowledged position) or a
@@ -239,6 +303,9 @@ mod kind {
     pub const COMMIT_FAILED: u8 = 13;
     pub const COMMITTED_REQUEST: u8 = 14;
     pub const COMMITTED: u8 = 15;
+    pub const RESET_OFFSETS: u8 = 16;
+    pub const RESET_DONE: u8 = 17;
+    pub const RESET_REFUSED: u8 = 18;
 }
 
 struct Writer(Vec<u8>);
@@ -439,6 +506,19 @@ impl ControlFrame {
                 }
                 kind::COMMITTED
             }
+            ControlFrame::ResetOffsets { group, to } => {
+                w.str(group);
+                to.encode(&mut w);
+                kind::RESET_OFFSETS
+            }
+            ControlFrame::ResetDone { offset } => {
+                w.u64(*offset);
+                kind::RESET_DONE
+            }
+            ControlFrame::ResetRefused { reason } => {
+                w.str(reason);
+                kind::RESET_REFUSED
+            }
         };
         frame::build(kind, &w.0)
     }
@@ -531,6 +611,12 @@ impl ControlFrame {
                 }
                 ControlFrame::Committed { offsets }
             }
+            kind::RESET_OFFSETS => ControlFrame::ResetOffsets {
+                group: r.str()?,
+                to: ResetTo::decode(&mut r)?,
+            },
+            kind::RESET_DONE => ControlFrame::ResetDone { offset: r.u64()? },
+            kind::RESET_REFUSED => ControlFrame::ResetRefused { reason: r.str()? },
             other => return Err(FrameError::UnknownKind(other)),
         };
         r.finish()?;
@@ -601,6 +687,18 @@ mod tests {
                 reason: "No space left on device".into(),
             },
             ControlFrame::CommittedRequest { owner: None },
+            ControlFrame::ResetOffsets {
+                group: "billing".into(),
+                to: ResetTo::Time(1_795_832_687_000_000),
+            },
+            ControlFrame::ResetOffsets {
+                group: "billing".into(),
+                to: ResetTo::Earliest,
+            },
+            ControlFrame::ResetDone { offset: 42 },
+            ControlFrame::ResetRefused {
+                reason: "group billing has 2 members".into(),
+            },
             ControlFrame::CommittedRequest {
                 owner: Some((OwnerKind::Reader, "audit".into())),
             },

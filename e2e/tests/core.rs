@@ -262,7 +262,7 @@ fn stdin_lines_lose_their_line_endings_and_a_last_partial_line_is_sent() {
 }
 
 #[test]
-fn a_named_group_is_created_on_demand_and_receives_only_later_messages() {
+fn a_named_group_is_created_on_demand_and_receives_only_later_messages_then_keeps_its_place() {
     let broker = Broker::start(&["--groups", "1"]);
     let (first, g) = broker.consumer(&["--count", "2"]);
     assert_eq!(g, "group-1");
@@ -275,17 +275,27 @@ fn a_named_group_is_created_on_demand_and_receives_only_later_messages() {
     assert_eq!(broker.producer(&["late"], None).wait_exit().code(), Some(0));
     assert_eq!(first.wait_exit().stdout_text(), "early\nlate\n");
     assert_eq!(named.wait_exit().stdout_text(), "late\n");
-    let groups = |s: &Value| -> Vec<String> {
+    let groups = |s: &Value| -> Vec<(String, bool)> {
         s["groups"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|g| g["name"].as_str().unwrap().to_string())
+            .map(|g| {
+                let name = g["name"].as_str().unwrap().to_string();
+                (name, g["holds_ring"].as_bool().unwrap())
+            })
             .collect()
     };
-    // A named group lives while it has members; pre-created ones stay.
-    let s = broker.wait_for_status("audit deleted", |s| !groups(s).contains(&"audit".into()));
-    assert_eq!(groups(&s), vec!["group-1"]);
+    // A named group holds the ring while it has members, then only keeps its
+    // position (SPEC §10); pre-created ones hold it while empty too.
+    let s = broker.wait_for_status("audit no longer holding the ring", |s| {
+        groups(s).contains(&("audit".into(), false))
+    });
+    assert_eq!(
+        groups(&s),
+        vec![("group-1".into(), true), ("audit".into(), false)]
+    );
+    assert_eq!(s["groups"][1]["partitions"][0]["position"], 2);
 }
 
 #[test]

@@ -174,6 +174,7 @@ fn broker_status_describes_each_group_per_partition_its_members_and_the_producer
     assert!(
         has(&[
             "GROUP",
+            "HOLDS",
             "TOPIC",
             "PARTITION",
             "POSITION",
@@ -184,7 +185,7 @@ fn broker_status_describes_each_group_per_partition_its_members_and_the_producer
         "{text}"
     );
     assert!(
-        has(&["group-2", "default", "0", "0", "5", "5", "0"]),
+        has(&["group-2", "yes", "default", "0", "0", "5", "5", "0"]),
         "{text}"
     );
     assert!(

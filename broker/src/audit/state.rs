@@ -135,6 +135,14 @@ impl StateFile {
         Ok(true)
     }
 
+    /// Writes the file with `groups` (keeping the ends last saved): for a change
+    /// worth saving before the next periodic save.
+    pub fn save_groups(&self, groups: Vec<GroupState>) -> io::Result<()> {
+        let mut state = self.lock();
+        state.groups = groups;
+        save(&self.dir, &state, self.sync)
+    }
+
     /// Records that reader `name` committed `offset` in `topic`/`partition`; returns
     /// once the file holding it is written (synced under `--fsync`).
     pub fn commit_reader(

@@ -442,6 +442,7 @@ mod tests {
             .collect();
         let limits = RegistryLimits {
             session_timeout: std::time::Duration::from_secs(30),
+            spill: false,
         };
         Mutex::new(Registry::new(region.clone(), &starts, limits))
     }

@@ -120,12 +120,10 @@ impl Registry {
             (Role::Consumer, Some(name)) => Some(match self.find_group(name) {
                 Some(g) => g,
                 None => {
-                    // During a replay, offsets below the persisted end are old records.
-                    let start = self
-                        .region
-                        .next_offset()
-                        .max(self.region.persisted_offset());
-                    self.create_group(name, false, start, start)?
+                    let (start, redeliver_below) = self.start_of_new_group(name);
+                    let g = self.create_group(name, false, start, redeliver_below)?;
+                    self.departed.remove(name);
+                    g
                 }
             }),
             (Role::Consumer, None) => Some(self.least_loaded_group().ok_or_else(|| {

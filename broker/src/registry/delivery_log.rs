@@ -48,6 +48,7 @@ impl Registry {
             log_taken,
             unknown,
             persisted,
+            file_producers,
             ..
         } = self;
         let Some(entry) = region.group(g) else {
@@ -60,12 +61,15 @@ impl Registry {
         // `next_offset` while a hold is in progress; beyond the stamped records, it
         // can only come from a corrupt region. So can a cursor more than a ring's
         // worth past what is persisted, or past what this group has logged (slots
-        // are freed only once both are done): it is followed no further, so that a
+        // are freed only once both are done), except for a group that resumed
+        // below the ring and reads what left it from the file: it may take up to
+        // the ring's tail at once. Beyond that it is followed no further, so that a
         // scribble costs a bounded number of lines, never an endless loop.
         let next = region.next_offset();
         let ring = region.geometry().slots as u64;
+        let freed = region.freed_offset();
         let bound = (persisted.load(Ordering::Acquire).saturating_add(ring))
-            .min(grp.logged.saturating_add(ring));
+            .min(grp.logged.max(freed).saturating_add(ring));
         let cursor = match group::cursor(entry) {
             c if c <= next => c,
             c => region.stamped_end(next, c),
@@ -74,6 +78,16 @@ impl Registry {
         // Taken out while the group is looked at, and put back at the end.
         let mut lines = std::mem::take(&mut grp.delivery_lines);
         lines.set_time(wall_clock_micros());
+        // A group that resumed below the ring (SPEC §10) reads records that left
+        // it: the file names their producers. Only the cleaner frees slots, and
+        // never one whose deliveries are not logged yet, so the others are in the
+        // ring while this looks.
+        let mut from_file = |o: u64| -> Arc<str> {
+            file_producers
+                .as_mut()
+                .and_then(|f| f.producer_of(o))
+                .unwrap_or_else(|| unknown.clone())
+        };
         // Runs of records from one producer are the common case: one lookup a run.
         let mut last: Option<((u32, u32), &Arc<str>)> = None;
         let mut producer_of = |o: u64| -> &Arc<str> {
@@ -94,7 +108,12 @@ impl Registry {
             region.prefetch_entry(o + 16);
             if let Some((_, consumer)) = grp.owner_of(o) {
                 let attempt = if o < grp.redeliver_below { 2 } else { 1 };
-                lines.push(log_text, o, producer_of(o), &grp.name, consumer, attempt);
+                if o < freed {
+                    let producer = from_file(o);
+                    lines.push(log_text, o, &producer, &grp.name, consumer, attempt);
+                } else {
+                    lines.push(log_text, o, producer_of(o), &grp.name, consumer, attempt);
+                }
                 grp.delivered += 1;
             }
             grp.logged += 1;
@@ -127,7 +146,12 @@ impl Registry {
                 .and_then(|c| c.as_ref())
                 .map_or(&*unknown, |c| &c.id);
             let o = offer.offset;
-            lines.push(log_text, o, producer_of(o), &grp.name, consumer, key.0);
+            if o < freed {
+                let producer = from_file(o);
+                lines.push(log_text, o, &producer, &grp.name, consumer, key.0);
+            } else {
+                lines.push(log_text, o, producer_of(o), &grp.name, consumer, key.0);
+            }
             grp.observed_log_mark[slot as usize] = *log_taken + log_text.len() as u64;
             grp.delivered += 1;
         }

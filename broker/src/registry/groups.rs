@@ -26,6 +26,16 @@ pub struct GroupStart {
     pub redeliver_below: u64,
 }
 
+/// A group created by a consumer's `--group` that has no member now: it holds no
+/// slot, and resumes here when a member joins again under its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Departed {
+    /// Every offset below this was acknowledged.
+    pub position: u64,
+    /// Every offset below this had been handed out: delivered again as attempt 2.
+    pub handed_out: u64,
+}
+
 #[derive(Debug)]
 pub(super) struct Group {
     pub(super) name: Arc<str>,
@@ -282,11 +292,98 @@ impl Registry {
         self.offer_overflow(g);
         let grp = self.groups[g as usize].as_ref().expect("live group");
         if grp.members.is_empty() && !grp.permanent {
+            // It stops holding the ring; what it had not acknowledged (offered
+            // again, or never taken) is where it resumes.
+            let name = grp.name.to_string();
+            let departed = Departed {
+                position: self.position(g).unwrap_or(cursor),
+                handed_out: cursor,
+            };
+            self.departed.insert(name, departed);
+            self.newly_departed = true;
             self.delete_group(g);
+        } else if grp.members.is_empty() && self.limits.spill {
+            // Under --spill it stops holding the ring too (see `holds_ring`): what it
+            // had not acknowledged is delivered again from its position, read from
+            // the file if it left the ring, rather than offered from the table.
+            let (name, permanent) = (grp.name.to_string(), grp.permanent);
+            let position = self.position(g).unwrap_or(cursor);
+            self.delete_group(g);
+            if self
+                .create_group(&name, permanent, position, cursor)
+                .is_ok()
+            {
+                self.newly_departed = true;
+            }
         } else {
             event::wake(&entry.turn_event);
             event::wake(&region.header().published);
         }
+    }
+
+    /// Moves group `name`, which must have no member, to resume at `offset`
+    /// (`broker reset-offsets`); what it was handed before is forgotten (no
+    /// attempt 2). A group the broker does not know is remembered as departed
+    /// there, so that a consumer creating it with `--group` starts there.
+    pub fn reset_group(&mut self, name: &str, offset: u64) -> Result<(), String> {
+        let at = Departed {
+            position: offset,
+            handed_out: offset,
+        };
+        let Some(g) = self.find_group(name) else {
+            self.departed.insert(name.to_string(), at);
+            return Ok(());
+        };
+        let grp = self.groups[g as usize].as_ref().expect("found above");
+        match grp.members.len() {
+            0 => {}
+            1 => return Err(format!("group {name} has a member: stop it first")),
+            n => return Err(format!("group {name} has {n} members: stop them first")),
+        }
+        let permanent = grp.permanent;
+        self.delete_group(g);
+        if let Err(refused) = self.create_group(name, permanent, offset, offset) {
+            return Err(refused.message);
+        }
+        Ok(())
+    }
+
+    /// Whether group `g` holds the ring: it has members, or it was pre-created
+    /// and the broker runs without `--spill` (SPEC §10).
+    pub(super) fn holds_ring(&self, g: u32) -> bool {
+        self.groups[g as usize]
+            .as_ref()
+            .is_some_and(|grp| !grp.members.is_empty() || (grp.permanent && !self.limits.spill))
+    }
+
+    /// Whether a group departed since the last call: its position is saved at once
+    /// (a member that left cleanly acknowledged it), not at the next flush.
+    pub fn take_newly_departed(&mut self) -> bool {
+        std::mem::take(&mut self.newly_departed)
+    }
+
+    /// Remembers groups that had departed when the broker last stopped (from the
+    /// state file): each resumes where it was when a member joins again.
+    pub fn remember_departed(&mut self, groups: impl IntoIterator<Item = (String, Departed)>) {
+        for (name, departed) in groups {
+            if self.find_group(&name).is_none() {
+                self.departed.insert(name, departed);
+            }
+        }
+    }
+
+    /// Where a group created now under `name` starts: where it departed, or at
+    /// the next offset.
+    pub(super) fn start_of_new_group(&self, name: &str) -> (u64, u64) {
+        if let Some(d) = self.departed.get(name) {
+            return (d.position, d.handed_out.max(d.position));
+        }
+        // During a replay, offsets below the persisted end are old records.
+        let start = self
+            .region
+            .next_offset()
+            .max(self.region.persisted_offset());
+        (start, start)
     }
 
     fn delete_group(&mut self, g: u32) {
@@ -329,6 +426,9 @@ impl Registry {
             self.observe_group(g);
             self.settle_redeliveries(g);
             self.install_when_finished(g);
+            if !self.holds_ring(g) {
+                continue;
+            }
             let Some(pos) = self.position(g) else {
                 continue;
             };

@@ -29,7 +29,7 @@ use shm_layout::BrokerRegion;
 pub use clients::Eviction;
 use clients::{Client, Quarantined, Retiring};
 use groups::Group;
-pub use groups::GroupStart;
+pub use groups::{Departed, GroupStart};
 pub use redeliveries::RedeliveryRepair;
 pub use status::{
     GroupSnapshot, MemberSnapshot, PartitionSnapshot, ProducerSnapshot, ReaderSnapshot,
@@ -62,6 +62,8 @@ pub struct Registration {
 #[derive(Debug, Clone)]
 pub struct RegistryLimits {
     pub session_timeout: Duration,
+    /// `--spill`: a group holds the ring only while it has members (SPEC §10).
+    pub spill: bool,
 }
 
 /// Every client and group.
@@ -110,6 +112,11 @@ pub struct Registry {
     evictions: std::collections::BTreeMap<String, u64>,
     /// When the clients' progress counters were last sampled.
     progress_sampled_at: std::time::Instant,
+    /// Groups created by a consumer's `--group` that emptied: where each resumes
+    /// when a member joins again under its name (SPEC §10). They hold no slot.
+    departed: std::collections::BTreeMap<String, groups::Departed>,
+    /// A group departed since the last look: its position is worth saving now.
+    newly_departed: bool,
     /// Where the broker is in each standalone reader's journal, by client entry.
     journals: HashMap<u32, readers::JournalDrain>,
     /// Names the producers of records that left the ring, for readers' lines.
@@ -146,6 +153,8 @@ impl Registry {
             persisted: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
             evictions: std::collections::BTreeMap::new(),
             progress_sampled_at: std::time::Instant::now(),
+            departed: std::collections::BTreeMap::new(),
+            newly_departed: false,
             journals: HashMap::new(),
             file_producers: None,
         };

@@ -96,8 +96,14 @@ impl Registry {
             let run = entry.journal_run(drain.run);
             let last = drain.run + 1 == opened && !finished;
             let start = drain.upto.unwrap_or(run.from).max(run.from);
-            // A reader returns only committed records: nothing at or past `next`.
-            let end = run.upto.min(next).max(start);
+            // A reader returns only committed records: beyond `next`, only those a
+            // hold in progress has stamped (it reads them at their stamps).
+            let available = if run.upto > next {
+                region.stamped_end(next, run.upto)
+            } else {
+                run.upto
+            };
+            let end = available.max(start);
             let stop = end.min(start.saturating_add(budget));
             let mut last_key = None;
             let mut last_name = unknown.clone();
@@ -123,7 +129,10 @@ impl Registry {
             budget -= stop - start;
             drain.drained += stop - start;
             drain.upto = Some(stop);
-            if last || stop < end {
+            // The next run only once this one is done: a run that reaches past
+            // what is committed (its records are being committed, or its end is
+            // a scribble) is looked at again next pass.
+            if last || stop < run.upto {
                 break;
             }
             drain.run += 1;

@@ -285,6 +285,7 @@ mod tests {
         };
         let limits = RegistryLimits {
             session_timeout: Duration::from_secs(30),
+            spill: false,
         };
         let mut reg = Registry::new(region.clone(), &[start], limits);
         let me = Sender {

@@ -12,6 +12,9 @@ use crate::audit::state::{GroupState, DEFAULT_PARTITION, DEFAULT_TOPIC};
 pub struct GroupSnapshot {
     pub name: String,
     pub created: u64,
+    /// Whether it holds the ring (producers wait for it); false for a group that
+    /// departed or, under `--spill`, has no member.
+    pub holds_ring: bool,
     pub members: Vec<MemberSnapshot>,
     pub partitions: Vec<PartitionSnapshot>,
 }
@@ -88,6 +91,7 @@ impl Registry {
             .groups
             .iter()
             .enumerate()
+            .filter(|&(g, _)| self.holds_ring(g as u32))
             .filter_map(|(g, grp)| Some((g, grp.as_ref()?, self.position(g as u32)?)))
             .min_by_key(|&(_, grp, position)| (position, grp.created))?;
         let member_id = |m: u32| self.clients[m as usize].as_ref().map(|c| c.id.to_string());
@@ -159,6 +163,7 @@ impl Registry {
                 Some(GroupSnapshot {
                     name: grp.name.to_string(),
                     created: grp.created,
+                    holds_ring: self.holds_ring(g as u32),
                     members,
                     partitions: vec![PartitionSnapshot {
                         topic: DEFAULT_TOPIC.to_string(),
@@ -171,6 +176,21 @@ impl Registry {
                     }],
                 })
             })
+            .chain(self.departed.iter().map(|(name, d)| GroupSnapshot {
+                name: name.clone(),
+                created: u64::MAX,
+                holds_ring: false,
+                members: Vec::new(),
+                partitions: vec![PartitionSnapshot {
+                    topic: DEFAULT_TOPIC.to_string(),
+                    partition: DEFAULT_PARTITION,
+                    position: d.position,
+                    handed_out: d.handed_out,
+                    delivered_per_s: 0.0,
+                    delivered: 0,
+                    redelivered: 0,
+                }],
+            }))
             .collect();
         out.sort_by_key(|g| g.created);
         out
@@ -285,6 +305,13 @@ impl Registry {
                     handed_out: cursor.max(position),
                 })
             })
+            .chain(self.departed.iter().map(|(name, d)| GroupState {
+                name: name.clone(),
+                topic: DEFAULT_TOPIC.to_string(),
+                partition: DEFAULT_PARTITION,
+                position: d.position,
+                handed_out: d.handed_out.max(d.position),
+            }))
             .collect()
     }
 }

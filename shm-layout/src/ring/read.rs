@@ -206,6 +206,16 @@ impl Region {
         }))
     }
 
+    /// The first offset still in the ring, from `from` on, whose record was
+    /// published at or after `time_us` (µs since the Unix epoch); None if no
+    /// committed record is. Records that leave the ring while this looks are
+    /// passed over (they were older than the ones after them).
+    pub fn first_published_at_or_after(&self, from: u64, time_us: u64) -> Option<u64> {
+        let end = self.next_offset();
+        (from.max(self.freed_offset())..end)
+            .find(|&o| matches!(self.copy_record(o), Ok(Some(r)) if r.timestamp_us >= time_us))
+    }
+
     /// Starts fetching, into this core's cache, the lines the next reservation will
     /// write (its first slot and its descriptor) and the tail it checks: for a
     /// producer that sends now and then, so that its next send does not wait for
