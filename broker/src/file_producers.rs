@@ -1,10 +1,13 @@
-//! Names the producers of records that left the ring, from the persistence file:
-//! a consumption-log line names its record's producer, and once the record is no
-//! longer in the ring the file is the one place that still does.
+//! Names the producers of records that left the ring: a consumption-log line names
+//! its record's producer, and once the record is no longer in the ring the
+//! persister's runs (recent offsets) and the persistence file (all of them) are
+//! the places that still do.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use crate::producer_runs::ProducerRuns;
 
 use audit_format::index::TopicPartition;
 use audit_format::log_reader::LogReader;
@@ -13,15 +16,18 @@ use audit_format::log_reader::LogReader;
 #[derive(Debug)]
 pub struct FileProducers {
     data_dir: PathBuf,
+    /// The persister's runs of who sent what: looked up first.
+    runs: Option<Arc<Mutex<ProducerRuns>>>,
     reader: Option<LogReader>,
     /// One `Arc` per name, so that the line formatter recognises repeats.
     names: HashMap<String, Arc<str>>,
 }
 
 impl FileProducers {
-    pub fn new(data_dir: PathBuf) -> Self {
+    pub fn new(data_dir: PathBuf, runs: Option<Arc<Mutex<ProducerRuns>>>) -> Self {
         FileProducers {
             data_dir,
+            runs,
             reader: None,
             names: HashMap::new(),
         }
@@ -29,6 +35,12 @@ impl FileProducers {
 
     /// The producer of the record at `offset`, if the file has it.
     pub fn producer_of(&mut self, offset: u64) -> Option<Arc<str>> {
+        if let Some(runs) = &self.runs {
+            let runs = runs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(name) = runs.producer_of(offset) {
+                return Some(name);
+            }
+        }
         if self.reader.is_none() {
             let partition = TopicPartition::default_topic();
             self.reader = Some(LogReader::open_in(&self.data_dir, &partition).ok()?);

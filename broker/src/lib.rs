@@ -30,6 +30,7 @@ pub mod event_loop;
 pub mod file_producers;
 pub mod metrics;
 pub mod persister;
+pub mod producer_runs;
 pub mod reclaim;
 pub mod recovery;
 pub mod registry;

@@ -15,6 +15,7 @@ use shm_layout::event::{self, event_id};
 use shm_layout::BrokerRegion;
 
 use crate::metrics::DiskWaits;
+use crate::producer_runs::ProducerRuns;
 
 use crate::audit::double_buffer::DoubleBuffer;
 use crate::registry::Registry;
@@ -81,6 +82,10 @@ pub struct Persister {
     pub disk_waits: Option<Arc<DiskWaits>>,
     /// Records of the batch being formatted, for `disk_waits`: (offset, commit µs).
     pub handed: Vec<(u64, u64)>,
+    /// Who sent the records persisted, as runs, for naming them once they left the
+    /// ring; and the runs of the batch being formatted.
+    pub producer_runs: Arc<Mutex<ProducerRuns>>,
+    pub batch_runs: Vec<(u64, Arc<str>)>,
     /// The sparse index of the persistence file (SPEC §10); None once it failed,
     /// after saying so: the next start rebuilds it.
     pub index: Option<FileIndex>,
@@ -243,6 +248,15 @@ impl Persister {
         stamped
     }
 
+    /// Before a batch goes to the writer: who sent its records, for the cleaner
+    /// (one lock a batch).
+    fn note_runs(&mut self) {
+        let mut runs = self.producer_runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.extend(&self.batch_runs, self.next);
+        drop(runs);
+        self.batch_runs.clear();
+    }
+
     /// Under `--fsync`, before a batch goes to the writer: its records start waiting
     /// for the disk (settled by the writer's mark).
     fn note_handed(&mut self) {
@@ -291,6 +305,7 @@ impl Persister {
                                     n
                                 }
                             };
+                            self.batch_runs.push((o, n.clone()));
                             &last.insert((key, n)).1
                         }
                     };
@@ -312,6 +327,7 @@ impl Persister {
                     }
                     if !lines.is_empty() {
                         FileIndex::note_lines(&mut self.index, lines);
+                        self.note_runs();
                         self.note_handed();
                         let urgent = self.urgent();
                         self.buffer.append_batch(lines, self.next, urgent)?;
@@ -322,6 +338,7 @@ impl Persister {
             self.next += 1;
             if lines.len() >= BATCH_BYTES || self.next == committed {
                 FileIndex::note_lines(&mut self.index, lines);
+                self.note_runs();
                 self.note_handed();
                 let urgent = self.urgent();
                 self.buffer.append_batch(lines, self.next, urgent)?;

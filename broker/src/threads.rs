@@ -83,7 +83,8 @@ pub(crate) fn start(
     let buffer_size = config.buffer_size as usize;
     let persisted = Arc::new(AtomicU64::new(next));
     lock(&registry).bound_by_persisted(persisted.clone());
-    lock(&registry).name_producers_from(config.data_dir.clone());
+    let producer_runs = Arc::new(Mutex::new(crate::producer_runs::ProducerRuns::default()));
+    lock(&registry).name_producers_from(config.data_dir.clone(), producer_runs.clone());
     // Groups consumers had created and left resume where they were when a member
     // joins again.
     let departed = state_file
@@ -136,6 +137,8 @@ pub(crate) fn start(
         flush_interval: config.flush_interval,
         disk_waits: disk_waits.clone(),
         handed: Vec::new(),
+        producer_runs: producer_runs.clone(),
+        batch_runs: Vec::new(),
         index,
     };
     persister.buffer.time_writes(file_writes.of("persistence"));

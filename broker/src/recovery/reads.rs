@@ -35,7 +35,7 @@ pub fn log_lost_reads(
     data_dir: &Path,
     log: &mut File,
 ) -> io::Result<u64> {
-    let mut file = FileProducers::new(data_dir.to_path_buf());
+    let mut file = FileProducers::new(data_dir.to_path_buf(), None);
     let mut out = Vec::new();
     let mut lines = 0;
     let now = wall_clock_micros();

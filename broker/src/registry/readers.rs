@@ -41,8 +41,14 @@ pub(super) struct JournalDrain {
 
 impl Registry {
     /// Names records that left the ring from the persistence file in `data_dir`.
-    pub fn name_producers_from(&mut self, data_dir: PathBuf) {
-        self.file_producers = Some(FileProducers::new(data_dir));
+    /// Names records that left the ring from the persister's runs, or else from
+    /// the persistence file in `data_dir`.
+    pub fn name_producers_from(
+        &mut self,
+        data_dir: PathBuf,
+        runs: Arc<std::sync::Mutex<crate::producer_runs::ProducerRuns>>,
+    ) {
+        self.file_producers = Some(FileProducers::new(data_dir, Some(runs)));
     }
 
     /// Turns what every reader recorded since the last look into log lines, and
