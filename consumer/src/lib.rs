@@ -201,6 +201,9 @@ pub struct Consumer {
     file: file_records::FileRecords,
     /// The records of the current batch read back from the file.
     from_file: Vec<reader::ReadMessage>,
+    /// Until a batch starts at or above the ring's reclaim cursor, batches may
+    /// hold offsets that left the ring.
+    may_be_below_ring: bool,
 }
 
 impl Consumer {
@@ -236,6 +239,7 @@ impl Consumer {
             polls: 0,
             file: file_records::FileRecords::default(),
             from_file: Vec::new(),
+            may_be_below_ring: true,
         })
     }
 
@@ -447,14 +451,20 @@ impl Consumer {
         // that left the ring: they are read back from the file now. Offsets at or
         // above the reclaim cursor stay in the ring until the group acknowledges
         // them (it holds the ring again), so they are read there.
+        // Once a run starts at or above the cursor, every later one does (the
+        // group holds the ring while this consumer is a member): no more looking.
         self.from_file.clear();
-        let freed = self.session.region.freed_offset();
-        if run.start < freed {
-            let below = (0..run.len)
-                .map(|i| run.offset(i))
-                .take_while(|&o| o < freed);
-            self.file
-                .read_offsets(&self.session, below, &mut self.from_file)?;
+        if self.may_be_below_ring {
+            let freed = self.session.region.freed_offset();
+            if run.start < freed {
+                let below = (0..run.len)
+                    .map(|i| run.offset(i))
+                    .take_while(|&o| o < freed);
+                self.file
+                    .read_offsets(&self.session, below, &mut self.from_file)?;
+            } else {
+                self.may_be_below_ring = false;
+            }
         }
         // Producer names are resolved now, so that messages borrow only from us.
         if self.producer_names.len() > 64 {
