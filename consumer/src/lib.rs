@@ -140,7 +140,7 @@ impl<'c> Batch<'c> {
         }
         let offset = self.run.offset(i as u64);
         let attempt = match c.held {
-            Some(Held::Redelivered(claim)) => claim.attempt,
+            Some(Held::Redelivered(claim)) => redelivery::attempt_number(claim.attempt),
             _ if offset < c.redeliver_below => 2,
             _ => 1,
         };
@@ -454,7 +454,8 @@ impl Consumer {
         // Once a run starts at or above the cursor, every later one does (the
         // group holds the ring while this consumer is a member): no more looking.
         self.from_file.clear();
-        if self.may_be_below_ring {
+        let redelivered = matches!(next, Held::Redelivered(_));
+        if self.may_be_below_ring || redelivered {
             let freed = self.session.region.freed_offset();
             if run.start < freed {
                 let below = (0..run.len)
@@ -462,7 +463,7 @@ impl Consumer {
                     .take_while(|&o| o < freed);
                 self.file
                     .read_offsets(&self.session, below, &mut self.from_file)?;
-            } else {
+            } else if !redelivered {
                 self.may_be_below_ring = false;
             }
         }
@@ -517,7 +518,11 @@ impl Consumer {
                 self.session.generation,
                 |slot, offset, state| declined.contains(&(slot, offset, state)),
             )?;
-            if region.read_record(claim.offset).is_ok() {
+            // An offer the broker made of a record that had left the ring is read
+            // from the file; any other must be readable in the ring.
+            let in_file =
+                redelivery::is_from_file(claim.attempt) && claim.offset < region.freed_offset();
+            if in_file || region.read_record(claim.offset).is_ok() {
                 return Some(claim);
             }
             region.hand_back_redelivery(self.group, self.session.client, &claim);

@@ -4,6 +4,7 @@
 //! SIGKILL of the broker too.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use e2e::{json_lines, payload_of, Broker, TempDir};
 
@@ -207,4 +208,71 @@ fn with_spill_a_group_holds_the_ring_only_while_it_has_members() {
     let back = consume(&broker, "g1", 1000);
     assert_eq!(back.first().map(|m| m.0), Some(1000));
     assert_eq!(back.last().map(|m| m.0), Some(1999));
+}
+
+#[test]
+fn a_member_killed_while_its_group_catches_up_from_the_file_loses_nothing() {
+    let broker = Broker::start(&["--slots", "64", "--groups", "0"]);
+    let (first, _) = broker.consumer(&["--group", "g", "--count", "10", "--format", "none"]);
+    send(&broker, 0, 10);
+    assert_eq!(first.wait_exit().code(), Some(0));
+    // The group is away while 2000 more go by: it resumes at 10, far below the ring.
+    send(&broker, 10, 2000);
+    let watcher = e2e::Watcher::default();
+    let member = |_| {
+        let mut p = e2e::Proc::spawn(
+            &e2e::bin("consumer"),
+            &broker.client_args(&["--group", "g", "--format", "json"]),
+            None,
+            e2e::StdoutMode::Watched(watcher.clone()),
+        );
+        p.wait_stderr("joined group g");
+        p
+    };
+    let (killed, survivor) = (member(0), member(1));
+    watcher.wait_until(
+        "the first member printed some",
+        Duration::from_millis(20),
+        || match killed.stdout_lines_so_far() {
+            n if n >= 40 => Ok(()),
+            n => Err(format!("{n} lines")),
+        },
+    );
+    // Killed holding messages that left the ring: they are offered to the other
+    // member, which reads them from the file.
+    killed.signal(nix::sys::signal::Signal::SIGKILL);
+    let printed_by_killed = killed.wait_exit().stdout;
+    assert!(!json_lines(&printed_by_killed).is_empty());
+    // The group acknowledges everything: what the killed member held is
+    // delivered again (attempt 2 and up), not dropped.
+    watcher.wait_until("the group at the end", Duration::from_millis(50), || {
+        let mut args = vec!["committed".to_string()];
+        args.extend(broker.client_args(&["--group", "g", "--json"]));
+        let done = e2e::Proc::spawn(&e2e::bin("broker"), &args, None, e2e::StdoutMode::Collect)
+            .wait_exit();
+        let v: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+        match v["committed"][0]["offset"].as_u64() {
+            Some(2010) => Ok(()),
+            other => Err(format!("committed {other:?}")),
+        }
+    });
+    survivor.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut printed = survivor.take_stdout_so_far();
+    let rest = survivor.wait_exit();
+    assert_eq!(rest.code(), Some(0));
+    printed.extend(rest.stdout);
+    let redelivered = json_lines(&printed)
+        .iter()
+        .filter(|v| v["attempt"].as_u64() >= Some(2))
+        .count();
+    assert!(redelivered > 0, "the killed member held nothing");
+    let stopped = broker.stop();
+    assert!(
+        !stopped
+            .stderr
+            .iter()
+            .any(|l| l.contains("lost") || l.contains("dropped")),
+        "{:?}",
+        stopped.stderr
+    );
 }

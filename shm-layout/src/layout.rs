@@ -446,6 +446,19 @@ pub mod redelivery {
     pub fn claimer(state: u64) -> u32 {
         state as u32
     }
+    /// Marks an offer's attempt when its record had left the ring when offered (a
+    /// group catching up from the file): a claimer reads it from the persistence
+    /// file. Kept with the attempt through claims, acknowledgements and offers
+    /// again; never shown (see [`attempt_number`]).
+    pub const FROM_FILE: u32 = 1 << 23;
+    /// The attempt as logged and shown: without [`FROM_FILE`].
+    pub fn attempt_number(attempt: u32) -> u32 {
+        attempt & !FROM_FILE
+    }
+    /// Whether an offer's record is to be read from the persistence file.
+    pub fn is_from_file(attempt: u32) -> bool {
+        attempt & FROM_FILE != 0
+    }
 }
 
 /// Where offset `o` lives: `index[o % slots]`, valid while `stamp == o + 1`.

@@ -234,7 +234,7 @@ fn claimed_redeliveries(old: &Region, g: u32, freed: u64, next: u64) -> Vec<Clai
             let state = e.state;
             let kind = redelivery::kind(state);
             let offset = e.offset;
-            let attempt = redelivery::attempt(state);
+            let attempt = redelivery::attempt_number(redelivery::attempt(state));
             let taken = kind == redelivery::CLAIMED || kind == redelivery::ACKED;
             (taken && (freed..next).contains(&offset) && attempt >= 2).then_some(Claimed {
                 offset,

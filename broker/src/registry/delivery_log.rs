@@ -146,11 +146,12 @@ impl Registry {
                 .and_then(|c| c.as_ref())
                 .map_or(&*unknown, |c| &c.id);
             let o = offer.offset;
+            let attempt = redelivery::attempt_number(key.0);
             if o < freed {
                 let producer = from_file(o);
-                lines.push(log_text, o, &producer, &grp.name, consumer, key.0);
+                lines.push(log_text, o, &producer, &grp.name, consumer, attempt);
             } else {
-                lines.push(log_text, o, producer_of(o), &grp.name, consumer, key.0);
+                lines.push(log_text, o, producer_of(o), &grp.name, consumer, attempt);
             }
             grp.observed_log_mark[slot as usize] = *log_taken + log_text.len() as u64;
             grp.delivered += 1;

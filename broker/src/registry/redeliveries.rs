@@ -88,9 +88,17 @@ impl Registry {
         let Some(grp) = self.groups[g as usize].as_mut() else {
             return;
         };
+        let freed = self.region.freed_offset();
         while let Some(&(offset, attempt)) = grp.overflow.front() {
             let Some(slot) = grp.offered.iter().position(Option::is_none) else {
                 break;
+            };
+            // A group catching up below the ring (SPEC §10): its claimer reads the
+            // record from the file.
+            let attempt = if offset < freed {
+                attempt | redelivery::FROM_FILE
+            } else {
+                attempt
             };
             if !self
                 .region
@@ -142,7 +150,7 @@ impl Registry {
                 }
                 continue;
             };
-            if !region.is_committed(offer.offset) {
+            if !region.is_committed(offer.offset) && !redelivery::is_from_file(offer.attempt) {
                 if cas(slot, s, redelivery::FREE) {
                     grp.offered[slot as usize] = None;
                     repairs.push(RedeliveryRepair::Unreadable {
