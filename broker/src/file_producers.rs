@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::producer_runs::ProducerRuns;
+use crate::producer_runs::{ProducerRuns, Run};
 
 use audit_format::index::TopicPartition;
 use audit_format::log_reader::LogReader;
@@ -18,6 +18,8 @@ pub struct FileProducers {
     data_dir: PathBuf,
     /// The persister's runs of who sent what: looked up first.
     runs: Option<Arc<Mutex<ProducerRuns>>>,
+    /// The run found last: lines of consecutive offsets take the lock once a run.
+    last_run: Option<Run>,
     reader: Option<LogReader>,
     /// One `Arc` per name, so that the line formatter recognises repeats.
     names: HashMap<String, Arc<str>>,
@@ -28,6 +30,7 @@ impl FileProducers {
         FileProducers {
             data_dir,
             runs,
+            last_run: None,
             reader: None,
             names: HashMap::new(),
         }
@@ -35,9 +38,21 @@ impl FileProducers {
 
     /// The producer of the record at `offset`, if the file has it.
     pub fn producer_of(&mut self, offset: u64) -> Option<Arc<str>> {
+        if let Some(run) = self
+            .last_run
+            .as_ref()
+            .filter(|r| r.offsets.contains(&offset))
+        {
+            return Some(run.name.clone());
+        }
         if let Some(runs) = &self.runs {
-            let runs = runs.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(name) = runs.producer_of(offset) {
+            let found = runs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .run_of(offset);
+            if let Some(run) = found {
+                let name = run.name.clone();
+                self.last_run = Some(run);
                 return Some(name);
             }
         }

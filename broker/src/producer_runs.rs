@@ -51,15 +51,27 @@ impl ProducerRuns {
         }
     }
 
-    /// The producer of `offset`, if a kept run covers it.
-    pub fn producer_of(&self, offset: u64) -> Option<Arc<str>> {
+    /// The kept run that covers `offset`, if any.
+    pub fn run_of(&self, offset: u64) -> Option<Run> {
         if offset >= self.end {
             return None;
         }
         let after = self.runs.partition_point(|(start, _)| *start <= offset);
-        let (_, name) = self.runs.get(after.checked_sub(1)?)?;
-        Some(name.clone())
+        let i = after.checked_sub(1)?;
+        let (start, name) = self.runs.get(i)?;
+        let end = self.runs.get(i + 1).map_or(self.end, |(next, _)| *next);
+        Some(Run {
+            offsets: *start..end,
+            name: name.clone(),
+        })
     }
+}
+
+/// Offsets one producer sent in a row.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub offsets: std::ops::Range<u64>,
+    pub name: Arc<str>,
 }
 
 #[cfg(test)]
@@ -70,7 +82,7 @@ mod tests {
     fn offsets_are_named_by_the_run_that_covers_them() {
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
         let mut runs = ProducerRuns::default();
-        let name = |runs: &ProducerRuns, o| runs.producer_of(o).map(|n| n.to_string());
+        let name = |runs: &ProducerRuns, o| runs.run_of(o).map(|r| r.name.to_string());
         runs.extend(&[(0, a.clone()), (10, b.clone())], 20);
         runs.extend(&[(20, b.clone()), (25, a.clone())], 30);
         assert_eq!(name(&runs, 0).as_deref(), Some("a"));

@@ -649,23 +649,27 @@ impl Broker {
         data_lines(&self.data.0.join(file))
     }
 
+    /// Runs `broker SUBCOMMAND -b ADDR ARGS` against this broker and waits for it.
+    pub fn subcommand(&self, subcommand: &str, args: &[&str]) -> Finished {
+        let mut all = vec![subcommand.to_string()];
+        all.extend(self.client_args(args));
+        Proc::spawn(&bin("broker"), &all, None, StdoutMode::Collect).wait_exit()
+    }
+
     /// Runs `broker status --json` against this broker.
     pub fn status(&self) -> serde_json::Value {
-        let p = Proc::spawn(
-            &bin("broker"),
-            &self.client_args(&["--json"]).into_iter().fold(
-                vec!["status".to_string()],
-                |mut v, a| {
-                    v.push(a);
-                    v
-                },
-            ),
-            None,
-            StdoutMode::Collect,
-        );
-        let f = p.wait_exit();
+        let f = self.subcommand("status", &["--json"]);
         assert_eq!(f.code(), Some(0), "broker status failed: {:?}", f.stderr);
         serde_json::from_slice(&f.stdout).expect("status is JSON")
+    }
+
+    /// Runs `broker committed ARGS --json` against this broker.
+    pub fn committed(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let f = self.subcommand("committed", &all);
+        assert_eq!(f.code(), Some(0), "broker committed failed: {:?}", f.stderr);
+        serde_json::from_slice(&f.stdout).expect("committed is JSON")
     }
 
     /// Polls `broker status` until `ready` holds for the report; panics at the deadline.

@@ -4,19 +4,9 @@
 
 use std::time::Duration;
 
-use e2e::{bin, json_lines, Broker, Proc, StdoutMode, TempDir, Watcher};
+use e2e::{json_lines, Broker, StdoutMode, TempDir, Watcher};
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
-
-/// `broker committed ARGS --json` against `broker`.
-fn committed(broker: &Broker, args: &[&str]) -> Value {
-    let mut all = vec!["committed".to_string()];
-    all.extend(broker.client_args(args));
-    all.push("--json".into());
-    let done = Proc::spawn(&bin("broker"), &all, None, StdoutMode::Collect).wait_exit();
-    assert_eq!(done.code(), Some(0), "{:?}", done.stderr);
-    serde_json::from_slice(&done.stdout).expect("JSON")
-}
+use serde_json::json;
 
 /// Runs `consumer ARGS --format json` to its end; the offsets it printed.
 fn read(broker: &Broker, args: &[&str]) -> Vec<u64> {
@@ -44,7 +34,7 @@ fn a_named_reader_resumes_at_its_committed_offset_after_a_broker_sigkill() {
         (0..300).collect::<Vec<_>>()
     );
     assert_eq!(
-        committed(&broker, &["--id", "audit"]),
+        broker.committed(&["--id", "audit"]),
         json!({"committed": [{"kind": "reader", "owner": "audit", "topic": "default", "partition": 0, "offset": 300}]})
     );
     assert_eq!(
@@ -54,7 +44,7 @@ fn a_named_reader_resumes_at_its_committed_offset_after_a_broker_sigkill() {
     let (data, shm) = broker.kill();
     let broker = Broker::start_with(data, shm, &args);
     assert_eq!(
-        committed(&broker, &["--id", "audit"])["committed"][0]["offset"],
+        broker.committed(&["--id", "audit"])["committed"][0]["offset"],
         500
     );
     assert_eq!(
@@ -66,7 +56,7 @@ fn a_named_reader_resumes_at_its_committed_offset_after_a_broker_sigkill() {
         read(&broker, &["--from", "0", "--count", "5"]),
         [0, 1, 2, 3, 4]
     );
-    let all = committed(&broker, &[]);
+    let all = broker.committed(&[]);
     assert_eq!(all["committed"].as_array().unwrap().len(), 1, "{all}");
 }
 
@@ -92,7 +82,7 @@ fn a_reader_commits_every_interval_and_a_kill_keeps_the_last_commit() {
     watcher.wait_until(
         "the reader committed",
         Duration::from_millis(50),
-        || match committed(&broker, &["--id", "tail"])["committed"][0]["offset"].as_u64() {
+        || match broker.committed(&["--id", "tail"])["committed"][0]["offset"].as_u64() {
             Some(2000) => Ok(()),
             other => Err(format!("committed {other:?}")),
         },
@@ -100,7 +90,7 @@ fn a_reader_commits_every_interval_and_a_kill_keeps_the_last_commit() {
     reader.signal(Signal::SIGKILL);
     let _ = reader.wait_exit();
     assert_eq!(
-        committed(&broker, &["--id", "tail"])["committed"][0]["offset"],
+        broker.committed(&["--id", "tail"])["committed"][0]["offset"],
         2000
     );
 }
@@ -122,22 +112,20 @@ fn groups_positions_and_readers_commits_are_listed_by_kind_and_owner() {
     );
     // A group and a reader may share a name: owners are keyed by kind too.
     assert_eq!(
-        committed(&broker, &[]),
+        broker.committed(&[]),
         json!({"committed": [
             {"kind": "group", "owner": "billing", "topic": "default", "partition": 0, "offset": 100},
             {"kind": "reader", "owner": "billing", "topic": "default", "partition": 0, "offset": 40},
         ]})
     );
     assert_eq!(
-        committed(&broker, &["--group", "billing"])["committed"]
+        broker.committed(&["--group", "billing"])["committed"]
             .as_array()
             .unwrap()
             .len(),
         1
     );
-    let mut args = vec!["committed".to_string()];
-    args.extend(broker.client_args(&[]));
-    let text = Proc::spawn(&bin("broker"), &args, None, StdoutMode::Collect).wait_exit();
+    let text = broker.subcommand("committed", &[]);
     assert_eq!(
         text.stdout_text(),
         "KIND    OWNER    TOPIC    PARTITION  COMMITTED\n\

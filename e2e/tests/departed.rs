@@ -94,10 +94,7 @@ fn a_group_that_leaves_and_returns_resumes_where_it_acknowledged_from_the_file()
 
 /// `broker reset-offsets ARGS`: its exit code, stdout and last stderr line.
 fn reset(broker: &Broker, args: &[&str]) -> (Option<i32>, String, String) {
-    let mut all = vec!["reset-offsets".to_string()];
-    all.extend(broker.client_args(args));
-    let done =
-        e2e::Proc::spawn(&e2e::bin("broker"), &all, None, e2e::StdoutMode::Collect).wait_exit();
+    let done = broker.subcommand("reset-offsets", args);
     (
         done.code(),
         done.stdout_text(),
@@ -250,17 +247,14 @@ fn a_member_killed_while_its_group_catches_up_from_the_file_loses_nothing() {
     killed.signal(nix::sys::signal::Signal::SIGKILL);
     let printed_by_killed = killed.wait_exit().stdout;
     assert!(!json_lines(&printed_by_killed).is_empty());
-    watcher.wait_until("the group at the end", Duration::from_millis(50), || {
-        let mut args = vec!["committed".to_string()];
-        args.extend(broker.client_args(&["--group", "g", "--json"]));
-        let done = e2e::Proc::spawn(&e2e::bin("broker"), &args, None, e2e::StdoutMode::Collect)
-            .wait_exit();
-        let v: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
-        match v["committed"][0]["offset"].as_u64() {
+    watcher.wait_until(
+        "the group at the end",
+        Duration::from_millis(50),
+        || match broker.committed(&["--group", "g"])["committed"][0]["offset"].as_u64() {
             Some(o) if o == end => Ok(()),
             other => Err(format!("committed {other:?}")),
-        }
-    });
+        },
+    );
     survivor.signal(nix::sys::signal::Signal::SIGTERM);
     let mut printed = survivor.take_stdout_so_far();
     let rest = survivor.wait_exit();
