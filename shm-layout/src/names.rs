@@ -28,6 +28,29 @@ pub fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
     }
 }
 
+/// Longest topic name (Kafka's limit).
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// Why a topic name was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("topic name {0:?} is invalid: use 1 to 249 characters of A-Z a-z 0-9 . _ -, other than . and ..")]
+pub struct TopicNameError(pub String);
+
+/// Checks a topic name by Kafka's rule: 1–249 characters of `A-Z a-z 0-9 . _ -`,
+/// and neither `.` nor `..` (which would be directories to Kafka).
+pub fn check_topic(name: &str) -> Result<(), TopicNameError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TOPIC_LEN
+        && name.bytes().all(name_char)
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(TopicNameError(name.to_string()))
+    }
+}
+
 /// A POSIX shared-memory name: `/` then 1–200 name characters.
 pub fn valid_shm_name(name: &str) -> bool {
     match name.strip_prefix('/') {
@@ -51,5 +74,26 @@ mod tests {
         assert!(valid_shm_name("/minikafka-4444"));
         assert!(!valid_shm_name("minikafka"));
         assert!(!valid_shm_name("/a/b"));
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        for good in [
+            "default",
+            "orders",
+            "a.b_c-D9",
+            ".hidden",
+            "...",
+            &"t".repeat(249),
+        ] {
+            assert_eq!(check_topic(good), Ok(()), "{good}");
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "é", "a:b", &"t".repeat(250)] {
+            assert_eq!(
+                check_topic(bad),
+                Err(TopicNameError(bad.to_string())),
+                "{bad}"
+            );
+        }
     }
 }

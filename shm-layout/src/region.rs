@@ -56,6 +56,13 @@ pub enum RegionError {
         found: String,
         expected: String,
     },
+    /// The shared-memory file system cannot hold the region: nothing was created.
+    #[error("cannot create shared-memory region {name}: it needs {needed} bytes and /dev/shm has less free ({source}); free space there or use smaller --slots/--slot-size/--max-clients")]
+    NoSpace {
+        name: String,
+        needed: u64,
+        source: std::io::Error,
+    },
     /// The file is smaller than its geometry requires.
     #[error("region {name} is {actual} bytes, its geometry needs {needed}")]
     Truncated {
@@ -162,7 +169,7 @@ impl Region {
         let built = (|| {
             nix::sys::stat::fchmod(&fd, Mode::S_IRUSR | Mode::S_IWUSR)
                 .map_err(io_err("fchmod", name))?;
-            nix::unistd::ftruncate(&fd, layout.total as i64).map_err(io_err("ftruncate", name))?;
+            reserve(&fd, layout.total, name)?;
             let map = map_fd(&fd, layout.total, name)?;
             let mut region = Region {
                 map,
@@ -599,6 +606,24 @@ fn read_name(words: &[AtomicU64; 8], len: u32) -> Option<String> {
 /// Set in the words a broker records for the next one (see
 /// [`Region::record_log_start`]): a region from an earlier build holds 0 there.
 pub(crate) const RECORDED: u64 = 1 << 63;
+
+/// Sizes the region's file and allocates every page of it now: on a tmpfs that
+/// cannot hold it, the creator gets a clear refusal instead of a SIGBUS at the first
+/// write to a page that could not be found later.
+fn reserve(fd: &OwnedFd, len: u64, name: &str) -> Result<(), RegionError> {
+    nix::unistd::ftruncate(fd, len as i64).map_err(io_err("ftruncate", name))?;
+    match nix::fcntl::posix_fallocate(fd, 0, len as i64) {
+        Ok(()) => Ok(()),
+        Err(e @ (nix::Error::ENOSPC | nix::Error::EFBIG)) => Err(RegionError::NoSpace {
+            name: name.to_string(),
+            needed: len,
+            source: std::io::Error::from(e),
+        }),
+        // A file system that cannot preallocate at all: the size alone must do.
+        Err(nix::Error::EOPNOTSUPP) => Ok(()),
+        Err(e) => Err(io_err("posix_fallocate", name)(e)),
+    }
+}
 
 fn map_fd(fd: &OwnedFd, len: u64, name: &str) -> Result<MmapRaw, RegionError> {
     MmapOptions::new()

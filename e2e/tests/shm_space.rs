@@ -1,0 +1,116 @@
+//! A `/dev/shm` too small for the region: the broker refuses to start with one line
+//! and leaves nothing behind, rather than dying of SIGBUS at a later write (SPEC §11:
+//! a region's memory is reserved when it is created).
+//!
+//! Each broker runs in a private mount namespace (`unshare --mount`, root only, as
+//! in CI) with a tmpfs of a chosen size on `/dev/shm`, so the host's is untouched.
+
+use std::process::Command;
+
+use e2e::{bin, Proc, StdoutMode, TempDir, DEADLINE};
+
+/// The shell run inside the namespace: mount the small `/dev/shm`, run the broker
+/// (passing it a SIGTERM; it is killed if the shell is), then say what it left
+/// there (the namespace, and its tmpfs, end with the shell).
+const IN_NAMESPACE: &str = r#"
+size=$1; shift
+mount -t tmpfs -o "size=$size" tmpfs /dev/shm || exit 97
+setpriv --pdeathsig KILL "$@" &
+pid=$!
+trap 'kill -TERM $pid; termed=1' TERM
+wait $pid
+status=$?
+if [ -n "$termed" ]; then wait $pid; status=$?; fi
+echo "left in /dev/shm: [$(ls -A /dev/shm)]"
+exit $status
+"#;
+
+/// Whether this process may make a mount namespace; says why not otherwise.
+fn namespaces_work() -> bool {
+    let out = Command::new("unshare")
+        .args(["--mount", "true"])
+        .output()
+        .map_err(|e| e.to_string())
+        .and_then(|o| {
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+            }
+        });
+    match out {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot unshare a mount namespace ({why}); this test needs root");
+            false
+        }
+    }
+}
+
+/// Starts a broker with `/dev/shm` a tmpfs of `size`.
+fn broker_with_shm_of(size: &str, data: &TempDir, extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = vec![
+        "--mount".into(),
+        "sh".into(),
+        "-c".into(),
+        IN_NAMESPACE.into(),
+        "sh".into(),
+        size.into(),
+        bin("broker").display().to_string(),
+        "--port".into(),
+        "0".into(),
+        "--data-dir".into(),
+        data.0.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(
+        std::path::Path::new("unshare"),
+        &args,
+        None,
+        StdoutMode::Lines,
+    )
+}
+
+#[test]
+fn a_region_that_does_not_fit_in_dev_shm_is_refused_with_one_line_and_nothing_left() {
+    if !namespaces_work() {
+        return;
+    }
+    let data = TempDir::new("shm-full");
+    // 4096 slots of 1 KiB: a region of about 5 MiB, in a /dev/shm of 1 MiB.
+    let mut broker = broker_with_shm_of("1m", &data, &[]);
+    let finished = broker.wait_exit_within(DEADLINE);
+    assert_eq!(
+        finished.code(),
+        Some(1),
+        "refused, not killed by a signal: {finished:?}"
+    );
+    let line = finished.last_stderr_line();
+    assert!(
+        line.starts_with("broker: cannot create shared-memory region /minikafka-")
+            && line.contains(" needs ")
+            && line.contains("/dev/shm has less free"),
+        "{line}"
+    );
+    assert_eq!(finished.stderr.len(), 1, "one line: {:?}", finished.stderr);
+    assert_eq!(
+        broker.unread_stdout_lines(),
+        ["left in /dev/shm: []"],
+        "no ready line, and no half-created region"
+    );
+}
+
+#[test]
+fn the_same_broker_starts_when_dev_shm_can_hold_its_region() {
+    if !namespaces_work() {
+        return;
+    }
+    let data = TempDir::new("shm-fits");
+    let mut broker = broker_with_shm_of("64m", &data, &[]);
+    let ready = broker.next_stdout_line();
+    assert!(ready.starts_with("listening on 127.0.0.1:"), "{ready}");
+    broker.signal(nix::sys::signal::Signal::SIGTERM);
+    let finished = broker.wait_exit_within(DEADLINE);
+    assert_eq!(finished.code(), Some(0), "{finished:?}");
+    assert_eq!(broker.unread_stdout_lines(), ["left in /dev/shm: []"]);
+}
