@@ -16,6 +16,7 @@
 //! - [`log_reader`]: the persistence file read as a log of one topic-partition,
 //!   from any offset, through its index, as the file grows.
 //! - [`file_lines`]: whole lines of a growing file read at any byte position.
+//! - [`topics`]: `topics.txt`, the directory of topics.
 #![forbid(unsafe_code)]
 
 pub mod escape;
@@ -25,3 +26,4 @@ pub mod json;
 pub mod log_reader;
 pub mod reader;
 pub mod records;
+pub mod topics;

@@ -114,6 +114,42 @@ struct Jump {
     number: usize,
 }
 
+/// The offset after the last record of the partition `index` indexes in the
+/// persistence file (0 if it has none), from an index that covers the whole file
+/// (as the broker's index writer leaves it when it opens). The step rule puts an
+/// entry at any record line S bytes or more past the partition's last entry, so
+/// only lines starting less than S bytes after that entry are read: however much
+/// of the file other partitions wrote since, this reads about S bytes.
+pub fn partition_end(index: &SparseIndex) -> Result<u64, LogError> {
+    let Some(last) = index.entries().last().copied() else {
+        return Ok(0);
+    };
+    let path = index.data_dir().join(PERSIST_FILE);
+    let io = |source| LogError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut lines = FileLines::new(std::fs::File::open(&path).map_err(io)?);
+    let topic_field = index.partition().topic_field();
+    let partition = index.partition().partition;
+    let window_end = last.position.saturating_add(index.step());
+    let mut end = last.offset + 1;
+    let mut position = last.position;
+    while position < window_end {
+        let line = match lines.line_at(position).map_err(io)? {
+            LineAt::Whole(line) => line,
+            LineAt::Incomplete | LineAt::TooLong => break,
+        };
+        if let Ok(head) = PersistedLineHead::parse(line) {
+            if head.topic == topic_field && head.partition == partition {
+                end = end.max(head.offset + 1);
+            }
+        }
+        position += line.len() as u64;
+    }
+    Ok(end)
+}
+
 impl LogReader {
     /// A reader of the partition `index` indexes, in the persistence file of the
     /// data directory it indexes, positioned at the partition's first record.

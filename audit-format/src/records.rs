@@ -184,6 +184,16 @@ struct HeadFields {
     micros_at: usize,
 }
 
+/// `<topic>\t<partition>\t`, the fields that name a line's topic-partition.
+fn partition_fields(topic: &str, partition: u32) -> Vec<u8> {
+    let mut fields = Vec::new();
+    escape_into(topic.as_bytes(), &mut fields);
+    fields.push(b'\t');
+    push_number(&mut fields, u64::from(partition));
+    fields.push(b'\t');
+    fields
+}
+
 impl Default for PersistedLines {
     fn default() -> Self {
         PersistedLines::for_partition(TOPIC, PARTITION)
@@ -193,13 +203,8 @@ impl Default for PersistedLines {
 impl PersistedLines {
     /// A formatter of the lines of `topic`'s partition `partition`.
     pub fn for_partition(topic: &str, partition: u32) -> Self {
-        let mut partition_fields = Vec::new();
-        escape_into(topic.as_bytes(), &mut partition_fields);
-        partition_fields.push(b'\t');
-        push_number(&mut partition_fields, u64::from(partition));
-        partition_fields.push(b'\t');
         PersistedLines {
-            partition_fields,
+            partition_fields: partition_fields(topic, partition),
             timestamps: Timestamps::default(),
             head: Vec::new(),
             shown: None,
@@ -310,8 +315,10 @@ const RECENT_KINDS: usize = 16;
 /// in turn to a group's members. The last line of each recent kind is kept whole and
 /// only its offset's digits are rewritten in place: a line costs a lookup among the
 /// kinds (by identity), the digits, and one copy.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DeliveryLines {
+    /// `<topic>\t<partition>\t`: the fields after the timestamp of every line.
+    partition_fields: Vec<u8>,
     timestamps: Timestamps,
     /// `<timestamp>\tdefault\t0\t` for the time set last.
     prefix: Vec<u8>,
@@ -353,7 +360,27 @@ impl RecentLine {
     }
 }
 
+impl Default for DeliveryLines {
+    /// Lines of topic [`TOPIC`], partition [`PARTITION`].
+    fn default() -> Self {
+        DeliveryLines::for_partition(TOPIC, PARTITION)
+    }
+}
+
 impl DeliveryLines {
+    /// Lines of `topic`'s partition `partition`.
+    pub fn for_partition(topic: &str, partition: u32) -> Self {
+        DeliveryLines {
+            partition_fields: partition_fields(topic, partition),
+            timestamps: Timestamps::default(),
+            prefix: Vec::new(),
+            time: 0,
+            recent: Vec::new(),
+            last_hit: 0,
+            next_victim: 0,
+        }
+    }
+
     /// Lines stamped with `timestamp_us`.
     pub fn new(timestamp_us: u64) -> Self {
         let mut lines = DeliveryLines::default();
@@ -366,8 +393,7 @@ impl DeliveryLines {
         self.prefix.clear();
         self.timestamps.push(&mut self.prefix, timestamp_us);
         self.prefix.push(b'\t');
-        self.prefix.extend_from_slice(TOPIC.as_bytes());
-        self.prefix.extend_from_slice(b"\t0\t");
+        self.prefix.extend_from_slice(&self.partition_fields);
         self.time += 1;
     }
 

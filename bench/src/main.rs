@@ -405,7 +405,7 @@ fn orchestrate() {
     let out_dir = Path::new("../target/bench");
     std::fs::create_dir_all(out_dir).expect("target/bench");
     let mut rows: Vec<Row> = Vec::new();
-    let steps = 18;
+    let steps = 19;
     let mut step = 0;
     let mut progress = |rows: &mut Vec<Row>, r: Row| {
         step += 1;
@@ -538,6 +538,8 @@ fn orchestrate() {
         ),
     );
 
+    // W6: four topics side by side, each 1 producer → 1 reader, beside W1.
+    progress(&mut rows, median_of(|| run_topics(N)));
     // W8: a standalone reader replays 1M messages from offset 0 after they left
     // the ring (from the file), and reads them from the ring as they are
     // published, beside W1.
@@ -588,6 +590,7 @@ fn ratios(rows: &[Row]) -> Value {
         "w3_p50_vs_spsc": find(rows, w3, "broker").p50_us / find(rows, w3, "spsc").p50_us,
         "w3_p50_vs_uds": find(rows, w3, "broker").p50_us / find(rows, w3, "uds").p50_us,
         "w4_8_groups_vs_1": deliveries(8) / deliveries(1),
+        "w6_vs_w1": find(rows, W6, "broker").msgs_per_s / broker,
         "w8_file_vs_w1": w8(W8_FILE),
         "w8_ring_vs_w1": w8(W8_RING),
     })
@@ -645,11 +648,82 @@ fn render(rows: &[Row]) -> String {
     );
     let _ = writeln!(
         s,
+        "- W6 aggregate of 4 topics (1 producer, 1 reader each) / W1 broker msgs/s: {:.2}×",
+        f("w6_vs_w1")
+    );
+    let _ = writeln!(
+        s,
         "- W8 reader replaying from the file / W1 broker msgs/s: {:.1} % (reading from the ring: {:.1} %)",
         100.0 * f("w8_file_vs_w1"),
         100.0 * f("w8_ring_vs_w1")
     );
     s
+}
+
+const W6: &str = "W6 4 topics × (1p→1 reader) 64 B";
+
+/// W6: four topics, each with one producer sending `n / 4` 64 B messages and one
+/// standalone reader reading them as they are published; the aggregate rate over
+/// the readers' common span.
+fn run_topics(n: u64) -> Row {
+    let topics = ["w6a", "w6b", "w6c", "w6d"];
+    let spec = topics.join(",");
+    let broker = Broker::start(&["--groups", "0", "--topics", &spec]);
+    let cpu0 = broker.cpu_seconds();
+    let share = n / topics.len() as u64;
+    let readers: Vec<Worker> = topics
+        .iter()
+        .map(|t| {
+            Worker::start(
+                "read",
+                &kv(&[
+                    ("broker", broker.addr.clone()),
+                    ("id", format!("{t}-reader")),
+                    ("topic", t.to_string()),
+                    ("from", "latest".into()),
+                    ("count", share.to_string()),
+                ]),
+            )
+        })
+        .collect();
+    let producers: Vec<Worker> = topics
+        .iter()
+        .map(|t| {
+            Worker::start(
+                "produce",
+                &kv(&[
+                    ("broker", broker.addr.clone()),
+                    ("id", format!("{t}-producer")),
+                    ("topic", t.to_string()),
+                    ("count", share.to_string()),
+                    ("size", "64".into()),
+                    ("rate", "0".into()),
+                ]),
+            )
+        })
+        .collect();
+    let sent: Vec<Value> = producers.into_iter().map(Worker::finish).collect();
+    let got: Vec<Value> = readers.into_iter().map(Worker::finish).collect();
+    let broker_cpu = broker.cpu_seconds() - cpu0;
+    broker.stop();
+    let secs = got
+        .iter()
+        .map(|v| v["secs"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max)
+        .max(1e-9);
+    let cpu = broker_cpu
+        + sent
+            .iter()
+            .chain(&got)
+            .map(|v| v["cpu_s"].as_f64().unwrap_or(0.0))
+            .sum::<f64>();
+    let worst = |k: &str| {
+        got.iter()
+            .map(|v| v[k].as_f64().unwrap_or(0.0))
+            .fold(0.0, f64::max)
+    };
+    let latency = json!({"p50_us": worst("p50_us"), "p99_us": worst("p99_us"), "p999_us": worst("p999_us"), "max_us": worst("max_us")});
+    row(W6, "broker", (share * 4) as f64, secs, 64, &latency, cpu)
 }
 
 const W8_FILE: &str = "W8 replay 1M from the file";

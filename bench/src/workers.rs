@@ -33,6 +33,13 @@ impl Args {
             .map(|(_, v)| v.as_str())
             .unwrap_or_else(|| panic!("missing argument {key}="))
     }
+    /// `key`'s value, if given.
+    pub fn opt(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
     pub fn num(&self, key: &str) -> u64 {
         self.get(key).parse().expect("a number")
     }
@@ -194,6 +201,9 @@ fn report_sent(sent: u64, started: Instant) {
 
 pub fn produce(a: &Args) {
     let mut p = producer::Producer::connect(a.get("broker"), Some(a.get("id"))).expect("connect");
+    if let Some(topic) = a.opt("topic") {
+        p.use_topic(topic, None).expect("topic");
+    }
     if a.num("rate") > 0 {
         return send_paced(a, |buf| {
             p.send(buf).expect("send");
@@ -245,10 +255,14 @@ pub fn consume(a: &Args) {
 }
 
 /// A standalone reader: `count` messages from offset `from` (`latest`: from the
-/// end, as published), in batches of up to 64, each its own copy.
+/// end, as published), of `topic` (default `default`), in batches of up to 64,
+/// each its own copy.
 pub fn read(a: &Args) {
     let mut reader =
         consumer::reader::Reader::connect(a.get("broker"), Some(a.get("id"))).expect("connect");
+    if let Some(topic) = a.opt("topic") {
+        reader.assign(topic, None).expect("topic");
+    }
     if a.get("from") != "latest" {
         reader.seek(a.num("from"));
     }

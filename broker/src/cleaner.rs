@@ -118,6 +118,8 @@ pub struct Cleaner {
     pub repairs: RingRepairs,
     /// Whether a repair of the region's identity line was reported (once).
     pub identity_reported: bool,
+    /// The rings of the other topic-partitions.
+    pub topics: Arc<crate::topics::Topics>,
 }
 
 impl Cleaner {
@@ -178,11 +180,17 @@ impl Cleaner {
             readable += 1;
         }
         self.end = self.end.max(readable);
-        let ends = vec![state::PartitionEnd {
+        let mut ends = vec![state::PartitionEnd {
             topic: state::DEFAULT_TOPIC.to_string(),
             partition: state::DEFAULT_PARTITION,
             end: self.end,
         }];
+        // Other topic-partitions: as far as their records are persisted.
+        ends.extend(self.topics.rings().iter().map(|r| state::PartitionEnd {
+            topic: r.partition.topic.clone(),
+            partition: r.partition.partition,
+            end: r.persisted.load(Ordering::Acquire),
+        }));
         (ends, self.registry().group_states())
     }
 

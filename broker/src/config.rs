@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::decode::{DecodeFormat, DecodeOptions};
+use audit_format::topics::DEFAULT_TOPIC;
 use clap::{Args, Parser, Subcommand};
 use shm_layout::layout::Geometry;
-use shm_layout::names::{check_name, valid_shm_name};
+use shm_layout::names::{check_name, check_topic, valid_shm_name};
 use shm_layout::units::{parse_duration, parse_size};
 
 #[derive(Parser, Debug)]
@@ -73,6 +74,49 @@ pub enum Command {
             first consumer that joins it with --group."
     )]
     ResetOffsets(ResetOffsetsArgs),
+    /// Create a topic on a running broker.
+    #[command(
+        name = "create-topic",
+        long_about = "Create a topic on a running broker (SPEC §11).\n\n\
+            A topic is a named stream split into partitions, each a ring of its own \
+            with its own offsets from 0. A message with a key always goes to the same \
+            partition (Kafka's partitioner), so messages of one key stay in order. \
+            Each partition's ring takes --slots slots of --slot-size bytes (the \
+            broker's own by default), reserved in /dev/shm now: a /dev/shm too small \
+            refuses the topic. Prints `created topic NAME with N partitions`. Exits 1 \
+            with `topic NAME exists` if it does; topics survive every restart."
+    )]
+    CreateTopic(CreateTopicArgs),
+    /// List every topic: per partition, end offset, persisted offset and ring
+    /// occupancy.
+    Topics(TopicsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateTopicArgs {
+    #[command(flatten)]
+    pub address: BrokerAddress,
+    /// The topic's name: 1 to 249 of A-Z a-z 0-9 . _ - (not . or ..).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Number of partitions.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub partitions: u32,
+    /// Slots in each partition's ring [default: the broker's --slots].
+    #[arg(long, value_name = "N")]
+    pub slots: Option<u32>,
+    /// Payload bytes per slot [default: the broker's --slot-size].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub slot_size: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct TopicsArgs {
+    #[command(flatten)]
+    pub address: BrokerAddress,
+    /// Print them as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -241,6 +285,17 @@ pub struct ServeArgs {
     /// continue after them. Without it the broker refuses to start.
     #[arg(long)]
     pub accept_lost_records: bool,
+    /// Topics to create at start-up besides `default`: NAME or NAME:PARTITIONS,
+    /// comma-separated (e.g. orders:4,logs). Topics created before, here or with
+    /// `broker create-topic`, are kept: they need not be listed again.
+    #[arg(long, value_name = "NAME[:N],...")]
+    pub topics: Option<String>,
+    /// Most topics, `default` included.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_topics: u32,
+    /// Most partitions over all topics, `default`'s included (at most 4096).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_partitions: u32,
     /// Serve Prometheus metrics on GET /metrics at this address (PORT alone
     /// listens on 127.0.0.1; 0 picks a free port, shown in a second ready line)
     /// [default: off].
@@ -274,6 +329,10 @@ pub struct BrokerConfig {
     pub accept_lost_records: bool,
     /// Where to serve the metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Topics `--topics` asks for: name and partitions.
+    pub topics: Vec<(String, u32)>,
+    pub max_topics: u32,
+    pub max_partitions: u32,
 }
 
 /// Redeliveries each group can hold in the region at once (more wait in the broker).
@@ -332,6 +391,37 @@ impl ServeArgs {
         if self.buffer_size == 0 {
             return Err("--buffer-size must be greater than zero".into());
         }
+        if self.max_topics == 0 {
+            return Err("--max-topics must be at least 1 (the topic default)".into());
+        }
+        if self.max_partitions == 0 || self.max_partitions > shm_layout::layout::MAX_RINGS {
+            return Err(format!(
+                "--max-partitions must be from 1 to {}",
+                shm_layout::layout::MAX_RINGS
+            ));
+        }
+        let topics = match &self.topics {
+            Some(spec) => parse_topics(spec)?,
+            None => Vec::new(),
+        };
+        let named = topics.iter().filter(|(n, _)| n != DEFAULT_TOPIC).count() as u64 + 1;
+        if named > u64::from(self.max_topics) {
+            return Err(format!(
+                "--topics names {named} topics with default, over --max-topics {}",
+                self.max_topics
+            ));
+        }
+        let partitions: u64 = 1 + topics
+            .iter()
+            .filter(|(n, _)| n != DEFAULT_TOPIC)
+            .map(|(_, p)| u64::from(*p))
+            .sum::<u64>();
+        if partitions > u64::from(self.max_partitions) {
+            return Err(format!(
+                "--topics asks for {partitions} partitions with default's, over --max-partitions {}",
+                self.max_partitions
+            ));
+        }
         Ok(BrokerConfig {
             bind: self.bind,
             port: self.port,
@@ -346,8 +436,44 @@ impl ServeArgs {
             spill: self.spill,
             accept_lost_records: self.accept_lost_records,
             metrics: self.metrics,
+            topics,
+            max_topics: self.max_topics,
+            max_partitions: self.max_partitions,
         })
     }
+}
+
+/// `orders:4,logs` → `[("orders", 4), ("logs", 1)]` (names by Kafka's rule, no
+/// duplicates; `default` has one partition).
+pub fn parse_topics(spec: &str) -> Result<Vec<(String, u32)>, String> {
+    let mut topics: Vec<(String, u32)> = Vec::new();
+    for item in spec.split(',') {
+        let (name, partitions) = match item.split_once(':') {
+            Some((name, n)) => {
+                let p = n
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| (1..=shm_layout::layout::MAX_RINGS).contains(p))
+                    .ok_or_else(|| {
+                        format!(
+                            "--topics: {item:?}: partitions must be a number from 1 to {}",
+                            shm_layout::layout::MAX_RINGS
+                        )
+                    })?;
+                (name, p)
+            }
+            None => (item, 1),
+        };
+        check_topic(name).map_err(|e| format!("--topics: {e}"))?;
+        if name == DEFAULT_TOPIC && partitions != 1 {
+            return Err("--topics: the topic default has one partition".into());
+        }
+        if topics.iter().any(|(n, _)| n == name) {
+            return Err(format!("--topics names {name} twice"));
+        }
+        topics.push((name.to_string(), partitions));
+    }
+    Ok(topics)
 }
 
 /// `N` → `group-1..group-N`; `a,b,c` → those names (validated, no duplicates).
@@ -448,5 +574,43 @@ mod tests {
             .validate()
             .is_err());
         assert!(args(&["--slots", "0"]).validate().is_err());
+    }
+
+    #[test]
+    fn topics_are_names_with_partition_counts_within_the_limits() {
+        assert_eq!(
+            parse_topics("orders:4,logs,default").unwrap(),
+            [
+                ("orders".into(), 4),
+                ("logs".into(), 1),
+                ("default".into(), 1)
+            ]
+        );
+        for bad in [
+            "",
+            "a,,b",
+            "a:0",
+            "a:x",
+            "a:-1",
+            "a/b",
+            ".",
+            "..",
+            "a,a",
+            "default:2",
+            "a:4097",
+        ] {
+            assert!(parse_topics(bad).is_err(), "{bad:?}");
+        }
+        let c = args(&["--topics", "a:3,b"]).validate().unwrap();
+        assert_eq!(c.topics, [("a".into(), 3), ("b".into(), 1)]);
+        let e = args(&["--topics", "a:3,b", "--max-partitions", "4"])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("5 partitions"), "{e}");
+        let e = args(&["--topics", "a,b", "--max-topics", "2"])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("3 topics"), "{e}");
+        assert!(args(&["--max-partitions", "4097"]).validate().is_err());
     }
 }

@@ -16,6 +16,7 @@ use audit_format::log_reader::LogReader;
 #[derive(Debug)]
 pub struct FileProducers {
     data_dir: PathBuf,
+    partition: TopicPartition,
     /// The persister's runs of who sent what: looked up first.
     runs: Option<Arc<Mutex<ProducerRuns>>>,
     /// The run found last: lines of consecutive offsets take the lock once a run.
@@ -27,13 +28,28 @@ pub struct FileProducers {
 
 impl FileProducers {
     pub fn new(data_dir: PathBuf, runs: Option<Arc<Mutex<ProducerRuns>>>) -> Self {
+        FileProducers::of(data_dir, TopicPartition::default_topic(), runs)
+    }
+
+    /// The producers of `partition`'s records, looked up in `runs` first if given.
+    pub fn of(
+        data_dir: PathBuf,
+        partition: TopicPartition,
+        runs: Option<Arc<Mutex<ProducerRuns>>>,
+    ) -> Self {
         FileProducers {
             data_dir,
+            partition,
             runs,
             last_run: None,
             reader: None,
             names: HashMap::new(),
         }
+    }
+
+    /// The data directory whose persistence file it reads.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// The producer of the record at `offset`, if the file has it.
@@ -57,8 +73,7 @@ impl FileProducers {
             }
         }
         if self.reader.is_none() {
-            let partition = TopicPartition::default_topic();
-            self.reader = Some(LogReader::open_in(&self.data_dir, &partition).ok()?);
+            self.reader = Some(LogReader::open_in(&self.data_dir, &self.partition).ok()?);
         }
         let reader = self.reader.as_mut()?;
         if reader.position() != offset && reader.seek(offset).is_err() {

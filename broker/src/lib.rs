@@ -18,6 +18,8 @@
 //! - [`status`]: the report behind `broker status`.
 //! - [`startup`]: what the broker reads and repairs before it serves.
 //! - [`threads`]: starting the broker's threads, and the one ordered shutdown.
+//! - [`topics`]: the topics besides `default`, their directory and their rings.
+//! - [`topics_report`]: the report behind `broker topics`.
 //! - [`wait_reason`]: what keeps producers waiting, in words.
 #![forbid(unsafe_code)]
 
@@ -41,6 +43,8 @@ pub mod status;
 #[cfg(test)]
 mod test_region;
 pub mod threads;
+pub mod topics;
+pub mod topics_report;
 pub mod wait_reason;
 
 use std::net::{SocketAddr, TcpListener};
@@ -84,10 +88,16 @@ pub enum BrokerError {
     Incomplete { error: String, region: String },
     #[error("{0}")]
     Replay(String),
+    #[error("{0}")]
+    Topics(String),
     #[error(transparent)]
     State(#[from] state::StateError),
-    #[error("{PERSIST_FILE} ends before offset {from}, but offsets up to {to} were assigned (offsets.txt): records {from}..{to} are missing (was the file cut, deleted or replaced?); restore it, or start with --accept-lost-records to skip them")]
-    LostRecords { from: u64, to: u64 },
+    #[error("{PERSIST_FILE} ends before offset {from} of {partition}, but offsets up to {to} were assigned (offsets.txt): records {from}..{to} are missing (was the file cut, deleted or replaced?); restore it, or start with --accept-lost-records to skip them")]
+    LostRecords {
+        partition: String,
+        from: u64,
+        to: u64,
+    },
     #[error(transparent)]
     Region(#[from] RegionError),
     #[error("{0}")]
@@ -139,7 +149,14 @@ pub fn serve(
     let found = startup::recover(&config, &name)?;
     let token = startup::new_token()?;
     let region = Arc::new(startup::create_region(&name, &config, token)?);
-    let running = threads::start(&config, found, region, &stop, metrics)?;
+    let topics = Arc::new(topics::Topics::start(
+        &config,
+        &name,
+        token,
+        found.topics.clone(),
+        &found.partitions,
+    )?);
+    let running = threads::start(&config, found, region, topics, &stop, metrics)?;
     ready(&format!("listening on {local}, shm {name}{metrics_line}"));
     let served = running.serve(listener, &stop);
     running.shut_down(served)

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use broker::config::{Cli, Command, CommittedArgs, DecodeArgs, ResetOffsetsArgs, StatusArgs};
+use broker::config::{
+    Cli, Command, CommittedArgs, CreateTopicArgs, DecodeArgs, ResetOffsetsArgs, StatusArgs,
+    TopicsArgs,
+};
 use clap::Parser;
 use control_protocol::{default_id, ControlFrame, OwnerKind, Role, Session};
 
@@ -17,6 +20,8 @@ fn main() -> ExitCode {
         Some(Command::Decode(args)) => decode(args),
         Some(Command::Committed(args)) => committed(args),
         Some(Command::ResetOffsets(args)) => reset_offsets(args),
+        Some(Command::CreateTopic(args)) => create_topic(args),
+        Some(Command::Topics(args)) => topics(args),
         None => serve(cli.serve),
     }
 }
@@ -72,20 +77,7 @@ fn status(args: StatusArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if args.json {
-        println!("{json}");
-        return ExitCode::SUCCESS;
-    }
-    match serde_json::from_str::<serde_json::Value>(&json) {
-        Ok(v) => {
-            print!("{}", broker::status::render_text(&v));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("broker status: malformed report: {e}");
-            ExitCode::from(1)
-        }
-    }
+    print_report("status", &json, args.json, broker::status::render_text)
 }
 
 fn committed(args: CommittedArgs) -> ExitCode {
@@ -186,6 +178,108 @@ fn decode(args: DecodeArgs) -> ExitCode {
         Err(e) => {
             eprintln!("broker decode: {e}");
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn create_topic(args: CreateTopicArgs) -> ExitCode {
+    if let Err(e) = shm_layout::names::check_topic(&args.name) {
+        eprintln!("broker create-topic: {e}");
+        return ExitCode::from(2);
+    }
+    if args.partitions == 0 || args.partitions > shm_layout::layout::MAX_RINGS {
+        eprintln!(
+            "broker create-topic: --partitions must be from 1 to {}",
+            shm_layout::layout::MAX_RINGS
+        );
+        return ExitCode::from(2);
+    }
+    let Ok(slot_size) = args.slot_size.map(u32::try_from).transpose() else {
+        eprintln!("broker create-topic: --slot-size is too large");
+        return ExitCode::from(2);
+    };
+    let create = ControlFrame::CreateTopic {
+        name: args.name.clone(),
+        partitions: args.partitions,
+        slots: args.slots,
+        slot_size,
+    };
+    let reply = Session::connect(
+        &args.address.broker,
+        Role::Admin,
+        &default_id(Role::Admin),
+        None,
+    )
+    .and_then(|s| s.request(&create));
+    match reply {
+        Ok(ControlFrame::TopicCreated(info)) => {
+            println!(
+                "created topic {} with {} partitions",
+                info.name, info.partitions
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(ControlFrame::CreateRefused { reason, .. }) => {
+            eprintln!("broker create-topic: {reason}");
+            ExitCode::from(1)
+        }
+        Ok(other) => {
+            eprintln!("broker create-topic: unexpected reply {other:?}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("broker create-topic: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn topics(args: TopicsArgs) -> ExitCode {
+    let reply = Session::connect(
+        &args.address.broker,
+        Role::Admin,
+        &default_id(Role::Admin),
+        None,
+    )
+    .and_then(|s| s.request(&ControlFrame::TopicsRequest));
+    let json = match reply {
+        Ok(ControlFrame::Topics { json }) => json,
+        Ok(other) => {
+            eprintln!("broker topics: unexpected reply {other:?}");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("broker topics: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print_report(
+        "topics",
+        &json,
+        args.json,
+        broker::topics_report::render_text,
+    )
+}
+
+/// Prints a JSON report as it is (`--json`) or as `render` lays it out.
+fn print_report(
+    command: &str,
+    json: &str,
+    as_json: bool,
+    render: fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    if as_json {
+        println!("{json}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(v) => {
+            print!("{}", render(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("broker {command}: malformed report: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -16,6 +16,7 @@ use shm_layout::BrokerRegion;
 
 use crate::metrics::DiskWaits;
 use crate::producer_runs::ProducerRuns;
+use crate::topics::{PartitionRing, Topics};
 
 use crate::audit::double_buffer::DoubleBuffer;
 use crate::registry::Registry;
@@ -61,6 +62,15 @@ struct Faults {
     record: bool,
 }
 
+/// Whether records of `region`, a partition's ring, are wanted now: it is filling
+/// up, or a producer waits on it (for space, or for the disk).
+fn ring_is_urgent(region: &shm_layout::BrokerRegion) -> bool {
+    let h = region.header();
+    region.used_slots() * 8 >= region.geometry().slots as u64
+        || h.space.has_sleepers()
+        || h.persisted.has_sleepers()
+}
+
 /// Publishes a new persisted offset and wakes producers waiting for it (`--fsync`).
 pub fn publish(region: &BrokerRegion, persisted: &AtomicU64, mark: u64) {
     if persisted.fetch_max(mark, Ordering::AcqRel) < mark {
@@ -89,6 +99,65 @@ pub struct Persister {
     /// The sparse index of the persistence file (SPEC §10); None once it failed,
     /// after saying so: the next start rebuilds it.
     pub index: Option<FileIndex>,
+    /// The rings of the other topic-partitions, what was appended of them, and
+    /// where the persister is in each (by ring number).
+    pub topics: Arc<Topics>,
+    pub marks: Arc<PartitionMarks>,
+    /// Bytes handed to the buffer in this run.
+    pub appended: u64,
+    pub cursors: Vec<Option<RingCursor>>,
+    /// Rings to look at again on the next pass (a producer waits on them).
+    pub carry: Vec<u32>,
+}
+
+/// Where the persister is in a topic-partition's ring other than `default`/0.
+pub struct RingCursor {
+    /// The next offset to persist.
+    next: u64,
+    format: PersistedLines,
+    faults: Faults,
+}
+
+/// The partition rings' records handed to the buffer, each with the byte count
+/// of this run's buffers that covers it: once the writer has written that many
+/// bytes, the ring's persisted offset moves (see [`PartitionMarks::settle`]).
+#[derive(Default)]
+pub struct PartitionMarks {
+    written: std::sync::OnceLock<Arc<AtomicU64>>,
+    pending: Mutex<std::collections::VecDeque<(u64, Arc<PartitionRing>, u64)>>,
+}
+
+impl PartitionMarks {
+    /// Settles against `written`, the buffer's count of bytes written.
+    pub fn watch(&self, written: Arc<AtomicU64>) {
+        let _ = self.written.set(written);
+    }
+
+    fn push(&self, end: u64, ring: Arc<PartitionRing>, upto: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((end, ring, upto));
+    }
+
+    /// Publishes the persisted offset of every ring whose records are written,
+    /// freeing their slots.
+    pub fn settle(&self) {
+        let Some(written) = self.written.get() else {
+            return;
+        };
+        let written = written.load(Ordering::Acquire);
+        let mut done = Vec::new();
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            while pending.front().is_some_and(|(end, _, _)| *end <= written) {
+                done.extend(pending.pop_front().map(|(_, ring, upto)| (ring, upto)));
+            }
+        }
+        for (ring, upto) in done {
+            ring.persisted_through(upto);
+        }
+    }
 }
 
 /// The persistence file's index, and where the lines the persister appends start.
@@ -98,16 +167,18 @@ pub struct FileIndex {
     pub base: u64,
     /// Where the next line appended starts.
     pub next_line: u64,
-    /// The one topic-partition the file holds today.
+    /// `default`/0, the control region's ring.
     pub partition: PartitionId,
+    /// Topics the writer indexes besides `default`, by id.
+    pub topics: std::collections::HashSet<u32>,
 }
 
 impl FileIndex {
-    /// `lines`, whole record lines, go to the file next: one look per batch, so
-    /// indexing costs nothing per record.
-    fn note_lines(index: &mut Option<FileIndex>, lines: &[u8]) {
+    /// `lines`, whole record lines of `partition`, go to the file next: one look
+    /// per batch, so indexing costs nothing per record.
+    fn note_lines(index: &mut Option<FileIndex>, partition: PartitionId, lines: &[u8]) {
         let Some(ix) = index else { return };
-        match ix.writer.note_lines(ix.partition, ix.next_line, lines) {
+        match ix.writer.note_lines(partition, ix.next_line, lines) {
             Ok(()) => ix.next_line += lines.len() as u64,
             Err(e) => FileIndex::drop(index, e),
         }
@@ -158,6 +229,9 @@ impl Persister {
             // committed, and the final drain sees every record.
             let complete = stopping && self.region.wait_out_commits(STOP_PATIENCE);
             let progressed = self.drain(&mut names, &mut format, &mut lines, &mut findings)?;
+            let (partitions_progressed, partitions_urgent) =
+                self.drain_partitions(&mut names, &mut lines, stopping)?;
+            let progressed = progressed || partitions_progressed;
             if progressed {
                 // Their deliveries are next to log: a slot is freed only once both
                 // files hold its record.
@@ -169,6 +243,7 @@ impl Persister {
                 let (region, persisted) = (self.region.clone(), self.persisted.clone());
                 let written = self.buffer.bytes_written();
                 self.buffer.close()?;
+                self.marks.settle();
                 if let Some(ix) = self.index.take() {
                     let end = ix.base + written.load(Ordering::Acquire);
                     if let Err(e) = ix.writer.close(end) {
@@ -183,11 +258,12 @@ impl Persister {
                 });
             }
             let h = self.region.header();
-            let urgent = self.urgent();
+            let urgent = self.urgent() || partitions_urgent;
             self.buffer.tick(urgent)?;
             let written = self.buffer.bytes_written().load(Ordering::Acquire);
             FileIndex::flush(&mut self.index, written);
             publish(&self.region, &self.persisted, self.buffer.written_mark());
+            self.marks.settle();
             pause = if urgent {
                 BUSY_PAUSE
             } else if progressed {
@@ -248,6 +324,34 @@ impl Persister {
         stamped
     }
 
+    /// The name of producer `key` (client entry, generation), from `names` or
+    /// else the registry (one lock per producer met).
+    fn producer_name(
+        &self,
+        names: &mut HashMap<(u32, u32), Arc<str>>,
+        key: (u32, u32),
+    ) -> Arc<str> {
+        if let Some(n) = names.get(&key) {
+            return n.clone();
+        }
+        let n = self
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .producer_name(key.0, key.1);
+        names.insert(key, n.clone());
+        n
+    }
+
+    /// Before a batch of `default`/0's lines goes to the writer: its index entries
+    /// and its bytes.
+    fn note_default_lines(&mut self, lines: &[u8]) {
+        if let Some(partition) = self.index.as_ref().map(|ix| ix.partition) {
+            FileIndex::note_lines(&mut self.index, partition, lines);
+        }
+        self.appended += lines.len() as u64;
+    }
+
     /// Before a batch goes to the writer: who sent its records, for the cleaner
     /// (one lock a batch).
     fn note_runs(&mut self) {
@@ -263,6 +367,158 @@ impl Persister {
         if let Some(waits) = &self.disk_waits {
             waits.handed(&mut self.handed);
         }
+    }
+
+    /// Persists what the marked partition rings hold (every ring with `all`, at
+    /// the final drain); whether any had records, and whether a producer waits on
+    /// one of them (the buffer is then written at once).
+    fn drain_partitions(
+        &mut self,
+        names: &mut HashMap<(u32, u32), Arc<str>>,
+        lines: &mut Vec<u8>,
+        all: bool,
+    ) -> io::Result<(bool, bool)> {
+        let mut numbers = Vec::new();
+        if all {
+            numbers.extend(1..=self.topics.ring_count());
+        } else {
+            self.region.take_pending(&mut numbers);
+            numbers.append(&mut self.carry);
+            numbers.sort_unstable();
+            numbers.dedup();
+        }
+        let (mut progressed, mut urgent) = (false, false);
+        for number in numbers {
+            let Some(ring) = self.topics.ring(number) else {
+                continue;
+            };
+            let slot = number as usize - 1;
+            if self.cursors.len() <= slot {
+                self.cursors.resize_with(slot + 1, || None);
+            }
+            let mut cursor = self.cursors[slot].take().unwrap_or_else(|| RingCursor {
+                next: ring.persisted.load(Ordering::Acquire),
+                format: PersistedLines::for_partition(
+                    &ring.partition.topic,
+                    ring.partition.partition,
+                ),
+                faults: Faults::default(),
+            });
+            self.index_topic_of(&ring);
+            let ring_urgent = ring_is_urgent(&ring.region);
+            let drained = self.drain_ring(&ring, &mut cursor, names, lines, ring_urgent);
+            self.cursors[slot] = Some(cursor);
+            progressed |= drained?;
+            if ring_urgent {
+                urgent = true;
+                // Looked at again next pass, until its producers stop waiting.
+                self.carry.push(number);
+            }
+        }
+        Ok((progressed, urgent))
+    }
+
+    /// Makes sure the index knows the topic of `ring` (created since it opened).
+    fn index_topic_of(&mut self, ring: &PartitionRing) {
+        let Some(ix) = &mut self.index else { return };
+        let tp = &ring.partition;
+        if ix.topics.contains(&tp.topic_id) {
+            return;
+        }
+        let partitions = self
+            .topics
+            .records()
+            .iter()
+            .find(|r| r.id == tp.topic_id)
+            .map_or(tp.partition + 1, |r| r.partitions);
+        match ix.writer.add_topic(&tp.topic, tp.topic_id, partitions) {
+            Ok(()) => {
+                ix.topics.insert(tp.topic_id);
+            }
+            Err(e) => FileIndex::drop(&mut self.index, e),
+        }
+    }
+
+    /// Formats the committed records of `ring` not yet persisted, in batches of
+    /// about [`BATCH_BYTES`]; true if there were any. A record it cannot read
+    /// stops it there (said once, and the ring refuses new messages).
+    fn drain_ring(
+        &mut self,
+        ring: &Arc<PartitionRing>,
+        cursor: &mut RingCursor,
+        names: &mut HashMap<(u32, u32), Arc<str>>,
+        lines: &mut Vec<u8>,
+        urgent: bool,
+    ) -> io::Result<bool> {
+        let region = &ring.region;
+        let next = region.next_offset();
+        let slots = region.geometry().slots as u64;
+        let committed = if next >= cursor.next && next - cursor.next <= slots {
+            next
+        } else {
+            let stamped = region.stamped_end(cursor.next, cursor.next + slots);
+            if !std::mem::replace(&mut cursor.faults.next_offset, true) {
+                region.refuse_new_work();
+                eprintln!(
+                    "broker: the next offset of {} ({next}) is corrupt: records are committed up to {stamped}; it refuses new messages until the broker restarts",
+                    ring.partition
+                );
+            }
+            stamped
+        };
+        let start = cursor.next;
+        let partition = ring.partition.id();
+        while cursor.next < committed {
+            let o = cursor.next;
+            let record = match region.read_record(o) {
+                Ok(r) => r,
+                Err(e) => {
+                    if !std::mem::replace(&mut cursor.faults.record, true) {
+                        region.refuse_new_work();
+                        eprintln!(
+                            "broker: cannot persist offset {o} of {}: {e}; it refuses new messages until the broker restarts",
+                            ring.partition
+                        );
+                    }
+                    break;
+                }
+            };
+            let key = (record.producer, record.producer_generation);
+            let producer = self.producer_name(names, key);
+            cursor.format.push(
+                lines,
+                o,
+                record.timestamp_us,
+                &producer,
+                record.key,
+                record.payload,
+            );
+            cursor.next += 1;
+            if lines.len() >= BATCH_BYTES {
+                self.hand_partition_lines(ring, partition, cursor.next, lines, urgent)?;
+            }
+        }
+        if !lines.is_empty() {
+            self.hand_partition_lines(ring, partition, cursor.next, lines, urgent)?;
+        }
+        Ok(cursor.next > start)
+    }
+
+    /// Hands a batch of `ring`'s lines, which complete its offsets below `upto`,
+    /// to the buffer.
+    fn hand_partition_lines(
+        &mut self,
+        ring: &Arc<PartitionRing>,
+        partition: PartitionId,
+        upto: u64,
+        lines: &mut Vec<u8>,
+        urgent: bool,
+    ) -> io::Result<()> {
+        FileIndex::note_lines(&mut self.index, partition, lines);
+        self.appended += lines.len() as u64;
+        self.marks.push(self.appended, ring.clone(), upto);
+        // The mark of `default`/0 does not move.
+        self.buffer.append_batch(lines, self.next, urgent)
     }
 
     /// Formats every committed record not yet persisted; true if there were any.
@@ -293,18 +549,7 @@ impl Persister {
                     let producer = match &last {
                         Some((k, n)) if *k == key => n,
                         _ => {
-                            let n = match names.get(&key) {
-                                Some(n) => n.clone(),
-                                None => {
-                                    let n = self
-                                        .registry
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .producer_name(key.0, key.1);
-                                    names.insert(key, n.clone());
-                                    n
-                                }
-                            };
+                            let n = self.producer_name(names, key);
                             self.batch_runs.push((o, n.clone()));
                             &last.insert((key, n)).1
                         }
@@ -326,7 +571,7 @@ impl Persister {
                         );
                     }
                     if !lines.is_empty() {
-                        FileIndex::note_lines(&mut self.index, lines);
+                        self.note_default_lines(lines);
                         self.note_runs();
                         self.note_handed();
                         let urgent = self.urgent();
@@ -337,7 +582,7 @@ impl Persister {
             }
             self.next += 1;
             if lines.len() >= BATCH_BYTES || self.next == committed {
-                FileIndex::note_lines(&mut self.index, lines);
+                self.note_default_lines(lines);
                 self.note_runs();
                 self.note_handed();
                 let urgent = self.urgent();

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use audit_format::records::PersistedLines;
 use shm_layout::region::OwnerState;
-use shm_layout::{BrokerRegion, Geometry, Region};
+use shm_layout::{BrokerRegion, Geometry, Region, RegionError};
 
 use crate::BrokerError;
 
@@ -59,37 +59,18 @@ pub fn salvage(
     persist: &mut File,
     log: &mut File,
 ) -> Result<Salvage, BrokerError> {
-    let old = match Region::owner_state(name)? {
-        OwnerState::Absent => return Ok(Salvage::default()),
-        OwnerState::Garbage(e) => {
-            Region::unlink(name)?;
+    let old = match left_behind(name)? {
+        Left::Nothing => return Ok(Salvage::default()),
+        Left::Garbage(e) => {
             return Ok(Salvage {
                 report: Some(format!("replaced an unusable region: {e}")),
                 ..Salvage::default()
             });
         }
-        OwnerState::Alive { pid } => {
-            return Err(BrokerError::RegionInUse {
-                name: name.to_string(),
-                pid,
-            })
-        }
-        // Its broker is gone: this one takes over the region, to recover it.
-        OwnerState::Dead(old) => BrokerRegion::take_over(old),
+        Left::Dead(old) => old,
     };
     let pid = old.broker_pid();
-    // Hold the ring lock (repairing a commit its holder's death cut short), then
-    // mark the region closing: a send re-checks `closing` under the lock, so nothing
-    // commits after this look. A live process stopped while holding the lock would
-    // keep it; then refuse rather than read a ring it may still change.
-    let mut tries = 0;
-    let guard = old
-        .lock_ring(|| {
-            tries += 1;
-            tries > 20
-        })
-        .map_err(|_| BrokerError::RegionLocked(name.to_string()))?;
-    old.mark_closing();
+    let guard = hold_closed(&old, name)?;
     let next = old.next_offset();
     let freed = old.freed_offset();
     let holds = next > freed;
@@ -103,37 +84,16 @@ pub fn salvage(
             ),
         });
     }
-    let mut salvage = Salvage::default();
-    let mut out = Vec::new();
-    let mut format = PersistedLines::default();
-    // One name per producer, so lines of a run share their formatted start.
-    let mut last_producer: Option<((u32, u32), Arc<str>)> = None;
-    for o in file_next.max(freed)..next {
-        match old.read_record(o) {
-            Ok(r) => {
-                let who = (r.producer, r.producer_generation);
-                let producer = match &last_producer {
-                    Some((w, name)) if *w == who => name.clone(),
-                    _ => {
-                        let name = old.client_name(who.0, who.1);
-                        let name: Arc<str> = Arc::from(name.as_deref().unwrap_or("unknown"));
-                        last_producer = Some((who, name.clone()));
-                        name
-                    }
-                };
-                format.push(&mut out, o, r.timestamp_us, &producer, r.key, r.payload);
-                salvage.appended += 1;
-            }
-            Err(e) => {
-                eprintln!("broker: cannot recover offset {o} from the old region: {e}");
-                break;
-            }
-        }
-    }
-    persist
-        .write_all(&out)
-        .and_then(|_| persist.sync_data())
-        .map_err(BrokerError::Audit)?;
+    let mut salvage = Salvage {
+        appended: persist_lost_records(
+            &old,
+            &old,
+            PersistedLines::default(),
+            file_next.max(freed)..next,
+            persist,
+        )?,
+        ..Salvage::default()
+    };
     // Its consumers may have printed deliveries it had not yet logged.
     salvage.deliveries =
         deliveries::log_lost_deliveries(&old, freed, next, log).map_err(BrokerError::Audit)?;
@@ -161,6 +121,144 @@ pub fn salvage(
         }
     ));
     Ok(salvage)
+}
+
+/// What a dead broker may have left under a region's name.
+enum Left {
+    Nothing,
+    /// Not a region this build can read: unlinked.
+    Garbage(RegionError),
+    /// Its broker is gone: this one takes the region over, to recover it.
+    Dead(BrokerRegion),
+}
+
+/// What is under `name`; a region whose broker is alive is never touched.
+fn left_behind(name: &str) -> Result<Left, BrokerError> {
+    match Region::owner_state(name)? {
+        OwnerState::Absent => Ok(Left::Nothing),
+        OwnerState::Garbage(e) => {
+            Region::unlink(name)?;
+            Ok(Left::Garbage(e))
+        }
+        OwnerState::Alive { pid } => Err(BrokerError::RegionInUse {
+            name: name.to_string(),
+            pid,
+        }),
+        OwnerState::Dead(old) => Ok(Left::Dead(BrokerRegion::take_over(old))),
+    }
+}
+
+/// Holds the ring lock of `old` (repairing a commit its holder's death cut short),
+/// then marks the region closing: a send re-checks `closing` under the lock, so
+/// nothing commits after this look. A live process stopped while holding the lock
+/// would keep it; then this refuses rather than read a ring it may still change.
+fn hold_closed<'r>(
+    old: &'r BrokerRegion,
+    name: &str,
+) -> Result<shm_layout::ring::RingGuard<'r>, BrokerError> {
+    let mut tries = 0;
+    let guard = old
+        .lock_ring(|| {
+            tries += 1;
+            tries > 20
+        })
+        .map_err(|_| BrokerError::RegionLocked(name.to_string()))?;
+    old.mark_closing();
+    Ok(guard)
+}
+
+/// Appends to the persistence file the records `offsets` of `ring` (whose lines
+/// `format` writes), naming their producers from the client table of `clients`
+/// (the control region); returns how many. Stops at a record it cannot read.
+fn persist_lost_records(
+    ring: &Region,
+    clients: &Region,
+    mut format: PersistedLines,
+    offsets: std::ops::Range<u64>,
+    persist: &mut File,
+) -> Result<u64, BrokerError> {
+    let mut out = Vec::new();
+    let mut appended = 0;
+    // One name per producer, so lines of a run share their formatted start.
+    let mut last_producer: Option<((u32, u32), Arc<str>)> = None;
+    for o in offsets {
+        match ring.read_record(o) {
+            Ok(r) => {
+                let who = (r.producer, r.producer_generation);
+                let producer = match &last_producer {
+                    Some((w, name)) if *w == who => name.clone(),
+                    _ => {
+                        let name = clients.client_name(who.0, who.1);
+                        let name: Arc<str> = Arc::from(name.as_deref().unwrap_or("unknown"));
+                        last_producer = Some((who, name.clone()));
+                        name
+                    }
+                };
+                format.push(&mut out, o, r.timestamp_us, &producer, r.key, r.payload);
+                appended += 1;
+            }
+            Err(e) => {
+                eprintln!("broker: cannot recover offset {o} from the old region: {e}");
+                break;
+            }
+        }
+    }
+    persist
+        .write_all(&out)
+        .and_then(|_| persist.sync_data())
+        .map_err(BrokerError::Audit)?;
+    Ok(appended)
+}
+
+/// Recovers the region `name` of a topic-partition other than `default`/0, left
+/// by a dead broker (the control region, `control`, not yet replaced): appends
+/// to the persistence file the records it holds that the file lacks (the file's
+/// records of the partition end before `file_next`), then unlinks it; how many.
+/// Garbage is unlinked; a region of a live broker is refused; one of another
+/// geometry that still holds records is refused, naming it.
+pub fn salvage_partition(
+    name: &str,
+    control: &str,
+    partition: &audit_format::index::TopicPartition,
+    geometry: &Geometry,
+    file_next: u64,
+    persist: &mut File,
+) -> Result<u64, BrokerError> {
+    let Left::Dead(old) = left_behind(name)? else {
+        return Ok(0);
+    };
+    let guard = hold_closed(&old, name)?;
+    let next = old.next_offset();
+    let freed = old.freed_offset();
+    if old.geometry() != geometry && next > freed {
+        let g = old.geometry();
+        return Err(BrokerError::ForeignRegion {
+            name: name.to_string(),
+            detail: format!(
+                "--slots {} --slot-size {} for {partition}, holding offsets {freed}..{next}",
+                g.slots, g.slot_size
+            ),
+        });
+    }
+    // Producers are named by the control region the dead broker left, if it is
+    // still there (it is recovered after its partitions).
+    let clients = Region::open(control).ok();
+    let appended = persist_lost_records(
+        &old,
+        clients.as_ref().unwrap_or(&old),
+        PersistedLines::for_partition(&partition.topic, partition.partition),
+        file_next.max(freed)..next,
+        persist,
+    )?;
+    drop(guard);
+    drop(old);
+    Region::unlink(name)?;
+    if appended > 0 {
+        eprintln!(
+            "broker: recovered {appended} records of {partition} from the region of a broker that died"
+        );
+    }
+    Ok(appended)
 }
 
 /// What recovery did for the consumption log, for the operator's line.

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use audit_format::index::TopicPartition;
 use audit_format::log_reader::LogReader;
 use control_protocol::frame::MAX_REQUEST_LEN;
-use control_protocol::{ControlFrame, FrameBuffer, Refusal, ResetTo, Role};
+use control_protocol::{ControlFrame, FrameBuffer, Refusal, ResetTo, Role, TopicInfo};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token};
 use shm_layout::layout::LAYOUT_VERSION;
 
-use crate::audit::state::{DEFAULT_PARTITION, DEFAULT_TOPIC};
+use crate::audit::state::DEFAULT_TOPIC;
 use shm_layout::BrokerRegion;
 
 use crate::event_loop::{EventLoop, LISTENER};
@@ -32,7 +32,7 @@ use crate::wait_reason::WaitReasons;
 pub const REGISTRATION_DEADLINE: Duration = Duration::from_secs(5);
 /// Largest reply backlog kept for one connection (a status report is well below);
 /// a client that does not read its replies is disconnected past it.
-pub const MAX_OUTPUT: usize = 256 * 1024;
+pub const MAX_OUTPUT: usize = control_protocol::frame::MAX_REPLY_LEN;
 /// How often the loop wakes to check deadlines, evictions and the stop flag.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -56,6 +56,7 @@ struct Connection {
 /// Shared state the loop needs.
 pub struct Server {
     pub region: Arc<BrokerRegion>,
+    pub topics: Arc<crate::topics::Topics>,
     pub registry: Arc<Mutex<Registry>>,
     pub max_connections: usize,
     pub started: Instant,
@@ -286,7 +287,11 @@ impl Server {
                     None => ControlFrame::CommitFailed {
                         reason: "only a standalone reader commits offsets".into(),
                     },
-                    Some(_) if topic != DEFAULT_TOPIC || partition != DEFAULT_PARTITION => {
+                    Some(_)
+                        if self
+                            .topic_info(&topic)
+                            .is_none_or(|t| partition >= t.partitions) =>
+                    {
                         ControlFrame::CommitFailed {
                             reason: format!("no topic-partition {topic}/{partition}"),
                         }
@@ -314,6 +319,48 @@ impl Server {
                 conn.output
                     .extend_from_slice(&ControlFrame::Committed { offsets }.encode());
             }
+            (Stage::Client(_) | Stage::Admin, ControlFrame::TopicRequest { name }) => {
+                let reply = match self.topic_info(&name) {
+                    Some(info) => ControlFrame::TopicInfo(info),
+                    None => ControlFrame::UnknownTopic { name },
+                };
+                conn.output.extend_from_slice(&reply.encode());
+            }
+            (
+                Stage::Admin,
+                ControlFrame::CreateTopic {
+                    name,
+                    partitions,
+                    slots,
+                    slot_size,
+                },
+            ) => {
+                let reply = match self.topics.create(&name, partitions, slots, slot_size) {
+                    Ok(record) => {
+                        eprintln!(
+                            "broker: created topic {} with {} partitions",
+                            record.name, record.partitions
+                        );
+                        match self.topic_info(&record.name) {
+                            Some(info) => ControlFrame::TopicCreated(info),
+                            None => ControlFrame::CreateRefused {
+                                reason: "the topic vanished".into(),
+                                exists: false,
+                            },
+                        }
+                    }
+                    Err(e) => ControlFrame::CreateRefused {
+                        exists: matches!(e, crate::topics::CreateError::Exists(_)),
+                        reason: e.to_string(),
+                    },
+                };
+                conn.output.extend_from_slice(&reply.encode());
+            }
+            (Stage::Client(_) | Stage::Admin, ControlFrame::TopicsRequest) => {
+                let json = crate::topics_report::report(&self.region, &self.topics);
+                conn.output
+                    .extend_from_slice(&ControlFrame::Topics { json }.encode());
+            }
             (Stage::Admin, ControlFrame::ResetOffsets { group, to }) => {
                 let reply = match self.reset_offsets(&group, to) {
                     Ok(offset) => ControlFrame::ResetDone { offset },
@@ -334,6 +381,32 @@ impl Server {
             conn.output.clear();
             conn.closing = true;
         }
+    }
+
+    /// What clients are told of topic `name`, if it exists.
+    fn topic_info(&self, name: &str) -> Option<TopicInfo> {
+        if name == DEFAULT_TOPIC {
+            let g = self.region.geometry();
+            return Some(TopicInfo {
+                id: 0,
+                name: DEFAULT_TOPIC.to_string(),
+                partitions: 1,
+                first_ring: 0,
+                slots: g.slots,
+                slot_size: g.slot_size,
+                max_message: g.max_message,
+            });
+        }
+        let (record, first_ring) = self.topics.find(name)?;
+        Some(TopicInfo {
+            id: record.id,
+            name: record.name,
+            partitions: record.partitions,
+            first_ring,
+            slots: record.slots,
+            slot_size: record.slot_size,
+            max_message: record.max_message,
+        })
     }
 
     /// `broker reset-offsets`: moves a group without members to where `to` says
@@ -493,5 +566,13 @@ fn kind_name(f: &ControlFrame) -> &'static str {
         ControlFrame::ResetOffsets { .. } => "ResetOffsets",
         ControlFrame::ResetDone { .. } => "ResetDone",
         ControlFrame::ResetRefused { .. } => "ResetRefused",
+        ControlFrame::TopicRequest { .. } => "TopicRequest",
+        ControlFrame::TopicInfo(_) => "TopicInfo",
+        ControlFrame::UnknownTopic { .. } => "UnknownTopic",
+        ControlFrame::CreateTopic { .. } => "CreateTopic",
+        ControlFrame::TopicCreated(_) => "TopicCreated",
+        ControlFrame::CreateRefused { .. } => "CreateRefused",
+        ControlFrame::TopicsRequest => "TopicsRequest",
+        ControlFrame::Topics { .. } => "Topics",
     }
 }

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use audit_format::index::{
+    IndexConfig, IndexWriter, IndexedTopics, SparseIndex, TopicPartition, WriterStart,
+};
 use audit_format::records::{LOG_FILE, LOG_HEADER, PERSIST_FILE, PERSIST_HEADER};
 use shm_layout::region::OwnerState;
 use shm_layout::sys::random_bytes;
@@ -16,7 +19,7 @@ use shm_layout::{BrokerRegion, Region, RegionError};
 
 use crate::audit::{files, state};
 use crate::registry::GroupStart;
-use crate::{recovery, replay, BrokerConfig, BrokerError};
+use crate::{recovery, replay, topics, BrokerConfig, BrokerError};
 
 /// What start-up found: the files open for appending, where offsets continue and
 /// where each group resumes.
@@ -37,14 +40,22 @@ pub(crate) struct Recovered {
     pub replay: Option<replay::Checked>,
     /// The state file, as saved at this start.
     pub state_file: std::sync::Arc<state::StateFile>,
+    /// The topics besides `default`, and where each of their partitions'
+    /// offsets continue.
+    pub topics: Vec<audit_format::topics::TopicRecord>,
+    pub partitions: Vec<topics::PartitionStart>,
+    /// The persistence file's index, up to date with the file; None if it cannot
+    /// be used (said in one line: readers then scan the file).
+    pub index: Option<IndexWriter>,
 }
 
 /// Raises the open-file limit for the connections the broker may accept, saying so
 /// if it cannot.
 pub(crate) fn raise_fd_limit(config: &BrokerConfig) {
     // Every connection is a file: room for the most the event loop accepts, plus
-    // the broker's own files.
-    let wanted_files = u64::from(config.geometry.max_clients) + 64 + 256;
+    // the broker's own files, among them an index file per partition.
+    let wanted_files =
+        u64::from(config.geometry.max_clients) + 64 + 256 + u64::from(config.max_partitions);
     match shm_layout::sys::raise_fd_limit(wanted_files) {
         Ok(limit) if limit < wanted_files => eprintln!(
             "broker: the open-file limit is {limit} (hard limit), below the {wanted_files} that --max-clients {} needs",
@@ -81,11 +92,42 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
             tail.foreign.len()
         );
     }
-    let file_next = tail.last.map_or(0, |o| o + 1);
     let log_path = config.data_dir.join(LOG_FILE);
     let (mut log_file, cut) =
         files::open_append(&log_path, LOG_HEADER).map_err(file_err(&log_path))?;
     report_cut(LOG_FILE, cut);
+    let records = topics::load_directory(config)?;
+    let mut index = open_index(config, &persist_file, &records);
+    // Each partition's region first: their producers are named in the control
+    // region, which the salvage of `default`/0 replaces.
+    let mut partitions = Vec::new();
+    let mut appended = 0;
+    for record in &records {
+        let geometry = topics::ring_geometry(&config.geometry, record);
+        for p in 0..record.partitions {
+            let tp = topics::topic_partition(record, p);
+            let file_end = partition_file_end(config, index.is_some(), &tp)?;
+            let salvaged = recovery::salvage_partition(
+                &topics::region_name(name, tp.topic_id, p),
+                name,
+                &tp,
+                &geometry,
+                file_end,
+                &mut persist_file,
+            )?;
+            appended += salvaged;
+            let next = next_offset(config, &saved.state, &tp, file_end + salvaged)?;
+            partitions.push(topics::PartitionStart {
+                partition: tp,
+                geometry,
+                next,
+            });
+        }
+    }
+    let file_next = match index.is_some() {
+        true => partition_file_end(config, true, &TopicPartition::default_topic())?,
+        false => tail.last.map_or(0, |o| o + 1),
+    };
     let salvaged = recovery::salvage(
         name,
         &config.geometry,
@@ -100,7 +142,17 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
     // This broker's log lines begin here: the next start needs it if this one dies.
     let log_start = log_file.metadata().map_err(file_err(&log_path))?.len();
     let in_file = file_next + salvaged.appended;
-    let next = next_offset(config, &saved.state, in_file)?;
+    let next = next_offset(
+        config,
+        &saved.state,
+        &TopicPartition::default_topic(),
+        in_file,
+    )?;
+    if appended + salvaged.appended > 0 && index.is_some() {
+        // The index catches up with the records appended.
+        drop(index.take());
+        index = open_index(config, &persist_file, &records);
+    }
     let starts = group_starts(config, &saved.state, &salvaged, in_file, next);
     let replay_from = starts.iter().map(|g| g.start).min().unwrap_or(next);
     // A replay that could not finish is refused now, before the ready line.
@@ -117,8 +169,11 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
     } else {
         None
     };
-    let state_file = save_starting_state(config, &starts, next, &saved.state);
+    let state_file = save_starting_state(config, &starts, next, &partitions, &saved.state);
     Ok(Recovered {
+        topics: records,
+        partitions,
+        index,
         persist_file,
         persist_path,
         log_file,
@@ -138,14 +193,21 @@ fn save_starting_state(
     config: &BrokerConfig,
     starts: &[GroupStart],
     next: u64,
+    partitions: &[topics::PartitionStart],
     saved: &state::State,
 ) -> std::sync::Arc<state::StateFile> {
     let starting_state = state::State {
-        ends: vec![state::PartitionEnd {
+        ends: std::iter::once(state::PartitionEnd {
             topic: state::DEFAULT_TOPIC.to_string(),
             partition: state::DEFAULT_PARTITION,
             end: next,
-        }],
+        })
+        .chain(partitions.iter().map(|p| state::PartitionEnd {
+            topic: p.partition.topic.clone(),
+            partition: p.partition.partition,
+            end: p.next,
+        }))
+        .collect(),
         groups: starts
             .iter()
             .map(|g| state::GroupState {
@@ -288,22 +350,95 @@ fn group_starts(
 fn next_offset(
     config: &BrokerConfig,
     saved: &state::State,
+    partition: &TopicPartition,
     in_file: u64,
 ) -> Result<u64, BrokerError> {
     let assigned = saved
-        .end(state::DEFAULT_TOPIC, state::DEFAULT_PARTITION)
+        .end(&partition.topic, partition.partition)
         .unwrap_or(0);
     if assigned <= in_file {
         return Ok(in_file);
     }
     if !config.accept_lost_records {
         return Err(BrokerError::LostRecords {
+            partition: partition.to_string(),
             from: in_file,
             to: assigned,
         });
     }
     eprintln!(
-        "broker: {PERSIST_FILE} lacks offsets {in_file}..{assigned}, which were assigned; they are skipped (--accept-lost-records) and new offsets continue at {assigned}"
+        "broker: {PERSIST_FILE} lacks offsets {in_file}..{assigned} of {partition}, which were assigned; they are skipped (--accept-lost-records) and new offsets continue at {assigned}"
     );
     Ok(assigned)
+}
+
+/// Opens the persistence file's sparse index (SPEC §10) for `default` and
+/// `topics`, bringing it up to date with the file or rebuilding it; None (said in
+/// one line) if that fails: the broker runs on, and readers scan the file instead.
+fn open_index(
+    config: &BrokerConfig,
+    persist_file: &File,
+    topics: &[audit_format::topics::TopicRecord],
+) -> Option<IndexWriter> {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("broker: cannot index {PERSIST_FILE}: {e}; readers scan it instead");
+        None
+    };
+    let base = match persist_file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return fail(&e),
+    };
+    let mut indexed = IndexedTopics::default_topic();
+    for t in topics {
+        if let Err(e) = indexed.add(&t.name, t.id, t.partitions) {
+            return fail(&e);
+        }
+    }
+    let (writer, start) =
+        match IndexWriter::open(&config.data_dir, &indexed, IndexConfig::default()) {
+            Ok(opened) => opened,
+            Err(e) => return fail(&e),
+        };
+    if let WriterStart::Rebuilt { reason, rebuilt } = &start {
+        // A new data directory has no index yet: nothing to say.
+        if rebuilt.records > 0 {
+            eprintln!(
+                "broker: rebuilt the index of {PERSIST_FILE} ({} records): {reason}",
+                rebuilt.records
+            );
+        }
+    }
+    if writer.noted_through() != base {
+        let e = format!(
+            "the index covers {} bytes of a file of {base}",
+            writer.noted_through()
+        );
+        return fail(&e);
+    }
+    Some(writer)
+}
+
+/// The offset after `partition`'s last record in the persistence file: through
+/// its index when the index is up to date (`indexed`), which reads about a step
+/// of the file; otherwise by reading the file for it.
+fn partition_file_end(
+    config: &BrokerConfig,
+    indexed: bool,
+    partition: &TopicPartition,
+) -> Result<u64, BrokerError> {
+    let index = match indexed {
+        true => SparseIndex::open(&config.data_dir, partition).ok(),
+        false => None,
+    };
+    let index = match index {
+        Some(index) => index,
+        None => SparseIndex::from_scan(
+            &config.data_dir,
+            partition,
+            audit_format::index::DEFAULT_STEP,
+        )
+        .map_err(|e| BrokerError::Topics(format!("cannot read {PERSIST_FILE}: {e}")))?,
+    };
+    audit_format::log_reader::partition_end(&index)
+        .map_err(|e| BrokerError::Topics(format!("cannot read {PERSIST_FILE}: {e}")))
 }

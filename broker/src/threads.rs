@@ -9,24 +9,25 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use audit_format::index::{IndexConfig, IndexWriter, IndexedTopics, TopicPartition, WriterStart};
-use audit_format::records::PERSIST_FILE;
+use audit_format::index::{IndexWriter, TopicPartition};
 use shm_layout::event;
 use shm_layout::{BrokerRegion, Region};
 
 use crate::audit::double_buffer::{DoubleBuffer, StopSignal};
 use crate::audit::watched_file::WatchedFile;
 use crate::metrics::{DiskWaits, FileWrites, MetricSources};
-use crate::persister::{FileIndex, FinalDrain};
+use crate::persister::{FileIndex, FinalDrain, PartitionMarks};
 use crate::reclaim::Reclaimer;
 use crate::registry::{Registry, RegistryLimits};
 use crate::startup::Recovered;
+use crate::topics::Topics;
 use crate::wait_reason::WaitReasons;
 use crate::{cleaner, persister, replay, server, BrokerConfig, BrokerError};
 
 /// The running broker: its region, its book of clients, and its threads.
 pub(crate) struct Running {
     region: Arc<BrokerRegion>,
+    topics: Arc<Topics>,
     registry: Arc<Mutex<Registry>>,
     persister: JoinHandle<std::io::Result<FinalDrain>>,
     cleaner: JoinHandle<std::io::Result<()>>,
@@ -50,6 +51,7 @@ pub(crate) fn start(
     config: &BrokerConfig,
     found: Recovered,
     region: Arc<BrokerRegion>,
+    topics: Arc<Topics>,
     stop: &Arc<AtomicBool>,
     metrics_listener: Option<TcpListener>,
 ) -> Result<Running, BrokerError> {
@@ -64,6 +66,9 @@ pub(crate) fn start(
         replay_from,
         replay: replay_checked,
         state_file,
+        index,
+        topics: _,
+        partitions: _,
     } = found;
     region.start_at(replay_from, next);
     region.record_log_start(log_start);
@@ -85,6 +90,7 @@ pub(crate) fn start(
     lock(&registry).bound_by_persisted(persisted.clone());
     let producer_runs = Arc::new(Mutex::new(crate::producer_runs::ProducerRuns::default()));
     lock(&registry).name_producers_from(config.data_dir.clone(), producer_runs.clone());
+    lock(&registry).serve_topics(topics.clone());
     // Groups consumers had created and left resume where they were when a member
     // joins again.
     let departed = state_file
@@ -107,7 +113,8 @@ pub(crate) fn start(
         persisted.clone(),
         replay_from,
     ));
-    let index = open_index(config, &persist_file);
+    let index = index.and_then(|writer| file_index(writer, &persist_file, &topics));
+    let marks = Arc::new(PartitionMarks::default());
     let persister = persister::Persister {
         region: region.clone(),
         registry: registry.clone(),
@@ -121,8 +128,10 @@ pub(crate) fn start(
                 // Written records may free slots and release --fsync senders.
                 let (region, persisted) = (region.clone(), persisted.clone());
                 let (reclaimer, disk_waits) = (reclaimer.clone(), disk_waits.clone());
+                let marks = marks.clone();
                 Box::new(move |mark| {
                     persister::publish(&region, &persisted, mark);
+                    marks.settle();
                     if let Some(waits) = &disk_waits {
                         waits.persisted(mark);
                     }
@@ -140,7 +149,13 @@ pub(crate) fn start(
         producer_runs: producer_runs.clone(),
         batch_runs: Vec::new(),
         index,
+        topics: topics.clone(),
+        marks: marks.clone(),
+        appended: 0,
+        cursors: Vec::new(),
+        carry: Vec::new(),
     };
+    marks.watch(persister.buffer.bytes_written());
     persister.buffer.time_writes(file_writes.of("persistence"));
     let cleaner = cleaner::Cleaner {
         region: region.clone(),
@@ -166,6 +181,7 @@ pub(crate) fn start(
         end: next,
         repairs: cleaner::RingRepairs::default(),
         identity_reported: false,
+        topics: topics.clone(),
     };
     cleaner.log.time_writes(file_writes.of("delivery_log"));
     lock(&registry).count_log_written_by(cleaner.log.bytes_written());
@@ -224,6 +240,7 @@ pub(crate) fn start(
     });
     Ok(Running {
         region,
+        topics,
         registry,
         persister,
         cleaner,
@@ -242,45 +259,19 @@ pub(crate) fn start(
     })
 }
 
-/// Opens the persistence file's sparse index (SPEC §10), bringing it up to date
-/// or rebuilding it; None (said in one line) if that fails: the broker runs on,
-/// and readers scan the file instead.
-fn open_index(config: &BrokerConfig, persist_file: &std::fs::File) -> Option<FileIndex> {
-    let fail = |e: &dyn std::fmt::Display| {
-        eprintln!("broker: cannot index {PERSIST_FILE}: {e}; readers scan it instead");
-        None
-    };
-    let base = match persist_file.metadata() {
-        Ok(m) => m.len(),
-        Err(e) => return fail(&e),
-    };
-    let topics = IndexedTopics::default_topic();
-    let (writer, start) = match IndexWriter::open(&config.data_dir, &topics, IndexConfig::default())
-    {
-        Ok(opened) => opened,
-        Err(e) => return fail(&e),
-    };
-    if let WriterStart::Rebuilt { reason, rebuilt } = &start {
-        // A new data directory has no index yet: nothing to say.
-        if rebuilt.records > 0 {
-            eprintln!(
-                "broker: rebuilt the index of {PERSIST_FILE} ({} records): {reason}",
-                rebuilt.records
-            );
-        }
-    }
-    if writer.noted_through() != base {
-        let e = format!(
-            "the index covers {} bytes of a file of {base}",
-            writer.noted_through()
-        );
-        return fail(&e);
-    }
+/// The persister's hold on the index opened at start-up: where its lines go.
+fn file_index(
+    writer: IndexWriter,
+    persist_file: &std::fs::File,
+    topics: &Topics,
+) -> Option<FileIndex> {
+    let base = persist_file.metadata().ok()?.len();
     Some(FileIndex {
         writer,
         base,
         next_line: base,
         partition: TopicPartition::default_topic().id(),
+        topics: topics.records().iter().map(|t| t.id).collect(),
     })
 }
 
@@ -293,6 +284,7 @@ impl Running {
     pub(crate) fn serve(&self, listener: TcpListener, stop: &AtomicBool) -> std::io::Result<()> {
         let server = server::Server {
             region: self.region.clone(),
+            topics: self.topics.clone(),
             registry: self.registry.clone(),
             max_connections: self.max_connections,
             started: Instant::now(),
@@ -308,6 +300,9 @@ impl Running {
         let region = self.region;
         let name = region.name().to_string();
         region.mark_closing();
+        for ring in self.topics.rings() {
+            ring.region.mark_closing();
+        }
         if let Some((thread, stop)) = self.metrics {
             stop.store(true, Ordering::Release);
             if let Ok(Err(e)) = thread.join() {
@@ -350,6 +345,15 @@ impl Running {
             }),
             _ => None,
         };
+        // A partition's region goes once the file holds all it does, whatever
+        // happens to the others.
+        let kept_partitions = self.topics.unlink_persisted();
+        let kept = kept.or_else(|| {
+            (!kept_partitions.is_empty()).then(|| BrokerError::Incomplete {
+                error: "records of some partitions could not be persisted".into(),
+                region: kept_partitions.join(", "),
+            })
+        });
         if kept.is_none() {
             let _ = Region::unlink(&name);
         }

@@ -15,22 +15,39 @@ use crate::ConsumerError;
 /// than seek (a seek reads up to one step of the index).
 const READ_ON_WITHIN: u64 = 1024;
 
-/// The persistence file, opened when first needed, and the producer names met
-/// in it (one `Arc` each).
-#[derive(Default)]
+/// One topic-partition's records in the persistence file, opened when first
+/// needed, and the producer names met in it (one `Arc` each).
 pub(crate) struct FileRecords {
+    partition: TopicPartition,
+    topic: Arc<str>,
     reader: Option<LogReader>,
     names: Vec<Arc<str>>,
 }
 
+impl Default for FileRecords {
+    /// The records of `default`/0.
+    fn default() -> Self {
+        FileRecords::of(TopicPartition::default_topic())
+    }
+}
+
 impl FileRecords {
+    /// The records of `partition`.
+    pub(crate) fn of(partition: TopicPartition) -> Self {
+        FileRecords {
+            topic: partition.topic.as_str().into(),
+            partition,
+            reader: None,
+            names: Vec::new(),
+        }
+    }
+
     /// The file's reader, opened through its index (built by a scan when the
     /// index cannot be used).
     pub(crate) fn reader(&mut self, session: &Session) -> Result<&mut LogReader, ConsumerError> {
         if self.reader.is_none() {
-            let partition = TopicPartition::default_topic();
             self.reader =
-                Some(LogReader::open_in(&session.data_dir, &partition).map_err(log_error)?);
+                Some(LogReader::open_in(&session.data_dir, &self.partition).map_err(log_error)?);
         }
         Ok(self.reader.as_mut().expect("opened above"))
     }
@@ -50,6 +67,8 @@ impl FileRecords {
             }
         };
         ReadMessage {
+            topic: self.topic.clone(),
+            partition: self.partition.partition,
             offset: r.record.offset,
             key: r.record.key,
             payload: r.record.payload,

@@ -39,9 +39,10 @@ const BATCH: usize = 64;
         nothing back (producers never wait for it): from the oldest message still in \
         persistencia_mensajes.txt (earliest), from the next one published (latest), \
         from where --id last committed (committed), from an offset, or from the first \
-        message published at or after an RFC 3339 time; it prints `reading default as \
+        message published at or after an RFC 3339 time; it prints `reading <topics> as \
         <id>` on stderr, then every message from there on, waiting at the end for new \
-        ones. Each message it prints has its line in log_consumo.txt (group `-`). \
+        ones. It reads every partition of its --topic (or one, --partition), each in \
+        offset order and in turn, so that no partition starves the others. Each message it prints has its line in log_consumo.txt (group `-`). \
         Given --id, it commits its position every --commit-interval and at a clean \
         exit, and `--from committed` resumes there.\n\n\
         With --count, when stderr is a terminal and stdout is not (or --format none \
@@ -60,6 +61,14 @@ struct Args {
     /// Consumer id (1-64 of A-Z a-z 0-9 . _ -) [default: consumer-<pid>].
     #[arg(long, value_name = "NAME")]
     id: Option<String>,
+    /// Topics to read, comma-separated (broker topics lists them). A group reads
+    /// the topic default only, for now; a standalone reader (--from) any.
+    #[arg(long, value_name = "T1[,T2...]", default_value = "default")]
+    topic: String,
+    /// With --from and one topic: read only this partition [default: all of the
+    /// topic's, fairly].
+    #[arg(long, value_name = "P", requires = "from")]
+    partition: Option<u32>,
     /// Group to join, created if it does not exist [default: the least-loaded group].
     #[arg(long, value_name = "NAME", conflicts_with = "from")]
     group: Option<String>,
@@ -90,6 +99,28 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    let topics: Vec<&str> = args.topic.split(',').collect();
+    for (i, t) in topics.iter().enumerate() {
+        if let Err(e) = shm_layout::names::check_topic(t) {
+            eprintln!("consumer: {e}");
+            return ExitCode::from(2);
+        }
+        if topics[..i].contains(t) {
+            eprintln!("consumer: --topic names {t} twice");
+            return ExitCode::from(2);
+        }
+    }
+    if args.partition.is_some() && topics.len() > 1 {
+        eprintln!("consumer: --partition reads one topic's partition: give one --topic");
+        return ExitCode::from(2);
+    }
+    if args.from.is_none() && topics != ["default"] {
+        eprintln!(
+            "consumer: groups read the topic default only, for now: read {} with --from",
+            args.topic
+        );
+        return ExitCode::from(1);
     }
     if args.from == Some(StartAt::Committed) && args.id.is_none() {
         eprintln!(
@@ -255,7 +286,20 @@ fn consume_in_group(args: &Args, interrupt: Arc<AtomicBool>) -> ExitCode {
 }
 
 fn read_standalone(args: &Args, from: StartAt, interrupt: Arc<AtomicBool>) -> ExitCode {
+    let topics: Vec<&str> = args.topic.split(',').collect();
     let started = Reader::connect(&args.broker, args.id.as_deref()).and_then(|mut r| {
+        match &topics[..] {
+            [one] => r.assign(one, args.partition)?,
+            many => {
+                r.unsubscribe()?;
+                if r.subscribe(many)? < many.len() {
+                    // Which one is missing, in the topic lookup's own words.
+                    for t in many {
+                        r.assign(t, None)?;
+                    }
+                }
+            }
+        }
         r.seek_to(from)?;
         Ok(r)
     });
@@ -267,7 +311,7 @@ fn read_standalone(args: &Args, from: StartAt, interrupt: Arc<AtomicBool>) -> Ex
         }
     };
     reader.set_interrupt(interrupt);
-    eprintln!("reading default as {}", reader.id());
+    eprintln!("reading {} as {}", args.topic, reader.id());
     let id = reader.id().to_string();
     let mut printer = Printer::new(args);
     let stdout = std::io::stdout();
@@ -284,12 +328,12 @@ fn read_standalone(args: &Args, from: StartAt, interrupt: Arc<AtomicBool>) -> Ex
     let outcome = loop {
         if commits
             && committed_at.elapsed() >= args.commit_interval
-            && committed != Some(reader.position())
+            && committed.as_ref() != Some(&reader.positions())
         {
             if let Err(e) = reader.commit() {
                 break Err(e.to_string());
             }
-            committed = Some(reader.position());
+            committed = Some(reader.positions());
             committed_at = Instant::now();
         }
         let wanted = printer.wanted();

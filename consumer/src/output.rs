@@ -57,8 +57,8 @@ pub fn fields_of<'m>(msg: &Message<'m>) -> MessageFields<'m> {
 /// What a standalone reader's message shows.
 pub fn fields_of_read(msg: &ReadMessage) -> MessageFields<'_> {
     MessageFields {
-        topic: TOPIC,
-        partition: PARTITION,
+        topic: &msg.topic,
+        partition: msg.partition,
         offset: msg.offset,
         producer: &msg.producer,
         key: msg.key.as_deref(),

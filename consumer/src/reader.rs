@@ -1,6 +1,8 @@
 //! Reading from any offset as a standalone reader (SPEC §10): in no group, holding
 //! nothing back (a producer never waits for a reader), from the ring while a
-//! record is there and from the persistence file once it has left.
+//! record is there and from the persistence file once it has left. A reader reads
+//! one topic-partition or all of a topic's (SPEC §11), each in offset order and
+//! fairly across them; waiting, it sleeps on all their rings at once.
 //!
 //! Every message a poll returns is first recorded in the reader's journal in the
 //! region (see `shm_layout::journal`), which the broker turns into
@@ -23,10 +25,11 @@ use std::time::{Duration, Instant};
 
 use audit_format::index::TopicPartition;
 use audit_format::log_reader::{LogError, LogReader};
-use control_protocol::{default_id, ControlFrame, OwnerKind, Role, Session};
+use control_protocol::{default_id, ControlFrame, OwnerKind, Role, Session, TopicInfo};
 use shm_layout::event::{self, event_id};
 use shm_layout::journal::{partition_key, JournalFull};
 use shm_layout::layout::ClientEntry;
+use shm_layout::Region;
 
 use crate::file_records::{log_error, read_at, FileRecords};
 use crate::ConsumerError;
@@ -56,6 +59,8 @@ pub enum StartAt {
 /// A message a reader returned: its own copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadMessage {
+    pub topic: Arc<str>,
+    pub partition: u32,
     pub offset: u64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
@@ -65,21 +70,68 @@ pub struct ReadMessage {
     pub producer: Arc<str>,
 }
 
-/// A standalone reader of the topic `default`, partition 0.
+/// A standalone reader of topic-partitions (`default`/0 until told otherwise).
 pub struct Reader {
     session: Session,
-    /// Subscribed (to `default`, the one topic): polls return messages.
+    /// Subscribed: polls return messages.
     subscribed: bool,
-    /// The next offset to return.
-    position: u64,
-    /// The persistence file, opened when first needed.
-    file: FileRecords,
+    /// What it reads; the first is the one the single-partition calls
+    /// ([`Reader::position`], [`Reader::end_offset`], ...) are about.
+    parts: Vec<Part>,
+    /// The part a poll looks at first: each poll starts after the last one that
+    /// returned messages, so that no partition starves the others.
+    turn: usize,
     /// Messages recorded in the journal so far.
     recorded: u64,
     interrupt: Option<Arc<AtomicBool>>,
-    /// Names of producers met in the ring, by (client entry, generation).
+    /// Names of producers met in the rings, by (client entry, generation).
     producer_names: Vec<((u32, u32), Arc<str>)>,
     batch: Vec<ReadMessage>,
+}
+
+/// One topic-partition a reader reads, and where it is in it.
+struct Part {
+    topic: Arc<str>,
+    topic_id: u32,
+    partition: u32,
+    /// Its ring, for a partition other than `default`/0 (whose ring is the
+    /// control region's).
+    ring: Option<Region>,
+    /// The next offset to return.
+    position: u64,
+    /// Its records in the persistence file, opened when first needed.
+    file: FileRecords,
+}
+
+impl Part {
+    fn of(topic: &TopicInfo, partition: u32, ring: Option<Region>) -> Part {
+        Part {
+            topic: topic.name.as_str().into(),
+            topic_id: topic.id,
+            partition,
+            ring,
+            position: 0,
+            file: FileRecords::of(TopicPartition::new(&topic.name, topic.id, partition)),
+        }
+    }
+
+    fn region<'a>(&'a self, session: &'a Session) -> &'a Region {
+        self.ring.as_ref().unwrap_or(&session.region)
+    }
+}
+
+/// `default`, as the broker describes it without being asked.
+fn default_topic(session: &Session) -> TopicInfo {
+    let g = session.region.geometry();
+    TopicInfo {
+        id: 0,
+        name: TopicPartition::default_topic().topic,
+        partitions: 1,
+        first_ring: 0,
+        slots: g.slots,
+        slot_size: g.slot_size,
+        max_message: g.max_message,
+    }
 }
 
 impl Reader {
@@ -89,18 +141,67 @@ impl Reader {
     pub fn connect(broker: &str, id: Option<&str>) -> Result<Reader, ConsumerError> {
         let id = id.map_or_else(|| default_id(Role::Reader), str::to_string);
         let session = Session::connect(broker, Role::Reader, &id, None)?;
+        let default = Part::of(&default_topic(&session), 0, None);
         let mut reader = Reader {
             session,
             subscribed: true,
-            position: 0,
-            file: FileRecords::default(),
+            parts: vec![default],
+            turn: 0,
             recorded: 0,
             interrupt: None,
             producer_names: Vec::new(),
             batch: Vec::new(),
         };
-        reader.position = reader.end_offset();
+        reader.parts[0].position = reader.end_offset();
         Ok(reader)
+    }
+
+    /// Reads `topic` from now on: its partition `partition`, or all of its
+    /// partitions; each from its end. An unknown topic or partition is an error
+    /// and changes nothing.
+    pub fn assign(&mut self, topic: &str, partition: Option<u32>) -> Result<(), ConsumerError> {
+        let info = self.session.topic(topic)?;
+        let wanted: Vec<u32> = match partition {
+            Some(p) => vec![p],
+            None => (0..info.partitions).collect(),
+        };
+        let mut parts = Vec::with_capacity(wanted.len());
+        for p in wanted {
+            parts.push(self.part_of(&info, p)?);
+        }
+        self.parts = parts;
+        self.turn = 0;
+        self.subscribed = true;
+        for i in 0..self.parts.len() {
+            self.parts[i].position = self.parts[i].region(&self.session).next_offset();
+        }
+        Ok(())
+    }
+
+    /// Partition `p` of `topic`, its ring mapped.
+    fn part_of(&self, topic: &TopicInfo, p: u32) -> Result<Part, ConsumerError> {
+        let ring = match topic.id {
+            0 => None,
+            _ => Some(self.session.map_partition(topic, p)?),
+        };
+        if topic.id == 0 && p != 0 {
+            return Err(ConsumerError::Connect(
+                control_protocol::ConnectError::NoPartition {
+                    topic: topic.name.clone(),
+                    partitions: 1,
+                    partition: p,
+                },
+            ));
+        }
+        Ok(Part::of(topic, p, ring))
+    }
+
+    /// The topic-partitions read, each with the offset its next poll returns first.
+    pub fn positions(&self) -> Vec<(Arc<str>, u32, u64)> {
+        self.parts
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.position))
+            .collect()
     }
 
     /// A flag that, once raised (e.g. by a signal handler), makes a waiting poll
@@ -122,13 +223,32 @@ impl Reader {
         if self.subscribed {
             return Err(ConsumerError::AlreadySubscribed);
         }
-        let topic = TopicPartition::default_topic().topic;
-        if !topics.contains(&topic.as_str()) {
+        let mut parts = Vec::new();
+        let mut count = 0;
+        for (i, name) in topics.iter().enumerate() {
+            if topics[..i].contains(name) {
+                continue;
+            }
+            let info = match self.session.topic(name) {
+                Ok(info) => info,
+                Err(control_protocol::ConnectError::UnknownTopic(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for p in 0..info.partitions {
+                parts.push(self.part_of(&info, p)?);
+            }
+            count += 1;
+        }
+        if count == 0 {
             return Ok(0);
         }
+        self.parts = parts;
+        self.turn = 0;
         self.subscribed = true;
-        self.position = self.end_offset();
-        Ok(1)
+        for i in 0..self.parts.len() {
+            self.parts[i].position = self.parts[i].region(&self.session).next_offset();
+        }
+        Ok(count)
     }
 
     /// Drops every subscription: polls fail until the next `subscribe`. An error
@@ -143,7 +263,7 @@ impl Reader {
     /// The length of the payload of the message at `offset`, from the ring or the
     /// file (Kaska's `msg_length`); None if there is no such message (yet).
     pub fn msg_length(&mut self, offset: u64) -> Result<Option<usize>, ConsumerError> {
-        let region = &self.session.region;
+        let region = self.parts[0].region(&self.session);
         if offset >= region.freed_offset() {
             match region.copy_record(offset) {
                 Ok(Some(r)) => return Ok(Some(r.payload.len())),
@@ -155,7 +275,7 @@ impl Reader {
                 return Ok(None);
             }
         }
-        let file = self.file_reader()?;
+        let file = self.file_reader(0)?;
         let found = read_at(file, offset)?;
         // The reader of the file is moved: the next poll seeks back.
         Ok(found
@@ -163,58 +283,89 @@ impl Reader {
             .map(|r| r.record.payload.len()))
     }
 
-    /// The offset the next poll returns first.
+    /// The offset the next poll returns first (of the first partition read).
     pub fn position(&self) -> u64 {
-        self.position
+        self.parts[0].position
     }
 
-    /// The offset the next message published will take.
+    /// The offset the next message published will take (in the first partition
+    /// read).
     pub fn end_offset(&self) -> u64 {
-        self.session.region.next_offset()
+        self.parts[0].region(&self.session).next_offset()
     }
 
-    /// The oldest offset that can be read: the persistence file's first record,
-    /// or the ring's oldest when the file has none.
+    /// The oldest offset that can be read (in the first partition read): the
+    /// persistence file's first record, or the ring's oldest when the file has
+    /// none.
     pub fn earliest_offset(&mut self) -> u64 {
-        let ring = self.session.region.freed_offset();
-        match self.file_reader() {
+        self.earliest_of(0)
+    }
+
+    fn earliest_of(&mut self, i: usize) -> u64 {
+        let ring = self.parts[i].region(&self.session).freed_offset();
+        match self.file_reader(i) {
             Ok(f) => f.index().first().map_or(ring, |e| e.offset.min(ring)),
             Err(_) => ring,
         }
     }
 
-    /// Moves to `offset`: the next poll returns it first (or, past the end, waits
-    /// for it). Like Kafka's `seek`, no check is made until the poll.
+    /// Moves every partition read to `offset`: the next poll returns it first (or,
+    /// past the end, waits for it). Like Kafka's `seek`, no check is made until
+    /// the poll.
     pub fn seek(&mut self, offset: u64) {
-        self.position = offset;
+        for part in &mut self.parts {
+            part.position = offset;
+        }
     }
 
-    /// Moves to where `at` says.
+    /// Moves each partition read to where `at` says.
     pub fn seek_to(&mut self, at: StartAt) -> Result<(), ConsumerError> {
-        self.position = match at {
-            StartAt::Earliest => self.earliest_offset(),
-            StartAt::Latest => self.end_offset(),
-            StartAt::Offset(o) => o,
-            StartAt::Time(t) => self.offset_for_time(t)?,
-            StartAt::Committed => match self.committed()? {
-                Some(o) => o,
-                None => self.earliest_offset(),
-            },
+        let committed = match at {
+            StartAt::Committed => self.committed_all()?,
+            _ => Vec::new(),
         };
+        for i in 0..self.parts.len() {
+            let end = self.parts[i].region(&self.session).next_offset();
+            self.parts[i].position = match at {
+                StartAt::Earliest => self.earliest_of(i),
+                StartAt::Latest => end,
+                StartAt::Offset(o) => o,
+                StartAt::Time(t) => self.offset_for_time_in(i, t)?,
+                StartAt::Committed => {
+                    let part = &self.parts[i];
+                    match committed
+                        .iter()
+                        .find(|(t, p, _)| **t == *part.topic && *p == part.partition)
+                    {
+                        Some((_, _, o)) => *o,
+                        None => self.earliest_of(i),
+                    }
+                }
+            };
+        }
         Ok(())
     }
 
-    /// Commits the position under this reader's id, Kafka's way: the next offset
-    /// to read. Returns once the broker has written it to its state file.
+    /// Commits the position of every partition read under this reader's id,
+    /// Kafka's way: the next offset to read. Returns once the broker has written
+    /// them to its state file.
     pub fn commit(&self) -> Result<(), ConsumerError> {
-        self.commit_offset(self.position)
+        for part in &self.parts {
+            self.commit_in(part, part.position)?;
+        }
+        Ok(())
     }
 
-    /// Commits `offset` under this reader's id (Kaska's `commit`).
+    /// Commits `offset` under this reader's id (Kaska's `commit`), in the first
+    /// partition read.
     pub fn commit_offset(&self, offset: u64) -> Result<(), ConsumerError> {
+        self.commit_in(&self.parts[0], offset)
+    }
+
+    fn commit_in(&self, part: &Part, offset: u64) -> Result<(), ConsumerError> {
         let commit = ControlFrame::Commit {
-            topic: TopicPartition::default_topic().topic,
-            partition: 0,
+            topic: part.topic.to_string(),
+            partition: part.partition,
             offset,
         };
         match self.session.request(&commit)? {
@@ -226,34 +377,52 @@ impl Reader {
         }
     }
 
-    /// The offset this reader's id last committed, if it ever did.
+    /// The offset this reader's id last committed in the first partition read, if
+    /// it ever did.
     pub fn committed(&self) -> Result<Option<u64>, ConsumerError> {
+        let first = &self.parts[0];
+        Ok(self
+            .committed_all()?
+            .into_iter()
+            .find(|(t, p, _)| *t == *first.topic && *p == first.partition)
+            .map(|(_, _, o)| o))
+    }
+
+    /// Every offset this reader's id committed: topic, partition, offset.
+    fn committed_all(&self) -> Result<Vec<(String, u32, u64)>, ConsumerError> {
         let ask = ControlFrame::CommittedRequest {
             owner: Some((OwnerKind::Reader, self.session.id.clone())),
         };
         match self.session.request(&ask)? {
             ControlFrame::Committed { offsets } => Ok(offsets
-                .iter()
-                .find(|o| o.kind == OwnerKind::Reader && o.topic == "default" && o.partition == 0)
-                .map(|o| o.offset)),
+                .into_iter()
+                .filter(|o| o.kind == OwnerKind::Reader)
+                .map(|o| (o.topic, o.partition, o.offset))
+                .collect()),
             other => Err(ConsumerError::Corrupt(format!(
                 "the broker answered a request for committed offsets with {other:?}"
             ))),
         }
     }
 
-    /// The first offset published at or after `time_us`, or the end if none is.
-    /// Publish times follow offsets (each is taken as its message is committed), so
-    /// the file is searched by its index first.
+    /// The first offset published at or after `time_us` in the first partition
+    /// read, or its end if none is.
     pub fn offset_for_time(&mut self, time_us: u64) -> Result<u64, ConsumerError> {
-        let freed = self.session.region.freed_offset();
-        if let Ok(file) = self.file_reader() {
+        self.offset_for_time_in(0, time_us)
+    }
+
+    /// As [`Reader::offset_for_time`], in part `i`. Publish times follow offsets
+    /// (each is taken as its message is committed), so the file is searched by
+    /// its index first.
+    fn offset_for_time_in(&mut self, i: usize, time_us: u64) -> Result<u64, ConsumerError> {
+        let freed = self.parts[i].region(&self.session).freed_offset();
+        if let Ok(file) = self.file_reader(i) {
             if let Some(o) = file.first_at_or_after(time_us).map_err(log_error)? {
                 return Ok(o);
             }
         }
         // Not in the file: in the ring, or not published yet.
-        let region = &self.session.region;
+        let region = self.parts[i].region(&self.session);
         Ok(region
             .first_published_at_or_after(freed, time_us)
             .unwrap_or_else(|| region.next_offset()))
@@ -283,34 +452,41 @@ impl Reader {
         if !self.subscribed {
             return Err(ConsumerError::NotSubscribed);
         }
-        loop {
+        let n = self.parts.len();
+        let read = 'polled: loop {
             self.check_alive()?;
             self.wait_for_log()?;
-            self.read_into_batch(max)?;
-            if !self.batch.is_empty() {
-                break;
+            let mut moved = false;
+            for k in 0..n {
+                let i = (self.turn + k) % n;
+                let before = self.parts[i].position;
+                self.read_into_batch(i, max)?;
+                if !self.batch.is_empty() {
+                    self.turn = (i + 1) % n;
+                    break 'polled i;
+                }
+                // Below the ring's tail (and not in the file), the reader moved to
+                // the oldest offset that can be read: look again.
+                moved |= self.parts[i].position != before;
             }
-            let position = self.position;
-            let region = &self.session.region;
-            // Below the ring's tail (and not in the file), the reader moves to the
-            // oldest offset that can be read.
-            if position < region.freed_offset() {
+            if moved {
                 continue;
             }
-            if !self.wait_for_publish(position, deadline)? {
+            if !self.wait_for_publish(deadline)? {
                 return Ok(&self.batch);
             }
-        }
-        self.record_batch()?;
+        };
+        self.record_batch(read)?;
         Ok(&self.batch)
     }
 
-    /// Reads up to `max` messages from the position into the batch: from the ring
-    /// while they are there, else from the file.
-    fn read_into_batch(&mut self, max: usize) -> Result<(), ConsumerError> {
+    /// Reads up to `max` messages of part `i` from its position into the batch:
+    /// from the ring while they are there, else from the file.
+    fn read_into_batch(&mut self, i: usize, max: usize) -> Result<(), ConsumerError> {
         while self.batch.len() < max {
-            let region = &self.session.region;
-            let o = self.position;
+            let part = &self.parts[i];
+            let region = part.region(&self.session);
+            let o = part.position;
             if o >= region.freed_offset() {
                 if !region.is_committed(o) {
                     return Ok(());
@@ -324,7 +500,10 @@ impl Reader {
                                 if self.producer_names.len() > 64 {
                                     self.producer_names.clear();
                                 }
-                                let n: Arc<str> = region
+                                // Producers are named in the control region.
+                                let n: Arc<str> = self
+                                    .session
+                                    .region
                                     .client_name(key.0, key.1)
                                     .unwrap_or_else(|| "unknown".into())
                                     .into();
@@ -333,13 +512,15 @@ impl Reader {
                             }
                         };
                         self.batch.push(ReadMessage {
+                            topic: part.topic.clone(),
+                            partition: part.partition,
                             offset: o,
                             key: r.key,
                             payload: r.payload,
                             timestamp_us: r.timestamp_us,
                             producer,
                         });
-                        self.position = o + 1;
+                        self.parts[i].position = o + 1;
                         continue;
                     }
                     // Left the ring while it was copied: read the file.
@@ -355,7 +536,7 @@ impl Reader {
             // Only records that left the ring are read from the file: every one of
             // them is there (slots are freed only once persisted).
             let freed = region.freed_offset();
-            let taken = self.read_file(max, freed)?;
+            let taken = self.read_file(i, max, freed)?;
             if taken == 0 {
                 return Ok(());
             }
@@ -365,24 +546,25 @@ impl Reader {
 
     /// Reads records below `below` from the file into the batch, up to `max` in
     /// it; how many it read.
-    fn read_file(&mut self, max: usize, below: u64) -> Result<usize, ConsumerError> {
-        let position = self.position;
-        let file = self.file.reader(&self.session)?;
+    fn read_file(&mut self, i: usize, max: usize, below: u64) -> Result<usize, ConsumerError> {
+        let part = &mut self.parts[i];
+        let position = part.position;
+        let file = part.file.reader(&self.session)?;
         if file.position() != position {
             match file.seek(position) {
                 Ok(()) => {}
                 Err(LogError::BeforeFirst { first, .. }) => {
                     // Gone from the file too (it was started afresh): go on from
                     // the oldest offset there is.
-                    self.position = first;
+                    part.position = first;
                     return Ok(0);
                 }
                 Err(e) => return Err(log_error(e)),
             }
         }
         let mut taken = 0;
-        while self.batch.len() < max && self.position < below {
-            let file = self.file.reader(&self.session)?;
+        while self.batch.len() < max && part.position < below {
+            let file = part.file.reader(&self.session)?;
             let Some(r) = file.next_record().map_err(log_error)? else {
                 break;
             };
@@ -392,28 +574,29 @@ impl Reader {
                 let _ = file.seek(offset);
                 break;
             }
-            let message = self.file.message(r);
+            let message = part.file.message(r);
             self.batch.push(message);
-            self.position = offset + 1;
+            part.position = offset + 1;
             taken += 1;
         }
-        if taken == 0 && self.position < below {
+        if taken == 0 && part.position < below {
             // The file does not hold the offset (a gap left by a lost record): go on
             // after it.
-            self.position += 1;
+            part.position += 1;
         }
         Ok(taken)
     }
 
-    /// The persistence file's reader.
-    fn file_reader(&mut self) -> Result<&mut LogReader, ConsumerError> {
-        self.file.reader(&self.session)
+    /// Part `i`'s reader of the persistence file.
+    fn file_reader(&mut self, i: usize) -> Result<&mut LogReader, ConsumerError> {
+        self.parts[i].file.reader(&self.session)
     }
 
-    /// Records the batch in the journal, a run per stretch of consecutive offsets,
-    /// waiting for the broker when the journal has no free run.
-    fn record_batch(&mut self) -> Result<(), ConsumerError> {
-        let partition = partition_key(0, 0);
+    /// Records the batch, read from part `i`, in the journal, a run per stretch
+    /// of consecutive offsets, waiting for the broker when the journal has no
+    /// free run.
+    fn record_batch(&mut self, i: usize) -> Result<(), ConsumerError> {
+        let partition = partition_key(self.parts[i].topic_id, self.parts[i].partition);
         let mut i = 0;
         while i < self.batch.len() {
             let from = self.batch[i].offset;
@@ -472,28 +655,43 @@ impl Reader {
         Ok(())
     }
 
-    /// Waits for `offset` to be published; false if the deadline passed first.
-    fn wait_for_publish(
-        &self,
-        offset: u64,
-        deadline: Option<Instant>,
-    ) -> Result<bool, ConsumerError> {
-        let region = &self.session.region;
-        let ready = || region.is_committed(offset) || region.freed_offset() > offset;
-        if event::spin_until(|| ready() || region.is_closing()) {
+    /// Waits for the next offset of any part to be published; false if the
+    /// deadline passed first. A reader of one ring sleeps on its published event
+    /// (uncounted by the broker if it dies asleep); a reader of several sleeps on
+    /// all of theirs at once.
+    fn wait_for_publish(&self, deadline: Option<Instant>) -> Result<bool, ConsumerError> {
+        let session = &self.session;
+        let ready = || {
+            self.parts.iter().any(|p| {
+                let region = p.region(session);
+                region.is_committed(p.position) || region.freed_offset() > p.position
+            })
+        };
+        let closing = || session.region.is_closing();
+        if event::spin_until(|| ready() || closing()) {
             return Ok(true);
         }
         let step = Instant::now() + event::MAX_SLEEP;
         let until = deadline.map_or(step, |d| d.min(step));
-        let flag = &self.me().activity.sleeping_on;
-        let _ = event::wait_until(
-            &region.header().published,
-            event_id::PUBLISHED,
-            Some(flag),
-            || ready() || region.is_closing(),
-            || self.check_alive().is_err(),
-            Some(until),
-        );
+        if let [only] = &self.parts[..] {
+            let flag = &self.me().activity.sleeping_on;
+            let _ = event::wait_until(
+                &only.region(session).header().published,
+                event_id::PUBLISHED,
+                Some(flag),
+                || ready() || closing(),
+                || self.check_alive().is_err(),
+                Some(until),
+            );
+        } else {
+            let events: Vec<&shm_layout::layout::EventWord> = self
+                .parts
+                .iter()
+                .map(|p| &p.region(session).header().published)
+                .collect();
+            let left = until.saturating_duration_since(Instant::now());
+            event::sleep_on_any(&events, || ready() || closing(), left);
+        }
         self.check_alive()?;
         Ok(deadline.is_none_or(|d| Instant::now() < d))
     }

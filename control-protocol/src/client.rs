@@ -15,7 +15,7 @@ use shm_layout::region::{Region, RegionError};
 
 use crate::buffer::FrameBuffer;
 use crate::frame::{FrameError, MAX_REPLY_LEN};
-use crate::message::{ControlFrame, Refusal, Role};
+use crate::message::{ControlFrame, Refusal, Role, TopicInfo};
 
 /// How long a client waits for each handshake reply.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,6 +43,16 @@ pub enum ConnectError {
     /// The region could not be mapped or is not what the broker described.
     #[error(transparent)]
     Region(#[from] RegionError),
+    /// The broker has no topic of that name.
+    #[error("no topic {0} (broker topics lists them; broker create-topic makes one)")]
+    UnknownTopic(String),
+    /// The topic has no partition of that number.
+    #[error("topic {topic} has {partitions} partition(s), numbered from 0: there is no partition {partition}")]
+    NoPartition {
+        topic: String,
+        partitions: u32,
+        partition: u32,
+    },
 }
 
 /// What the broker told us about the connection since we registered.
@@ -232,6 +242,55 @@ impl Session {
         self.replies
             .recv_timeout(HANDSHAKE_TIMEOUT)
             .map_err(|_| proto("no reply from the broker".into()))
+    }
+}
+
+impl Session {
+    /// Topic `name` as the broker describes it.
+    pub fn topic(&self, name: &str) -> Result<TopicInfo, ConnectError> {
+        let request = ControlFrame::TopicRequest {
+            name: name.to_string(),
+        };
+        match self.request(&request)? {
+            ControlFrame::TopicInfo(info) if info.name == name => Ok(info),
+            ControlFrame::UnknownTopic { .. } => Err(ConnectError::UnknownTopic(name.to_string())),
+            other => Err(ConnectError::Protocol {
+                addr: String::new(),
+                detail: format!("unexpected reply to a topic request: {other:?}"),
+            }),
+        }
+    }
+
+    /// Maps partition `partition` of `topic`'s ring: checks its geometry and token
+    /// against what the broker said, and links it to the control region (its
+    /// commits then reach the broker's persister). `default`'s one partition is
+    /// the control region itself: use [`Session::region`].
+    pub fn map_partition(&self, topic: &TopicInfo, partition: u32) -> Result<Region, ConnectError> {
+        if partition >= topic.partitions {
+            return Err(ConnectError::NoPartition {
+                topic: topic.name.clone(),
+                partitions: topic.partitions,
+                partition,
+            });
+        }
+        let name = shm_layout::names::partition_region(self.region.name(), topic.id, partition);
+        let geometry = shm_layout::Geometry {
+            slots: topic.slots,
+            slot_size: topic.slot_size,
+            max_message: topic.max_message,
+            ..*self.region.geometry()
+        };
+        let region = Region::open_expecting(&name, &geometry)?;
+        if region.token() != self.region.token() {
+            return Err(ConnectError::Region(RegionError::GeometryMismatch {
+                name,
+                found: "another broker's access token".into(),
+                expected: format!("the token of {}", self.region.name()),
+            }));
+        }
+        let ring = topic.first_ring.saturating_add(partition);
+        let doorbell = shm_layout::doorbell::Doorbell::open(self.region.name(), ring)?;
+        Ok(region.ring_doorbell(doorbell))
     }
 }
 

@@ -17,4 +17,6 @@ pub mod message;
 
 pub use buffer::FrameBuffer;
 pub use client::{default_id, ConnectError, Link, Session};
-pub use message::{CommittedOffset, ControlFrame, OwnerKind, Refusal, ResetTo, Role, WaitingFor};
+pub use message::{
+    CommittedOffset, ControlFrame, OwnerKind, Refusal, ResetTo, Role, TopicInfo, WaitingFor,
+};

@@ -153,6 +153,66 @@ pub enum ControlFrame {
     ResetDone { offset: u64 },
     /// Broker → admin: the group was not moved, and why.
     ResetRefused { reason: String },
+    /// Client → broker: where is topic `name`?
+    TopicRequest { name: String },
+    /// Broker → client: topic `name`'s id, partitions and ring geometry. Its
+    /// partition `p`'s ring is number `first_ring + p` in the control region's
+    /// pending set, in the region `names::partition_region(control, id, p)`
+    /// (`default`'s one partition is the control region's own ring, number 0).
+    TopicInfo(TopicInfo),
+    /// Broker → client: there is no topic `name`.
+    UnknownTopic { name: String },
+    /// Admin → broker: create topic `name` (SPEC §11).
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        slots: Option<u32>,
+        slot_size: Option<u32>,
+    },
+    /// Broker → admin: created.
+    TopicCreated(TopicInfo),
+    /// Broker → admin: not created, and why; `exists` when the name is taken.
+    CreateRefused { reason: String, exists: bool },
+    /// Admin → broker: list the topics.
+    TopicsRequest,
+    /// Broker → admin: the topics, as JSON.
+    Topics { json: String },
+}
+
+/// A topic, as the broker describes it to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub id: u32,
+    pub name: String,
+    pub partitions: u32,
+    pub first_ring: u32,
+    pub slots: u32,
+    pub slot_size: u32,
+    pub max_message: u32,
+}
+
+impl TopicInfo {
+    fn encode(&self, w: &mut Writer) {
+        w.u32(self.id)
+            .str(&self.name)
+            .u32(self.partitions)
+            .u32(self.first_ring)
+            .u32(self.slots)
+            .u32(self.slot_size)
+            .u32(self.max_message);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<TopicInfo, FrameError> {
+        Ok(TopicInfo {
+            id: r.u32()?,
+            name: r.str()?,
+            partitions: r.u32()?,
+            first_ring: r.u32()?,
+            slots: r.u32()?,
+            slot_size: r.u32()?,
+            max_message: r.u32()?,
+        })
+    }
 }
 
 /// Where `broker reset-offsets` moves a group.
@@ -306,6 +366,14 @@ mod kind {
     pub const RESET_OFFSETS: u8 = 16;
     pub const RESET_DONE: u8 = 17;
     pub const RESET_REFUSED: u8 = 18;
+    pub const TOPIC_REQUEST: u8 = 19;
+    pub const TOPIC_INFO: u8 = 20;
+    pub const UNKNOWN_TOPIC: u8 = 21;
+    pub const CREATE_TOPIC: u8 = 22;
+    pub const TOPIC_CREATED: u8 = 23;
+    pub const CREATE_REFUSED: u8 = 24;
+    pub const TOPICS_REQUEST: u8 = 25;
+    pub const TOPICS: u8 = 26;
 }
 
 struct Writer(Vec<u8>);
@@ -383,6 +451,13 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(self.str()?)),
+            _ => Err(FrameError::Malformed("bad option flag")),
+        }
+    }
+    fn opt_u32(&mut self) -> Result<Option<u32>, FrameError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.u32()?)),
             _ => Err(FrameError::Malformed("bad option flag")),
         }
     }
@@ -519,6 +594,46 @@ impl ControlFrame {
                 w.str(reason);
                 kind::RESET_REFUSED
             }
+            ControlFrame::TopicRequest { name } => {
+                w.str(name);
+                kind::TOPIC_REQUEST
+            }
+            ControlFrame::TopicInfo(info) => {
+                info.encode(&mut w);
+                kind::TOPIC_INFO
+            }
+            ControlFrame::UnknownTopic { name } => {
+                w.str(name);
+                kind::UNKNOWN_TOPIC
+            }
+            ControlFrame::CreateTopic {
+                name,
+                partitions,
+                slots,
+                slot_size,
+            } => {
+                w.str(name).u32(*partitions);
+                for v in [slots, slot_size] {
+                    match v {
+                        Some(v) => w.u8(1).u32(*v),
+                        None => w.u8(0),
+                    };
+                }
+                kind::CREATE_TOPIC
+            }
+            ControlFrame::TopicCreated(info) => {
+                info.encode(&mut w);
+                kind::TOPIC_CREATED
+            }
+            ControlFrame::CreateRefused { reason, exists } => {
+                w.str(reason).u8(u8::from(*exists));
+                kind::CREATE_REFUSED
+            }
+            ControlFrame::TopicsRequest => kind::TOPICS_REQUEST,
+            ControlFrame::Topics { json } => {
+                w.long_str(json);
+                kind::TOPICS
+            }
         };
         frame::build(kind, &w.0)
     }
@@ -617,6 +732,28 @@ impl ControlFrame {
             },
             kind::RESET_DONE => ControlFrame::ResetDone { offset: r.u64()? },
             kind::RESET_REFUSED => ControlFrame::ResetRefused { reason: r.str()? },
+            kind::TOPIC_REQUEST => ControlFrame::TopicRequest { name: r.str()? },
+            kind::TOPIC_INFO => ControlFrame::TopicInfo(TopicInfo::decode(&mut r)?),
+            kind::UNKNOWN_TOPIC => ControlFrame::UnknownTopic { name: r.str()? },
+            kind::CREATE_TOPIC => ControlFrame::CreateTopic {
+                name: r.str()?,
+                partitions: r.u32()?,
+                slots: r.opt_u32()?,
+                slot_size: r.opt_u32()?,
+            },
+            kind::TOPIC_CREATED => ControlFrame::TopicCreated(TopicInfo::decode(&mut r)?),
+            kind::CREATE_REFUSED => ControlFrame::CreateRefused {
+                reason: r.str()?,
+                exists: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(FrameError::Malformed("bad flag")),
+                },
+            },
+            kind::TOPICS_REQUEST => ControlFrame::TopicsRequest,
+            kind::TOPICS => ControlFrame::Topics {
+                json: r.long_str()?,
+            },
             other => return Err(FrameError::UnknownKind(other)),
         };
         r.finish()?;
@@ -702,6 +839,42 @@ mod tests {
             ControlFrame::CommittedRequest {
                 owner: Some((OwnerKind::Reader, "audit".into())),
             },
+            ControlFrame::TopicRequest {
+                name: "orders".into(),
+            },
+            ControlFrame::TopicInfo(TopicInfo {
+                id: 3,
+                name: "orders".into(),
+                partitions: 4,
+                first_ring: 7,
+                slots: 256,
+                slot_size: 128,
+                max_message: 16384,
+            }),
+            ControlFrame::UnknownTopic {
+                name: "nope".into(),
+            },
+            ControlFrame::CreateTopic {
+                name: "orders".into(),
+                partitions: 4,
+                slots: Some(256),
+                slot_size: None,
+            },
+            ControlFrame::TopicCreated(TopicInfo {
+                id: 1,
+                name: "logs".into(),
+                partitions: 1,
+                first_ring: 1,
+                slots: 4096,
+                slot_size: 1024,
+                max_message: 1 << 20,
+            }),
+            ControlFrame::CreateRefused {
+                reason: "topic orders exists".into(),
+                exists: true,
+            },
+            ControlFrame::TopicsRequest,
+            ControlFrame::Topics { json: "[]".into() },
             ControlFrame::Committed {
                 offsets: vec![
                     CommittedOffset {

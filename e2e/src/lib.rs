@@ -613,10 +613,12 @@ impl Broker {
     /// ready line; returns it and its id.
     pub fn reader(&self, args: &[&str], stdout: StdoutMode) -> (Proc, String) {
         let mut p = Proc::spawn(&bin("consumer"), &self.client_args(args), None, stdout);
-        let line = p.wait_stderr("reading default as ");
+        let line = p.wait_stderr("reading ");
         let id = line
-            .strip_prefix("reading default as ")
+            .strip_prefix("reading ")
+            .and_then(|rest| rest.rsplit_once(" as "))
             .expect("reading line")
+            .1
             .to_string();
         (p, id)
     }
@@ -661,6 +663,13 @@ impl Broker {
         let f = self.subcommand("status", &["--json"]);
         assert_eq!(f.code(), Some(0), "broker status failed: {:?}", f.stderr);
         serde_json::from_slice(&f.stdout).expect("status is JSON")
+    }
+
+    /// Runs `broker topics --json` against this broker.
+    pub fn topics(&self) -> serde_json::Value {
+        let f = self.subcommand("topics", &["--json"]);
+        assert_eq!(f.code(), Some(0), "broker topics failed: {:?}", f.stderr);
+        serde_json::from_slice(&f.stdout).expect("topics is JSON")
     }
 
     /// Runs `broker committed ARGS --json` against this broker.

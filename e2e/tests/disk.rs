@@ -277,7 +277,7 @@ fn a_persistence_file_missing_at_start_is_refused_unless_its_loss_is_accepted() 
     assert_eq!(
         f.stderr,
         vec![format!(
-            "broker: {PERSIST_FILE} ends before offset 0, but offsets up to 3 were assigned (offsets.txt): records 0..3 are missing (was the file cut, deleted or replaced?); restore it, or start with --accept-lost-records to skip them"
+            "broker: {PERSIST_FILE} ends before offset 0 of default/0, but offsets up to 3 were assigned (offsets.txt): records 0..3 are missing (was the file cut, deleted or replaced?); restore it, or start with --accept-lost-records to skip them"
         )]
     );
 

@@ -114,3 +114,73 @@ fn the_same_broker_starts_when_dev_shm_can_hold_its_region() {
     assert_eq!(finished.code(), Some(0), "{finished:?}");
     assert_eq!(broker.unread_stdout_lines(), ["left in /dev/shm: []"]);
 }
+
+/// Inside the namespace: start the broker, wait for its ready line, try to create
+/// a topic too big for what is left of `/dev/shm` and then one that fits, and
+/// say what happened and what `/dev/shm` holds.
+const CREATE_IN_NAMESPACE: &str = r#"
+size=$1; broker=$2; data=$3
+mount -t tmpfs -o "size=$size" tmpfs /dev/shm || exit 97
+setpriv --pdeathsig KILL "$broker" --port 0 --data-dir "$data" --shm-name /mk-shm \
+    --slots 256 --slot-size 256 > "$data/ready" 2> "$data/broker.err" &
+pid=$!
+tries=0
+until grep -q '^listening on' "$data/ready"; do
+    tries=$((tries + 1)); [ $tries -gt 600 ] && exit 98
+    sleep 0.05
+done
+address=$(sed -n 's/^listening on \([^,]*\),.*/\1/p' "$data/ready")
+"$broker" create-topic -b "$address" big --partitions 4 2> "$data/create.err"
+echo "big: exit $? $(cat "$data/create.err")"
+"$broker" create-topic -b "$address" small
+echo "small: exit $?"
+echo "topics: $("$broker" topics -b "$address" --json | grep -o '"name":"[a-z]*"' | tr '\n' ' ')"
+echo "in /dev/shm: [$(ls -A /dev/shm | tr '\n' ' ')]"
+kill -TERM $pid
+wait $pid
+echo "broker: exit $?"
+"#;
+
+#[test]
+fn a_topic_that_does_not_fit_in_dev_shm_is_refused_and_nothing_of_it_is_left() {
+    if !namespaces_work() {
+        return;
+    }
+    let data = TempDir::new("shm-topic");
+    // The control region takes about 750 KiB, each partition's as much: 2 MiB
+    // hold one more partition, not four.
+    let args = vec![
+        "--mount".to_string(),
+        "sh".into(),
+        "-c".into(),
+        CREATE_IN_NAMESPACE.into(),
+        "sh".into(),
+        "2m".into(),
+        bin("broker").display().to_string(),
+        data.0.display().to_string(),
+    ];
+    let mut run = Proc::spawn(
+        std::path::Path::new("unshare"),
+        &args,
+        None,
+        StdoutMode::Lines,
+    );
+    let finished = run.wait_exit_within(DEADLINE);
+    assert_eq!(finished.code(), Some(0), "{finished:?}");
+    let lines = run.unread_stdout_lines();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "big: exit 1 broker create-topic: cannot create shared-memory region /mk-shm.t1."
+        ) && lines[0].contains(" needs ")
+            && lines[0].contains("/dev/shm has less free"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1], "created topic small with 1 partitions");
+    assert_eq!(lines[2], "small: exit 0");
+    assert_eq!(lines[3], r#"topics: "name":"default" "name":"small" "#);
+    // The refused topic left no region; the one created took the next id.
+    assert_eq!(lines[4], "in /dev/shm: [mk-shm mk-shm.t1.0 ]");
+    assert_eq!(lines[5], "broker: exit 0");
+}

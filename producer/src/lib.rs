@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use control_protocol::{default_id, ConnectError, Role, Session};
+use control_protocol::{default_id, ConnectError, Role, Session, TopicInfo};
+use partitioner::RoundRobin;
+use shm_layout::Region;
 
 mod waiting;
 use shm_layout::ring::{SendError, Sender};
@@ -40,6 +42,9 @@ pub enum ProducerError {
     /// Could not reach or register with the broker.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// The topic or partition asked for does not exist.
+    #[error("{0}")]
+    Topic(ConnectError),
     /// The message is larger than the broker accepts; nothing was written.
     #[error("message of {size} bytes is over the broker's maximum of {max} bytes (--max-message); nothing was sent")]
     TooLarge { size: u64, max: u64 },
@@ -106,6 +111,17 @@ pub struct Producer {
     send_timeout: Option<Duration>,
     /// Hears when a send has waited a while, and when it moves again.
     on_notice: Option<NoticeFn>,
+    /// Where sends go when not to `default`.
+    target: Option<Target>,
+}
+
+/// A topic other than `default` (or a partition chosen), with its partitions'
+/// rings, each mapped when first sent to.
+struct Target {
+    topic: TopicInfo,
+    chosen: Option<u32>,
+    rings: Vec<Option<Region>>,
+    round_robin: RoundRobin,
 }
 
 /// Sends this far apart (µs) count as spaced: the lines of the next one go cold.
@@ -125,7 +141,55 @@ impl Producer {
             bytes: 0,
             send_timeout: None,
             on_notice: None,
+            target: None,
         })
+    }
+
+    /// Sends to `topic` from now on (SPEC §11): to partition `partition` if given,
+    /// else by key with Kafka's partitioner, and keyless messages round-robin.
+    /// An unknown topic or partition is an error and changes nothing.
+    pub fn use_topic(&mut self, topic: &str, partition: Option<u32>) -> Result<(), ProducerError> {
+        let info = self.session.topic(topic).map_err(ProducerError::Topic)?;
+        if let Some(p) = partition.filter(|&p| p >= info.partitions) {
+            return Err(ProducerError::Topic(ConnectError::NoPartition {
+                topic: info.name,
+                partitions: info.partitions,
+                partition: p,
+            }));
+        }
+        self.target = if info.id == 0 {
+            None
+        } else {
+            Some(Target {
+                rings: (0..info.partitions).map(|_| None).collect(),
+                topic: info,
+                chosen: partition,
+                // Producers started together begin at different partitions.
+                round_robin: RoundRobin::starting_at(std::process::id()),
+            })
+        };
+        Ok(())
+    }
+
+    /// The partition the next message with `key` goes to.
+    fn place(&mut self, key: Option<&[u8]>) -> Option<usize> {
+        let t = self.target.as_mut()?;
+        Some(partitioner::place(t.chosen, key, t.topic.partitions, &mut t.round_robin) as usize)
+    }
+
+    /// Maps partition `p`'s ring if it is not yet.
+    fn map(&mut self, p: usize) -> Result<(), ProducerError> {
+        let Some(t) = self.target.as_mut() else {
+            return Ok(());
+        };
+        if t.rings[p].is_none() {
+            let ring = self
+                .session
+                .map_partition(&t.topic, p as u32)
+                .map_err(ProducerError::Connect)?;
+            t.rings[p] = Some(ring);
+        }
+        Ok(())
     }
 
     /// Makes a send that waits longer than `timeout` for space in the ring (or,
@@ -152,9 +216,12 @@ impl Producer {
         &self.session.id
     }
 
-    /// Largest key + payload the broker accepts.
+    /// Largest key + payload the broker accepts (in the topic sent to).
     pub fn max_message(&self) -> u64 {
-        self.session.region.geometry().max_message as u64
+        match &self.target {
+            Some(t) => u64::from(t.topic.max_message),
+            None => self.session.region.geometry().max_message as u64,
+        }
     }
 
     /// Messages and payload bytes sent so far.
@@ -169,28 +236,78 @@ impl Producer {
 
     /// Sends one message with an optional key; returns its offset.
     pub fn send_keyed(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<u64, ProducerError> {
-        let mut offset = 0;
-        self.send_each(&[(key, payload)], |o| offset = o)
-            .map_err(|(_, e)| e)?;
-        Ok(offset)
+        self.send_record(key, payload).map(|(_, offset)| offset)
     }
 
-    /// Sends several messages in order, taking the ring lock once for as many as
-    /// fit; returns their offsets. On an error, the first `usize` were sent. A
-    /// message over the maximum refuses the whole batch before anything is sent.
+    /// Sends one message with an optional key; returns its partition and offset.
+    pub fn send_record(
+        &mut self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(u32, u64), ProducerError> {
+        let mut placed = (0, 0);
+        self.send_placed(&[(key, payload)], |p, o| placed = (p, o))
+            .map_err(|(_, e)| e)?;
+        Ok(placed)
+    }
+
+    /// Sends several messages in order, taking a ring's lock once for as many as
+    /// fit; returns their offsets (each in its partition). On an error, the first
+    /// `usize` were sent. A message over the maximum refuses the whole batch before
+    /// anything is sent.
     pub fn send_batch(
         &mut self,
         messages: &[(Option<&[u8]>, &[u8])],
     ) -> Result<Vec<u64>, (usize, ProducerError)> {
         let mut offsets = Vec::with_capacity(messages.len());
-        self.send_each(messages, |o| offsets.push(o))?;
+        self.send_placed(messages, |_, o| offsets.push(o))?;
         Ok(offsets)
     }
 
-    /// Sends `messages` in order (see [`Producer::send_batch`]); `committed` hears
+    /// Sends `messages` in order, each to its partition, in runs of messages of
+    /// one partition; `committed` hears each partition and offset.
+    fn send_placed(
+        &mut self,
+        messages: &[(Option<&[u8]>, &[u8])],
+        mut committed: impl FnMut(u32, u64),
+    ) -> Result<(), (usize, ProducerError)> {
+        if self.target.is_none() {
+            return self.send_each(None, messages, |o| committed(0, o));
+        }
+        // Placed first: a message too large for the broker sends nothing of them.
+        if let Some(t) = &self.target {
+            let max = u64::from(t.topic.max_message);
+            for (key, payload) in messages {
+                let size = key.map_or(0, |k| k.len() as u64) + payload.len() as u64;
+                if size > max {
+                    return Err((0, ProducerError::TooLarge { size, max }));
+                }
+            }
+        }
+        let placed: Vec<usize> = messages
+            .iter()
+            .map(|(key, _)| self.place(*key).unwrap_or(0))
+            .collect();
+        let mut sent = 0;
+        while sent < messages.len() {
+            let p = placed[sent];
+            let run = placed[sent..].iter().take_while(|&&q| q == p).count();
+            self.map(p).map_err(|e| (sent, e))?;
+            self.send_each(Some(p), &messages[sent..sent + run], |o| {
+                committed(p as u32, o)
+            })
+            .map_err(|(n, e)| (sent + n, e))?;
+            sent += run;
+        }
+        Ok(())
+    }
+
+    /// Sends `messages` in order to one ring: partition `partition` of the target
+    /// topic, or `default`'s (see [`Producer::send_batch`]); `committed` hears
     /// each offset as it is assigned.
     fn send_each(
         &mut self,
+        partition: Option<usize>,
         messages: &[(Option<&[u8]>, &[u8])],
         mut committed: impl FnMut(u64),
     ) -> Result<(), (usize, ProducerError)> {
@@ -198,6 +315,12 @@ impl Producer {
             return Err((0, self.stop_reason()));
         }
         let s = &self.session;
+        let region: &Region = match (partition, &self.target) {
+            (Some(p), Some(t)) => t.rings[p]
+                .as_ref()
+                .expect("a partition's ring is mapped before it is sent to"),
+            _ => &s.region,
+        };
         let sender = Sender {
             client: s.client,
             generation: s.generation,
@@ -220,8 +343,7 @@ impl Producer {
         let now_us = wall_clock_micros();
         let mut result;
         loop {
-            result = s
-                .region
+            result = region
                 .send_batch(sender, &messages[sent..], now_us, stop, None, |o| {
                     sent += 1;
                     if let Ok(mut w) = watch.try_borrow_mut() {
@@ -249,7 +371,7 @@ impl Producer {
         // Not for batches or back-to-back sends, where several producers would pull
         // the same lines from each other.
         if messages.len() == 1 && now_us.saturating_sub(self.last_send_us) >= SPACED_SEND_US {
-            s.region.prefetch_next_reservation();
+            region.prefetch_next_reservation();
         }
         self.last_send_us = now_us;
         self.sent += sent as u64;

@@ -49,7 +49,15 @@ struct Args {
     /// Producer id (1-64 of A-Z a-z 0-9 . _ -) [default: producer-<pid>].
     #[arg(long, value_name = "NAME")]
     id: Option<String>,
-    /// Key attached to every message sent.
+    /// Topic to send to (broker topics lists them).
+    #[arg(long, value_name = "T", default_value = "default")]
+    topic: String,
+    /// Partition to send to [default: by key with Kafka's partitioner, keyless
+    /// messages round-robin].
+    #[arg(long, value_name = "P")]
+    partition: Option<u32>,
+    /// Key attached to every message sent; a key always goes to the same
+    /// partition, so its messages stay in order.
     #[arg(short = 'k', long, value_name = "KEY")]
     key: Option<String>,
     /// Send the bytes of this file as one message.
@@ -82,6 +90,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Err(e) = shm_layout::names::check_topic(&args.topic) {
+        eprintln!("producer: {e}");
+        return ExitCode::from(2);
+    }
     if args.stream && args.interval.is_zero() {
         eprintln!("producer: --interval must be greater than zero");
         return ExitCode::from(2);
@@ -100,6 +112,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = producer.use_topic(&args.topic, args.partition) {
+        eprintln!("producer: {e}");
+        return ExitCode::from(1);
+    }
     producer.set_interrupt(interrupt.clone());
     producer.set_send_timeout(args.send_timeout);
     let progress = CountProgress::when(count_progress::stderr_alone_on_a_terminal(), args.count);

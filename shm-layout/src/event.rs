@@ -123,6 +123,28 @@ pub fn sleep_once(
     }
 }
 
+/// Sleeps once on all of `events` unless `ready` already holds, until one of them
+/// is notified or `timeout` passes (capped at [`MAX_SLEEP`]): a reader of several
+/// rings sleeps on one thing, never looks at them in turn. Counted as a sleeper
+/// on each, so that their posters wake it.
+pub fn sleep_on_any(events: &[&EventWord], mut ready: impl FnMut() -> bool, timeout: Duration) {
+    for e in events {
+        e.sleepers.fetch_add(1, Ordering::Relaxed);
+    }
+    // Pairs with the fence in `notify` (see `sleep_once`).
+    fence(Ordering::SeqCst);
+    let words: Vec<(&AtomicU32, u32)> = events
+        .iter()
+        .map(|e| (&e.seq, e.seq.load(Ordering::Acquire)))
+        .collect();
+    if !ready() {
+        crate::sys::futex_wait_any(&words, timeout.min(MAX_SLEEP));
+    }
+    for e in events {
+        e.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Sleeps on `event` until someone notifies it or `timeout` passes: for threads
 /// that work in periodic passes and can be asked to run one sooner.
 pub fn nap(event: &EventWord, id: u32, timeout: Duration) {
@@ -190,6 +212,30 @@ mod tests {
             seq: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
         })
+    }
+
+    #[test]
+    fn a_sleeper_on_several_events_wakes_when_any_is_notified() {
+        let (a, b) = (event(), event());
+        let flag = Arc::new(AtomicBool::new(false));
+        let (a2, b2, flag2) = (a.clone(), b.clone(), flag.clone());
+        let waiter = std::thread::spawn(move || {
+            while !flag2.load(Ordering::Acquire) {
+                sleep_on_any(
+                    &[&a2, &b2],
+                    || flag2.load(Ordering::Acquire),
+                    Duration::from_secs(10),
+                );
+            }
+        });
+        while b.sleepers.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        flag.store(true, Ordering::Release);
+        notify(&b);
+        waiter.join().unwrap();
+        assert_eq!(a.sleepers.load(Ordering::Relaxed), 0);
+        assert_eq!(b.sleepers.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::sys::RobustMutex;
 /// `"MINIKAFK"` read as a little-endian u64: the first word of every region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MINIKAFK");
 /// Bumped whenever any offset or field meaning below changes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Hot fields written by different processes sit on lines of their own; 128 bytes
 /// because adjacent-line prefetch makes 64-byte neighbours share traffic on x86.
 pub const LINE: usize = 128;
@@ -271,6 +271,20 @@ pub struct DurableCursor {
     pub fsync: AtomicU32,
 }
 
+/// How many rings (topic-partitions) the pending set can name: the most
+/// `--max-partitions` allows.
+pub const MAX_RINGS: u32 = 4096;
+
+/// The rings with records the broker has not looked at yet, one bit per ring
+/// number (the broker numbers topic-partitions; ring 0, `default`/0, is never
+/// marked: the broker always looks at it). Producers of other rings set their
+/// ring's bit after a commit, the broker's persister takes the bits: an idle ring
+/// costs it nothing. Only meaningful in the control region.
+#[repr(C, align(128))]
+pub struct PendingRings {
+    pub words: [AtomicU64; MAX_RINGS as usize / 64],
+}
+
 /// The first bytes of the region.
 #[repr(C)]
 pub struct Header {
@@ -287,6 +301,7 @@ pub struct Header {
     pub durable: DurableCursor,
     /// Producers under `--fsync` sleep here waiting for `durable.persisted`.
     pub persisted: EventWord,
+    pub pending: PendingRings,
 }
 
 /// Client table entry roles (`ClientIdentity::role`).
@@ -506,7 +521,9 @@ const _: () = assert!(size_of::<Identity>() == LINE);
 const _: () = assert!(size_of::<LockLine>() == LINE);
 const _: () = assert!(size_of::<ProducerCursor>() == LINE);
 const _: () = assert!(size_of::<ReclaimCursor>() == LINE);
-const _: () = assert!(size_of::<Header>() == 9 * LINE);
+const _: () = assert!(size_of::<Header>() == 13 * LINE);
+const _: () = assert!(std::mem::offset_of!(Header, pending) == 9 * LINE);
+const _: () = assert!(size_of::<PendingRings>() == 4 * LINE);
 const _: () = assert!(std::mem::offset_of!(Header, durable) == 7 * LINE);
 const _: () = assert!(std::mem::offset_of!(Identity, paused) == 76);
 const _: () = assert!(std::mem::offset_of!(Header, producer) == 2 * LINE);

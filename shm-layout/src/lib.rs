@@ -21,6 +21,7 @@
 //! `ring`, each block with the argument for its soundness.
 
 pub mod client;
+pub mod doorbell;
 pub mod event;
 pub mod fault;
 pub mod group;

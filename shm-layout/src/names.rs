@@ -51,6 +51,12 @@ pub fn check_topic(name: &str) -> Result<(), TopicNameError> {
     }
 }
 
+/// The region of topic `topic_id`'s partition `partition`, beside the control
+/// region `control` (`docs/topics.md`).
+pub fn partition_region(control: &str, topic_id: u32, partition: u32) -> String {
+    format!("{control}.t{topic_id}.{partition}")
+}
+
 /// A POSIX shared-memory name: `/` then 1–200 name characters.
 pub fn valid_shm_name(name: &str) -> bool {
     match name.strip_prefix('/') {

@@ -10,10 +10,11 @@ use nix::fcntl::OFlag;
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 
+use crate::doorbell::Doorbell;
 use crate::identity::{FieldName, IdentityCopy};
 use crate::layout::{
-    ClientEntry, Geometry, GeometryError, GroupEntry, Header, IndexEntry, Layout, RedeliveryEntry,
-    LAYOUT_VERSION, MAGIC, NAME_CAPACITY,
+    ClientEntry, EventWord, Geometry, GeometryError, GroupEntry, Header, IndexEntry, Layout,
+    RedeliveryEntry, LAYOUT_VERSION, MAGIC, NAME_CAPACITY,
 };
 use crate::names::valid_shm_name;
 
@@ -113,6 +114,12 @@ impl BrokerRegion {
     pub fn take_over(region: Region) -> BrokerRegion {
         BrokerRegion(region)
     }
+
+    /// The control region's pending set: the numbers of the rings marked since the
+    /// last take, ascending, into `rings` (see [`crate::doorbell`]).
+    pub fn take_pending(&self, rings: &mut Vec<u32>) {
+        crate::doorbell::take_pending(self.header(), rings);
+    }
 }
 
 /// A mapping of the region.
@@ -124,6 +131,9 @@ pub struct Region {
     /// The identity line as the broker that created this mapping wrote it (None in
     /// a mapping that opened an existing region: clients, or a recovering broker).
     identity: Option<IdentityCopy>,
+    /// In a topic-partition's region other than the control region: the link to
+    /// the broker's pending set and wake-up word (see [`crate::doorbell`]).
+    doorbell: Option<Doorbell>,
 }
 
 impl std::fmt::Debug for Region {
@@ -177,6 +187,7 @@ impl Region {
                 layout,
                 name: name.to_string(),
                 identity: None,
+                doorbell: None,
             };
             region.initialise(token, broker_pid)?;
             region.identity = Some(IdentityCopy::of(&region.header().identity));
@@ -252,6 +263,7 @@ impl Region {
             layout,
             name: name.to_string(),
             identity: None,
+            doorbell: None,
         })
     }
 
@@ -343,6 +355,32 @@ impl Region {
     }
 
     /// The region's header.
+    /// Links this mapping, the region of a topic-partition other than the control
+    /// region's own, to the control region: its commits mark the ring pending and
+    /// its nudges wake the broker there.
+    pub fn ring_doorbell(mut self, doorbell: Doorbell) -> Region {
+        self.doorbell = Some(doorbell);
+        self
+    }
+
+    /// After commits, or before waiting for the broker: tells it to look at this
+    /// ring (a partition region only; the broker always looks at the control
+    /// region's).
+    pub(crate) fn mark_pending(&self) {
+        if let Some(d) = &self.doorbell {
+            d.ring();
+        }
+    }
+
+    /// The event the broker's persister and cleaner sleep on, which producers of
+    /// this ring bump to ask for a pass.
+    pub(crate) fn broker_event(&self) -> &EventWord {
+        match &self.doorbell {
+            Some(d) => d.broker_event(),
+            None => &self.header().cleaner,
+        }
+    }
+
     pub fn header(&self) -> &Header {
         // SAFETY: the mapping is at least `layout.total >= size_of::<Header>()` bytes,
         // page aligned, and every field of Header is an atomic or the pthread mutex,

@@ -33,6 +33,65 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     }
 }
 
+/// One word of a [`futex_wait_any`], as the kernel's `struct futex_waitv`.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX2_SIZE_U32`: 32-bit words, shared between processes (not private).
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// The most words one [`futex_wait_any`] call takes (the kernel's limit).
+pub const FUTEX_WAITV_MAX: usize = 128;
+
+/// Sleeps until one of `words` (each with the value it is expected to hold) is
+/// woken or changes, or `timeout` passes: one sleep over many words
+/// (`futex_waitv`, Linux 5.16). Words past [`FUTEX_WAITV_MAX`] are not watched.
+/// Where the call does not exist, sleeps on the first word for at most 10 ms.
+pub fn futex_wait_any(words: &[(&AtomicU32, u32)], timeout: Duration) {
+    let Some(&(first, first_value)) = words.first() else {
+        std::thread::sleep(timeout);
+        return;
+    };
+    let waits: Vec<FutexWaitv> = words
+        .iter()
+        .take(FUTEX_WAITV_MAX)
+        .map(|(word, value)| FutexWaitv {
+            val: u64::from(*value),
+            uaddr: word.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    let now = read_clock(libc::CLOCK_MONOTONIC);
+    let nanos = now.1 + u64::from(timeout.subsec_nanos());
+    let deadline = libc::timespec {
+        tv_sec: now.0 + timeout.as_secs() as libc::time_t + (nanos / 1_000_000_000) as libc::time_t,
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `waits` is a valid array of `waits.len()` kernel `futex_waitv`
+    // entries, each naming an aligned u32 that stays valid for the call (borrowed
+    // from `words`); the deadline pointer is valid; flags 0 and CLOCK_MONOTONIC
+    // are what the call expects. It only reads the words.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waits.as_ptr(),
+            waits.len() as libc::c_uint,
+            0u32,
+            &deadline as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        futex_wait(first, first_value, timeout.min(Duration::from_millis(10)));
+    }
+}
+
 /// Wakes every process sleeping in [`futex_wait`] on `word`.
 pub fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: `word` is a valid aligned u32; FUTEX_WAKE only reads the address.

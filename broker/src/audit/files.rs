@@ -7,7 +7,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use audit_format::records::{DeliveryRecord, PersistedRecord};
+use audit_format::records::{DeliveryRecord, PersistedRecord, PARTITION, TOPIC};
 
 /// Opens `path` for appending; creates it with `header` if new; removes a trailing
 /// partial line (no final newline). Returns the file and the bytes removed.
@@ -56,8 +56,9 @@ pub struct PersistedTail {
     pub foreign: Vec<String>,
 }
 
-/// Finds the last record of a persistence file, reading backwards from its end
-/// over lines that are not records.
+/// Finds the last record of `default`/0 in a persistence file, reading backwards
+/// from its end over lines that are not records (and, when no index says where
+/// it is, over other partitions' records).
 pub fn persisted_tail(path: &Path) -> io::Result<PersistedTail> {
     let mut file = match File::open(path) {
         Ok(f) => f,
@@ -65,6 +66,9 @@ pub fn persisted_tail(path: &Path) -> io::Result<PersistedTail> {
         Err(e) => return Err(e),
     };
     let mut tail = PersistedTail::default();
+    // Lines after the file's last record are reported; those between records
+    // of other partitions are not the file's end.
+    let mut seen_record = false;
     for_each_line_backwards(&mut file, 0, |line| {
         let text = String::from_utf8_lossy(line);
         let text = text.strip_suffix('\n').unwrap_or(&text);
@@ -72,14 +76,19 @@ pub fn persisted_tail(path: &Path) -> io::Result<PersistedTail> {
             return ControlFlow::Continue(());
         }
         match PersistedRecord::parse(text) {
-            Ok(r) => {
+            Ok(r) if r.topic == TOPIC && r.partition == PARTITION => {
                 tail.last = Some(r.offset);
                 ControlFlow::Break(())
             }
-            Err(_) => {
+            Ok(_) => {
+                seen_record = true;
+                ControlFlow::Continue(())
+            }
+            Err(_) if !seen_record => {
                 tail.foreign.push(text.to_string());
                 ControlFlow::Continue(())
             }
+            Err(_) => ControlFlow::Continue(()),
         }
     })?;
     Ok(tail)

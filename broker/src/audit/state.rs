@@ -116,8 +116,9 @@ impl StateFile {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the file with `ends` and `groups` if they changed (or `force`), with
-    /// `sync` or when every write is synced; whether it wrote.
+    /// Writes the file with `ends` (of the topic-partitions they name; the others
+    /// are kept) and `groups` if they changed (or `force`), with `sync` or when
+    /// every write is synced; whether it wrote.
     pub fn save_positions(
         &self,
         ends: Vec<PartitionEnd>,
@@ -126,10 +127,21 @@ impl StateFile {
         sync: bool,
     ) -> io::Result<bool> {
         let mut state = self.lock();
-        if !force && state.ends == ends && state.groups == groups {
+        // The ends given replace those of their topic-partitions; others stay.
+        let mut merged = state.ends.clone();
+        for e in ends {
+            match merged
+                .iter_mut()
+                .find(|m| m.topic == e.topic && m.partition == e.partition)
+            {
+                Some(m) => *m = e,
+                None => merged.push(e),
+            }
+        }
+        if !force && state.ends == merged && state.groups == groups {
             return Ok(false);
         }
-        state.ends = ends;
+        state.ends = merged;
         state.groups = groups;
         save(&self.dir, &state, sync || self.sync)?;
         Ok(true)

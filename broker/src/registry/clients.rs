@@ -13,6 +13,7 @@ use shm_layout::ring::REPLAY_GENERATION;
 use shm_layout::sys::{monotonic_millis, process_exists};
 
 use super::{refuse, Refused, Registration, Registry};
+use crate::topics::PartitionRing;
 
 /// A client the broker knows.
 #[derive(Debug)]
@@ -63,7 +64,7 @@ pub(super) struct Quarantined {
 }
 
 /// A gone producer whose records are still in the ring.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(super) struct Retiring {
     client: u32,
     generation: u32,
@@ -71,6 +72,9 @@ pub(super) struct Retiring {
     mark: u64,
     /// Whether it still holds its client entry (given up when the table is full).
     holds_entry: bool,
+    /// The partition rings that may hold its records, each with the offset every
+    /// one of them is below: its name is kept until they are reclaimed.
+    rings: Vec<(Arc<PartitionRing>, u64)>,
 }
 
 impl Registry {
@@ -261,20 +265,65 @@ impl Registry {
     pub fn retire_gone_producers(&mut self, lock: &shm_layout::ring::RingGuard<'_>) {
         for c in std::mem::take(&mut self.abandoned) {
             self.region.abandon_reservations(lock, c);
+            // A partition ring whose lock is held (a stopped producer) is tried
+            // again on the next pass; the producer retires once all are done.
+            if !self.abandon_in_partitions(c) {
+                self.abandoned.push(c);
+                continue;
+            }
             // After any repair the lock made: every record of `c` is below this.
             self.retire_producer(c, self.region.next_offset());
         }
+    }
+
+    /// Releases `c`'s uncommitted reservations in every partition ring; false if
+    /// a ring's lock could not be taken now.
+    fn abandon_in_partitions(&self, c: u32) -> bool {
+        let Some(topics) = &self.topics else {
+            return true;
+        };
+        let mut all = true;
+        for ring in topics.rings() {
+            let mut tries = 0;
+            match ring.region.lock_ring(|| {
+                tries += 1;
+                tries > 1
+            }) {
+                Ok(guard) => {
+                    ring.region.abandon_reservations(&guard, c);
+                }
+                Err(_) => all = false,
+            }
+        }
+        all
+    }
+
+    /// Serves the rings of `topics` too: producers' reservations there are
+    /// released when they go, and their names kept until their records there
+    /// are persisted.
+    pub fn serve_topics(&mut self, topics: Arc<crate::topics::Topics>) {
+        self.topics = Some(topics);
     }
 
     /// After the cleaner released a gone producer's reservations: its entry (which
     /// names it to consumers) is freed once every offset below `mark` is reclaimed.
     pub fn retire_producer(&mut self, client: u32, mark: u64) {
         let generation = self.region.client(client).map_or(0, |e| e.generation());
+        let rings = self.topics.as_ref().map_or_else(Vec::new, |t| {
+            t.rings()
+                .into_iter()
+                .filter_map(|r| {
+                    let next = r.region.next_offset();
+                    (r.region.freed_offset() < next).then_some((r, next))
+                })
+                .collect()
+        });
         self.retiring.push(Retiring {
             client,
             generation,
             mark,
             holds_entry: true,
+            rings,
         });
     }
 
@@ -283,7 +332,12 @@ impl Registry {
         let region = self.region.clone();
         let producers = &mut self.producers;
         self.retiring.retain(|r| {
-            if freed_offset < r.mark {
+            // Readers name records in the ring by their producer's entry.
+            let reclaimed = r
+                .rings
+                .iter()
+                .all(|(ring, mark)| ring.region.freed_offset() >= *mark);
+            if freed_offset < r.mark || !reclaimed {
                 return true;
             }
             producers.remove(&(r.client, r.generation));

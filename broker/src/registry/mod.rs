@@ -121,6 +121,11 @@ pub struct Registry {
     journals: HashMap<u32, readers::JournalDrain>,
     /// Names the producers of records that left the ring, for readers' lines.
     file_producers: Option<crate::file_producers::FileProducers>,
+    /// The rings of the topics besides `default`, where producers also write.
+    topics: Option<Arc<crate::topics::Topics>>,
+    /// Names the producers of those topics' records that left their rings, by
+    /// journal key (`topic id << 32 | partition`).
+    partition_producers: HashMap<u64, crate::file_producers::FileProducers>,
 }
 
 impl Registry {
@@ -157,6 +162,8 @@ impl Registry {
             newly_departed: false,
             journals: HashMap::new(),
             file_producers: None,
+            topics: None,
+            partition_producers: HashMap::new(),
         };
         r.published_at_sample = r.region.next_offset();
         for g in groups {

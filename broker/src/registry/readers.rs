@@ -16,6 +16,8 @@ use audit_format::records::DeliveryLines;
 use shm_layout::layout::JOURNAL_RUNS;
 use shm_layout::sys::wall_clock_micros;
 
+use shm_layout::journal::partition_key;
+
 use super::Registry;
 use crate::file_producers::FileProducers;
 
@@ -35,8 +37,10 @@ pub(super) struct JournalDrain {
     /// What the journal may be told once the log's writer has written this many
     /// bytes: (log mark, run, upto in that run).
     unwritten: VecDeque<(u64, u64, u64)>,
-    /// Formats this reader's lines.
+    /// Formats this reader's lines of `default`/0.
     lines: DeliveryLines,
+    /// The line formatters of the other topic-partitions it read, by journal key.
+    other_lines: Vec<(u64, DeliveryLines)>,
 }
 
 impl Registry {
@@ -74,6 +78,8 @@ impl Registry {
             producers,
             unknown,
             file_producers,
+            partition_producers,
+            topics,
             ..
         } = self;
         let (Some(entry), Some(drain)) = (region.client(slot), journals.get_mut(&slot)) else {
@@ -93,19 +99,55 @@ impl Registry {
         // A reader opens a run only once the one JOURNAL_RUNS before it is logged:
         // more is a scribble, read no further than that.
         let opened = opened.min(drain.run + JOURNAL_RUNS as u64);
-        let next = region.next_offset();
-        let freed = region.freed_offset();
-        drain.lines.set_time(wall_clock_micros());
+        let now = wall_clock_micros();
+        drain.lines.set_time(now);
         let mut budget = if finished { u64::MAX } else { LINES_PER_PASS };
         let before = drain.drained;
         while drain.run < opened && budget > 0 {
             let run = entry.journal_run(drain.run);
             let last = drain.run + 1 == opened && !finished;
+            // The run's topic-partition: its ring, its lines' fields, and where
+            // the names of its records that left the ring are found.
+            let ring;
+            let (ring_region, lines, mut names_in_file) = if run.partition == partition_key(0, 0) {
+                (&**region, &mut drain.lines, file_producers.as_mut())
+            } else {
+                let Some(found) = topics.as_ref().and_then(|t| t.ring_of_key(run.partition)) else {
+                    // A partition that does not exist (a scribbled journal): nothing
+                    // was read there to log.
+                    drain.run += 1;
+                    drain.upto = None;
+                    continue;
+                };
+                ring = found;
+                let tp = &ring.partition;
+                let at = match drain
+                    .other_lines
+                    .iter()
+                    .position(|(k, _)| *k == run.partition)
+                {
+                    Some(at) => at,
+                    None => {
+                        let lines = DeliveryLines::for_partition(&tp.topic, tp.partition);
+                        drain.other_lines.push((run.partition, lines));
+                        drain.other_lines.len() - 1
+                    }
+                };
+                let lines = &mut drain.other_lines[at].1;
+                lines.set_time(now);
+                let data_dir = data_dir_of(file_producers);
+                let names = partition_producers
+                    .entry(run.partition)
+                    .or_insert_with(|| FileProducers::of(data_dir, tp.clone(), None));
+                (&*ring.region, lines, Some(names))
+            };
+            let next = ring_region.next_offset();
+            let freed = ring_region.freed_offset();
             let start = drain.upto.unwrap_or(run.from).max(run.from);
             // A reader returns only committed records: beyond `next`, only those a
             // hold in progress has stamped (it reads them at their stamps).
             let available = if run.upto > next {
-                region.stamped_end(next, run.upto)
+                ring_region.stamped_end(next, run.upto)
             } else {
                 run.upto
             };
@@ -115,7 +157,7 @@ impl Registry {
             let mut last_name = unknown.clone();
             for o in start..stop {
                 let name = if o >= freed {
-                    match region.record_producer(o) {
+                    match ring_region.record_producer(o) {
                         Some(key) if last_key == Some(key) => last_name.clone(),
                         Some(key) => {
                             last_key = Some(key);
@@ -125,12 +167,12 @@ impl Registry {
                         None => unknown.clone(),
                     }
                 } else {
-                    file_producers
+                    names_in_file
                         .as_mut()
                         .and_then(|f| f.producer_of(o))
                         .unwrap_or_else(|| unknown.clone())
                 };
-                drain.lines.push(log_text, o, &name, &group, &consumer, 1);
+                lines.push(log_text, o, &name, &group, &consumer, 1);
             }
             budget -= stop - start;
             drain.drained += stop - start;
@@ -190,4 +232,11 @@ impl Registry {
     pub(super) fn follow_journal(&mut self, slot: u32) {
         self.journals.insert(slot, JournalDrain::default());
     }
+}
+
+/// The data directory the file's producers are read from.
+fn data_dir_of(file_producers: &Option<FileProducers>) -> PathBuf {
+    file_producers
+        .as_ref()
+        .map_or_else(|| PathBuf::from("."), |f| f.data_dir().to_path_buf())
 }

@@ -192,6 +192,7 @@ impl Region {
                 let Some(first) = first else {
                     drop(guard);
                     if sent > 0 {
+                        self.mark_pending();
                         event::notify(&self.header().published);
                     }
                     if let Some((from, to)) = filled.take() {
@@ -220,6 +221,7 @@ impl Region {
                 });
             }
             drop(guard);
+            self.mark_pending();
             event::notify(&self.header().published);
             if let Some((from, to)) = filled.take() {
                 self.nudge_cleaner(from, to);
@@ -404,7 +406,10 @@ impl Region {
         stop: &mut impl FnMut() -> bool,
     ) -> Result<(), SendError> {
         let h = self.header();
-        event::notify(&h.cleaner);
+        // The broker looks at a partition's ring when it is marked: so that it
+        // sees this one waits, even with nothing new to persist.
+        self.mark_pending();
+        event::notify(self.broker_event());
         let flag = self.client(client).map(|c| &c.activity.sleeping_on);
         event::wait_until(
             &h.persisted,
@@ -436,7 +441,7 @@ impl Region {
             from / step != to / step
         };
         if crossed {
-            event::notify(&self.header().cleaner);
+            event::notify(self.broker_event());
         }
     }
 
@@ -449,8 +454,10 @@ impl Region {
         deadline: Option<Instant>,
     ) -> Result<(), SendError> {
         let h = self.header();
-        // The cleaner frees lazily; a producer short of space asks it to run now.
-        event::notify(&h.cleaner);
+        // The cleaner frees lazily; a producer short of space asks it to run now
+        // (marking a partition's ring, so that the broker looks at it).
+        self.mark_pending();
+        event::notify(self.broker_event());
         let flag = self.client(client).map(|c| &c.activity.sleeping_on);
         event::wait_until(
             &h.space,
@@ -544,6 +551,7 @@ impl Loan<'_> {
         let offset = region.commit(&guard, self.first, &meta);
         self.open = false;
         drop(guard);
+        region.mark_pending();
         event::notify(&region.header().published);
         region.nudge_cleaner(self.first, self.first + self.slots);
         if region.waits_for_disk() {

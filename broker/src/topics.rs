@@ -1,0 +1,385 @@
+//! The topics besides `default` (SPEC §11): their directory (`topics.txt`), the
+//! region of each of their partitions, and the ring numbers by which the control
+//! region's pending set names those regions (`docs/topics.md`).
+//!
+//! `default`/0 is ring 0 and lives in the control region; every other
+//! topic-partition is a ring of its own, numbered from 1 in creation order for the
+//! life of this broker.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use audit_format::index::TopicPartition;
+use audit_format::topics::{self as directory, TopicRecord, DEFAULT_TOPIC};
+use shm_layout::layout::Geometry;
+use shm_layout::region::OwnerState;
+use shm_layout::{BrokerRegion, Region, RegionError};
+
+use crate::reclaim::Reclaimer;
+use crate::{BrokerConfig, BrokerError};
+
+pub use shm_layout::names::partition_region as region_name;
+
+/// One topic-partition's ring other than `default`/0, with what the broker's
+/// threads keep of it.
+pub struct PartitionRing {
+    pub partition: TopicPartition,
+    /// Its bit in the control region's pending set.
+    pub number: u32,
+    pub region: Arc<BrokerRegion>,
+    /// Every offset below this is in the persistence file (published by the
+    /// persister once written).
+    pub persisted: Arc<AtomicU64>,
+    pub reclaimer: Arc<Reclaimer>,
+}
+
+impl PartitionRing {
+    /// The persister wrote every record below `mark`: publishes it (waking
+    /// `--fsync` senders) and frees the slots no group holds.
+    pub fn persisted_through(&self, mark: u64) {
+        crate::persister::publish(&self.region, &self.persisted, mark);
+        // No group holds these rings yet: persisted is enough to free a slot. A
+        // corrupt ring is left to the repair of the cleaner's pass.
+        let _ = self.reclaimer.reclaim();
+    }
+}
+
+/// Where a topic-partition's offsets continue at this start.
+#[derive(Debug, Clone)]
+pub struct PartitionStart {
+    pub partition: TopicPartition,
+    pub geometry: Geometry,
+    pub next: u64,
+}
+
+/// Why `create-topic` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("topic {0} exists")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The topics of a running broker.
+pub struct Topics {
+    control: String,
+    token: [u64; 2],
+    /// The broker's geometry: a topic's rings take its client and group limits.
+    base: Geometry,
+    data_dir: PathBuf,
+    max_topics: u32,
+    max_partitions: u32,
+    directory: RwLock<Directory>,
+    /// One creation at a time: ids and ring numbers are given in order.
+    creating: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Directory {
+    records: Vec<TopicRecord>,
+    /// Ring `n` is `rings[n - 1]`.
+    rings: Vec<Arc<PartitionRing>>,
+}
+
+/// The topics this start serves: those of `topics.txt`, and those `--topics` adds
+/// (saved at once). A topic listed with another partition count is refused:
+/// partitions are never taken away, and adding some is not supported yet.
+pub fn load_directory(config: &BrokerConfig) -> Result<Vec<TopicRecord>, BrokerError> {
+    let file_err = |e: directory::TopicsFileError| BrokerError::Topics(e.to_string());
+    let mut records = directory::load(&config.data_dir).map_err(file_err)?;
+    let mut added = false;
+    for (name, partitions) in &config.topics {
+        if name == DEFAULT_TOPIC {
+            continue;
+        }
+        match records.iter().find(|r| &r.name == name) {
+            Some(r) if r.partitions != *partitions => {
+                return Err(BrokerError::Topics(format!(
+                    "--topics asks for {partitions} partitions of {name}, which has {} ({})",
+                    r.partitions,
+                    directory::TOPICS_FILE
+                )))
+            }
+            Some(_) => {}
+            None => {
+                let id = records.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+                records.push(TopicRecord {
+                    id,
+                    name: name.clone(),
+                    partitions: *partitions,
+                    slots: config.geometry.slots,
+                    slot_size: config.geometry.slot_size,
+                    max_message: config.geometry.max_message,
+                });
+                added = true;
+            }
+        }
+    }
+    let topics = records.len() as u64 + 1;
+    let partitions: u64 = 1 + records.iter().map(|r| u64::from(r.partitions)).sum::<u64>();
+    if topics > u64::from(config.max_topics) || partitions > u64::from(config.max_partitions) {
+        return Err(BrokerError::Topics(format!(
+            "{topics} topics with {partitions} partitions exist, over --max-topics {} or --max-partitions {}",
+            config.max_topics, config.max_partitions
+        )));
+    }
+    if added {
+        directory::save(&config.data_dir, &records).map_err(|source| BrokerError::File {
+            path: config.data_dir.join(directory::TOPICS_FILE),
+            source,
+        })?;
+    }
+    Ok(records)
+}
+
+/// The geometry of `record`'s rings.
+pub fn ring_geometry(base: &Geometry, record: &TopicRecord) -> Geometry {
+    Geometry {
+        slots: record.slots,
+        slot_size: record.slot_size,
+        max_message: record.max_message,
+        ..*base
+    }
+}
+
+/// The topic-partition `record`'s partition `partition` names.
+pub fn topic_partition(record: &TopicRecord, partition: u32) -> TopicPartition {
+    TopicPartition::new(&record.name, record.id, partition)
+}
+
+impl Topics {
+    /// Creates the region of every partition of `records` (their offsets continue
+    /// at `starts`), for the control region `control`.
+    pub fn start(
+        config: &BrokerConfig,
+        control: &str,
+        token: [u64; 2],
+        records: Vec<TopicRecord>,
+        starts: &[PartitionStart],
+    ) -> Result<Topics, BrokerError> {
+        let topics = Topics {
+            control: control.to_string(),
+            token,
+            base: config.geometry,
+            data_dir: config.data_dir.clone(),
+            max_topics: config.max_topics,
+            max_partitions: config.max_partitions,
+            directory: RwLock::new(Directory::default()),
+            creating: Mutex::new(()),
+        };
+        let mut rings = Vec::new();
+        for start in starts {
+            let number = rings.len() as u32 + 1;
+            let ring = topics
+                .open_ring(start.partition.clone(), start.geometry, number, start.next)
+                .map_err(BrokerError::Region)?;
+            rings.push(Arc::new(ring));
+        }
+        *topics.write() = Directory { records, rings };
+        Ok(topics)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        self.directory.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
+        self.directory.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates partition `partition`'s region, fresh, with offsets from `next`.
+    fn open_ring(
+        &self,
+        partition: TopicPartition,
+        geometry: Geometry,
+        number: u32,
+        next: u64,
+    ) -> Result<PartitionRing, RegionError> {
+        let name = region_name(&self.control, partition.topic_id, partition.partition);
+        let me = std::process::id();
+        let region = match Region::create(&name, geometry, self.token, me) {
+            Err(RegionError::AlreadyExists(_)) => {
+                // Start-up salvaged any region a dead broker left: what is left is
+                // garbage, or a region of a broker still alive, never touched.
+                if let OwnerState::Alive { pid } = Region::owner_state(&name)? {
+                    return Err(RegionError::GeometryMismatch {
+                        name,
+                        found: format!("a region of the running broker {pid}"),
+                        expected: "none".into(),
+                    });
+                }
+                Region::unlink(&name)?;
+                Region::create(&name, geometry, self.token, me)?
+            }
+            other => other?,
+        };
+        region.start_at(next, next);
+        let region = Arc::new(region);
+        let persisted = Arc::new(AtomicU64::new(next));
+        let reclaimer = Arc::new(Reclaimer::new(region.clone(), persisted.clone(), u64::MAX));
+        Ok(PartitionRing {
+            partition,
+            number,
+            region,
+            persisted,
+            reclaimer,
+        })
+    }
+
+    /// The ring numbered `number`, if there is one.
+    pub fn ring(&self, number: u32) -> Option<Arc<PartitionRing>> {
+        let index = number.checked_sub(1)? as usize;
+        self.read().rings.get(index).cloned()
+    }
+
+    /// The ring of the topic-partition a reader's journal names by `key`
+    /// (`topic id << 32 | partition`), if there is one.
+    pub fn ring_of_key(&self, key: u64) -> Option<Arc<PartitionRing>> {
+        let (topic_id, partition) = ((key >> 32) as u32, key as u32);
+        self.read()
+            .rings
+            .iter()
+            .find(|r| r.partition.topic_id == topic_id && r.partition.partition == partition)
+            .cloned()
+    }
+
+    /// How many rings there are besides `default`/0.
+    pub fn ring_count(&self) -> u32 {
+        self.read().rings.len() as u32
+    }
+
+    /// Every ring besides `default`/0, by number.
+    pub fn rings(&self) -> Vec<Arc<PartitionRing>> {
+        self.read().rings.clone()
+    }
+
+    /// Every topic besides `default`, in creation order.
+    pub fn records(&self) -> Vec<TopicRecord> {
+        self.read().records.clone()
+    }
+
+    /// Topic `name` (not `default`), and the number of its partition 0's ring (its
+    /// partitions' rings are numbered in a row).
+    pub fn find(&self, name: &str) -> Option<(TopicRecord, u32)> {
+        let dir = self.read();
+        let record = dir.records.iter().find(|r| r.name == name)?.clone();
+        let first = dir
+            .rings
+            .iter()
+            .find(|r| r.partition.topic_id == record.id && r.partition.partition == 0)?
+            .number;
+        Some((record, first))
+    }
+
+    /// Creates topic `name` with `partitions` partitions, each a ring of `slots`
+    /// slots of `slot_size` bytes (the broker's by default): every region is
+    /// created and reserved first, then `topics.txt` is saved, then the topic is
+    /// served; a failure at any step undoes the steps before it.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: u32,
+        slots: Option<u32>,
+        slot_size: Option<u32>,
+    ) -> Result<TopicRecord, CreateError> {
+        let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        shm_layout::names::check_topic(name).map_err(|e| CreateError::Invalid(e.to_string()))?;
+        if name == DEFAULT_TOPIC || self.find(name).is_some() {
+            return Err(CreateError::Exists(name.to_string()));
+        }
+        let (records, rings) = {
+            let dir = self.read();
+            (dir.records.clone(), dir.rings.len() as u32)
+        };
+        if records.len() as u32 + 1 >= self.max_topics {
+            return Err(CreateError::Limit(format!(
+                "{} topics exist, the most --max-topics allows",
+                records.len() + 1
+            )));
+        }
+        if partitions == 0 || rings + 1 + partitions > self.max_partitions {
+            return Err(CreateError::Limit(format!(
+                "{partitions} more partitions would be over --max-partitions {} ({} exist)",
+                self.max_partitions,
+                rings + 1
+            )));
+        }
+        let mut geometry = Geometry {
+            slots: slots.unwrap_or(self.base.slots),
+            slot_size: slot_size.unwrap_or(self.base.slot_size),
+            ..self.base
+        };
+        if slots.is_some() || slot_size.is_some() {
+            geometry.max_message = geometry
+                .largest_message_that_fits()
+                .min(u64::from(self.base.max_message)) as u32;
+        }
+        geometry
+            .validate()
+            .map_err(|e| CreateError::Invalid(format!("invalid ring geometry: {e}")))?;
+        let record = TopicRecord {
+            id: records.iter().map(|r| r.id).max().unwrap_or(0) + 1,
+            name: name.to_string(),
+            partitions,
+            slots: geometry.slots,
+            slot_size: geometry.slot_size,
+            max_message: geometry.max_message,
+        };
+        let mut created: Vec<Arc<PartitionRing>> = Vec::new();
+        let undo = |created: &[Arc<PartitionRing>]| {
+            for ring in created {
+                let _ = Region::unlink(ring.region.name());
+            }
+        };
+        for p in 0..partitions {
+            match self.open_ring(topic_partition(&record, p), geometry, rings + 1 + p, 0) {
+                Ok(ring) => created.push(Arc::new(ring)),
+                Err(e) => {
+                    undo(&created);
+                    return Err(CreateError::Failed(e.to_string()));
+                }
+            }
+        }
+        let mut all = records;
+        all.push(record.clone());
+        if let Err(e) = directory::save(&self.data_dir, &all) {
+            undo(&created);
+            return Err(CreateError::Failed(format!(
+                "cannot save {}: {e}",
+                directory::TOPICS_FILE
+            )));
+        }
+        let mut dir = self.write();
+        dir.records = all;
+        dir.rings.extend(created);
+        Ok(record)
+    }
+
+    /// At a stop: unlinks every partition region whose records are all persisted;
+    /// the names of those kept (the next start recovers them).
+    pub fn unlink_persisted(&self) -> Vec<String> {
+        let mut kept = Vec::new();
+        for ring in self.rings() {
+            if ring.persisted.load(Ordering::Acquire) >= ring.region.next_offset() {
+                let _ = Region::unlink(ring.region.name());
+            } else {
+                kept.push(ring.region.name().to_string());
+            }
+        }
+        kept
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn control(&self) -> &str {
+        &self.control
+    }
+}
