@@ -381,6 +381,13 @@ impl DeliveryLines {
         }
     }
 
+    /// Lines of `topic`'s partition `partition`, stamped with `timestamp_us`.
+    pub fn new_for(topic: &str, partition: u32, timestamp_us: u64) -> Self {
+        let mut lines = DeliveryLines::for_partition(topic, partition);
+        lines.set_time(timestamp_us);
+        lines
+    }
+
     /// Lines stamped with `timestamp_us`.
     pub fn new(timestamp_us: u64) -> Self {
         let mut lines = DeliveryLines::default();

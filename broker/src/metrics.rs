@@ -110,6 +110,8 @@ impl DiskWaits {
 /// Where a scrape reads its values.
 pub struct MetricSources {
     pub region: Arc<BrokerRegion>,
+    /// The other topic-partitions' rings.
+    pub topics: Arc<crate::topics::Topics>,
     pub registry: Arc<Mutex<Registry>>,
     pub file_writes: FileWrites,
     /// Under `--fsync` only.
@@ -133,48 +135,64 @@ impl MetricSources {
     pub fn render(&self) -> String {
         let mut reg = MetricRegistry::with_prefix("minikafka");
         let region = &self.region;
-        let partition = partition_labels();
         let next = region.next_offset();
-
-        let per_partition = |reg: &mut MetricRegistry, name: &str, help: &str, value: u64| {
+        // Every topic-partition's ring: `default`/0's, then the others'.
+        let partition_rings = self.topics.rings();
+        let mut rings: Vec<(Labels, &shm_layout::Region)> = vec![(partition_labels(), region)];
+        rings.extend(partition_rings.iter().map(|r| {
+            let labels = vec![
+                ("topic", r.partition.topic.clone()),
+                ("partition", r.partition.partition.to_string()),
+            ];
+            (labels, &**r.region)
+        }));
+        let per_partition = |reg: &mut MetricRegistry,
+                             name: &str,
+                             help: &str,
+                             value: fn(&shm_layout::Region) -> u64| {
             let family = Family::<Labels, Gauge>::default();
-            family.get_or_create(&partition).set(signed(value));
+            for (labels, ring) in &rings {
+                family.get_or_create(labels).set(signed(value(ring)));
+            }
             reg.register(name, help, family);
         };
-        let per_partition_total = |reg: &mut MetricRegistry, name: &str, help: &str, value: u64| {
-            let family = Family::<Labels, Counter>::default();
-            family.get_or_create(&partition).inc_by(value);
-            reg.register(name, help, family);
-        };
+        let per_partition_total =
+            |reg: &mut MetricRegistry,
+             name: &str,
+             help: &str,
+             value: fn(&shm_layout::Region) -> u64| {
+                let family = Family::<Labels, Counter>::default();
+                for (labels, ring) in &rings {
+                    family.get_or_create(labels).inc_by(value(ring));
+                }
+                reg.register(name, help, family);
+            };
         per_partition_total(
             &mut reg,
             "messages_published",
             "Messages published (the partition's end offset)",
-            next,
+            |r| r.next_offset(),
         );
         per_partition_total(
             &mut reg,
             "messages_persisted",
             "Messages written to the persistence file",
-            region.persisted_offset().min(next),
+            |r| r.persisted_offset().min(r.next_offset()),
         );
         per_partition(
             &mut reg,
             "ring_slots_used",
             "Ring slots holding records not yet reclaimed",
-            region.used_slots(),
+            |r| r.used_slots(),
         );
-        per_partition(
-            &mut reg,
-            "ring_slots",
-            "Ring slots in all",
-            region.geometry().slots as u64,
-        );
+        per_partition(&mut reg, "ring_slots", "Ring slots in all", |r| {
+            r.geometry().slots as u64
+        });
         per_partition(
             &mut reg,
             "producers_waiting",
             "Producers asleep waiting for space in the ring",
-            region.waiting_for_space() as u64,
+            |r| r.waiting_for_space() as u64,
         );
 
         let (groups, counts, evictions) = {

@@ -48,14 +48,16 @@ pub struct Salvage {
 }
 
 /// Recovers the region `name` (see the module docs). `file_next` is the offset
-/// after the last line of the persistence file, `persist` that file and `log` the
-/// consumption log, both opened for appending with no line cut short, in
-/// `data_dir`.
+/// after the last record of `default`/0 in the persistence file, `partitions`
+/// the other topic-partitions with where their records there end (their regions
+/// salvaged already), `persist` that file and `log` the consumption log, both
+/// opened for appending with no line cut short, in `data_dir`.
 pub fn salvage(
     name: &str,
     geometry: &Geometry,
     data_dir: &std::path::Path,
     file_next: u64,
+    partitions: &[(audit_format::index::TopicPartition, u64)],
     persist: &mut File,
     log: &mut File,
 ) -> Result<Salvage, BrokerError> {
@@ -98,8 +100,8 @@ pub fn salvage(
     salvage.deliveries =
         deliveries::log_lost_deliveries(&old, freed, next, log).map_err(BrokerError::Audit)?;
     // And its standalone readers, reads it had not logged.
-    salvage.reads =
-        reads::log_lost_reads(&old, freed, next, data_dir, log).map_err(BrokerError::Audit)?;
+    salvage.reads = reads::log_lost_reads(&old, freed, next, data_dir, partitions, log)
+        .map_err(BrokerError::Audit)?;
     for g in 0..old.geometry().max_groups {
         if let (Some(name), Some(entry)) = (old.group_name(g), old.group(g)) {
             let cursor = shm_layout::group::cursor(entry).min(next);

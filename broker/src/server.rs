@@ -256,17 +256,33 @@ impl Server {
             }
             (Stage::Client(_) | Stage::Admin, ControlFrame::StatusRequest) => {
                 let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-                let json = status::report(&self.region, &reg, &self.wait_reasons, self.started);
+                let json = status::report(
+                    &self.region,
+                    &self.topics,
+                    &reg,
+                    &self.wait_reasons,
+                    self.started,
+                );
                 conn.output
                     .extend_from_slice(&ControlFrame::Status { json }.encode());
             }
             (
                 Stage::Client(_) | Stage::Admin,
-                ControlFrame::WaitReasonRequest { waiting_for, .. },
+                ControlFrame::WaitReasonRequest {
+                    topic,
+                    partition,
+                    waiting_for,
+                },
             ) => {
-                // One topic-partition for now: every request is about default/0.
-                let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-                let reason = self.wait_reasons.holder(&reg, waiting_for).to_string();
+                let reason = if topic == DEFAULT_TOPIC {
+                    let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+                    self.wait_reasons.holder(&reg, waiting_for).to_string()
+                } else {
+                    match self.topics.ring_of(&topic, partition) {
+                        Some(ring) => self.wait_reasons.ring_holder(&ring).to_string(),
+                        None => format!("there is no topic-partition {topic}/{partition}"),
+                    }
+                };
                 conn.output
                     .extend_from_slice(&ControlFrame::WaitReason { reason }.encode());
             }

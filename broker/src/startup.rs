@@ -101,6 +101,8 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
     // Each partition's region first: their producers are named in the control
     // region, which the salvage of `default`/0 replaces.
     let mut partitions = Vec::new();
+    // Where each one's records in the file end, for reads to log.
+    let mut in_file = Vec::new();
     let mut appended = 0;
     for record in &records {
         let geometry = topics::ring_geometry(&config.geometry, record);
@@ -116,6 +118,7 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
                 &mut persist_file,
             )?;
             appended += salvaged;
+            in_file.push((tp.clone(), file_end + salvaged));
             let next = next_offset(config, &saved.state, &tp, file_end + salvaged)?;
             partitions.push(topics::PartitionStart {
                 partition: tp,
@@ -133,6 +136,7 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
         &config.geometry,
         &config.data_dir,
         file_next,
+        &in_file,
         &mut persist_file,
         &mut log_file,
     )?;

@@ -17,6 +17,7 @@ use crate::wait_reason::WaitReasons;
 /// Builds the report.
 pub fn report(
     region: &Region,
+    topics: &crate::topics::Topics,
     registry: &Registry,
     wait_reasons: &WaitReasons,
     started: Instant,
@@ -75,13 +76,22 @@ pub fn report(
         .reader_snapshot()
         .into_iter()
         .map(|r| {
+            // The topic-partition it read last, and where that one ends.
+            let (topic, partition, end) = match topics.ring_of_key(r.partition_key) {
+                Some(ring) => (
+                    ring.partition.topic.clone(),
+                    ring.partition.partition,
+                    ring.region.next_offset(),
+                ),
+                None => (DEFAULT_TOPIC.to_string(), DEFAULT_PARTITION, next),
+            };
             json!({
                 "id": r.id,
                 "pid": r.pid,
-                "topic": DEFAULT_TOPIC,
-                "partition": DEFAULT_PARTITION,
+                "topic": topic,
+                "partition": partition,
                 "position": r.position,
-                "lag": r.position.map(|p| next.saturating_sub(p)),
+                "lag": r.position.map(|p| end.saturating_sub(p)),
                 "read": r.read,
                 "read_per_s": r.read_per_s.round(),
             })
@@ -105,6 +115,17 @@ pub fn report(
             "published_per_s": registry.published_per_s().round(),
             "held_by": held_by,
         },
+        "rings": topics.rings().iter().map(|r| {
+            let g = r.region.geometry();
+            json!({
+                "topic": r.partition.topic,
+                "partition": r.partition.partition,
+                "slots": g.slots,
+                "used_slots": r.region.used_slots(),
+                "next_offset": r.region.next_offset(),
+                "persisted_offset": r.region.persisted_offset(),
+            })
+        }).collect::<Vec<_>>(),
         "clients": { "producers": producers, "consumers": consumers, "readers": readers },
         "producers": producer_list,
         "readers": reader_list,
@@ -206,6 +227,19 @@ pub fn render_text(v: &Value) -> String {
     );
     if let Some(held) = ring["held_by"].as_str() {
         let _ = writeln!(s, "ring full: {held}");
+    }
+    // The other topics' partitions, one line each.
+    for r in v["rings"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "ring {}/{}: {} of {} slots used; next offset {}, persisted below {}",
+            text(&r["topic"]),
+            r["partition"],
+            r["used_slots"],
+            r["slots"],
+            r["next_offset"],
+            r["persisted_offset"],
+        );
     }
     let groups = v["groups"].as_array().map_or(&[][..], Vec::as_slice);
     let mut partition_rows = Vec::new();

@@ -198,6 +198,7 @@ pub(crate) fn start(
         Some(listener) => {
             let sources = MetricSources {
                 region: region.clone(),
+                topics: topics.clone(),
                 registry: registry.clone(),
                 file_writes,
                 disk_waits,

@@ -249,6 +249,15 @@ impl Topics {
             .cloned()
     }
 
+    /// The ring of `topic`'s partition `partition`, if there is one.
+    pub fn ring_of(&self, topic: &str, partition: u32) -> Option<Arc<PartitionRing>> {
+        self.read()
+            .rings
+            .iter()
+            .find(|r| r.partition.topic == topic && r.partition.partition == partition)
+            .cloned()
+    }
+
     /// How many rings there are besides `default`/0.
     pub fn ring_count(&self) -> u32 {
         self.read().rings.len() as u32

@@ -111,6 +111,23 @@ impl WaitReasons {
     }
 }
 
+impl WaitReasons {
+    /// What holds the producers of `ring`, a partition no group reads yet: its
+    /// slots are freed once persisted, so only the persistence file can.
+    pub fn ring_holder(&self, ring: &crate::topics::PartitionRing) -> Holder {
+        let next = ring.region.next_offset();
+        let persisted = ring.persisted.load(std::sync::atomic::Ordering::Acquire);
+        if persisted < next {
+            Holder::PersistenceFile {
+                behind: next - persisted,
+                error: self.persistence.failure(),
+            }
+        } else {
+            Holder::Nothing
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

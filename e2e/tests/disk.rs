@@ -404,3 +404,55 @@ fn a_line_another_process_appends_while_the_broker_runs_is_reported_and_kept() {
     assert_eq!(lines[1], "a stray line");
     assert_eq!(PersistedRecord::parse(&lines[2]).unwrap().offset, 1);
 }
+
+#[test]
+fn a_full_disk_holds_a_partitions_producers_back_naming_the_partition_and_loses_nothing() {
+    let Some(disk) = SmallDisk::mount("full-topic", "1m") else {
+        return;
+    };
+    let broker = Broker::start_in(
+        disk.data_dir(),
+        &["--groups", "0", "--topics", "orders:2", "--slots", "256"],
+    );
+    let count = MESSAGES.to_string();
+    let mut producer = broker.producer(
+        &[
+            "--topic",
+            "orders",
+            "--partition",
+            "1",
+            "--count",
+            &count,
+            "--size",
+            "200",
+        ],
+        None,
+    );
+    // Its ring is freed only once persisted: the persistence file holds it back.
+    let waiting = producer.wait_stderr("waiting for space in orders/1: the ");
+    assert!(
+        waiting.contains("the persistence file is ")
+            && waiting
+                .ends_with(" messages behind: cannot write: No space left on device (os error 28)"),
+        "{waiting}"
+    );
+    disk.resize("64m");
+    let sent = producer.wait_exit_within(e2e::DEADLINE);
+    assert_eq!(sent.code(), Some(0), "{:?}", sent.stderr);
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    let offsets: Vec<u64> = e2e::data_lines(&data.0.join(PERSIST_FILE))
+        .iter()
+        .map(|l| {
+            let r = PersistedRecord::parse(l).expect("a record line");
+            assert_eq!((r.topic.as_str(), r.partition), ("orders", 1));
+            assert_eq!(r.payload, generated(r.offset, 200));
+            r.offset
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        (0..MESSAGES).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+}

@@ -276,3 +276,39 @@ fn a_bad_request_gets_a_4xx_and_a_stalled_one_blocks_nobody() {
     assert!(!scrape(&addr).is_empty(), "still served");
     drop(stalled);
 }
+
+#[test]
+fn every_topic_partition_has_its_series_and_its_status_line() {
+    let (broker, addr) = broker_with_metrics(&["--topics", "orders:2", "--slots", "64"]);
+    let five: Vec<&str> = vec!["a", "b", "c", "d", "e"];
+    let mut args = vec!["--topic", "orders", "--partition", "1"];
+    args.extend_from_slice(&five);
+    assert_eq!(broker.producer(&args, None).wait_exit().code(), Some(0));
+    let status = broker.wait_for_status("orders/1 persisted", |s| {
+        s["rings"][1]["persisted_offset"] == 5
+    });
+    assert_eq!(status["rings"][1]["topic"], "orders");
+    assert_eq!(status["rings"][1]["partition"], 1);
+    assert_eq!(status["rings"][1]["next_offset"], 5);
+    assert_eq!(status["rings"][0]["next_offset"], 0, "orders/0 had none");
+    let m = scrape(&addr);
+    let orders = |p: &'static str| [("topic", "orders"), ("partition", p)];
+    assert_eq!(
+        value(&m, "minikafka_messages_published_total", &orders("1")),
+        5.0
+    );
+    assert_eq!(
+        value(&m, "minikafka_messages_persisted_total", &orders("1")),
+        5.0
+    );
+    assert_eq!(
+        value(&m, "minikafka_messages_published_total", &orders("0")),
+        0.0
+    );
+    assert_eq!(value(&m, "minikafka_ring_slots", &orders("1")), 64.0);
+    assert_eq!(
+        value(&m, "minikafka_messages_published_total", &PARTITION),
+        0.0
+    );
+    broker.stop();
+}

@@ -487,3 +487,48 @@ fn records_only_in_a_partitions_ring_when_the_broker_is_killed_are_recovered_onc
         "each record once"
     );
 }
+
+#[test]
+fn reads_of_a_partition_a_killed_broker_had_not_logged_are_logged_at_the_restart() {
+    // The log is written at most every minute: at the kill, the reads are only in
+    // the reader's journal in the region.
+    let broker = Broker::start(&["--topics", "orders:2", "--flush-interval", "60s"]);
+    sent_ok(broker.producer(
+        &["--topic", "orders", "--partition", "1", "a", "b", "c"],
+        None,
+    ));
+    let (reader, id) = broker.reader(
+        &[
+            "--topic",
+            "orders",
+            "--partition",
+            "1",
+            "--from",
+            "earliest",
+            "--count",
+            "3",
+        ],
+        StdoutMode::Collect,
+    );
+    let read = reader.wait_exit();
+    assert_eq!(read.stdout_text(), "a\nb\nc\n");
+    let (data, shm) = broker.kill();
+    let broker = Broker::start_with(data, shm, &[]);
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    let logged: Vec<String> = e2e::data_lines(&data.0.join("log_consumo.txt"))
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            format!("{} {} {} {} {} {}", f[1], f[2], f[3], f[5], f[6], f[7])
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            format!("orders 1 0 - {id} 1"),
+            format!("orders 1 1 - {id} 1"),
+            format!("orders 1 2 - {id} 1"),
+        ]
+    );
+}

@@ -315,11 +315,15 @@ impl Producer {
             return Err((0, self.stop_reason()));
         }
         let s = &self.session;
-        let region: &Region = match (partition, &self.target) {
-            (Some(p), Some(t)) => t.rings[p]
-                .as_ref()
-                .expect("a partition's ring is mapped before it is sent to"),
-            _ => &s.region,
+        let (region, topic, number): (&Region, &str, u32) = match (partition, &self.target) {
+            (Some(p), Some(t)) => (
+                t.rings[p]
+                    .as_ref()
+                    .expect("a partition's ring is mapped before it is sent to"),
+                &t.topic.name,
+                p as u32,
+            ),
+            _ => (&s.region, "default", 0),
         };
         let sender = Sender {
             client: s.client,
@@ -328,6 +332,7 @@ impl Producer {
         let interrupt = &self.interrupt;
         let watch = RefCell::new(WaitWatch::new(
             s,
+            (region, topic, number),
             self.send_timeout,
             self.on_notice.as_mut(),
         ));
@@ -405,6 +410,7 @@ impl Producer {
         let (link, interrupt) = (s.link.clone(), self.interrupt.clone());
         let watch = Rc::new(RefCell::new(WaitWatch::new(
             s,
+            (&s.region, "default", 0),
             self.send_timeout,
             self.on_notice.as_mut(),
         )));

@@ -43,6 +43,10 @@ pub(crate) type NoticeFn = Box<dyn FnMut(&SendNotice) + Send>;
 /// One send's (or one batch's) waiting, as seen from its stop checks.
 pub(crate) struct WaitWatch<'p> {
     session: &'p Session,
+    /// The ring the send waits on, and its topic-partition.
+    ring: &'p shm_layout::Region,
+    topic: &'p str,
+    partition: u32,
     timeout: Option<Duration>,
     notify: Option<&'p mut NoticeFn>,
     /// When the current wait began (its first stop check).
@@ -54,13 +58,18 @@ pub(crate) struct WaitWatch<'p> {
 }
 
 impl<'p> WaitWatch<'p> {
+    /// A send to `ring`, partition `partition` of `topic`.
     pub(crate) fn new(
         session: &'p Session,
+        (ring, topic, partition): (&'p shm_layout::Region, &'p str, u32),
         timeout: Option<Duration>,
         notify: Option<&'p mut NoticeFn>,
     ) -> Self {
         WaitWatch {
             session,
+            ring,
+            topic,
+            partition,
             timeout,
             notify,
             since: None,
@@ -124,7 +133,7 @@ impl<'p> WaitWatch<'p> {
 
     /// The waiting line: what it waits for, where, and what the broker says holds it.
     fn ask_why(&self) -> String {
-        let region = &self.session.region;
+        let region = self.ring;
         // A full ring is waited on first; with room in it, a send waits only for
         // its records to reach the disk.
         let waiting_for = if region.waits_for_disk() && region.has_space_for(1) {
@@ -132,7 +141,7 @@ impl<'p> WaitWatch<'p> {
         } else {
             WaitingFor::Space
         };
-        let (topic, partition) = ("default", 0);
+        let (topic, partition) = (self.topic, self.partition);
         let request = ControlFrame::WaitReasonRequest {
             topic: topic.into(),
             partition,

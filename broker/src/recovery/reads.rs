@@ -14,7 +14,9 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use audit_format::records::push_delivery;
+use audit_format::index::TopicPartition;
+use audit_format::records::{push_delivery, DeliveryLines};
+use shm_layout::journal::partition_key;
 use shm_layout::layout::{client_role, client_state, JOURNAL_RUNS};
 use shm_layout::sys::wall_clock_micros;
 use shm_layout::Region;
@@ -25,20 +27,26 @@ use crate::file_producers::FileProducers;
 const UNKNOWN: &str = "unknown";
 
 /// Appends the log lines of the reads recorded in `old`'s journals and not yet in
-/// the log. Records below `freed` are named from the persistence file in
-/// `data_dir` (which holds every record below `next` by now), others from the old
-/// ring. Returns how many lines it appended.
+/// the log. Reads of `default`/0: records below `freed` are named from the
+/// persistence file in `data_dir` (which holds every record below `next` by now),
+/// others from the old ring. Reads of another topic-partition: those of
+/// `partitions` (each with the offset its records in the file end before; its
+/// region was salvaged already), named from the file. Returns how many lines it
+/// appended.
 pub fn log_lost_reads(
     old: &Region,
     freed: u64,
     next: u64,
     data_dir: &Path,
+    partitions: &[(TopicPartition, u64)],
     log: &mut File,
 ) -> io::Result<u64> {
     let mut file = FileProducers::new(data_dir.to_path_buf(), None);
+    let mut others: Vec<(u64, DeliveryLines, FileProducers, u64)> = Vec::new();
     let mut out = Vec::new();
     let mut lines = 0;
     let now = wall_clock_micros();
+    let (group, unknown): (Arc<str>, Arc<str>) = (Arc::from("-"), Arc::from(UNKNOWN));
     for c in 0..old.geometry().max_clients {
         let Some(entry) = old.client(c) else { break };
         let state = entry.state();
@@ -54,6 +62,7 @@ pub fn log_lost_reads(
         let reader = old
             .client_name(c, entry.generation())
             .unwrap_or_else(|| UNKNOWN.into());
+        let reader_name: Arc<str> = Arc::from(reader.as_str());
         let (logged_runs, logged_upto) = entry.journal_logged();
         // Never more runs than the journal holds: more is a scribble.
         let opened = entry
@@ -66,9 +75,34 @@ pub fn log_lost_reads(
             } else {
                 run.from
             };
-            for o in from..run.upto.min(next) {
-                let producer = producer_of(old, &mut file, o, freed);
-                push_delivery(&mut out, now, o, &producer, "-", &reader, 1);
+            if run.partition == partition_key(0, 0) {
+                for o in from..run.upto.min(next) {
+                    let producer = producer_of(old, &mut file, o, freed);
+                    push_delivery(&mut out, now, o, &producer, "-", &reader, 1);
+                    lines += 1;
+                }
+                continue;
+            }
+            let at = match others.iter().position(|(k, ..)| *k == run.partition) {
+                Some(at) => at,
+                None => {
+                    let key = |tp: &TopicPartition| partition_key(tp.topic_id, tp.partition);
+                    // A partition no topic has (a scribbled journal): nothing to log.
+                    let Some((tp, end)) =
+                        partitions.iter().find(|(tp, _)| key(tp) == run.partition)
+                    else {
+                        continue;
+                    };
+                    let lines = DeliveryLines::new_for(&tp.topic, tp.partition, now);
+                    let names = FileProducers::of(data_dir.to_path_buf(), tp.clone(), None);
+                    others.push((run.partition, lines, names, *end));
+                    others.len() - 1
+                }
+            };
+            let (_, format, names, end) = &mut others[at];
+            for o in from..run.upto.min(*end) {
+                let producer = names.producer_of(o).unwrap_or_else(|| unknown.clone());
+                format.push(&mut out, o, &producer, &group, &reader_name, 1);
                 lines += 1;
             }
         }

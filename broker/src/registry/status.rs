@@ -64,8 +64,11 @@ pub struct ProducerSnapshot {
 pub struct ReaderSnapshot {
     pub id: String,
     pub pid: u32,
-    /// The offset after the last one its polls returned (None: nothing yet).
+    /// The offset after the last one its polls returned (None: nothing yet), and
+    /// the topic-partition it was in (its journal key, `topic id << 32 |
+    /// partition`).
     pub position: Option<u64>,
+    pub partition_key: u64,
     /// Messages its polls returned, and their rate.
     pub read: u64,
     pub read_per_s: f64,
@@ -229,14 +232,15 @@ impl Registry {
             .filter_map(|(slot, c)| Some((slot as u32, c.as_ref()?)))
             .filter(|(_, c)| c.role == Role::Reader)
             .map(|(slot, c)| {
-                let position = self.region.client(slot).and_then(|e| {
+                let last = self.region.client(slot).and_then(|e| {
                     let opened = e.journal_opened();
-                    (opened > 0).then(|| e.journal_run(opened - 1).upto)
+                    (opened > 0).then(|| e.journal_run(opened - 1))
                 });
                 ReaderSnapshot {
                     id: c.id.to_string(),
                     pid: c.pid,
-                    position,
+                    position: last.map(|run| run.upto),
+                    partition_key: last.map_or(0, |run| run.partition),
                     read: c.activity.progress,
                     read_per_s: c.activity.per_s,
                 }
