@@ -381,6 +381,14 @@ impl Persister {
         let mut numbers = Vec::new();
         if all {
             numbers.extend(1..=self.topics.ring_count());
+            // The regions are marked closing: once each hold in progress ends,
+            // nothing more is committed, and this drain sees every record. A holder
+            // stopped past the patience leaves its ring's region for the next start.
+            let deadline = std::time::Instant::now() + STOP_PATIENCE;
+            for ring in self.topics.rings() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                ring.region.wait_out_commits(left);
+            }
         } else {
             self.region.take_pending(&mut numbers);
             numbers.append(&mut self.carry);

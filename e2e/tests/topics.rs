@@ -532,3 +532,76 @@ fn reads_of_a_partition_a_killed_broker_had_not_logged_are_logged_at_the_restart
         ]
     );
 }
+
+#[test]
+fn a_broker_killed_under_traffic_on_several_topics_loses_no_message_whose_send_returned() {
+    let broker = Broker::start(&["--topics", "a:2,b", "--slots", "128"]);
+    // Three producers, each on its own partition, sending until the broker dies.
+    let targets = [("a", "0"), ("a", "1"), ("b", "0")];
+    let producers: Vec<e2e::Proc> = targets
+        .iter()
+        .map(|(t, p)| {
+            broker.producer(
+                &[
+                    "--topic",
+                    t,
+                    "--partition",
+                    p,
+                    "--count",
+                    "100000000",
+                    "--size",
+                    "32",
+                ],
+                None,
+            )
+        })
+        .collect();
+    // Once every partition has records in the file, kill the broker mid-stream.
+    wait_persisted(&broker, "b", 1000);
+    wait_persisted(&broker, "a", 2000);
+    let (data, shm) = broker.kill();
+    let sent: Vec<u64> = producers
+        .into_iter()
+        .map(|p| {
+            let f = p.wait_exit();
+            assert_eq!(f.code(), Some(1), "{:?}", f.stderr);
+            let last = f.last_stderr_line();
+            assert!(
+                last.starts_with("producer: broker stopped (after "),
+                "{last}"
+            );
+            last.trim_start_matches("producer: broker stopped (after ")
+                .trim_end_matches(" messages)")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let broker = Broker::start_with(data, shm, &[]);
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    let lines = e2e::data_lines(&data.0.join("persistencia_mensajes.txt"));
+    for ((topic, partition), sent) in targets.iter().zip(sent) {
+        let offsets: Vec<u64> = lines
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[0] == *topic && f[1] == *partition).then(|| {
+                    let offset: u64 = f[2].parse().unwrap();
+                    // `--count` messages begin with their sequence number.
+                    assert!(f[6].starts_with(&format!("{offset} ")), "{l}");
+                    offset
+                })
+            })
+            .collect();
+        assert!(
+            offsets.len() as u64 >= sent,
+            "{topic}/{partition}: {} in the file, {sent} sent",
+            offsets.len()
+        );
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as u64).collect::<Vec<_>>(),
+            "{topic}/{partition}: each once, in order, no gap"
+        );
+    }
+}
