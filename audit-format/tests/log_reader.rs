@@ -435,6 +435,44 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Where a partition's records end, found through its index (its last entry,
+    /// then at most a step of the file), is where a scan of the whole file finds
+    /// it: however the partitions interleave, and however long one stays idle
+    /// while the others write (each partition takes its turn in runs).
+    #[test]
+    fn a_partitions_end_through_its_index_is_the_end_a_full_scan_finds(
+        runs in proptest::collection::vec((0u32..3, 1usize..60, 0usize..200), 0..40),
+        step in 64u64..3000,
+        per_buffer in 1usize..40,
+    ) {
+        let dir = Scratch::new("partition-end");
+        let mut next = [0u64; 3];
+        let mut messages = Vec::new();
+        for (partition, count, len) in runs {
+            for _ in 0..count {
+                let offset = next[partition as usize];
+                next[partition as usize] += 1;
+                messages.push(Message {
+                    partition,
+                    offset,
+                    timestamp_us: 1_795_832_687_000_000 + messages.len() as u64,
+                    key: None,
+                    payload: vec![b'p'; len],
+                });
+            }
+        }
+        write_log(dir.path(), &default_topic(3), config(step), &messages, per_buffer);
+        for p in 0..3 {
+            let index = SparseIndex::open(dir.path(), &partition(p)).unwrap();
+            let end = audit_format::log_reader::partition_end(&index).unwrap();
+            prop_assert_eq!(end, next[p as usize], "partition {}", p);
+        }
+    }
+}
+
 /// A million messages of 64 bytes, written in one buffer per 16,384 lines: seeks
 /// at the start, the middle and the end each scan at most a step plus one record.
 #[test]

@@ -120,6 +120,12 @@ pub struct Cleaner {
     pub identity_reported: bool,
     /// The rings of the other topic-partitions.
     pub topics: Arc<crate::topics::Topics>,
+    /// Gone producers, with the partition rings where their holds are released.
+    pub released: std::collections::HashMap<u32, std::collections::HashSet<u32>>,
+    /// The end of each partition ring's offsets saved last, by ring number.
+    pub partition_ends: std::collections::HashMap<u32, u64>,
+    /// Partition rings whose failed repair was reported.
+    pub partition_repair_reported: std::collections::HashSet<u32>,
 }
 
 impl Cleaner {
@@ -173,24 +179,24 @@ impl Cleaner {
     /// has written on (neither a scribbled `next_offset` nor a scribbled index
     /// entry is believed). A ring's worth at most.
     fn positions(&mut self) -> (Vec<state::PartitionEnd>, Vec<state::GroupState>) {
-        let next = self.region.next_offset();
-        let mut readable = self.reclaimer.persisted();
-        let limit = readable + self.region.geometry().slots as u64;
-        while readable < next.min(limit) && self.region.read_record(readable).is_ok() {
-            readable += 1;
-        }
+        let readable = readable_end(&self.region, self.reclaimer.persisted());
         self.end = self.end.max(readable);
         let mut ends = vec![state::PartitionEnd {
             topic: state::DEFAULT_TOPIC.to_string(),
             partition: state::DEFAULT_PARTITION,
             end: self.end,
         }];
-        // Other topic-partitions: as far as their records are persisted.
-        ends.extend(self.topics.rings().iter().map(|r| state::PartitionEnd {
-            topic: r.partition.topic.clone(),
-            partition: r.partition.partition,
-            end: r.persisted.load(Ordering::Acquire),
-        }));
+        // Every other topic-partition's the same way.
+        for r in self.topics.rings() {
+            let readable = readable_end(&r.region, r.persisted.load(Ordering::Acquire));
+            let end = self.partition_ends.entry(r.number).or_insert(0);
+            *end = (*end).max(readable);
+            ends.push(state::PartitionEnd {
+                topic: r.partition.topic.clone(),
+                partition: r.partition.partition,
+                end: *end,
+            });
+        }
         (ends, self.registry().group_states())
     }
 
@@ -225,6 +231,7 @@ impl Cleaner {
         if let Err(failure) = self.reclaimer.reclaim() {
             self.repair_ring(failure);
         }
+        self.repair_partitions();
         let freed = self.region.freed_offset();
         self.registry().release_retired(freed);
         Ok(())
@@ -239,6 +246,68 @@ impl Cleaner {
                 "broker: restored the region's identity line ({}), overwritten by another process",
                 restored.join(", ")
             );
+        }
+    }
+
+    /// Repairs the partition rings whose reclaim failed (see `repair_ring`), each
+    /// repair reported once per ring; a ring whose lock is held, or that a repair
+    /// cannot mend, is tried again when its next reclaim fails.
+    fn repair_partitions(&mut self) {
+        for ring in self.topics.take_repairs() {
+            match ring.reclaimer.repair() {
+                Ok(done) => {
+                    if !done.newly_unreadable.is_empty() || !done.rewritten.is_empty() {
+                        eprintln!(
+                            "broker: repaired the ring of {}: {} descriptors rewritten, {} unreadable records passed over",
+                            ring.partition,
+                            done.rewritten.len(),
+                            done.newly_unreadable.len()
+                        );
+                    }
+                    ring.reclaim();
+                }
+                Err(RingRepairError::Busy(_)) => ring.reclaim(),
+                Err(RingRepairError::Repair(e)) => {
+                    if self.partition_repair_reported.insert(ring.number) {
+                        eprintln!(
+                            "broker: cannot repair the ring of {}: {e}; its producers wait until the broker restarts",
+                            ring.partition
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases the holds of gone producers in every partition's ring: one try at
+    /// each ring's lock, holding neither the control ring's lock nor the registry
+    /// (a ring whose lock is held is tried on the next pass). After each release the
+    /// ring is marked pending and reclaimed: the lock repaired any commit the
+    /// producer's death cut short, and freed slots may let the tail move.
+    fn release_in_partitions(&mut self) {
+        let gone = self.registry().producers_to_release_in_partitions();
+        if gone.is_empty() {
+            return;
+        }
+        let rings = self.topics.rings();
+        for c in gone {
+            let done = self.released.entry(c).or_default();
+            for ring in &rings {
+                if done.contains(&ring.number) {
+                    continue;
+                }
+                if let Ok(Some(guard)) = ring.region.try_lock_ring() {
+                    ring.region.abandon_reservations(&guard, c);
+                    drop(guard);
+                    done.insert(ring.number);
+                    self.region.mark_ring_pending(ring.number);
+                    ring.reclaim();
+                }
+            }
+            if rings.iter().all(|r| done.contains(&r.number)) {
+                self.released.remove(&c);
+                self.registry().released_in_partitions(c);
+            }
         }
     }
 
@@ -274,7 +343,8 @@ impl Cleaner {
         }
     }
 
-    fn release_gone_producers(&self) {
+    fn release_gone_producers(&mut self) {
+        self.release_in_partitions();
         // A timed lock, taken before the registry's: a stopped producer holding the
         // ring lock must stall neither the cleaner nor the event loop; the work is
         // retried on the next pass.
@@ -286,4 +356,17 @@ impl Cleaner {
             self.registry().retire_gone_producers(&guard);
         }
     }
+}
+
+/// How far `region`'s committed records reach from `persisted`, counting only
+/// records that are really there (neither a scribbled `next_offset` nor a
+/// scribbled index entry is believed): a ring's worth at most.
+fn readable_end(region: &shm_layout::Region, persisted: u64) -> u64 {
+    let next = region.next_offset();
+    let limit = persisted + region.geometry().slots as u64;
+    let mut readable = persisted;
+    while readable < next.min(limit) && region.read_record(readable).is_ok() {
+        readable += 1;
+    }
+    readable
 }

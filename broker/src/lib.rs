@@ -151,7 +151,7 @@ pub fn serve(
     let region = Arc::new(startup::create_region(&name, &config, token)?);
     let topics = Arc::new(topics::Topics::start(
         &config,
-        &name,
+        &region,
         token,
         found.topics.clone(),
         &found.partitions,

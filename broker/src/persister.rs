@@ -39,6 +39,9 @@ const PREFETCH_AHEAD: u64 = 8;
 /// How many bytes of lines are formatted before they go to the buffer.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// How often the persister looks at every partition ring, marked or not.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// How long the final drain waits for a producer's hold of the ring to end.
 const STOP_PATIENCE: Duration = Duration::from_secs(1);
 
@@ -108,6 +111,8 @@ pub struct Persister {
     pub cursors: Vec<Option<RingCursor>>,
     /// Rings to look at again on the next pass (a producer waits on them).
     pub carry: Vec<u32>,
+    /// When every ring was last looked at (see `drain_partitions`).
+    pub swept_at: std::time::Instant,
 }
 
 /// Where the persister is in a topic-partition's ring other than `default`/0.
@@ -379,8 +384,20 @@ impl Persister {
         all: bool,
     ) -> io::Result<(bool, bool)> {
         let mut numbers = Vec::new();
-        if all {
+        // Once a second, every ring: one whose mark was never set (its producer
+        // died between its commit and its mark) is persisted all the same, and a
+        // tail held back by a freed reservation moves on.
+        let sweep = !all && self.swept_at.elapsed() >= SWEEP_EVERY;
+        if sweep {
+            self.swept_at = std::time::Instant::now();
+            for ring in self.topics.rings() {
+                ring.reclaim();
+            }
+        }
+        if all || sweep {
             numbers.extend(1..=self.topics.ring_count());
+        }
+        if all {
             // The regions are marked closing: once each hold in progress ends,
             // nothing more is committed, and this drain sees every record. A holder
             // stopped past the patience leaves its ring's region for the next start.
@@ -390,7 +407,9 @@ impl Persister {
                 ring.region.wait_out_commits(left);
             }
         } else {
-            self.region.take_pending(&mut numbers);
+            let mut marked = Vec::new();
+            self.region.take_pending(&mut marked);
+            numbers.append(&mut marked);
             numbers.append(&mut self.carry);
             numbers.sort_unstable();
             numbers.dedup();

@@ -19,6 +19,9 @@ pub struct Reclaimer {
     /// and every group has consumed it: the cleaner marks the log's buffers with
     /// what all groups have consumed.
     logged: AtomicU64,
+    /// Where a reservation's owner is looked up in a repair: the control region,
+    /// for a partition's ring (None: this ring's own region).
+    clients: Option<Arc<BrokerRegion>>,
     /// One caller at a time: freeing moves the ring's tail, which must only grow,
     /// and a repair must not race a reclaim. Holds the offsets repairs found
     /// unreadable and reclaim has not passed yet (ascending).
@@ -53,9 +56,17 @@ impl Reclaimer {
         Reclaimer {
             region,
             persisted,
+            clients: None,
             logged: AtomicU64::new(logged),
             dropped: Mutex::new(Vec::new()),
         }
+    }
+
+    /// For a partition's ring: repairs keep a reservation while its owner is a
+    /// live producer in `clients`, the control region.
+    pub fn with_clients(mut self, clients: Arc<BrokerRegion>) -> Self {
+        self.clients = Some(clients);
+        self
     }
 
     /// Every offset below this is written to the persistence file.
@@ -108,8 +119,9 @@ impl Reclaimer {
             })
             .map_err(RingRepairError::Busy)?;
         let region = &self.region;
+        let clients = self.clients.as_deref().unwrap_or(region);
         let repair = region.repair_ring(&guard, |owner| {
-            region.client(owner).is_some_and(|c| c.is_live_producer())
+            clients.client(owner).is_some_and(|c| c.is_live_producer())
         })?;
         drop(guard);
         let mark = self.mark();

@@ -154,6 +154,7 @@ pub(crate) fn start(
         appended: 0,
         cursors: Vec::new(),
         carry: Vec::new(),
+        swept_at: Instant::now(),
     };
     marks.watch(persister.buffer.bytes_written());
     persister.buffer.time_writes(file_writes.of("persistence"));
@@ -182,6 +183,9 @@ pub(crate) fn start(
         repairs: cleaner::RingRepairs::default(),
         identity_reported: false,
         topics: topics.clone(),
+        released: Default::default(),
+        partition_ends: Default::default(),
+        partition_repair_reported: Default::default(),
     };
     cleaner.log.time_writes(file_writes.of("delivery_log"));
     lock(&registry).count_log_written_by(cleaner.log.bytes_written());

@@ -32,6 +32,8 @@ pub struct PartitionRing {
     /// persister once written).
     pub persisted: Arc<AtomicU64>,
     pub reclaimer: Arc<Reclaimer>,
+    /// Rings whose reclaim failed, for the cleaner to repair (shared by all).
+    repairs: Arc<Mutex<Vec<u32>>>,
 }
 
 impl PartitionRing {
@@ -39,9 +41,19 @@ impl PartitionRing {
     /// `--fsync` senders) and frees the slots no group holds.
     pub fn persisted_through(&self, mark: u64) {
         crate::persister::publish(&self.region, &self.persisted, mark);
-        // No group holds these rings yet: persisted is enough to free a slot. A
-        // corrupt ring is left to the repair of the cleaner's pass.
-        let _ = self.reclaimer.reclaim();
+        self.reclaim();
+    }
+
+    /// Frees what is persisted (no group holds these rings yet: that is enough
+    /// to free a slot). A reclaim that fails on state that cannot be valid asks
+    /// the cleaner to repair the ring.
+    pub fn reclaim(&self) {
+        if self.reclaimer.reclaim().is_err() {
+            let mut wanted = self.repairs.lock().unwrap_or_else(|p| p.into_inner());
+            if !wanted.contains(&self.number) {
+                wanted.push(self.number);
+            }
+        }
     }
 }
 
@@ -78,6 +90,10 @@ pub struct Topics {
     directory: RwLock<Directory>,
     /// One creation at a time: ids and ring numbers are given in order.
     creating: Mutex<()>,
+    /// Rings whose reclaim failed, by number, for the cleaner to repair.
+    repairs: Arc<Mutex<Vec<u32>>>,
+    /// The control region: who a ring's reservation belongs to is told there.
+    clients: Arc<BrokerRegion>,
 }
 
 #[derive(Default)]
@@ -158,13 +174,15 @@ impl Topics {
     /// at `starts`), for the control region `control`.
     pub fn start(
         config: &BrokerConfig,
-        control: &str,
+        control: &Arc<BrokerRegion>,
         token: [u64; 2],
         records: Vec<TopicRecord>,
         starts: &[PartitionStart],
     ) -> Result<Topics, BrokerError> {
         let topics = Topics {
-            control: control.to_string(),
+            repairs: Arc::new(Mutex::new(Vec::new())),
+            clients: control.clone(),
+            control: control.name().to_string(),
             token,
             base: config.geometry,
             data_dir: config.data_dir.clone(),
@@ -222,13 +240,17 @@ impl Topics {
         region.start_at(next, next);
         let region = Arc::new(region);
         let persisted = Arc::new(AtomicU64::new(next));
-        let reclaimer = Arc::new(Reclaimer::new(region.clone(), persisted.clone(), u64::MAX));
+        let reclaimer = Arc::new(
+            Reclaimer::new(region.clone(), persisted.clone(), u64::MAX)
+                .with_clients(self.clients.clone()),
+        );
         Ok(PartitionRing {
             partition,
             number,
             region,
             persisted,
             reclaimer,
+            repairs: self.repairs.clone(),
         })
     }
 
@@ -370,12 +392,25 @@ impl Topics {
         Ok(record)
     }
 
-    /// At a stop: unlinks every partition region whose records are all persisted;
-    /// the names of those kept (the next start recovers them).
+    /// The rings whose reclaim failed since the last call, for a repair.
+    pub fn take_repairs(&self) -> Vec<Arc<PartitionRing>> {
+        let wanted = std::mem::take(&mut *self.repairs.lock().unwrap_or_else(|p| p.into_inner()));
+        wanted.into_iter().filter_map(|n| self.ring(n)).collect()
+    }
+
+    /// At a stop, once the regions are marked closing and the persister is done:
+    /// unlinks every partition region whose records are all persisted; the names
+    /// of those kept (the next start recovers them). A region whose lock is still
+    /// held (a producer stopped in its send) is kept: what it commits would be in
+    /// the region only.
     pub fn unlink_persisted(&self) -> Vec<String> {
         let mut kept = Vec::new();
         for ring in self.rings() {
-            if ring.persisted.load(Ordering::Acquire) >= ring.region.next_offset() {
+            // Holds taken from now on see the region closing and commit nothing.
+            let free = ring
+                .region
+                .wait_out_commits(std::time::Duration::from_millis(10));
+            if free && ring.persisted.load(Ordering::Acquire) >= ring.region.next_offset() {
                 let _ = Region::unlink(ring.region.name());
             } else {
                 kept.push(ring.region.name().to_string());

@@ -674,11 +674,16 @@ impl Reader {
         let step = Instant::now() + event::MAX_SLEEP;
         let until = deadline.map_or(step, |d| d.min(step));
         if let [only] = &self.parts[..] {
-            let flag = &self.me().activity.sleeping_on;
+            // Marked in its entry in the ring's own region, where the broker
+            // uncounts it if it dies asleep.
+            let region = only.region(session);
+            let flag = region
+                .client(session.client)
+                .map(|c| &c.activity.sleeping_on);
             let _ = event::wait_until(
-                &only.region(session).header().published,
+                &region.header().published,
                 event_id::PUBLISHED,
-                Some(flag),
+                flag,
                 || ready() || closing(),
                 || self.check_alive().is_err(),
                 Some(until),

@@ -251,8 +251,21 @@ impl Session {
         let request = ControlFrame::TopicRequest {
             name: name.to_string(),
         };
+        let max_rings = shm_layout::layout::MAX_RINGS;
         match self.request(&request)? {
-            ControlFrame::TopicInfo(info) if info.name == name => Ok(info),
+            // Believed only within what any broker could say: a partition count
+            // and ring numbers inside the pending set (`default`: one partition,
+            // ring 0).
+            ControlFrame::TopicInfo(info)
+                if info.name == name
+                    && info.partitions >= 1
+                    && u64::from(info.first_ring) + u64::from(info.partitions)
+                        <= u64::from(max_rings)
+                    && (info.id != 0 || (info.partitions == 1 && info.first_ring == 0))
+                    && (info.id == 0 || info.first_ring >= 1) =>
+            {
+                Ok(info)
+            }
             ControlFrame::UnknownTopic { .. } => Err(ConnectError::UnknownTopic(name.to_string())),
             other => Err(ConnectError::Protocol {
                 addr: String::new(),

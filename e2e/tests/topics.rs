@@ -605,3 +605,90 @@ fn a_broker_killed_under_traffic_on_several_topics_loses_no_message_whose_send_r
         );
     }
 }
+
+#[test]
+fn a_producer_killed_holding_a_small_partitions_tail_never_wedges_the_next_one() {
+    use nix::sys::signal::Signal;
+    for _ in 0..3 {
+        let broker = Broker::start(&["--topics", "tiny", "--slots", "8"]);
+        // Stopped inside its hold of the ring lock, with a slot reserved at the
+        // tail; the next producer waits for the lock meanwhile.
+        let mut victim = broker.client_env(
+            "producer",
+            &[
+                "--id",
+                "victim",
+                "--topic",
+                "tiny",
+                "--partition",
+                "0",
+                "v0",
+                "v1",
+            ],
+            &[("MINIKAFKA_FAULT", "send-reserved:1:stop")],
+        );
+        victim.wait_until_stopped("the victim never reserved its slot");
+        let after: String = (0..300).map(|i| format!("after {i}\n")).collect();
+        let next = broker.producer(
+            &["--id", "next", "--topic", "tiny", "--partition", "0"],
+            Some(after.into_bytes()),
+        );
+        // Killed: the next producer takes the lock at once and fills the ring
+        // behind the dead reservation before the broker releases it.
+        victim.signal(Signal::SIGKILL);
+        victim.wait_exit();
+        sent_ok(next);
+        broker.stop();
+    }
+}
+
+#[test]
+fn a_producer_stopped_in_its_commit_to_a_partition_through_a_graceful_stop_loses_nothing() {
+    use nix::sys::signal::Signal;
+    let broker = Broker::start(&["--topics", "orders:2"]);
+    let mut held = broker.client_env(
+        "producer",
+        &[
+            "--id",
+            "held",
+            "--topic",
+            "orders",
+            "--partition",
+            "0",
+            "one",
+            "two",
+        ],
+        &[("MINIKAFKA_FAULT", "send-committed:1:stop")],
+    );
+    held.wait_until_stopped("the producer never reached its commit");
+    let (stopped, data, shm) = broker.stop_leaving_region();
+    // Its partition's region stays for the next start: the broker says so.
+    assert_eq!(stopped.code(), Some(1), "{:?}", stopped.stderr);
+    let last = stopped.last_stderr_line();
+    assert!(
+        last.contains(&format!("{shm}.t1.0")) && last.contains("left in place"),
+        "{last}"
+    );
+    held.signal(Signal::SIGCONT);
+    let p = held.wait_exit();
+    assert_eq!(p.code(), Some(1));
+    assert_eq!(
+        p.last_stderr_line(),
+        "producer: broker stopped (after 1 messages)"
+    );
+    let broker = Broker::start_with(data, shm, &["--flush-interval", "10ms"]);
+    let orders = wait_persisted(&broker, "orders", 1);
+    assert_eq!(
+        orders
+            .iter()
+            .map(|r| (r.0, r.1, r.3.as_str()))
+            .collect::<Vec<_>>(),
+        [(0, 0, "one")]
+    );
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    assert_eq!(
+        e2e::data_lines(&data.0.join("persistencia_mensajes.txt")).len(),
+        1
+    );
+}

@@ -125,6 +125,17 @@ impl Doorbell {
     }
 }
 
+/// Marks ring `ring` pending in the control region whose header is `header`, as a
+/// producer's doorbell does: for the broker itself, after it repaired a ring's
+/// commit or released a dead producer's hold there. Ring numbers outside the set
+/// are ignored.
+pub(crate) fn mark_pending(header: &Header, ring: u32) {
+    if ring == 0 || ring >= MAX_RINGS {
+        return;
+    }
+    header.pending.words[(ring / 64) as usize].fetch_or(1 << (ring % 64), Ordering::SeqCst);
+}
+
 /// Takes the pending set of the control region whose header is `header`: every
 /// ring number marked since the last take, in ascending order, into `rings`.
 pub(crate) fn take_pending(header: &Header, rings: &mut Vec<u32>) {

@@ -120,6 +120,12 @@ impl BrokerRegion {
     pub fn take_pending(&self, rings: &mut Vec<u32>) {
         crate::doorbell::take_pending(self.header(), rings);
     }
+
+    /// Marks ring `ring` in the control region's pending set (see
+    /// [`crate::doorbell`]): the persister looks at it on its next pass.
+    pub fn mark_ring_pending(&self, ring: u32) {
+        crate::doorbell::mark_pending(self.header(), ring);
+    }
 }
 
 /// A mapping of the region.

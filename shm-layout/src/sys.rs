@@ -6,7 +6,7 @@
 
 use std::cell::UnsafeCell;
 use std::io;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Sleeps while `*word == expected`, for at most `timeout`.
@@ -57,6 +57,10 @@ pub fn futex_wait_any(words: &[(&AtomicU32, u32)], timeout: Duration) {
         std::thread::sleep(timeout);
         return;
     };
+    if WAITV_UNSUPPORTED.load(Ordering::Relaxed) {
+        futex_wait(first, first_value, timeout.min(WAITV_FALLBACK));
+        return;
+    }
     let waits: Vec<FutexWaitv> = words
         .iter()
         .take(FUTEX_WAITV_MAX)
@@ -87,10 +91,26 @@ pub fn futex_wait_any(words: &[(&AtomicU32, u32)], timeout: Duration) {
             libc::CLOCK_MONOTONIC,
         )
     };
-    if r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
-        futex_wait(first, first_value, timeout.min(Duration::from_millis(10)));
+    if r == -1 {
+        match std::io::Error::last_os_error().raw_os_error() {
+            // A word had changed, the time passed, or a signal came: done.
+            Some(libc::EAGAIN | libc::ETIMEDOUT | libc::EINTR) => {}
+            // The call does not exist or is refused (a seccomp filter, an old
+            // kernel): never try it again, and never return at once, which would
+            // make the caller spin.
+            _ => {
+                WAITV_UNSUPPORTED.store(true, Ordering::Relaxed);
+                futex_wait(first, first_value, timeout.min(WAITV_FALLBACK));
+            }
+        }
     }
 }
+
+/// Set once `futex_waitv` failed for a reason other than the wait itself.
+static WAITV_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Where `futex_waitv` cannot be used: the longest sleep on the first word only.
+const WAITV_FALLBACK: Duration = Duration::from_millis(10);
 
 /// Wakes every process sleeping in [`futex_wait`] on `word`.
 pub fn futex_wake_all(word: &AtomicU32) {

@@ -208,6 +208,13 @@ impl Registry {
         // `remove_member`.
         self.region.remove_client(client);
         self.region.release_sleeper(client);
+        // It may sleep on a partition's ring too (a producer waiting there, a
+        // reader of one partition).
+        if let Some(topics) = &self.topics {
+            for ring in topics.rings() {
+                ring.region.release_sleeper(client);
+            }
+        }
         if c.role == Role::Producer {
             self.abandoned.push(client);
             return;
@@ -264,38 +271,30 @@ impl Registry {
     /// that left and retires them (their entries wait for their records).
     pub fn retire_gone_producers(&mut self, lock: &shm_layout::ring::RingGuard<'_>) {
         for c in std::mem::take(&mut self.abandoned) {
-            self.region.abandon_reservations(lock, c);
-            // A partition ring whose lock is held (a stopped producer) is tried
-            // again on the next pass; the producer retires once all are done.
-            if !self.abandon_in_partitions(c) {
+            // Its holds in the partitions' rings are released first (by the
+            // cleaner, without holding this lock): until then its entry stays.
+            if self.topics.is_some() && !self.released_in_partitions.remove(&c) {
                 self.abandoned.push(c);
                 continue;
             }
+            self.region.abandon_reservations(lock, c);
             // After any repair the lock made: every record of `c` is below this.
             self.retire_producer(c, self.region.next_offset());
         }
     }
 
-    /// Releases `c`'s uncommitted reservations in every partition ring; false if
-    /// a ring's lock could not be taken now.
-    fn abandon_in_partitions(&self, c: u32) -> bool {
-        let Some(topics) = &self.topics else {
-            return true;
-        };
-        let mut all = true;
-        for ring in topics.rings() {
-            let mut tries = 0;
-            match ring.region.lock_ring(|| {
-                tries += 1;
-                tries > 1
-            }) {
-                Ok(guard) => {
-                    ring.region.abandon_reservations(&guard, c);
-                }
-                Err(_) => all = false,
-            }
-        }
-        all
+    /// Producers gone whose holds in the partitions' rings are still to release.
+    pub fn producers_to_release_in_partitions(&self) -> Vec<u32> {
+        self.abandoned
+            .iter()
+            .copied()
+            .filter(|c| !self.released_in_partitions.contains(c))
+            .collect()
+    }
+
+    /// The cleaner released gone producer `c`'s holds in every partition's ring.
+    pub fn released_in_partitions(&mut self, c: u32) {
+        self.released_in_partitions.insert(c);
     }
 
     /// Serves the rings of `topics` too: producers' reservations there are

@@ -77,6 +77,8 @@ pub struct Registry {
     groups_created: u64,
     /// Producers gone with possibly uncommitted reservations, for the cleaner.
     abandoned: Vec<u32>,
+    /// Those of them whose holds in the partitions' rings the cleaner released.
+    released_in_partitions: std::collections::HashSet<u32>,
     /// Admin sessions (they take no client entry).
     admins: usize,
     /// The client entry handed out last.
@@ -141,6 +143,7 @@ impl Registry {
             generation: 0,
             groups_created: 0,
             abandoned: Vec::new(),
+            released_in_partitions: std::collections::HashSet::new(),
             admins: 0,
             last_slot: g.max_clients - 1,
             retiring: Vec::new(),

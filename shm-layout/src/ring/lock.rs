@@ -77,6 +77,12 @@ impl Region {
         }
     }
 
+    /// One try at the ring lock, without waiting: None while another holds it. As
+    /// [`Region::lock_ring`], repairs the ring first if its last holder died.
+    pub fn try_lock_ring(&self) -> Result<Option<RingGuard<'_>>, SendError> {
+        self.guard_for(self.header().ring_lock.mutex.try_lock())
+    }
+
     /// The guard for a lock attempt that got the lock (repairing the ring first if
     /// its last holder died holding it); None if the attempt timed out.
     fn guard_for(
