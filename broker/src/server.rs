@@ -21,7 +21,7 @@ use mio::{Interest, Poll, Token};
 use shm_layout::layout::LAYOUT_VERSION;
 
 use crate::audit::state::DEFAULT_TOPIC;
-use shm_layout::BrokerRegion;
+use shm_layout::{BrokerRegion, Region};
 
 use crate::event_loop::{EventLoop, LISTENER};
 use crate::registry::Registry;
@@ -44,6 +44,8 @@ enum Stage {
 }
 
 struct Connection {
+    /// Its token in the event loop: where a reply made elsewhere is delivered.
+    token: Token,
     stream: TcpStream,
     stage: Stage,
     accepted: Instant,
@@ -53,10 +55,15 @@ struct Connection {
     closing: bool,
 }
 
+/// A reply made aside: the connection it answers, and the frame.
+pub type DeferredReply = (Token, Vec<u8>);
+
 /// Shared state the loop needs.
 pub struct Server {
     pub region: Arc<BrokerRegion>,
     pub topics: Arc<crate::topics::Topics>,
+    /// Replies made aside, for the loop to deliver.
+    pub deferred: Arc<std::sync::Mutex<Vec<DeferredReply>>>,
     pub registry: Arc<Mutex<Registry>>,
     pub max_connections: usize,
     pub started: Instant,
@@ -107,6 +114,7 @@ impl Server {
                         .reregister(&mut conn.stream, token, interest);
                 }
             }
+            self.deliver_deferred(&lp.poll, &mut conns);
             self.housekeeping(&lp.poll, &mut conns);
         }
         self.region.mark_closing();
@@ -148,6 +156,7 @@ impl Server {
                         conns.insert(
                             token,
                             Connection {
+                                token,
                                 stream,
                                 stage: Stage::AwaitHello,
                                 accepted: Instant::now(),
@@ -351,26 +360,32 @@ impl Server {
                     slot_size,
                 },
             ) => {
-                let reply = match self.topics.create(&name, partitions, slots, slot_size) {
-                    Ok(record) => {
-                        eprintln!(
-                            "broker: created topic {} with {} partitions",
-                            record.name, record.partitions
-                        );
-                        match self.topic_info(&record.name) {
-                            Some(info) => ControlFrame::TopicCreated(info),
-                            None => ControlFrame::CreateRefused {
-                                reason: "the topic vanished".into(),
-                                exists: false,
-                            },
-                        }
-                    }
-                    Err(e) => ControlFrame::CreateRefused {
-                        exists: matches!(e, crate::topics::CreateError::Exists(_)),
-                        reason: e.to_string(),
-                    },
-                };
-                conn.output.extend_from_slice(&reply.encode());
+                // Reserving a topic's regions and syncing the directory can take a
+                // while for a large topic: done aside, so that registrations,
+                // commits and status go on meanwhile; the reply comes when done.
+                let (topics, control, deferred) = (
+                    self.topics.clone(),
+                    self.region.clone(),
+                    self.deferred.clone(),
+                );
+                let token = conn.token;
+                let spawned = std::thread::Builder::new()
+                    .name("create-topic".into())
+                    .spawn(move || {
+                        let reply =
+                            create_topic(&topics, &control, &name, partitions, slots, slot_size);
+                        deferred
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((token, reply.encode()));
+                    });
+                if let Err(e) = spawned {
+                    let reply = ControlFrame::CreateRefused {
+                        reason: format!("cannot start creating it: {e}"),
+                        exists: false,
+                    };
+                    conn.output.extend_from_slice(&reply.encode());
+                }
             }
             (Stage::Client(_) | Stage::Admin, ControlFrame::TopicsRequest) => {
                 let json = crate::topics_report::report(&self.region, &self.topics);
@@ -401,28 +416,24 @@ impl Server {
 
     /// What clients are told of topic `name`, if it exists.
     fn topic_info(&self, name: &str) -> Option<TopicInfo> {
-        if name == DEFAULT_TOPIC {
-            let g = self.region.geometry();
-            return Some(TopicInfo {
-                id: 0,
-                name: DEFAULT_TOPIC.to_string(),
-                partitions: 1,
-                first_ring: 0,
-                slots: g.slots,
-                slot_size: g.slot_size,
-                max_message: g.max_message,
-            });
+        topic_info(&self.topics, &self.region, name)
+    }
+
+    /// Hands the replies made aside (see `CreateTopic`) to their connections.
+    fn deliver_deferred(&self, poll: &Poll, conns: &mut HashMap<Token, Connection>) {
+        let ready = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        for (token, reply) in ready {
+            // Gone meanwhile: the topic is created all the same.
+            let Some(conn) = conns.get_mut(&token) else {
+                continue;
+            };
+            conn.output.extend_from_slice(&reply);
+            let _ = poll.registry().reregister(
+                &mut conn.stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            );
         }
-        let (record, first_ring) = self.topics.find(name)?;
-        Some(TopicInfo {
-            id: record.id,
-            name: record.name,
-            partitions: record.partitions,
-            first_ring,
-            slots: record.slots,
-            slot_size: record.slot_size,
-            max_message: record.max_message,
-        })
     }
 
     /// `broker reset-offsets`: moves a group without members to where `to` says
@@ -591,4 +602,60 @@ fn kind_name(f: &ControlFrame) -> &'static str {
         ControlFrame::TopicsRequest => "TopicsRequest",
         ControlFrame::Topics { .. } => "Topics",
     }
+}
+
+/// `broker create-topic`'s answer: the topic as clients will see it, or why not.
+fn create_topic(
+    topics: &crate::topics::Topics,
+    control: &Region,
+    name: &str,
+    partitions: u32,
+    slots: Option<u32>,
+    slot_size: Option<u32>,
+) -> ControlFrame {
+    match topics.create(name, partitions, slots, slot_size) {
+        Ok(record) => {
+            eprintln!(
+                "broker: created topic {} with {} partitions",
+                record.name, record.partitions
+            );
+            match topic_info(topics, control, &record.name) {
+                Some(info) => ControlFrame::TopicCreated(info),
+                None => ControlFrame::CreateRefused {
+                    reason: "the topic vanished".into(),
+                    exists: false,
+                },
+            }
+        }
+        Err(e) => ControlFrame::CreateRefused {
+            exists: matches!(e, crate::topics::CreateError::Exists(_)),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// What clients are told of topic `name`, if it exists.
+fn topic_info(topics: &crate::topics::Topics, control: &Region, name: &str) -> Option<TopicInfo> {
+    if name == DEFAULT_TOPIC {
+        let g = control.geometry();
+        return Some(TopicInfo {
+            id: 0,
+            name: DEFAULT_TOPIC.to_string(),
+            partitions: 1,
+            first_ring: 0,
+            slots: g.slots,
+            slot_size: g.slot_size,
+            max_message: g.max_message,
+        });
+    }
+    let (record, first_ring) = topics.find(name)?;
+    Some(TopicInfo {
+        id: record.id,
+        name: record.name,
+        partitions: record.partitions,
+        first_ring,
+        slots: record.slots,
+        slot_size: record.slot_size,
+        max_message: record.max_message,
+    })
 }

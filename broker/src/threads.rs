@@ -290,6 +290,7 @@ impl Running {
         let server = server::Server {
             region: self.region.clone(),
             topics: self.topics.clone(),
+            deferred: Default::default(),
             registry: self.registry.clone(),
             max_connections: self.max_connections,
             started: Instant::now(),
