@@ -126,6 +126,8 @@ pub struct Cleaner {
     pub partition_ends: std::collections::HashMap<u32, u64>,
     /// Partition rings whose failed repair was reported.
     pub partition_repair_reported: std::collections::HashSet<u32>,
+    /// When each partition ring may be repaired again.
+    pub partition_repair_after: std::collections::HashMap<u32, Instant>,
 }
 
 impl Cleaner {
@@ -253,8 +255,20 @@ impl Cleaner {
     /// repair reported once per ring; a ring whose lock is held, or that a repair
     /// cannot mend, is tried again when its next reclaim fails.
     fn repair_partitions(&mut self) {
+        let now = Instant::now();
         for ring in self.topics.take_repairs() {
-            match ring.reclaimer.repair() {
+            // A ring a repair could not mend is tried again after a while, not on
+            // every pass (its next failed reclaim asks again).
+            if self
+                .partition_repair_after
+                .get(&ring.number)
+                .is_some_and(|after| now < *after)
+            {
+                continue;
+            }
+            self.partition_repair_after
+                .insert(ring.number, now + REPAIR_BACKOFF);
+            match ring.reclaimer.try_repair() {
                 Ok(done) => {
                     if !done.newly_unreadable.is_empty() || !done.rewritten.is_empty() {
                         eprintln!(

@@ -126,7 +126,7 @@ pub struct ResetOffsetsArgs {
     /// The group to move.
     #[arg(long, value_name = "G")]
     pub group: String,
-    /// The topic (only `default` exists).
+    /// The topic (groups read `default` only, for now).
     #[arg(long, value_name = "T", default_value = "default")]
     pub topic: String,
     /// earliest, latest, an offset, or an RFC 3339 time.

@@ -125,7 +125,7 @@ fn reset_offsets(args: ResetOffsetsArgs) -> ExitCode {
     }
     if args.topic != "default" {
         eprintln!(
-            "broker reset-offsets: no topic {} (only default exists)",
+            "broker reset-offsets: groups read the topic default only, for now: {} has no group position to move",
             args.topic
         );
         return ExitCode::from(1);
@@ -210,7 +210,9 @@ fn create_topic(args: CreateTopicArgs) -> ExitCode {
         &default_id(Role::Admin),
         None,
     )
-    .and_then(|s| s.request(&create));
+    // Reserving a large topic's memory takes a while: the broker answers once
+    // every region is made (or says why not), and stopping ends the connection.
+    .and_then(|s| s.request_within(&create, std::time::Duration::from_secs(3600)));
     match reply {
         Ok(ControlFrame::TopicCreated(info)) => {
             println!(

@@ -109,15 +109,32 @@ impl Reclaimer {
     /// while its owner's client entry is an active producer. Offsets found
     /// unreadable are passed over by every later reclaim.
     pub fn repair(&self) -> Result<RingRepaired, RingRepairError> {
+        self.repair_with(false)
+    }
+
+    /// As [`Reclaimer::repair`], with one try at the ring lock: Busy at once while
+    /// another holds it (for the rings a thread serves many of, where one ring's
+    /// stopped holder must not make the others wait).
+    pub fn try_repair(&self) -> Result<RingRepaired, RingRepairError> {
+        self.repair_with(true)
+    }
+
+    fn repair_with(&self, one_try: bool) -> Result<RingRepaired, RingRepairError> {
         let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tries = 0;
-        let guard = self
-            .region
-            .lock_ring(|| {
-                tries += 1;
-                tries > 1
-            })
-            .map_err(RingRepairError::Busy)?;
+        let guard = if one_try {
+            self.region
+                .try_lock_ring()
+                .map_err(RingRepairError::Busy)?
+                .ok_or(RingRepairError::Busy(shm_layout::ring::SendError::Stopped))?
+        } else {
+            let mut tries = 0;
+            self.region
+                .lock_ring(|| {
+                    tries += 1;
+                    tries > 1
+                })
+                .map_err(RingRepairError::Busy)?
+        };
         let region = &self.region;
         let clients = self.clients.as_deref().unwrap_or(region);
         let repair = region.repair_ring(&guard, |owner| {

@@ -53,6 +53,9 @@ struct Connection {
     output: Vec<u8>,
     /// Close once the output is flushed.
     closing: bool,
+    /// A reply is being made aside: its later frames wait in its input, so that
+    /// replies keep the order of requests.
+    awaiting_reply: bool,
 }
 
 /// A reply made aside: the connection it answers, and the frame.
@@ -163,6 +166,7 @@ impl Server {
                                 input: FrameBuffer::new(MAX_REQUEST_LEN),
                                 output: Vec::new(),
                                 closing: false,
+                                awaiting_reply: false,
                             },
                         );
                     }
@@ -206,6 +210,9 @@ impl Server {
     /// Handles every whole frame in the input; false once the connection is refused.
     fn handle_frames(&self, conn: &mut Connection) -> bool {
         loop {
+            if conn.awaiting_reply {
+                return true;
+            }
             match conn.input.next_frame() {
                 Ok(None) => return true,
                 Ok(Some(f)) => {
@@ -369,6 +376,7 @@ impl Server {
                     self.deferred.clone(),
                 );
                 let token = conn.token;
+                conn.awaiting_reply = true;
                 let spawned = std::thread::Builder::new()
                     .name("create-topic".into())
                     .spawn(move || {
@@ -380,6 +388,7 @@ impl Server {
                             .push((token, reply.encode()));
                     });
                 if let Err(e) = spawned {
+                    conn.awaiting_reply = false;
                     let reply = ControlFrame::CreateRefused {
                         reason: format!("cannot start creating it: {e}"),
                         exists: false,
@@ -428,6 +437,11 @@ impl Server {
                 continue;
             };
             conn.output.extend_from_slice(&reply);
+            conn.awaiting_reply = false;
+            // Frames that came meanwhile are handled now, in order.
+            if !self.handle_frames(conn) {
+                conn.closing = true;
+            }
             let _ = poll.registry().reregister(
                 &mut conn.stream,
                 token,

@@ -186,6 +186,7 @@ pub(crate) fn start(
         released: Default::default(),
         partition_ends: Default::default(),
         partition_repair_reported: Default::default(),
+        partition_repair_after: Default::default(),
     };
     cleaner.log.time_writes(file_writes.of("delivery_log"));
     lock(&registry).count_log_written_by(cleaner.log.bytes_written());
@@ -305,6 +306,8 @@ impl Running {
     pub(crate) fn shut_down(self, served: std::io::Result<()>) -> Result<(), BrokerError> {
         let region = self.region;
         let name = region.name().to_string();
+        // A topic being created is made whole or undone before the rings close.
+        self.topics.close();
         region.mark_closing();
         for ring in self.topics.rings() {
             ring.region.mark_closing();

@@ -90,6 +90,8 @@ pub struct Topics {
     directory: RwLock<Directory>,
     /// One creation at a time: ids and ring numbers are given in order.
     creating: Mutex<()>,
+    /// Set at a stop: a creation in progress undoes what it made and gives up.
+    closing: std::sync::atomic::AtomicBool,
     /// Rings whose reclaim failed, by number, for the cleaner to repair.
     repairs: Arc<Mutex<Vec<u32>>>,
     /// The control region: who a ring's reservation belongs to is told there.
@@ -180,6 +182,7 @@ impl Topics {
         starts: &[PartitionStart],
     ) -> Result<Topics, BrokerError> {
         let topics = Topics {
+            closing: std::sync::atomic::AtomicBool::new(false),
             repairs: Arc::new(Mutex::new(Vec::new())),
             clients: control.clone(),
             control: control.name().to_string(),
@@ -320,6 +323,9 @@ impl Topics {
         slot_size: Option<u32>,
     ) -> Result<TopicRecord, CreateError> {
         let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closing.load(Ordering::Acquire) {
+            return Err(CreateError::Failed("the broker is stopping".into()));
+        }
         shm_layout::names::check_topic(name).map_err(|e| CreateError::Invalid(e.to_string()))?;
         if name == DEFAULT_TOPIC || self.find(name).is_some() {
             return Err(CreateError::Exists(name.to_string()));
@@ -369,6 +375,10 @@ impl Topics {
             }
         };
         for p in 0..partitions {
+            if self.closing.load(Ordering::Acquire) {
+                undo(&created);
+                return Err(CreateError::Failed("the broker is stopping".into()));
+            }
             match self.open_ring(topic_partition(&record, p), geometry, rings + 1 + p, 0) {
                 Ok(ring) => created.push(Arc::new(ring)),
                 Err(e) => {
@@ -390,6 +400,13 @@ impl Topics {
         dir.records = all;
         dir.rings.extend(created);
         Ok(record)
+    }
+
+    /// At a stop, before the rings are closed: no creation starts any more, and
+    /// one in progress undoes what it made; returns once none runs.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        drop(self.creating.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// The rings whose reclaim failed since the last call, for a repair.

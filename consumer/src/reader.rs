@@ -689,13 +689,21 @@ impl Reader {
                 Some(until),
             );
         } else {
-            let events: Vec<&shm_layout::layout::EventWord> = self
+            // Each marked in its entry in that ring's region, where the broker
+            // uncounts it if it dies asleep.
+            let events: Vec<_> = self
                 .parts
                 .iter()
-                .map(|p| &p.region(session).header().published)
+                .map(|p| {
+                    let region = p.region(session);
+                    let flag = region
+                        .client(session.client)
+                        .map(|c| &c.activity.sleeping_on);
+                    (&region.header().published, flag)
+                })
                 .collect();
             let left = until.saturating_duration_since(Instant::now());
-            event::sleep_on_any(&events, || ready() || closing(), left);
+            event::sleep_on_any(&events, event_id::PUBLISHED, || ready() || closing(), left);
         }
         self.check_alive()?;
         Ok(deadline.is_none_or(|d| Instant::now() < d))

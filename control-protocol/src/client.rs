@@ -229,6 +229,16 @@ impl Session {
 
     /// Sends a request over the lease and waits for the broker's reply.
     pub fn request(&self, request: &ControlFrame) -> Result<ControlFrame, ConnectError> {
+        self.request_within(request, HANDSHAKE_TIMEOUT)
+    }
+
+    /// As [`Session::request`], waiting at most `patience` for the reply: for a
+    /// request that takes the broker a while (creating a large topic).
+    pub fn request_within(
+        &self,
+        request: &ControlFrame,
+        patience: Duration,
+    ) -> Result<ControlFrame, ConnectError> {
         let addr = self
             .stream
             .peer_addr()
@@ -240,7 +250,7 @@ impl Session {
         };
         send(&mut &self.stream, request).map_err(|e| proto(e.to_string()))?;
         self.replies
-            .recv_timeout(HANDSHAKE_TIMEOUT)
+            .recv_timeout(patience)
             .map_err(|_| proto("no reply from the broker".into()))
     }
 }

@@ -692,3 +692,41 @@ fn a_producer_stopped_in_its_commit_to_a_partition_through_a_graceful_stop_loses
         1
     );
 }
+
+#[test]
+fn a_stop_while_a_large_topic_is_created_leaves_no_region_and_no_topic() {
+    let broker = Broker::start(&[]);
+    let shm = broker.shm.clone();
+    // 400 partitions of 4,096 slots of 1 KiB: seconds of reserving memory.
+    let mut create = e2e::Proc::spawn(
+        &e2e::bin("broker"),
+        &["create-topic".to_string()]
+            .into_iter()
+            .chain(broker.client_args(&["big", "--partitions", "400"]))
+            .collect::<Vec<_>>(),
+        None,
+        StdoutMode::Collect,
+    );
+    // Once its first partition's region exists, the broker is told to stop.
+    let first = std::path::Path::new("/dev/shm").join(format!("{}.t1.0", &shm[1..]));
+    let deadline = std::time::Instant::now() + e2e::DEADLINE;
+    while !first.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no region of the topic appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
+    let refused = create.wait_exit_within(e2e::DEADLINE);
+    assert_eq!(refused.code(), Some(1), "{:?}", refused.stderr);
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&format!("{}.", &shm[1..])))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "no region of the topic is left");
+    let listed = std::fs::read_to_string(data.0.join("topics.txt")).unwrap_or_default();
+    assert!(!listed.contains("big"), "{listed}");
+}

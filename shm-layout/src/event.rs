@@ -126,22 +126,37 @@ pub fn sleep_once(
 /// Sleeps once on all of `events` unless `ready` already holds, until one of them
 /// is notified or `timeout` passes (capped at [`MAX_SLEEP`]): a reader of several
 /// rings sleeps on one thing, never looks at them in turn. Counted as a sleeper
-/// on each, so that their posters wake it.
-pub fn sleep_on_any(events: &[&EventWord], mut ready: impl FnMut() -> bool, timeout: Duration) {
-    for e in events {
+/// on each, so that their posters wake it; each event's flag (the caller's
+/// `sleeping_on` in its entry in that event's region) records event `id` while
+/// asleep, so that the broker can uncount a sleeper that died, as in
+/// [`sleep_once`].
+pub fn sleep_on_any(
+    events: &[(&EventWord, Option<&AtomicU32>)],
+    id: u32,
+    mut ready: impl FnMut() -> bool,
+    timeout: Duration,
+) {
+    for (e, flag) in events {
         e.sleepers.fetch_add(1, Ordering::Relaxed);
+        if let Some(flag) = flag {
+            flag.store(id + 1, Ordering::Relaxed);
+        }
     }
     // Pairs with the fence in `notify` (see `sleep_once`).
     fence(Ordering::SeqCst);
     let words: Vec<(&AtomicU32, u32)> = events
         .iter()
-        .map(|e| (&e.seq, e.seq.load(Ordering::Acquire)))
+        .map(|(e, _)| (&e.seq, e.seq.load(Ordering::Acquire)))
         .collect();
     if !ready() {
         crate::sys::futex_wait_any(&words, timeout.min(MAX_SLEEP));
     }
-    for e in events {
-        e.sleepers.fetch_sub(1, Ordering::Relaxed);
+    for (e, flag) in events {
+        // Whoever swaps the flag back to 0 uncounts us, exactly once.
+        let counted = flag.is_none_or(|f| f.swap(0, Ordering::AcqRel) != 0);
+        if counted {
+            e.sleepers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -222,7 +237,8 @@ mod tests {
         let waiter = std::thread::spawn(move || {
             while !flag2.load(Ordering::Acquire) {
                 sleep_on_any(
-                    &[&a2, &b2],
+                    &[(&*a2, None), (&*b2, None)],
+                    event_id::PUBLISHED,
                     || flag2.load(Ordering::Acquire),
                     Duration::from_secs(10),
                 );
