@@ -316,6 +316,10 @@ impl Cleaner {
                     done.insert(ring.number);
                     self.region.mark_ring_pending(ring.number);
                     ring.reclaim();
+                } else if !ring.region.may_hold_reservation(c) {
+                    // Held by another (a stopped producer, say) but holding
+                    // nothing of this one's: not a reason to keep it from retiring.
+                    done.insert(ring.number);
                 }
             }
             if rings.iter().all(|r| done.contains(&r.number)) {

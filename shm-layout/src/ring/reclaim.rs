@@ -296,6 +296,34 @@ impl BrokerRegion {
         }
         freed
     }
+
+    /// Without the ring lock: whether `owner` may still hold a reservation here.
+    /// For a producer that is gone, whose descriptors nobody else writes: false
+    /// only when a walk of the ring from its tail to its head, descriptor after
+    /// descriptor, finds none reserved by it. A walk that meets a descriptor it
+    /// cannot follow (the tail or head moved under it) answers true: look again
+    /// later, under the lock.
+    pub fn may_hold_reservation(&self, owner: u32) -> bool {
+        let h = self.header();
+        let ring = self.geometry().slots as u64;
+        let mut pos = h.reclaim.tail.load(Ordering::Acquire);
+        let head = h.producer.head.load(Ordering::Acquire);
+        if head < pos || head - pos > ring {
+            return true;
+        }
+        while pos < head {
+            let v = self.descriptor(pos).load(Ordering::Acquire);
+            let len = descriptor::len(v) as u64;
+            if len == 0 || len > ring - pos % ring || len > head - pos {
+                return true;
+            }
+            if descriptor::kind(v) == descriptor::RESERVED && descriptor::owner(v) == owner {
+                return true;
+            }
+            pos += len;
+        }
+        false
+    }
 }
 
 /// Why the cleaner refused to reclaim.
@@ -380,6 +408,25 @@ mod tests {
         drop(g);
         r.reclaim(0).unwrap();
         assert_eq!(r.used_slots(), 0);
+    }
+
+    #[test]
+    fn a_walk_without_the_lock_tells_whose_reservations_remain() {
+        let t = test_region("may-hold", test_geometry());
+        let r = &t.0;
+        let g = r.lock_ring(|| false).unwrap();
+        assert!(r.try_reserve(&g, 3, 4).unwrap().is_some());
+        assert!(r.try_reserve(&g, 5, 2).unwrap().is_some());
+        // Looked at while the lock is still held (by "someone else").
+        assert!(r.may_hold_reservation(3));
+        assert!(r.may_hold_reservation(5));
+        assert!(!r.may_hold_reservation(2), "holds nothing");
+        assert_eq!(r.abandon_reservations(&g, 3), 1);
+        assert!(!r.may_hold_reservation(3), "released");
+        // A head it cannot believe: look again later.
+        r.header().producer.head.store(u64::MAX, Ordering::Relaxed);
+        assert!(r.may_hold_reservation(2));
+        drop(g);
     }
 
     #[test]
