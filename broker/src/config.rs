@@ -77,7 +77,7 @@ pub enum Command {
     /// Create a topic on a running broker.
     #[command(
         name = "create-topic",
-        long_about = "Create a topic on a running broker (SPEC §11).\n\n\
+        long_about = "Create a topic on a running broker.\n\n\
             A topic is a named stream split into partitions, each a ring of its own \
             with its own offsets from 0. A message with a key always goes to the same \
             partition (Kafka's partitioner), so messages of one key stay in order. \
