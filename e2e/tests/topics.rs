@@ -497,7 +497,9 @@ fn reads_of_a_partition_a_killed_broker_had_not_logged_are_logged_at_the_restart
         &["--topic", "orders", "--partition", "1", "a", "b", "c"],
         None,
     ));
-    let (reader, id) = broker.reader(
+    // Still reading when the broker dies: a reader that left would have its
+    // lines written at once (its entry waits for them).
+    let (mut reader, id) = broker.reader(
         &[
             "--topic",
             "orders",
@@ -506,13 +508,14 @@ fn reads_of_a_partition_a_killed_broker_had_not_logged_are_logged_at_the_restart
             "--from",
             "earliest",
             "--count",
-            "3",
+            "4",
         ],
-        StdoutMode::Collect,
+        StdoutMode::Lines,
     );
-    let read = reader.wait_exit();
-    assert_eq!(read.stdout_text(), "a\nb\nc\n");
+    let printed: Vec<String> = (0..3).map(|_| reader.next_stdout_line()).collect();
+    assert_eq!(printed, ["a", "b", "c"]);
     let (data, shm) = broker.kill();
+    assert_eq!(reader.wait_exit().code(), Some(1), "broker stopped");
     let broker = Broker::start_with(data, shm, &[]);
     let (stopped, data) = broker.stop_keeping_data();
     assert_eq!(stopped.code(), Some(0), "{:?}", stopped.stderr);
