@@ -17,8 +17,10 @@
 //!   from any offset, through its index, as the file grows.
 //! - [`file_lines`]: whole lines of a growing file read at any byte position.
 //! - [`topics`]: `topics.txt`, the directory of topics.
+//! - [`durable`]: replacing a small file so that a crash leaves the old or the new.
 #![forbid(unsafe_code)]
 
+pub mod durable;
 pub mod escape;
 pub mod file_lines;
 pub mod index;

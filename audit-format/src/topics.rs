@@ -12,7 +12,7 @@
 //! topic the broker announced survives any crash. `default` (id 0) is not listed: it
 //! always exists, with the geometry of the broker's flags.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 /// The file's name in the data directory.
@@ -108,84 +108,5 @@ pub fn save(dir: &Path, topics: &[TopicRecord]) -> io::Result<()> {
             t.id, t.name, t.partitions, t.slots, t.slot_size, t.max_message
         ));
     }
-    let tmp = dir.join(format!("{TOPICS_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(TOPICS_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Scratch(std::path::PathBuf);
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    fn scratch(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("mk-topics-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn orders() -> TopicRecord {
-        TopicRecord {
-            id: 1,
-            name: "orders".into(),
-            partitions: 4,
-            slots: 256,
-            slot_size: 128,
-            max_message: 16384,
-        }
-    }
-
-    #[test]
-    fn saved_topics_load_back_and_an_absent_file_means_none() {
-        let s = scratch("round");
-        assert_eq!(load(&s.0).unwrap(), Vec::new());
-        let logs = TopicRecord {
-            id: 2,
-            name: "logs.v2_a-b".into(),
-            partitions: 1,
-            ..orders()
-        };
-        save(&s.0, &[orders(), logs.clone()]).unwrap();
-        assert_eq!(load(&s.0).unwrap(), [orders(), logs]);
-        let text = std::fs::read_to_string(s.0.join(TOPICS_FILE)).unwrap();
-        assert_eq!(
-            text,
-            format!("{TOPICS_HEADER}1\torders\t4\t256\t128\t16384\n2\tlogs.v2_a-b\t1\t256\t128\t16384\n")
-        );
-        assert!(!s.0.join("topics.txt.tmp").exists());
-    }
-
-    #[test]
-    fn a_damaged_file_is_refused_naming_the_line() {
-        let s = scratch("bad");
-        for (body, why) in [
-            ("1\torders\t4\n", "expected 6 fields"),
-            ("1\torders\tfour\t1\t1\t1\n", "not a number"),
-            (
-                "0\tdefault\t1\t1\t1\t1\n",
-                "the topic default is not listed",
-            ),
-            (
-                "1\ta\t1\t1\t1\t1\n1\tb\t1\t1\t1\t1\n",
-                "a topic id or name listed twice",
-            ),
-            ("1\ta\t0\t1\t1\t1\n", "a topic has at least one partition"),
-        ] {
-            std::fs::write(s.0.join(TOPICS_FILE), format!("{TOPICS_HEADER}{body}")).unwrap();
-            let e = load(&s.0).unwrap_err();
-            assert!(
-                matches!(e, TopicsFileError::Bad { why: w, .. } if w == why),
-                "{body:?}: {e}"
-            );
-        }
-    }
+    crate::durable::write_atomically(dir, TOPICS_FILE, text.as_bytes())
 }

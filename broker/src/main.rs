@@ -11,7 +11,7 @@ use broker::config::{
     TopicsArgs,
 };
 use clap::Parser;
-use control_protocol::{default_id, ControlFrame, OwnerKind, Role, Session};
+use control_protocol::{default_id, ConnectError, ControlFrame, OwnerKind, Role, Session};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,18 +64,10 @@ fn status(args: StatusArgs) -> ExitCode {
         eprintln!("broker status: {e}");
         return ExitCode::from(2);
     }
-    let reply = Session::connect(&args.address.broker, Role::Admin, &id, None)
-        .and_then(|s| s.request(&ControlFrame::StatusRequest));
-    let json = match reply {
+    let request = ControlFrame::StatusRequest;
+    let json = match ask(&args.address.broker, &id, &request, REPLY_PATIENCE) {
         Ok(ControlFrame::Status { json }) => json,
-        Ok(other) => {
-            eprintln!("broker status: unexpected reply {other:?}");
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("broker status: {e}");
-            return ExitCode::from(1);
-        }
+        other => return unanswered("status", other),
     };
     print_report("status", &json, args.json, broker::status::render_text)
 }
@@ -92,23 +84,10 @@ fn committed(args: CommittedArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let reply = Session::connect(
-        &args.address.broker,
-        Role::Admin,
-        &default_id(Role::Admin),
-        None,
-    )
-    .and_then(|s| s.request(&ControlFrame::CommittedRequest { owner }));
-    let offsets = match reply {
+    let request = ControlFrame::CommittedRequest { owner };
+    let offsets = match ask_admin(&args.address.broker, &request) {
         Ok(ControlFrame::Committed { offsets }) => offsets,
-        Ok(other) => {
-            eprintln!("broker committed: unexpected reply {other:?}");
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("broker committed: {e}");
-            return ExitCode::from(1);
-        }
+        other => return unanswered("committed", other),
     };
     if args.json {
         println!("{}", broker::committed::to_json(&offsets));
@@ -134,14 +113,7 @@ fn reset_offsets(args: ResetOffsetsArgs) -> ExitCode {
         group: args.group.clone(),
         to: args.to,
     };
-    let reply = Session::connect(
-        &args.address.broker,
-        Role::Admin,
-        &default_id(Role::Admin),
-        None,
-    )
-    .and_then(|s| s.request(&reset));
-    match reply {
+    match ask_admin(&args.address.broker, &reset) {
         Ok(ControlFrame::ResetDone { offset }) => {
             println!("group {} now at offset {offset}", args.group);
             ExitCode::SUCCESS
@@ -150,14 +122,7 @@ fn reset_offsets(args: ResetOffsetsArgs) -> ExitCode {
             eprintln!("broker reset-offsets: {reason}");
             ExitCode::from(1)
         }
-        Ok(other) => {
-            eprintln!("broker reset-offsets: unexpected reply {other:?}");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("broker reset-offsets: {e}");
-            ExitCode::from(1)
-        }
+        other => unanswered("reset-offsets", other),
     }
 }
 
@@ -204,16 +169,10 @@ fn create_topic(args: CreateTopicArgs) -> ExitCode {
         slots: args.slots,
         slot_size,
     };
-    let reply = Session::connect(
-        &args.address.broker,
-        Role::Admin,
-        &default_id(Role::Admin),
-        None,
-    )
     // Reserving a large topic's memory takes a while: the broker answers once
     // every region is made (or says why not), and stopping ends the connection.
-    .and_then(|s| s.request_within(&create, std::time::Duration::from_secs(3600)));
-    match reply {
+    let id = default_id(Role::Admin);
+    match ask(&args.address.broker, &id, &create, CREATE_PATIENCE) {
         Ok(ControlFrame::TopicCreated(info)) => {
             println!(
                 "created topic {} with {} partitions",
@@ -225,35 +184,14 @@ fn create_topic(args: CreateTopicArgs) -> ExitCode {
             eprintln!("broker create-topic: {reason}");
             ExitCode::from(1)
         }
-        Ok(other) => {
-            eprintln!("broker create-topic: unexpected reply {other:?}");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("broker create-topic: {e}");
-            ExitCode::from(1)
-        }
+        other => unanswered("create-topic", other),
     }
 }
 
 fn topics(args: TopicsArgs) -> ExitCode {
-    let reply = Session::connect(
-        &args.address.broker,
-        Role::Admin,
-        &default_id(Role::Admin),
-        None,
-    )
-    .and_then(|s| s.request(&ControlFrame::TopicsRequest));
-    let json = match reply {
+    let json = match ask_admin(&args.address.broker, &ControlFrame::TopicsRequest) {
         Ok(ControlFrame::Topics { json }) => json,
-        Ok(other) => {
-            eprintln!("broker topics: unexpected reply {other:?}");
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("broker topics: {e}");
-            return ExitCode::from(1);
-        }
+        other => return unanswered("topics", other),
     };
     print_report(
         "topics",
@@ -261,6 +199,37 @@ fn topics(args: TopicsArgs) -> ExitCode {
         args.json,
         broker::topics_report::render_text,
     )
+}
+
+/// How long a subcommand waits for the broker's answer.
+const REPLY_PATIENCE: std::time::Duration = control_protocol::client::HANDSHAKE_TIMEOUT;
+/// How long `create-topic` waits: as long as a large topic's creation takes.
+const CREATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Registers with the broker at `broker` as admin `id` and sends `request`; its
+/// answer, waited for at most `patience`.
+fn ask(
+    broker: &str,
+    id: &str,
+    request: &ControlFrame,
+    patience: std::time::Duration,
+) -> Result<ControlFrame, ConnectError> {
+    Session::connect(broker, Role::Admin, id, None)
+        .and_then(|s| s.request_within(request, patience))
+}
+
+/// [`ask`] as an admin with the default id.
+fn ask_admin(broker: &str, request: &ControlFrame) -> Result<ControlFrame, ConnectError> {
+    ask(broker, &default_id(Role::Admin), request, REPLY_PATIENCE)
+}
+
+/// A subcommand's request got no answer it expected: one line why, exit 1.
+fn unanswered(command: &str, reply: Result<ControlFrame, ConnectError>) -> ExitCode {
+    match reply {
+        Ok(other) => eprintln!("broker {command}: unexpected reply {other:?}"),
+        Err(e) => eprintln!("broker {command}: {e}"),
+    }
+    ExitCode::from(1)
 }
 
 /// Prints a JSON report as it is (`--json`) or as `render` lays it out.

@@ -65,6 +65,34 @@ struct Faults {
     record: bool,
 }
 
+/// How far committed records of `region` reach from `from`, the next offset to
+/// persist. Its `next_offset` is believed only as far as it can be true: a ring's
+/// worth of records at most waits to be persisted (slots are freed only once
+/// persisted), and offsets never go back. Past that, the region is corrupt: the
+/// broker says so once (`reported`, naming it `whose`) and refuses new messages
+/// there (a commit at a wrong offset could overwrite a record not yet persisted),
+/// and persists what is stamped.
+fn committed_end(region: &BrokerRegion, from: u64, reported: &mut bool, whose: &str) -> u64 {
+    let next = region.next_offset();
+    let ring = region.geometry().slots as u64;
+    if next >= from && next - from <= ring {
+        return next;
+    }
+    if next < from && region.is_replaying() {
+        // Records read back from the file are published again below what is
+        // persisted: nothing new to persist yet.
+        return from;
+    }
+    let stamped = region.stamped_end(from, from + ring);
+    if !std::mem::replace(reported, true) {
+        region.refuse_new_work();
+        eprintln!(
+            "broker: {whose} ({next}) is corrupt: records are committed up to {stamped}; refusing new messages until the broker restarts"
+        );
+    }
+    stamped
+}
+
 /// Whether records of `region`, a partition's ring, are wanted now: it is filling
 /// up, or a producer waits on it (for space, or for the disk).
 fn ring_is_urgent(region: &shm_layout::BrokerRegion) -> bool {
@@ -302,31 +330,15 @@ impl Persister {
             || h.persisted.has_sleepers()
     }
 
-    /// How far committed records reach from the next offset to persist. The
-    /// region's `next_offset` is believed only as far as it can be true: a ring's
-    /// worth of records at most waits to be persisted (slots are freed only once
-    /// persisted), and offsets never go back. Past that, the region is corrupt: the
-    /// broker says so once and refuses new messages (a commit at a wrong offset
-    /// could overwrite a record not yet persisted), and persists what is stamped.
+    /// How far `default`/0's committed records reach from the next offset to
+    /// persist (see the free function).
     fn committed_end(&self, findings: &mut Findings) -> u64 {
-        let next = self.region.next_offset();
-        let ring = self.region.geometry().slots as u64;
-        if next >= self.next && next - self.next <= ring {
-            return next;
-        }
-        if next < self.next && self.region.is_replaying() {
-            // Records read back from the file are published again below what is
-            // persisted: nothing new to persist yet.
-            return self.next;
-        }
-        let stamped = self.region.stamped_end(self.next, self.next + ring);
-        if !std::mem::replace(&mut findings.faults.next_offset, true) {
-            self.region.refuse_new_work();
-            eprintln!(
-                "broker: the region's next offset ({next}) is corrupt: records are committed up to {stamped}; refusing new messages until the broker restarts"
-            );
-        }
-        stamped
+        committed_end(
+            &self.region,
+            self.next,
+            &mut findings.faults.next_offset,
+            "the region's next offset",
+        )
     }
 
     /// The name of producer `key` (client entry, generation), from `names` or
@@ -394,9 +406,6 @@ impl Persister {
                 ring.reclaim();
             }
         }
-        if all || sweep {
-            numbers.extend(1..=self.topics.ring_count());
-        }
         if all {
             // The regions are marked closing: once each hold in progress ends,
             // nothing more is committed, and this drain sees every record. A holder
@@ -407,13 +416,14 @@ impl Persister {
                 ring.region.wait_out_commits(left);
             }
         } else {
-            let mut marked = Vec::new();
-            self.region.take_pending(&mut marked);
-            numbers.append(&mut marked);
+            self.region.take_pending(&mut numbers);
             numbers.append(&mut self.carry);
-            numbers.sort_unstable();
-            numbers.dedup();
         }
+        if all || sweep {
+            numbers.extend(1..=self.topics.ring_count());
+        }
+        numbers.sort_unstable();
+        numbers.dedup();
         let (mut progressed, mut urgent) = (false, false);
         for number in numbers {
             let Some(ring) = self.topics.ring(number) else {
@@ -478,21 +488,12 @@ impl Persister {
         urgent: bool,
     ) -> io::Result<bool> {
         let region = &ring.region;
-        let next = region.next_offset();
-        let slots = region.geometry().slots as u64;
-        let committed = if next >= cursor.next && next - cursor.next <= slots {
-            next
-        } else {
-            let stamped = region.stamped_end(cursor.next, cursor.next + slots);
-            if !std::mem::replace(&mut cursor.faults.next_offset, true) {
-                region.refuse_new_work();
-                eprintln!(
-                    "broker: the next offset of {} ({next}) is corrupt: records are committed up to {stamped}; it refuses new messages until the broker restarts",
-                    ring.partition
-                );
-            }
-            stamped
-        };
+        let committed = committed_end(
+            region,
+            cursor.next,
+            &mut cursor.faults.next_offset,
+            &format!("the next offset of {}", ring.partition),
+        );
         let start = cursor.next;
         let partition = ring.partition.id();
         while cursor.next < committed {

@@ -180,19 +180,19 @@ impl Reader {
 
     /// Partition `p` of `topic`, its ring mapped.
     fn part_of(&self, topic: &TopicInfo, p: u32) -> Result<Part, ConsumerError> {
-        let ring = match topic.id {
-            0 => None,
+        let ring = match (topic.id, p) {
+            (0, 0) => None,
+            (0, _) => {
+                return Err(ConsumerError::Connect(
+                    control_protocol::ConnectError::NoPartition {
+                        topic: topic.name.clone(),
+                        partitions: 1,
+                        partition: p,
+                    },
+                ))
+            }
             _ => Some(self.session.map_partition(topic, p)?),
         };
-        if topic.id == 0 && p != 0 {
-            return Err(ConsumerError::Connect(
-                control_protocol::ConnectError::NoPartition {
-                    topic: topic.name.clone(),
-                    partitions: 1,
-                    partition: p,
-                },
-            ));
-        }
         Ok(Part::of(topic, p, ring))
     }
 

@@ -12,11 +12,6 @@ pub fn index_file_name(topic_id: u32, partition: u32) -> String {
     format!("index-{topic_id}-{partition}.idx")
 }
 
-/// The name a new version of `name` is written under before it is renamed over it.
-pub(crate) fn temp_name(name: &str) -> String {
-    format!("{name}.tmp")
-}
-
 /// The format version both kinds of index file carry.
 pub const FORMAT_VERSION: u32 = 1;
 

@@ -1,11 +1,9 @@
 //! Rebuilding every index from the persistence file, in one scan.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 
-use crate::index::format::{index_file_name, temp_name, Checkpoint, IndexHeader, CHECKPOINT_FILE};
+use crate::index::format::{index_file_name, Checkpoint, IndexHeader, CHECKPOINT_FILE};
 use crate::index::scan::{open_persistence, scan_record_lines};
 use crate::index::writer::PartitionEntries;
 use crate::index::{IndexError, IndexedTopics};
@@ -88,20 +86,7 @@ pub fn rebuild(data_dir: &Path, topics: &IndexedTopics, step: u64) -> Result<Reb
     Ok(rebuilt)
 }
 
-/// Replaces `dir/name` with `bytes`: written under a temporary name and synced,
-/// renamed over, and the directory synced, so that once this returns the new file
-/// is there after any crash, and before it returns the old one or the new one is.
+/// [`crate::durable::write_atomically`], for the index's own files.
 pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IndexError> {
-    let path = dir.join(name);
-    let temp = dir.join(temp_name(name));
-    let written = File::create(&temp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_data()))
-        .and_then(|()| fs::rename(&temp, &path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(IndexError::io(&path)(e));
-    }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(IndexError::io(dir))
+    crate::durable::write_atomically(dir, name, bytes).map_err(IndexError::io(&dir.join(name)))
 }
