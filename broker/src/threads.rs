@@ -103,7 +103,7 @@ pub(crate) fn start(
                 position: g.position,
                 handed_out: g.handed_out,
             };
-            (g.name, d)
+            ((g.name, g.topic, g.partition), d)
         });
     lock(&registry).remember_departed(departed);
     let file_writes = FileWrites::default();

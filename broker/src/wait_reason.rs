@@ -87,7 +87,7 @@ impl WaitReasons {
             return persistence_behind();
         }
         let logged = self.reclaimer.logged().min(next);
-        let slowest = registry.slowest_group();
+        let slowest = registry.slowest_group(0);
         let consumed = slowest.as_ref().map_or(next, |g| g.position.min(next));
         // Slots are freed below all three marks: the lowest holds them. Consumers
         // may run ahead of the writers, never the log ahead of consumers.

@@ -126,7 +126,7 @@ impl Registry {
                 None => {
                     let (start, redeliver_below) = self.start_of_new_group(name);
                     let g = self.create_group(name, false, start, redeliver_below)?;
-                    self.departed.remove(name);
+                    self.departed.remove(&super::groups::default_key(name));
                     g
                 }
             }),
@@ -164,11 +164,14 @@ impl Registry {
         }
         self.ids.insert((role, id.to_string()), slot);
         let group = group_index.map(|g| {
-            let entry_group = self.region.group(g).expect("live group index");
-            self.region
-                .start_acknowledged_at(slot, group::cursor(entry_group));
             let grp = self.groups[g as usize].as_mut().expect("live group");
             grp.members.push(slot);
+            for gr in &mut grp.rings {
+                // It has nothing to acknowledge below the group's cursor there.
+                let cursor = gr.cursor(g);
+                gr.region.start_acknowledged_at(slot, cursor);
+                gr.members.push(slot);
+            }
             let name = grp.name.to_string();
             self.change_membership(g);
             (g, name)
@@ -392,10 +395,7 @@ impl Registry {
         let mut out = Vec::new();
         for (g, grp) in self.groups.iter().enumerate() {
             let Some(grp) = grp else { continue };
-            let Some(entry) = self.region.group(g as u32) else {
-                continue;
-            };
-            let cursor = group::cursor(entry);
+            let g = g as u32;
             for &m in &grp.members {
                 let Some(c) = self.region.client(m) else {
                     continue;
@@ -404,12 +404,20 @@ impl Registry {
                 if idle <= limit {
                     continue;
                 }
-                let ack = c.acked_upto();
-                let holds = grp.first_owned(m, ack, cursor).is_some()
-                    || self.holds_redelivery(g as u32, grp, m);
-                // Committed offsets wait to be handed out and it could take them.
-                let turn_waits = self.region.next_offset() > cursor && group::is_member(entry, c);
-                if holds || turn_waits {
+                let overdue = grp.rings.iter().any(|gr| {
+                    let (Some(entry), Some(mine)) = (gr.region.group(g), gr.region.client(m))
+                    else {
+                        return false;
+                    };
+                    let cursor = group::cursor(entry);
+                    let holds = gr.first_owned(m, mine.acked_upto(), cursor).is_some()
+                        || gr.holds_redelivery(g, m);
+                    // Committed offsets wait to be handed out and it could take them.
+                    let turn_waits =
+                        gr.region.next_offset() > cursor && group::is_member(entry, mine);
+                    holds || turn_waits
+                });
+                if overdue {
                     out.push(Eviction {
                         client: m,
                         group: grp.name.to_string(),

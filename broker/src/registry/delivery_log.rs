@@ -35,26 +35,38 @@ impl Registry {
         self.persisted = persisted;
     }
 
-    /// Logs what group `g` handed out since the last look: first deliveries (from
-    /// its cursor and rotations) and redelivery claims (from the region's table),
-    /// formatted straight into the pending consumption-log text.
+    /// Logs what group `g` handed out since the last look, in every ring it reads.
     pub(super) fn observe_group(&mut self, g: u32) {
+        for r in 0..self.ring_count(g) {
+            self.observe_ring(g, r);
+        }
+    }
+
+    /// Logs what group `g` handed out in its `r`-th ring since the last look:
+    /// first deliveries (from its cursor and rotations) and redelivery claims
+    /// (from the ring's table), formatted straight into the pending
+    /// consumption-log text.
+    pub(super) fn observe_ring(&mut self, g: u32, r: usize) {
+        let persisted = self.persisted_of(g, r);
         let Registry {
-            region,
             groups,
             clients,
             producers,
             log_text,
             log_taken,
             unknown,
-            persisted,
             file_producers,
+            partition_producers,
             ..
         } = self;
-        let Some(entry) = region.group(g) else {
+        let Some(grp) = groups.get_mut(g as usize).and_then(Option::as_mut) else {
             return;
         };
-        let Some(grp) = groups[g as usize].as_mut() else {
+        let Some(gr) = grp.rings.get_mut(r) else {
+            return;
+        };
+        let region = gr.region.clone();
+        let Some(entry) = region.group(g) else {
             return;
         };
         // Consumers take records at their stamps, so the cursor may pass
@@ -68,22 +80,28 @@ impl Registry {
         let next = region.next_offset();
         let ring = region.geometry().slots as u64;
         let freed = region.freed_offset();
-        let bound = (persisted.load(Ordering::Acquire).saturating_add(ring))
-            .min(grp.logged.max(freed).saturating_add(ring));
+        let bound = (persisted.saturating_add(ring)).min(gr.logged.max(freed).saturating_add(ring));
         let cursor = match group::cursor(entry) {
             c if c <= next => c,
             c => region.stamped_end(next, c),
         }
         .min(bound);
         // Taken out while the group is looked at, and put back at the end.
-        let mut lines = std::mem::take(&mut grp.delivery_lines);
+        let mut lines = std::mem::take(&mut gr.delivery_lines);
         lines.set_time(wall_clock_micros());
         // A group that resumed below the ring (SPEC §10) reads records that left
         // it: the file names their producers. Only the cleaner frees slots, and
         // never one whose deliveries are not logged yet, so the others are in the
         // ring while this looks.
+        let names_in_file = if gr.ring == 0 {
+            file_producers.as_mut()
+        } else {
+            partition_producers.get_mut(&gr.file_key)
+        };
+        let unknown: &Arc<str> = unknown;
+        let mut names_in_file = names_in_file;
         let mut from_file = |o: u64| -> Arc<str> {
-            file_producers
+            names_in_file
                 .as_mut()
                 .and_then(|f| f.producer_of(o))
                 .unwrap_or_else(|| unknown.clone())
@@ -103,20 +121,20 @@ impl Registry {
                 }
             }
         };
-        while grp.logged < cursor {
-            let o = grp.logged;
+        while gr.logged < cursor {
+            let o = gr.logged;
             region.prefetch_entry(o + 16);
-            if let Some((_, consumer)) = grp.owner_of(o) {
-                let attempt = if o < grp.redeliver_below { 2 } else { 1 };
+            if let Some((_, consumer)) = gr.owner_of(o) {
+                let attempt = if o < gr.redeliver_below { 2 } else { 1 };
                 if o < freed {
                     let producer = from_file(o);
                     lines.push(log_text, o, &producer, &grp.name, consumer, attempt);
                 } else {
                     lines.push(log_text, o, producer_of(o), &grp.name, consumer, attempt);
                 }
-                grp.delivered += 1;
+                gr.delivered += 1;
             }
-            grp.logged += 1;
+            gr.logged += 1;
         }
         for slot in 0..region.geometry().redeliveries_per_group {
             let Some(e) = region.redelivery_seen(g, slot) else {
@@ -124,10 +142,10 @@ impl Registry {
             };
             let s = e.state;
             let kind = redelivery::kind(s);
-            let seen = &mut grp.observed[slot as usize];
+            let seen = &mut gr.observed[slot as usize];
             // Only the broker's own offers are logged: what else the table holds
             // is a scribble, which the validation undoes.
-            let Some(offer) = grp.offered[slot as usize] else {
+            let Some(offer) = gr.offered[slot as usize] else {
                 *seen = None;
                 continue;
             };
@@ -144,7 +162,7 @@ impl Registry {
             let consumer = clients
                 .get(key.1 as usize)
                 .and_then(|c| c.as_ref())
-                .map_or(&*unknown, |c| &c.id);
+                .map_or(unknown, |c| &c.id);
             let o = offer.offset;
             let attempt = redelivery::attempt_number(key.0);
             if o < freed {
@@ -153,10 +171,22 @@ impl Registry {
             } else {
                 lines.push(log_text, o, producer_of(o), &grp.name, consumer, attempt);
             }
-            grp.observed_log_mark[slot as usize] = *log_taken + log_text.len() as u64;
-            grp.delivered += 1;
+            gr.observed_log_mark[slot as usize] = *log_taken + log_text.len() as u64;
+            gr.delivered += 1;
         }
-        grp.delivery_lines = lines;
+        gr.delivery_lines = lines;
+    }
+
+    /// Every offset below this is persisted in group `g`'s `r`-th ring.
+    fn persisted_of(&self, g: u32, r: usize) -> u64 {
+        match self.group_ring(g, r) {
+            Some(gr) if gr.ring != 0 => self
+                .topics
+                .as_ref()
+                .and_then(|t| t.ring(gr.ring))
+                .map_or(0, |ring| ring.persisted.load(Ordering::Acquire)),
+            _ => self.persisted.load(Ordering::Acquire),
+        }
     }
 
     /// Hands over the consumption-log lines observed since the last call (whole

@@ -116,7 +116,8 @@ pub struct Registry {
     progress_sampled_at: std::time::Instant,
     /// Groups created by a consumer's `--group` that emptied: where each resumes
     /// when a member joins again under its name (SPEC §10). They hold no slot.
-    departed: std::collections::BTreeMap<String, groups::Departed>,
+    /// Keyed by group, topic and partition.
+    departed: std::collections::BTreeMap<(String, String, u32), groups::Departed>,
     /// A group departed since the last look: its position is worth saving now.
     newly_departed: bool,
     /// Where the broker is in each standalone reader's journal, by client entry.

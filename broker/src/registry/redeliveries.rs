@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use shm_layout::layout::redelivery;
 
-use super::groups::Group;
+use super::groups::GroupRing;
 use super::Registry;
 
 /// A redelivery the broker offered in a slot of a group's table.
@@ -82,15 +82,16 @@ impl RedeliveryRepair {
 }
 
 impl Registry {
-    /// Moves waiting redeliveries into slots of the region's table the book
-    /// says are free, and publishes the hint.
-    pub(super) fn offer_overflow(&mut self, g: u32) {
-        let Some(grp) = self.groups[g as usize].as_mut() else {
+    /// Moves waiting redeliveries of group `g`'s `r`-th ring into slots of that
+    /// ring's table the book says are free, and publishes the hint.
+    pub(super) fn offer_overflow(&mut self, g: u32, r: usize) {
+        let Some(gr) = self.group_ring_mut(g, r) else {
             return;
         };
-        let freed = self.region.freed_offset();
-        while let Some(&(offset, attempt)) = grp.overflow.front() {
-            let Some(slot) = grp.offered.iter().position(Option::is_none) else {
+        let region = gr.region.clone();
+        let freed = region.freed_offset();
+        while let Some(&(offset, attempt)) = gr.overflow.front() {
+            let Some(slot) = gr.offered.iter().position(Option::is_none) else {
                 break;
             };
             // A group catching up below the ring (SPEC §10): its claimer reads the
@@ -100,51 +101,48 @@ impl Registry {
             } else {
                 attempt
             };
-            if !self
-                .region
-                .offer_redelivery_at(g, slot as u32, offset, attempt)
-            {
+            if !region.offer_redelivery_at(g, slot as u32, offset, attempt) {
                 break;
             }
-            grp.offered[slot] = Some(Offer { offset, attempt });
-            grp.observed[slot] = None;
-            grp.overflow.pop_front();
-            grp.redelivered += 1;
+            gr.offered[slot] = Some(Offer { offset, attempt });
+            gr.observed[slot] = None;
+            gr.overflow.pop_front();
+            gr.redelivered += 1;
         }
-        self.publish_redelivery_hint(g);
+        publish_redelivery_hint(g, gr);
     }
 
-    /// Sets group `g`'s hint to the number of offers in its table: consumers scan
-    /// the table only while it is not zero. The broker alone writes it.
-    fn publish_redelivery_hint(&self, g: u32) {
-        let Some(grp) = self.groups[g as usize].as_ref() else {
-            return;
-        };
-        let offers = grp.offered.iter().flatten().count() as u32;
-        self.region.set_redelivery_hint(g, offers);
-    }
-
-    /// Checks group `g`'s redelivery table against the book of offers and repairs
-    /// what cannot be valid: an entry in use where nothing was offered is freed;
-    /// one whose offset, attempt or kind differ from the offer is rewritten as the
-    /// offer; a claim by a client that is no member is offered again (attempt + 1);
-    /// an offer whose record the ring no longer holds is dropped. Each change is a
-    /// compare-exchange against the word judged, so a consumer's concurrent claim,
-    /// acknowledgement or hand-back is never overwritten (a lost race is retried
-    /// next pass). Returns what it repaired.
-    pub(super) fn validate_redeliveries(&mut self, g: u32) -> Vec<RedeliveryRepair> {
-        let region = self.region.clone();
+    /// Checks the redelivery table of group `g`'s `r`-th ring against the book
+    /// of offers and repairs what cannot be valid: an entry in use where nothing
+    /// was offered is freed; one whose offset, attempt or kind differ from the
+    /// offer is rewritten as the offer; a claim by a client that is no member is
+    /// offered again (attempt + 1); an offer whose record the ring no longer
+    /// holds is dropped. Each change is a compare-exchange against the word
+    /// judged, so a consumer's concurrent claim, acknowledgement or hand-back is
+    /// never overwritten (a lost race is retried next pass). Returns what it
+    /// repaired.
+    pub(super) fn validate_redeliveries(&mut self, g: u32, r: usize) -> Vec<RedeliveryRepair> {
         let mut repairs = Vec::new();
-        let Some(grp) = self.groups[g as usize].as_mut() else {
+        let Registry {
+            groups,
+            quarantined,
+            ..
+        } = self;
+        let Some(gr) = groups
+            .get_mut(g as usize)
+            .and_then(Option::as_mut)
+            .and_then(|grp| grp.rings.get_mut(r))
+        else {
             return repairs;
         };
+        let region = gr.region.clone();
         let cas = |slot: u32, from: u64, to: u64| region.replace_redelivery(g, slot, from, to);
         for slot in 0..region.geometry().redeliveries_per_group {
             let Some(seen) = region.redelivery_seen(g, slot) else {
                 break;
             };
             let (s, kind, offset) = (seen.state, seen.kind(), seen.offset);
-            let Some(offer) = grp.offered[slot as usize] else {
+            let Some(offer) = gr.offered[slot as usize] else {
                 if kind != redelivery::FREE && cas(slot, s, redelivery::FREE) {
                     repairs.push(RedeliveryRepair::NeverOffered { slot, offset });
                 }
@@ -152,7 +150,7 @@ impl Registry {
             };
             if !region.is_committed(offer.offset) && !redelivery::is_from_file(offer.attempt) {
                 if cas(slot, s, redelivery::FREE) {
-                    grp.offered[slot as usize] = None;
+                    gr.offered[slot as usize] = None;
                     repairs.push(RedeliveryRepair::Unreadable {
                         slot,
                         offset: offer.offset,
@@ -176,18 +174,18 @@ impl Registry {
                 continue;
             }
             let claimer = redelivery::claimer(s);
-            let member = grp.members.contains(&claimer);
+            let member = gr.members.contains(&claimer);
             if kind == redelivery::CLAIMED && !member {
                 let attempt = offer.attempt + 1;
                 if cas(slot, s, redelivery::pack(redelivery::PENDING, attempt, 0)) {
-                    grp.offered[slot as usize] = Some(Offer {
+                    gr.offered[slot as usize] = Some(Offer {
                         offset: offer.offset,
                         attempt,
                     });
-                    grp.redelivered += 1;
+                    gr.redelivered += 1;
                     // A consumer removed a moment ago may claim before it sees
                     // itself removed (and would hand the claim back): not a fault.
-                    let just_removed = self.quarantined.iter().any(|q| q.client == claimer);
+                    let just_removed = quarantined.iter().any(|q| q.client == claimer);
                     if !just_removed {
                         repairs.push(RedeliveryRepair::ClaimedByStranger {
                             slot,
@@ -198,7 +196,7 @@ impl Registry {
                 }
             }
         }
-        self.publish_redelivery_hint(g);
+        publish_redelivery_hint(g, gr);
         repairs
     }
 
@@ -214,59 +212,75 @@ impl Registry {
         }
     }
 
-    /// Frees acknowledged redelivery slots and refills them from the overflow.
-    pub(super) fn settle_redeliveries(&mut self, g: u32) {
-        for slot in 0..self.region.geometry().redeliveries_per_group {
-            let Some(seen) = self.region.redelivery_seen(g, slot) else {
+    /// Frees the acknowledged redelivery slots of group `g`'s `r`-th ring and
+    /// refills them from the overflow.
+    pub(super) fn settle_redeliveries(&mut self, g: u32, r: usize) {
+        let written = self.log_written.load(Ordering::Acquire);
+        let Some(gr) = self.group_ring_mut(g, r) else {
+            return;
+        };
+        let region = gr.region.clone();
+        let mut wanted = false;
+        for slot in 0..region.geometry().redeliveries_per_group {
+            let Some(seen) = region.redelivery_seen(g, slot) else {
                 break;
             };
             let s = seen.state;
             if redelivery::kind(s) != redelivery::ACKED {
                 continue;
             }
-            let grp = self.groups[g as usize].as_mut().expect("live group");
-            if grp.offered[slot as usize].is_none() {
+            if gr.offered[slot as usize].is_none() {
                 continue; // not an offer: the validation frees it
             }
-            // Freed only once its delivery is logged; `observe_group` runs first in
+            // Freed only once its delivery is logged; `observe_ring` runs first in
             // every pass, so an unlogged one waits one pass.
-            if grp.observed[slot as usize] != Some((redelivery::attempt(s), redelivery::claimer(s)))
+            if gr.observed[slot as usize] != Some((redelivery::attempt(s), redelivery::claimer(s)))
             {
                 continue;
             }
             // And once that line is written: until then the slot is what a broker
             // recovering the region after a crash would log it from.
-            if grp.observed_log_mark[slot as usize] > self.log_written.load(Ordering::Acquire) {
-                self.log_wanted = true;
+            if gr.observed_log_mark[slot as usize] > written {
+                wanted = true;
                 continue;
             }
-            grp.observed[slot as usize] = None;
-            grp.offered[slot as usize] = None;
-            self.region.free_redelivery(g, slot);
+            gr.observed[slot as usize] = None;
+            gr.offered[slot as usize] = None;
+            region.free_redelivery(g, slot);
         }
-        self.offer_overflow(g);
+        self.log_wanted |= wanted;
+        self.offer_overflow(g, r);
     }
+}
 
-    /// How many redeliveries the broker offered `client` holds claimed.
-    pub(super) fn claimed_redeliveries(&self, g: u32, grp: &Group, client: u32) -> u64 {
+/// Sets the hint of group `g` in `gr`'s ring to the number of offers in its
+/// table: consumers scan the table only while it is not zero. The broker alone
+/// writes it.
+fn publish_redelivery_hint(g: u32, gr: &GroupRing) {
+    let offers = gr.offered.iter().flatten().count() as u32;
+    gr.region.set_redelivery_hint(g, offers);
+}
+
+impl GroupRing {
+    /// How many redeliveries the broker offered `client` holds claimed here.
+    pub(super) fn claimed_redeliveries(&self, g: u32, client: u32) -> u64 {
         (0..self.region.geometry().redeliveries_per_group)
-            .filter(|&slot| {
-                grp.offered[slot as usize].is_some()
-                    && self.region.redelivery_seen(g, slot).is_some_and(|seen| {
-                        seen.kind() == redelivery::CLAIMED && seen.claimer() == client
-                    })
-            })
+            .filter(|&slot| self.holds_offer(g, slot, client))
             .count() as u64
     }
 
-    /// Whether `client` holds a claim on a redelivery the broker offered.
-    pub(super) fn holds_redelivery(&self, g: u32, grp: &Group, client: u32) -> bool {
-        (0..self.region.geometry().redeliveries_per_group).any(|slot| {
-            grp.offered[slot as usize].is_some()
-                && self.region.redelivery_seen(g, slot).is_some_and(|seen| {
-                    seen.kind() == redelivery::CLAIMED && seen.claimer() == client
-                })
-        })
+    /// Whether `client` holds a claim on a redelivery the broker offered here.
+    pub(super) fn holds_redelivery(&self, g: u32, client: u32) -> bool {
+        (0..self.region.geometry().redeliveries_per_group)
+            .any(|slot| self.holds_offer(g, slot, client))
+    }
+
+    fn holds_offer(&self, g: u32, slot: u32, client: u32) -> bool {
+        self.offered[slot as usize].is_some()
+            && self
+                .region
+                .redelivery_seen(g, slot)
+                .is_some_and(|seen| seen.kind() == redelivery::CLAIMED && seen.claimer() == client)
     }
 }
 
@@ -349,14 +363,18 @@ mod tests {
             .meta
             .redeliveries
             .store(1, Ordering::Relaxed);
-        assert_eq!(reg.position(0), Some(6), "the book decides, not the table");
         assert_eq!(
-            reg.validate_redeliveries(0),
+            reg.position(0, 0),
+            Some(6),
+            "the book decides, not the table"
+        );
+        assert_eq!(
+            reg.validate_redeliveries(0, 0),
             [RedeliveryRepair::NeverOffered { slot: 0, offset: 2 }]
         );
         assert_eq!(redelivery::kind(entry_of(r, 0).1), redelivery::FREE);
         assert_eq!(hint(r), 0, "the hint is recomputed from the book");
-        assert!(reg.validate_redeliveries(0).is_empty(), "repaired once");
+        assert!(reg.validate_redeliveries(0, 0).is_empty(), "repaired once");
         // A claimed bogus entry goes too, and is never logged as a delivery.
         scribble(r, 3, 4, redelivery::pack(redelivery::CLAIMED, 2, 0));
         assert_eq!(reg.consumed_by_all(), Some(6));
@@ -373,21 +391,21 @@ mod tests {
     fn an_offer_is_kept_and_what_differs_from_it_is_rewritten_from_the_book() {
         let (t, mut reg) = registry_with_consumer("offer", 6);
         let r = &t.0;
-        let grp = reg.groups[0].as_mut().unwrap();
-        grp.overflow.push_back((1, 2));
-        reg.offer_overflow(0);
-        assert_eq!(reg.position(0), Some(1), "an offer holds the group");
+        let gr = &mut reg.groups[0].as_mut().unwrap().rings[0];
+        gr.overflow.push_back((1, 2));
+        reg.offer_overflow(0, 0);
+        assert_eq!(reg.position(0, 0), Some(1), "an offer holds the group");
         assert_eq!(hint(r), 1);
         let pending = redelivery::pack(redelivery::PENDING, 2, 0);
         assert_eq!(entry_of(r, 0), (1, pending));
         assert!(
-            reg.validate_redeliveries(0).is_empty(),
+            reg.validate_redeliveries(0, 0).is_empty(),
             "a true offer stands"
         );
 
         scribble(r, 0, 99, pending);
         assert_eq!(
-            reg.validate_redeliveries(0),
+            reg.validate_redeliveries(0, 0),
             [RedeliveryRepair::Altered {
                 slot: 0,
                 found_offset: 99,
@@ -397,13 +415,13 @@ mod tests {
         );
         assert_eq!(entry_of(r, 0), (1, pending));
         scribble(r, 0, 1, 0xFF << 56);
-        assert_eq!(reg.validate_redeliveries(0).len(), 1, "an unknown kind");
+        assert_eq!(reg.validate_redeliveries(0, 0).len(), 1, "an unknown kind");
         assert_eq!(entry_of(r, 0), (1, pending));
 
         // A claim by a client that is no member goes back, as a new attempt.
         scribble(r, 0, 1, redelivery::pack(redelivery::CLAIMED, 2, 5));
         assert_eq!(
-            reg.validate_redeliveries(0),
+            reg.validate_redeliveries(0, 0),
             [RedeliveryRepair::ClaimedByStranger {
                 slot: 0,
                 offset: 1,
@@ -417,7 +435,7 @@ mod tests {
         // The member's own claim stands.
         let claim = r.claim_redelivery(0, 0, 1).unwrap();
         assert_eq!((claim.offset, claim.attempt), (1, 3));
-        assert!(reg.validate_redeliveries(0).is_empty());
+        assert!(reg.validate_redeliveries(0, 0).is_empty());
         assert!(r.ack_redelivery(0, 0, &claim));
         assert_eq!(reg.consumed_by_all(), Some(6), "logged, then settled");
         let mut lines = Vec::new();
@@ -431,16 +449,16 @@ mod tests {
     fn an_offer_whose_record_is_gone_is_dropped() {
         let (t, mut reg) = registry_with_consumer("gone", 6);
         let r = &t.0;
-        let grp = reg.groups[0].as_mut().unwrap();
-        grp.overflow.push_back((2, 2));
-        reg.offer_overflow(0);
+        let gr = &mut reg.groups[0].as_mut().unwrap().rings[0];
+        gr.overflow.push_back((2, 2));
+        reg.offer_overflow(0, 0);
         r.index_entry(2).stamp.store(0, Ordering::Relaxed);
         assert_eq!(
-            reg.validate_redeliveries(0),
+            reg.validate_redeliveries(0, 0),
             [RedeliveryRepair::Unreadable { slot: 0, offset: 2 }]
         );
         assert_eq!(redelivery::kind(entry_of(r, 0).1), redelivery::FREE);
-        assert_eq!(reg.position(0), Some(6));
+        assert_eq!(reg.position(0, 0), Some(6));
         assert_eq!(hint(r), 0);
     }
 

@@ -2,10 +2,9 @@
 //! of the groups, and their positions for the state file.
 
 use control_protocol::Role;
-use shm_layout::group;
 
 use super::Registry;
-use crate::audit::state::{GroupState, DEFAULT_PARTITION, DEFAULT_TOPIC};
+use crate::audit::state::GroupState;
 
 /// What `broker status` shows of a group.
 #[derive(Debug, Clone)]
@@ -88,28 +87,31 @@ pub struct SlowestGroup {
 const PROGRESS_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Registry {
-    /// The group with the lowest position (the first created among equals).
-    pub fn slowest_group(&self) -> Option<SlowestGroup> {
-        let (_, grp, position) = self
+    /// The group with the lowest position in ring `ring` (0: `default`/0) among
+    /// those holding it (the first created among equals).
+    pub fn slowest_group(&self, ring: u32) -> Option<SlowestGroup> {
+        let (g, r, grp, position) = self
             .groups
             .iter()
             .enumerate()
-            .filter(|&(g, _)| self.holds_ring(g as u32))
-            .filter_map(|(g, grp)| Some((g, grp.as_ref()?, self.position(g as u32)?)))
-            .min_by_key(|&(_, grp, position)| (position, grp.created))?;
+            .filter_map(|(g, grp)| {
+                let grp = grp.as_ref()?;
+                let r = grp.ring_at(ring)?;
+                let g = g as u32;
+                self.holds_ring(g, r)
+                    .then(|| Some((g, r, grp, self.position(g, r)?)))?
+            })
+            .min_by_key(|&(_, _, grp, position)| (position, grp.created))?;
+        let gr = &grp.rings[r];
         let member_id = |m: u32| self.clients[m as usize].as_ref().map(|c| c.id.to_string());
         // Whoever was handed the offset at the position, if still a member; else
         // the member that has acknowledged least.
-        let holder = grp
+        let holder = gr
             .owner_of(position)
             .map(|&(m, _)| m)
-            .filter(|m| grp.members.contains(m))
-            .or_else(|| {
-                grp.members
-                    .iter()
-                    .copied()
-                    .min_by_key(|&m| self.region.client(m).map_or(0, |c| c.acked_upto()))
-            });
+            .filter(|m| gr.members.contains(m))
+            .or_else(|| gr.members.iter().copied().min_by_key(|&m| gr.acked_upto(m)));
+        let _ = g;
         Some(SlowestGroup {
             name: grp.name.to_string(),
             position,
@@ -142,15 +144,24 @@ impl Registry {
             .enumerate()
             .filter_map(|(g, grp)| {
                 let grp = grp.as_ref()?;
-                let cursor = self.region.group(g as u32).map_or(0, group::cursor);
-                let in_force = grp.segments.back().filter(|_| !grp.frozen);
+                let g = g as u32;
+                // Its turns in the rotation in force of the first ring it reads.
+                let first = grp.rings.first();
+                let in_force = first.and_then(|gr| gr.segments.back().filter(|_| !gr.frozen));
                 let members = grp
                     .members
                     .iter()
                     .filter_map(|&m| {
                         let c = self.clients[m as usize].as_ref()?;
-                        let ack = self.region.client(m).map_or(0, |e| e.acked_upto());
-                        let claimed = self.claimed_redeliveries(g as u32, grp, m);
+                        let unacknowledged = grp
+                            .rings
+                            .iter()
+                            .map(|gr| {
+                                let cursor = gr.cursor(g);
+                                gr.owned_count(m, gr.acked_upto(m), cursor)
+                                    + gr.claimed_redeliveries(g, m)
+                            })
+                            .sum();
                         let in_rotation =
                             in_force.is_some_and(|s| s.members.iter().any(|&(x, _)| x == m));
                         Some(MemberSnapshot {
@@ -159,42 +170,57 @@ impl Registry {
                             turns: in_rotation as u32,
                             rotation_size: in_force.map_or(0, |s| s.members.len() as u32),
                             last_poll_s: c.activity.moved_at.elapsed().as_secs_f64(),
-                            unacknowledged: grp.owned_count(m, ack, cursor) + claimed,
+                            unacknowledged,
                         })
+                    })
+                    .collect();
+                let partitions = grp
+                    .rings
+                    .iter()
+                    .enumerate()
+                    .map(|(r, gr)| PartitionSnapshot {
+                        topic: gr.topic.to_string(),
+                        partition: gr.partition,
+                        position: self.position(g, r).unwrap_or(0),
+                        handed_out: gr.cursor(g),
+                        delivered_per_s: gr.delivered_per_s,
+                        delivered: gr.delivered,
+                        redelivered: gr.redelivered,
                     })
                     .collect();
                 Some(GroupSnapshot {
                     name: grp.name.to_string(),
                     created: grp.created,
-                    holds_ring: self.holds_ring(g as u32),
+                    holds_ring: (0..grp.rings.len()).any(|r| self.holds_ring(g, r)),
                     members,
-                    partitions: vec![PartitionSnapshot {
-                        topic: DEFAULT_TOPIC.to_string(),
-                        partition: DEFAULT_PARTITION,
-                        position: self.position(g as u32).unwrap_or(0),
-                        handed_out: cursor,
-                        delivered_per_s: grp.delivered_per_s,
-                        delivered: grp.delivered,
-                        redelivered: grp.redelivered,
-                    }],
+                    partitions,
                 })
             })
-            .chain(self.departed.iter().map(|(name, d)| GroupSnapshot {
-                name: name.clone(),
-                created: u64::MAX,
-                holds_ring: false,
-                members: Vec::new(),
-                partitions: vec![PartitionSnapshot {
-                    topic: DEFAULT_TOPIC.to_string(),
-                    partition: DEFAULT_PARTITION,
-                    position: d.position,
-                    handed_out: d.handed_out,
-                    delivered_per_s: 0.0,
-                    delivered: 0,
-                    redelivered: 0,
-                }],
-            }))
             .collect();
+        // Departed groups, one snapshot each with all their topic-partitions.
+        for ((name, topic, partition), d) in &self.departed {
+            let at = PartitionSnapshot {
+                topic: topic.clone(),
+                partition: *partition,
+                position: d.position,
+                handed_out: d.handed_out,
+                delivered_per_s: 0.0,
+                delivered: 0,
+                redelivered: 0,
+            };
+            match out.last_mut() {
+                Some(last) if last.created == u64::MAX && &last.name == name => {
+                    last.partitions.push(at)
+                }
+                _ => out.push(GroupSnapshot {
+                    name: name.clone(),
+                    created: u64::MAX,
+                    holds_ring: false,
+                    members: Vec::new(),
+                    partitions: vec![at],
+                }),
+            }
+        }
         out.sort_by_key(|g| g.created);
         out
     }
@@ -277,9 +303,9 @@ impl Registry {
         let next = self.region.next_offset();
         self.published_per_s = (next - self.published_at_sample) as f64 / elapsed;
         self.published_at_sample = next;
-        for grp in self.groups.iter_mut().flatten() {
-            grp.delivered_per_s = (grp.delivered - grp.delivered_at_sample) as f64 / elapsed;
-            grp.delivered_at_sample = grp.delivered;
+        for gr in self.groups.iter_mut().flatten().flat_map(|g| &mut g.rings) {
+            gr.delivered_per_s = (gr.delivered - gr.delivered_at_sample) as f64 / elapsed;
+            gr.delivered_at_sample = gr.delivered;
         }
         for c in self.clients.iter_mut().flatten() {
             let a = &mut c.activity;
@@ -294,28 +320,36 @@ impl Registry {
         self.published_per_s
     }
 
-    /// Positions of every live group, for the state file.
+    /// Positions of every live group in every ring it reads, and of departed
+    /// groups, for the state file.
     pub fn group_states(&self) -> Vec<GroupState> {
-        (0..self.groups.len() as u32)
-            .filter_map(|g| {
-                let grp = self.groups[g as usize].as_ref()?;
-                let position = self.position(g)?;
-                let cursor = group::cursor(self.region.group(g)?);
-                Some(GroupState {
+        let mut out = Vec::new();
+        for (g, grp) in self.groups.iter().enumerate() {
+            let Some(grp) = grp else { continue };
+            for (r, gr) in grp.rings.iter().enumerate() {
+                let Some(position) = self.position(g as u32, r) else {
+                    continue;
+                };
+                out.push(GroupState {
                     name: grp.name.to_string(),
-                    topic: DEFAULT_TOPIC.to_string(),
-                    partition: DEFAULT_PARTITION,
+                    topic: gr.topic.to_string(),
+                    partition: gr.partition,
                     position,
-                    handed_out: cursor.max(position),
-                })
-            })
-            .chain(self.departed.iter().map(|(name, d)| GroupState {
-                name: name.clone(),
-                topic: DEFAULT_TOPIC.to_string(),
-                partition: DEFAULT_PARTITION,
-                position: d.position,
-                handed_out: d.handed_out.max(d.position),
-            }))
-            .collect()
+                    handed_out: gr.cursor(g as u32).max(position),
+                });
+            }
+        }
+        out.extend(
+            self.departed
+                .iter()
+                .map(|((name, topic, partition), d)| GroupState {
+                    name: name.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    position: d.position,
+                    handed_out: d.handed_out.max(d.position),
+                }),
+        );
+        out
     }
 }
