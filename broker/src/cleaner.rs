@@ -109,6 +109,8 @@ pub struct Cleaner {
     pub log: DoubleBuffer,
     /// Frees what is persisted, logged and consumed.
     pub reclaimer: Arc<Reclaimer>,
+    /// The partitions' rings' consumed marks, waiting for their log lines.
+    pub consumed_marks: Arc<crate::reclaim::ConsumedMarks>,
     /// `offsets.txt`: where offsets end and groups resume (and readers' commits).
     pub state_file: Arc<state::StateFile>,
     pub flush_interval: Duration,
@@ -213,20 +215,31 @@ impl Cleaner {
         let next = self.region.next_offset();
         let (consumed, gone_producers, log_wanted) = {
             let mut reg = self.registry();
-            let consumed = reg.consumed_by_all();
+            let mut consumed = reg.consumed_by_all();
             reg.observe_readers();
             reg.release_quarantined();
             reg.swap_log_text(line);
             reg.sample_rates();
-            (consumed, reg.has_gone_producers(), reg.take_log_wanted())
+            // A ring an eighth full waits for the lines of its deliveries.
+            let filling =
+                |r: &shm_layout::BrokerRegion| r.used_slots() * 8 >= r.geometry().slots as u64;
+            let partition_filling = consumed
+                .partitions
+                .iter()
+                .any(|m| m.position != u64::MAX && filling(&m.ring.region));
+            // Each partition's mark holds once the lines made so far are written.
+            self.consumed_marks
+                .push(reg.log_end(), std::mem::take(&mut consumed.partitions));
+            let log_wanted = reg.take_log_wanted() || partition_filling || filling(&self.region);
+            (consumed, reg.has_gone_producers(), log_wanted)
         };
         // A rotation, a redelivery slot or a client entry waits for its lines to
-        // be written before it is given up: write them now.
-        let urgent =
-            log_wanted || self.region.used_slots() * 8 >= self.region.geometry().slots as u64;
+        // be written before it is given up, and a ring filling up waits for them
+        // to free its slots: write them now.
+        let urgent = log_wanted;
         // Every delivery of an offset below the groups' positions is in these lines.
         self.log
-            .append_batch(line, consumed.unwrap_or(next), urgent)?;
+            .append_batch(line, consumed.default.unwrap_or(next), urgent)?;
         if gone_producers {
             self.release_gone_producers();
         }

@@ -21,6 +21,7 @@
 //! - [`topics`]: the topics besides `default`, their directory and their rings.
 //! - [`topics_report`]: the report behind `broker topics`.
 //! - [`wait_reason`]: what keeps producers waiting, in words.
+//! - [`when_written`]: work waiting for a file's writer to have written so many bytes.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -46,6 +47,7 @@ pub mod threads;
 pub mod topics;
 pub mod topics_report;
 pub mod wait_reason;
+pub mod when_written;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -17,6 +17,7 @@ use shm_layout::BrokerRegion;
 use crate::metrics::DiskWaits;
 use crate::producer_runs::ProducerRuns;
 use crate::topics::{PartitionRing, Topics};
+use crate::when_written::WhenWritten;
 
 use crate::audit::double_buffer::DoubleBuffer;
 use crate::registry::Registry;
@@ -155,39 +156,22 @@ pub struct RingCursor {
 /// of this run's buffers that covers it: once the writer has written that many
 /// bytes, the ring's persisted offset moves (see [`PartitionMarks::settle`]).
 #[derive(Default)]
-pub struct PartitionMarks {
-    written: std::sync::OnceLock<Arc<AtomicU64>>,
-    pending: Mutex<std::collections::VecDeque<(u64, Arc<PartitionRing>, u64)>>,
-}
+pub struct PartitionMarks(WhenWritten<(Arc<PartitionRing>, u64)>);
 
 impl PartitionMarks {
     /// Settles against `written`, the buffer's count of bytes written.
     pub fn watch(&self, written: Arc<AtomicU64>) {
-        let _ = self.written.set(written);
+        self.0.watch(written);
     }
 
     fn push(&self, end: u64, ring: Arc<PartitionRing>, upto: u64) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back((end, ring, upto));
+        self.0.push(end, (ring, upto));
     }
 
     /// Publishes the persisted offset of every ring whose records are written,
     /// freeing their slots.
     pub fn settle(&self) {
-        let Some(written) = self.written.get() else {
-            return;
-        };
-        let written = written.load(Ordering::Acquire);
-        let mut done = Vec::new();
-        {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            while pending.front().is_some_and(|(end, _, _)| *end <= written) {
-                done.extend(pending.pop_front().map(|(_, ring, upto)| (ring, upto)));
-            }
-        }
-        for (ring, upto) in done {
+        for (ring, upto) in self.0.take_due() {
             ring.persisted_through(upto);
         }
     }

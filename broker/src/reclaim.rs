@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use shm_layout::ring::{ReclaimError, RepairError, Rewritten};
 use shm_layout::BrokerRegion;
 
+use crate::registry::PartitionConsumed;
+use crate::when_written::WhenWritten;
+
 pub struct Reclaimer {
     region: Arc<BrokerRegion>,
     /// Every offset below this is written to the persistence file (published by
@@ -22,6 +25,9 @@ pub struct Reclaimer {
     /// Where a reservation's owner is looked up in a repair: the control region,
     /// for a partition's ring (None: this ring's own region).
     clients: Option<Arc<BrokerRegion>>,
+    /// Counts the holds groups took on this ring (see [`Reclaimer::hold_from`]),
+    /// under a lock, so that a mark computed before a hold never lifts it.
+    holds: Mutex<u64>,
     /// One caller at a time: freeing moves the ring's tail, which must only grow,
     /// and a repair must not race a reclaim. Holds the offsets repairs found
     /// unreadable and reclaim has not passed yet (ascending).
@@ -58,6 +64,7 @@ impl Reclaimer {
             persisted,
             clients: None,
             logged: AtomicU64::new(logged),
+            holds: Mutex::new(0),
             dropped: Mutex::new(Vec::new()),
         }
     }
@@ -83,6 +90,29 @@ impl Reclaimer {
     /// The consumption log's writer has written everything up to `mark`.
     pub fn note_logged(&self, mark: u64) {
         self.logged.fetch_max(mark, Ordering::AcqRel);
+    }
+
+    /// A group starts holding this ring (a partition's) from `start`: nothing at
+    /// or above it is freed until [`Reclaimer::note_consumed`] says so.
+    pub fn hold_from(&self, start: u64) {
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        *holds += 1;
+        self.logged.store(start, Ordering::Release);
+    }
+
+    /// Which holds a mark computed now knows of, for [`Reclaimer::note_consumed`].
+    pub fn hold(&self) -> u64 {
+        *self.holds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every group holding this ring (a partition's) as of `hold` has consumed
+    /// every offset below `mark`, and their deliveries are in the log. A mark
+    /// computed before a group took its hold is ignored: it knew nothing of it.
+    pub fn note_consumed(&self, hold: u64, mark: u64) {
+        let holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        if *holds == hold {
+            self.logged.fetch_max(mark, Ordering::AcqRel);
+        }
     }
 
     /// Every offset below this is persisted, logged and consumed by every group.
@@ -155,6 +185,36 @@ impl Reclaimer {
             persisted: self.persisted.load(Ordering::Acquire),
             rewritten: repair.rewritten,
         })
+    }
+}
+
+/// How far the groups holding the partitions' rings have consumed them, each
+/// waiting for the consumption log to hold the lines of those deliveries before
+/// it frees slots (as `default`/0's mark waits with the log's buffer).
+#[derive(Default)]
+pub struct ConsumedMarks(WhenWritten<Vec<PartitionConsumed>>);
+
+impl ConsumedMarks {
+    /// Settles against `written`, the log's count of bytes written.
+    pub fn watch(&self, written: Arc<AtomicU64>) {
+        self.0.watch(written);
+    }
+
+    /// `marks` hold once the log has written `end` bytes.
+    pub fn push(&self, end: u64, marks: Vec<PartitionConsumed>) {
+        if marks.is_empty() {
+            return;
+        }
+        self.0.push(end, marks);
+        self.settle();
+    }
+
+    /// Applies the marks whose lines are written, freeing their slots.
+    pub fn settle(&self) {
+        for m in self.0.take_due().into_iter().flatten() {
+            m.ring.reclaimer.note_consumed(m.hold, m.position);
+            m.ring.reclaim();
+        }
     }
 }
 

@@ -249,10 +249,11 @@ impl Server {
                     group,
                     pid,
                     token,
+                    topics,
                 },
             ) => {
                 let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-                match reg.register(role, &id, group.as_deref(), pid, token) {
+                match reg.register_reading(role, &id, group.as_deref(), &topics, pid, token) {
                     Ok(r) => {
                         conn.stage = if role == Role::Admin {
                             Stage::Admin
@@ -290,15 +291,19 @@ impl Server {
                     waiting_for,
                 },
             ) => {
+                let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
                 let reason = if topic == DEFAULT_TOPIC {
-                    let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
                     self.wait_reasons.holder(&reg, waiting_for).to_string()
                 } else {
                     match self.topics.ring_of(&topic, partition) {
-                        Some(ring) => self.wait_reasons.ring_holder(&ring).to_string(),
+                        Some(ring) => self
+                            .wait_reasons
+                            .ring_holder(&ring, &reg, waiting_for)
+                            .to_string(),
                         None => format!("there is no topic-partition {topic}/{partition}"),
                     }
                 };
+                drop(reg);
                 conn.output
                     .extend_from_slice(&ControlFrame::WaitReason { reason }.encode());
             }

@@ -158,6 +158,7 @@ pub(crate) fn start(
     };
     marks.watch(persister.buffer.bytes_written());
     persister.buffer.time_writes(file_writes.of("persistence"));
+    let consumed_marks = Arc::new(crate::reclaim::ConsumedMarks::default());
     let cleaner = cleaner::Cleaner {
         region: region.clone(),
         registry: registry.clone(),
@@ -169,14 +170,17 @@ pub(crate) fn start(
             replay_from,
             {
                 let (region, reclaimer) = (region.clone(), reclaimer.clone());
+                let consumed_marks = consumed_marks.clone();
                 Box::new(move |mark| {
                     reclaimer.note_logged(mark);
                     let _ = reclaimer.reclaim();
+                    consumed_marks.settle();
                     event::wake(&region.header().cleaner);
                 })
             },
         )?,
         reclaimer,
+        consumed_marks: consumed_marks.clone(),
         state_file: state_file.clone(),
         flush_interval: config.flush_interval,
         end: next,
@@ -190,6 +194,7 @@ pub(crate) fn start(
     };
     cleaner.log.time_writes(file_writes.of("delivery_log"));
     lock(&registry).count_log_written_by(cleaner.log.bytes_written());
+    consumed_marks.watch(cleaner.log.bytes_written());
     // At a stop, writers that cannot write give up after a while, so that the stop
     // ends; what they could not write stays in the region.
     let writer_stops = [persister.buffer.stop_signal(), cleaner.log.stop_signal()];

@@ -75,10 +75,44 @@ pub struct WaitReasons {
 }
 
 impl WaitReasons {
-    /// What a producer waiting for `waiting_for` waits on now.
+    /// What a producer of `default`/0 waiting for `waiting_for` waits on now.
     pub fn holder(&self, registry: &Registry, waiting_for: WaitingFor) -> Holder {
-        let next = self.region.next_offset();
-        let persisted = self.reclaimer.persisted().min(next);
+        let marks = Marks {
+            next: self.region.next_offset(),
+            persisted: self.reclaimer.persisted(),
+            logged: self.reclaimer.logged(),
+        };
+        self.holder_of(marks, registry, 0, waiting_for)
+    }
+
+    /// What a producer of `ring`, a partition's, waiting for `waiting_for`
+    /// waits on now.
+    pub fn ring_holder(
+        &self,
+        ring: &crate::topics::PartitionRing,
+        registry: &Registry,
+        waiting_for: WaitingFor,
+    ) -> Holder {
+        let marks = Marks {
+            next: ring.region.next_offset(),
+            persisted: ring.reclaimer.persisted(),
+            logged: ring.reclaimer.logged(),
+        };
+        self.holder_of(marks, registry, ring.number, waiting_for)
+    }
+
+    /// Slots are freed below three marks, the lowest of which holds them:
+    /// what the persistence file holds, what the delivery log holds (and every
+    /// group has consumed), and the slowest group holding ring `ring`.
+    fn holder_of(
+        &self,
+        marks: Marks,
+        registry: &Registry,
+        ring: u32,
+        waiting_for: WaitingFor,
+    ) -> Holder {
+        let next = marks.next;
+        let persisted = marks.persisted.min(next);
         let persistence_behind = || Holder::PersistenceFile {
             behind: next - persisted,
             error: self.persistence.failure(),
@@ -86,11 +120,10 @@ impl WaitReasons {
         if waiting_for == WaitingFor::Disk {
             return persistence_behind();
         }
-        let logged = self.reclaimer.logged().min(next);
-        let slowest = registry.slowest_group(0);
+        let logged = marks.logged.min(next);
+        let slowest = registry.slowest_group(ring);
         let consumed = slowest.as_ref().map_or(next, |g| g.position.min(next));
-        // Slots are freed below all three marks: the lowest holds them. Consumers
-        // may run ahead of the writers, never the log ahead of consumers.
+        // Consumers may run ahead of the writers, never the log ahead of consumers.
         if persisted < consumed.min(logged) {
             persistence_behind()
         } else if logged < consumed {
@@ -111,21 +144,11 @@ impl WaitReasons {
     }
 }
 
-impl WaitReasons {
-    /// What holds the producers of `ring`, a partition no group reads yet: its
-    /// slots are freed once persisted, so only the persistence file can.
-    pub fn ring_holder(&self, ring: &crate::topics::PartitionRing) -> Holder {
-        let next = ring.region.next_offset();
-        let persisted = ring.persisted.load(std::sync::atomic::Ordering::Acquire);
-        if persisted < next {
-            Holder::PersistenceFile {
-                behind: next - persisted,
-                error: self.persistence.failure(),
-            }
-        } else {
-            Holder::Nothing
-        }
-    }
+/// A ring's next offset, and the marks below which its slots may be freed.
+struct Marks {
+    next: u64,
+    persisted: u64,
+    logged: u64,
 }
 
 #[cfg(test)]

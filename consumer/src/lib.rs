@@ -24,12 +24,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use audit_format::index::TopicPartition;
+use audit_format::records::TOPIC as DEFAULT_TOPIC;
 use control_protocol::{default_id, ConnectError, Role, Session};
 use shm_layout::event::{self, event_id};
 use shm_layout::group::{Member, Run, Step};
-use shm_layout::layout::{redelivery, ClientEntry, GroupEntry};
+use shm_layout::layout::{redelivery, ClientEntry};
 use shm_layout::redelivery::ClaimedRedelivery;
 use shm_layout::sys::monotonic_millis;
+use shm_layout::Region;
 
 /// Why polling failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,8 @@ pub(crate) fn check_interrupt(flag: &Option<Arc<AtomicBool>>) -> Result<(), Cons
 /// A message borrowed in place from the ring until the next poll or ack.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
     pub offset: u64,
     pub key: Option<&'a [u8]>,
     pub payload: &'a [u8],
@@ -116,6 +121,8 @@ enum Held {
 /// poll (which acknowledges them all).
 pub struct Batch<'c> {
     consumer: &'c Consumer,
+    /// The part they come from.
+    part: usize,
     run: Run,
 }
 
@@ -138,15 +145,18 @@ impl<'c> Batch<'c> {
                 "batch index {i} out of range"
             )));
         }
+        let part = &c.parts[self.part];
         let offset = self.run.offset(i as u64);
         let attempt = match c.held {
-            Some(Held::Redelivered(claim)) => redelivery::attempt_number(claim.attempt),
-            _ if offset < c.redeliver_below => 2,
+            Some((_, Held::Redelivered(claim))) => redelivery::attempt_number(claim.attempt),
+            _ if offset < part.redeliver_below => 2,
             _ => 1,
         };
         // Read back from the file: the group resumed below the ring (SPEC §10).
         if let Some(m) = c.from_file.iter().find(|m| m.offset == offset) {
             return Ok(Message {
+                topic: &part.topic,
+                partition: part.partition,
                 offset,
                 key: m.key.as_deref(),
                 payload: &m.payload,
@@ -155,9 +165,8 @@ impl<'c> Batch<'c> {
                 attempt,
             });
         }
-        let r = c
-            .session
-            .region
+        let r = part
+            .region(&c.session)
             .read_record(offset)
             .map_err(|_| ConsumerError::Unreadable(offset))?;
         let key = (r.producer, r.producer_generation);
@@ -167,6 +176,8 @@ impl<'c> Batch<'c> {
             .find(|(k, _)| *k == key)
             .map_or("unknown", |(_, n)| n.as_str());
         Ok(Message {
+            topic: &part.topic,
+            partition: part.partition,
             offset,
             key: r.key,
             payload: r.payload,
@@ -177,33 +188,67 @@ impl<'c> Batch<'c> {
     }
 }
 
-/// A member of a consumer group.
-pub struct Consumer {
-    session: Session,
-    group: u32,
-    group_name: String,
-    held: Option<Held>,
-    /// Where this consumer reads its share of the group's offsets.
+/// One ring this consumer reads as a member of its group: `default`/0, or a
+/// partition of one of its topics.
+struct GroupPart {
+    topic: Arc<str>,
+    partition: u32,
+    /// Its ring, for a partition other than `default`/0 (whose ring is the
+    /// control region's).
+    ring: Option<Region>,
+    /// Where this consumer reads its share of the group's offsets here.
     member: Member,
-    interrupt: Option<Arc<AtomicBool>>,
-    /// Names of the producers of the current batch's records.
-    producer_names: Vec<((u32, u32), String)>,
     /// Redeliveries handed back because their records could not be read:
     /// (slot, offset, state word), passed over until the next liveness check.
     declined: Vec<(u32, u64, u64)>,
     /// First deliveries below this offset are attempt 2: the group had been handed
     /// them before the broker restarted (as the broker logs them).
     redeliver_below: u64,
-    /// Polls made so far, and checks of its standing while a poll waits:
-    /// published in the client entry for the broker to sample.
-    polls: u64,
     /// The persistence file, for offsets handed out after they left the ring.
     file: file_records::FileRecords,
-    /// The records of the current batch read back from the file.
-    from_file: Vec<reader::ReadMessage>,
     /// Until a batch starts at or above the ring's reclaim cursor, batches may
     /// hold offsets that left the ring.
     may_be_below_ring: bool,
+}
+
+impl GroupPart {
+    fn region<'a>(&'a self, session: &'a Session) -> &'a Region {
+        self.ring.as_ref().unwrap_or(&session.region)
+    }
+}
+
+/// What one part of the group waits for, judged in a poll.
+#[derive(Clone, Copy)]
+struct Awaited {
+    part: usize,
+    /// The group's turn word there when judged.
+    word: u64,
+    /// The redelivery hint there when judged.
+    pending: u32,
+    /// Waiting for a commit at this offset (None: for the rotation to change).
+    cursor: Option<u64>,
+}
+
+/// A member of a consumer group.
+pub struct Consumer {
+    session: Session,
+    group: u32,
+    group_name: String,
+    /// Every ring it reads, `default`/0 alone unless it named topics.
+    parts: Vec<GroupPart>,
+    /// The part looked at first by the next poll: the parts take turns.
+    turn: usize,
+    held: Option<(usize, Held)>,
+    interrupt: Option<Arc<AtomicBool>>,
+    /// Names of the producers of the current batch's records.
+    producer_names: Vec<((u32, u32), String)>,
+    /// Polls made so far, and checks of its standing while a poll waits:
+    /// published in the client entry for the broker to sample.
+    polls: u64,
+    /// The records of the current batch read back from the file.
+    from_file: Vec<reader::ReadMessage>,
+    /// What each part waited for in the last look (kept for its allocation).
+    awaited: Vec<Awaited>,
 }
 
 impl Consumer {
@@ -214,32 +259,56 @@ impl Consumer {
         id: Option<&str>,
         group: Option<&str>,
     ) -> Result<Consumer, ConsumerError> {
+        Consumer::connect_reading(broker, id, group, &[])
+    }
+
+    /// As [`Consumer::connect`], reading `topics` (none: `default`), every
+    /// partition of each (SPEC §11). Without a group, it joins the group with
+    /// fewest consumers among those already reading all of them, else among all.
+    pub fn connect_reading(
+        broker: &str,
+        id: Option<&str>,
+        group: Option<&str>,
+        topics: &[String],
+    ) -> Result<Consumer, ConsumerError> {
         let id = id.map_or_else(|| default_id(Role::Consumer), str::to_string);
-        let session = Session::connect(broker, Role::Consumer, &id, group)?;
+        let session = Session::connect_reading(broker, Role::Consumer, &id, group, topics)?;
         let (g, name) = session.group.clone().ok_or_else(|| {
             ConsumerError::Corrupt("the broker registered us without a group".into())
         })?;
-        let Some(entry) = session.region.group(g) else {
-            return Err(ConsumerError::Corrupt(format!(
-                "group index {g} is out of range"
-            )));
+        let mut parts = Vec::new();
+        let default = [DEFAULT_TOPIC.to_string()];
+        let topics = if topics.is_empty() {
+            &default[..]
+        } else {
+            topics
         };
-        let redeliver_below =
-            shm_layout::group::recorded_start(entry).map_or(0, |s| s.redeliver_below);
+        for name in topics {
+            if parts.iter().any(|p: &GroupPart| &*p.topic == name.as_str()) {
+                continue;
+            }
+            if name == DEFAULT_TOPIC {
+                parts.push(GroupPart::of(&session, g, name, 0, 0, None)?);
+                continue;
+            }
+            let info = session.topic(name)?;
+            for p in 0..info.partitions {
+                let ring = session.map_partition(&info, p)?;
+                parts.push(GroupPart::of(&session, g, name, info.id, p, Some(ring))?);
+            }
+        }
         Ok(Consumer {
             session,
             group: g,
             group_name: name,
+            parts,
+            turn: 0,
             held: None,
-            member: Member::default(),
             interrupt: None,
             producer_names: Vec::new(),
-            declined: Vec::new(),
-            redeliver_below,
             polls: 0,
-            file: file_records::FileRecords::default(),
             from_file: Vec::new(),
-            may_be_below_ring: true,
+            awaited: Vec::new(),
         })
     }
 
@@ -266,13 +335,6 @@ impl Consumer {
             .expect("checked at connect")
     }
 
-    fn group_entry(&self) -> &GroupEntry {
-        self.session
-            .region
-            .group(self.group)
-            .expect("checked at connect")
-    }
-
     /// Records that this consumer is polling (its session timeout starts again),
     /// and moves the counter the broker samples for the age of its last poll.
     fn stamp_activity(&mut self) {
@@ -284,15 +346,19 @@ impl Consumer {
 
     /// Acknowledges the message returned by the last poll, if any.
     pub fn ack(&mut self) {
-        match self.held.take() {
-            Some(Held::First(run)) => {
-                self.me().acknowledge_upto(run.end());
+        let Some((part, held)) = self.held.take() else {
+            return;
+        };
+        let region = self.parts[part].region(&self.session);
+        match held {
+            Held::First(run) => {
+                if let Some(me) = region.client(self.session.client) {
+                    me.acknowledge_upto(run.end());
+                }
             }
-            Some(Held::Redelivered(claim)) => {
-                let r = &self.session.region;
-                r.ack_redelivery(self.group, self.session.client, &claim);
+            Held::Redelivered(claim) => {
+                region.ack_redelivery(self.group, self.session.client, &claim);
             }
-            None => {}
         }
     }
 
@@ -335,10 +401,69 @@ impl Consumer {
         batch.get(0).map(Some)
     }
 
+    /// Looks at part `i` once: what it hands this consumer, or what to wait for
+    /// there.
+    fn look_at(&mut self, i: usize, max: u64) -> Result<Held, Awaited> {
+        let g = self.group;
+        let region = self.parts[i].region(&self.session);
+        let pending = region.redelivery_hint(g);
+        if let Some(claim) = self.claim_readable_redelivery(i) {
+            return Ok(Held::Redelivered(claim));
+        }
+        let Consumer { session, parts, .. } = self;
+        let part = &mut parts[i];
+        let region = part.ring.as_ref().unwrap_or(&session.region);
+        let group = region.group(g).expect("checked at connect");
+        let me = region.client(session.client).expect("checked at connect");
+        shm_layout::fault::point("poll-taking");
+        match part.member.next_step_with(
+            group,
+            me,
+            |cursor, limit| region.committed_end(cursor, limit),
+            max,
+        ) {
+            Step::Take(run) => {
+                shm_layout::fault::point("poll-claimed");
+                Ok(Held::First(run))
+            }
+            Step::AwaitMessages { word, cursor } => {
+                // Taking `cursor` looks at the entry after it: fetch it now. The
+                // producer writes that entry only in its send after the next,
+                // when this consumer waits on it anyway.
+                region.prefetch_entry(cursor + 1);
+                Err(Awaited {
+                    part: i,
+                    word,
+                    pending,
+                    cursor: Some(cursor),
+                })
+            }
+            Step::AwaitRotation { word, .. } => Err(Awaited {
+                part: i,
+                word,
+                pending,
+                cursor: None,
+            }),
+        }
+    }
+
+    /// Whether what `a` waited for happened (or something else worth a new look
+    /// there): a commit at its cursor, a changed turn word (another member handed
+    /// out offsets, or the rotation changed), or a change in pending
+    /// redeliveries (not their presence: a claimed one is not ours to wait for).
+    fn came(&self, a: &Awaited) -> bool {
+        let region = self.parts[a.part].region(&self.session);
+        let group = region.group(self.group).expect("checked at connect");
+        group.turn_word() != a.word
+            || a.cursor.is_some_and(|c| region.is_committed(c))
+            || region.redelivery_hint(self.group) != a.pending
+    }
+
     /// Acknowledges what the previous poll returned and waits for up to `max`
     /// messages for this consumer (an empty batch on timeout). Messages committed
     /// and not yet handed out are handed to every member at once, up to `max` each;
-    /// the batch holds this consumer's share, every n-th offset with n members.
+    /// the batch holds this consumer's share, every n-th offset with n members,
+    /// from one partition (the partitions take turns).
     pub fn poll_batch(
         &mut self,
         max: usize,
@@ -361,68 +486,47 @@ impl Consumer {
         // matter to either, and redoing them there would delay every message taken
         // at once.
         let mut spins_since_check = 0;
-        let next = loop {
+        let mut awaited = std::mem::take(&mut self.awaited);
+        let (part, next) = 'found: loop {
             if spins_since_check >= SPINS_PER_CHECK {
                 self.check_alive()?;
                 self.stamp_activity();
                 spins_since_check = 0;
                 // The broker has had time to repair what was declined: look again.
-                self.declined.clear();
-            }
-            let pending = self.session.region.redelivery_hint(self.group);
-            if let Some(claim) = self.claim_readable_redelivery() {
-                break Held::Redelivered(claim);
-            }
-            let region = &self.session.region;
-            let group = region.group(self.group).expect("checked at connect");
-            let me = region
-                .client(self.session.client)
-                .expect("checked at connect");
-            shm_layout::fault::point("poll-taking");
-            let waited = match self.member.next_step_with(
-                group,
-                me,
-                |cursor, limit| region.committed_end(cursor, limit),
-                max,
-            ) {
-                Step::Take(run) => {
-                    shm_layout::fault::point("poll-claimed");
-                    break Held::First(run);
+                for p in &mut self.parts {
+                    p.declined.clear();
                 }
-                Step::AwaitMessages { word, cursor } => {
-                    // Woken by a commit (seen at its stamp, in the index entry read
-                    // next anyway); a changed turn word (another member handed out
-                    // offsets, or the rotation changed) is worth a new look too.
-                    let ready = |c: &Consumer| {
-                        let r = &c.session.region;
-                        c.group_entry().turn_word() != word
-                            || r.is_committed(cursor)
-                            || r.redelivery_hint(c.group) != pending
-                    };
-                    // Taking `cursor` looks at the entry after it: fetch it now. The
-                    // producer writes that entry only in its send after the next,
-                    // when this consumer waits on it anyway.
-                    region.prefetch_entry(cursor + 1);
-                    self.wait_for(deadline, true, ready)?
+            }
+            awaited.clear();
+            let n = self.parts.len();
+            for k in 0..n {
+                let i = (self.turn + k) % n;
+                match self.look_at(i, max) {
+                    Ok(held) => {
+                        self.turn = (i + 1) % n;
+                        break 'found (i, held);
+                    }
+                    Err(a) => awaited.push(a),
                 }
-                Step::AwaitRotation { word, .. } => {
-                    // Wait against the word judged above (not a fresh load, which
-                    // could already be a new rotation and never change), and for a
-                    // change in pending redeliveries (not their presence: a claimed
-                    // one is not ours to wait for).
-                    let changed = |c: &Consumer| {
-                        c.group_entry().turn_word() != word
-                            || c.session.region.redelivery_hint(c.group) != pending
-                    };
-                    self.wait_for(deadline, false, changed)?
+            }
+            let waited = self.wait_for(deadline, &awaited);
+            let waited = match waited {
+                Ok(w) => w,
+                Err(e) => {
+                    self.awaited = awaited;
+                    return Err(e);
                 }
             };
             match waited {
                 Waited::Spun => spins_since_check += 1,
                 Waited::Woken => spins_since_check = SPINS_PER_CHECK,
-                Waited::TimedOut => return Ok(self.empty_batch()),
+                Waited::TimedOut => {
+                    self.awaited = awaited;
+                    return Ok(self.empty_batch());
+                }
             }
         };
+        self.awaited = awaited;
         // The broker logs deliveries for the last time after it marks the region
         // closing: a take it may not have seen is not handed out (what is taken and
         // not acknowledged is delivered again after a restart). Either the SeqCst
@@ -430,7 +534,7 @@ impl Consumer {
         // its SeqCst fence, sees the take: when this consumer's own SeqCst advance
         // of the cursor handed the run out, that advance orders the two; otherwise
         // a fence does (a fence costs tens of cycles on every message).
-        if !(matches!(next, Held::First(_)) && self.member.advanced_last_step()) {
+        if !(matches!(next, Held::First(_)) && self.parts[part].member.advanced_last_step()) {
             self.session.region.order_take_before_closing_check();
         }
         // A consumer evicted while it waited (stopped, say) finds its old share
@@ -438,7 +542,7 @@ impl Consumer {
         // others: it hands out nothing. Checked after every take, since the checks
         // before it may be a spin's worth old.
         self.check_standing()?;
-        self.held = Some(next);
+        self.held = Some((part, next));
         let run = match next {
             Held::First(run) => run,
             Held::Redelivered(c) => Run {
@@ -455,48 +559,57 @@ impl Consumer {
         // group holds the ring while this consumer is a member): no more looking.
         self.from_file.clear();
         let redelivered = matches!(next, Held::Redelivered(_));
-        if self.may_be_below_ring || redelivered {
-            let freed = self.session.region.freed_offset();
+        let Consumer {
+            session,
+            parts,
+            from_file,
+            producer_names,
+            ..
+        } = self;
+        let p = &mut parts[part];
+        let region = p.ring.as_ref().unwrap_or(&session.region);
+        if p.may_be_below_ring || redelivered {
+            let freed = region.freed_offset();
             if run.start < freed {
                 let below = (0..run.len)
                     .map(|i| run.offset(i))
                     .take_while(|&o| o < freed);
-                self.file
-                    .read_offsets(&self.session, below, &mut self.from_file)?;
+                p.file.read_offsets(session, below, from_file)?;
             } else if !redelivered {
-                self.may_be_below_ring = false;
+                p.may_be_below_ring = false;
             }
         }
         // Producer names are resolved now, so that messages borrow only from us.
-        if self.producer_names.len() > 64 {
-            self.producer_names.clear();
+        if producer_names.len() > 64 {
+            producer_names.clear();
         }
         let mut last = None;
         for i in 0..run.len {
             let offset = run.offset(i);
             // An unreadable record is reported by `Batch::get`, and passed over.
-            let Some(key) = self.session.region.record_producer(offset) else {
+            let Some(key) = region.record_producer(offset) else {
                 continue;
             };
             // The payloads were written on another core: have them on their way
             // before the caller reads them.
-            self.session.region.prefetch_payload(offset);
+            region.prefetch_payload(offset);
             // Runs of one producer's records are the common case.
             if last == Some(key) {
                 continue;
             }
             last = Some(key);
-            if !self.producer_names.iter().any(|(k, _)| *k == key) {
-                let name = self
-                    .session
+            if !producer_names.iter().any(|(k, _)| *k == key) {
+                // Producers are named in the control region, whatever the ring.
+                let name = session
                     .region
                     .client_name(key.0, key.1)
                     .unwrap_or_else(|| "unknown".into());
-                self.producer_names.push((key, name));
+                producer_names.push((key, name));
             }
         }
         Ok(Batch {
             consumer: self,
+            part,
             run,
         })
     }
@@ -507,15 +620,22 @@ impl Consumer {
     /// lost) or a scribble (then it frees it), and a claim this consumer kept
     /// would hold the group until the session timeout. It is passed over until
     /// the next liveness check, so this consumer goes on with its own share.
-    fn claim_readable_redelivery(&mut self) -> Option<ClaimedRedelivery> {
-        let region = &self.session.region;
+    fn claim_readable_redelivery(&mut self, part: usize) -> Option<ClaimedRedelivery> {
+        let Consumer {
+            session,
+            parts,
+            group,
+            ..
+        } = self;
+        let p = &mut parts[part];
+        let region = p.ring.as_ref().unwrap_or(&session.region);
         // Each refusal adds one entry to pass over: at most a table's worth.
         for _ in 0..=region.geometry().redeliveries_per_group {
-            let declined = &self.declined;
+            let declined = &p.declined;
             let claim = region.claim_redelivery_skipping(
-                self.group,
-                self.session.client,
-                self.session.generation,
+                *group,
+                session.client,
+                session.generation,
                 |slot, offset, state| declined.contains(&(slot, offset, state)),
             )?;
             // An offer the broker made of a record that had left the ring is read
@@ -525,9 +645,9 @@ impl Consumer {
             if in_file || region.read_record(claim.offset).is_ok() {
                 return Some(claim);
             }
-            region.hand_back_redelivery(self.group, self.session.client, &claim);
+            region.hand_back_redelivery(*group, session.client, &claim);
             let pending = redelivery::pack(redelivery::PENDING, claim.attempt, 0);
-            self.declined.push((claim.slot, claim.offset, pending));
+            p.declined.push((claim.slot, claim.offset, pending));
         }
         None
     }
@@ -535,6 +655,7 @@ impl Consumer {
     fn empty_batch(&self) -> Batch<'_> {
         Batch {
             consumer: self,
+            part: 0,
             run: Run {
                 start: 0,
                 stride: 1,
@@ -543,54 +664,104 @@ impl Consumer {
         }
     }
 
-    /// Waits until `ready` (or something else worth a new look) happens, or the
-    /// deadline passes. `on_publish` picks the event: a commit, or a group turn.
+    /// Waits until one of `awaited` comes (or something else worth a new look
+    /// happens), or the deadline passes. A consumer reading one ring sleeps on
+    /// its event there (a commit, or the group's turn); one reading several
+    /// sleeps on all of theirs at once.
     fn wait_for(
         &self,
         deadline: Option<Instant>,
-        on_publish: bool,
-        ready: impl Fn(&Consumer) -> bool,
+        awaited: &[Awaited],
     ) -> Result<Waited, ConsumerError> {
-        let region = &self.session.region;
+        let closing = || self.session.region.is_closing();
+        let ready = || awaited.iter().any(|a| self.came(a)) || closing();
         // Most waits end within the spin: no clock read, no sleep.
-        if event::spin_until(|| ready(self) || region.is_closing()) {
+        if event::spin_until(ready) {
             shm_layout::fault::point("poll-spun");
             // The broker stopping is for the liveness checks to report.
-            return Ok(if region.is_closing() {
+            return Ok(if closing() {
                 Waited::Woken
             } else {
                 Waited::Spun
             });
         }
-        let (ev, id) = if on_publish {
-            (&region.header().published, event_id::PUBLISHED)
-        } else {
-            (
-                &self.group_entry().turn_event,
-                event_id::GROUP_BASE + self.group,
-            )
+        let event_of = |a: &Awaited| {
+            let region = self.parts[a.part].region(&self.session);
+            let flag = region
+                .client(self.session.client)
+                .map(|c| &c.activity.sleeping_on);
+            let group = region.group(self.group).expect("checked at connect");
+            if a.cursor.is_some() {
+                (&region.header().published, event_id::PUBLISHED, flag)
+            } else {
+                (&group.turn_event, event_id::GROUP_BASE + self.group, flag)
+            }
         };
-        let flag = &self.me().activity.sleeping_on;
         let step_deadline = Instant::now() + event::MAX_SLEEP;
         let until = deadline.map_or(step_deadline, |d| d.min(step_deadline));
-        let waited = event::wait_until(
-            ev,
-            id,
-            Some(flag),
-            || ready(self) || region.is_closing(),
-            || self.check_alive().is_err(),
-            Some(until),
-        );
-        match waited {
-            Ok(()) => Ok(Waited::Woken),
-            Err(_) => {
-                self.check_alive()?;
-                if deadline.is_none_or(|d| Instant::now() < d) {
-                    Ok(Waited::Woken)
-                } else {
-                    Ok(Waited::TimedOut)
-                }
-            }
+        let woken = if let [only] = awaited {
+            let (ev, id, flag) = event_of(only);
+            event::wait_until(
+                ev,
+                id,
+                flag,
+                ready,
+                || self.check_alive().is_err(),
+                Some(until),
+            )
+            .is_ok()
+        } else {
+            let events: Vec<_> = awaited.iter().map(event_of).collect();
+            let left = until.saturating_duration_since(Instant::now());
+            event::sleep_on_any(&events, ready, left);
+            ready()
+        };
+        if woken {
+            return Ok(Waited::Woken);
         }
+        self.check_alive()?;
+        if deadline.is_none_or(|d| Instant::now() < d) {
+            Ok(Waited::Woken)
+        } else {
+            Ok(Waited::TimedOut)
+        }
+    }
+}
+
+impl GroupPart {
+    /// Partition `partition` of topic `topic` (id `topic_id`), read in `ring`
+    /// (None: `default`/0, the control region's) as a member of group `g`.
+    fn of(
+        session: &Session,
+        g: u32,
+        topic: &str,
+        topic_id: u32,
+        partition: u32,
+        ring: Option<Region>,
+    ) -> Result<GroupPart, ConsumerError> {
+        let region = ring.as_ref().unwrap_or(&session.region);
+        let Some(entry) = region.group(g) else {
+            return Err(ConsumerError::Corrupt(format!(
+                "group index {g} is out of range"
+            )));
+        };
+        if region.client(session.client).is_none() {
+            return Err(ConsumerError::Corrupt(format!(
+                "client index {} is out of range",
+                session.client
+            )));
+        }
+        let redeliver_below =
+            shm_layout::group::recorded_start(entry).map_or(0, |s| s.redeliver_below);
+        Ok(GroupPart {
+            topic: topic.into(),
+            partition,
+            ring,
+            member: Member::default(),
+            declined: Vec::new(),
+            redeliver_below,
+            file: file_records::FileRecords::of(TopicPartition::new(topic, topic_id, partition)),
+            may_be_below_ring: true,
+        })
     }
 }

@@ -30,9 +30,12 @@ const BATCH: usize = 64;
     about = "Receive messages from a mini-kafka broker as a member of a consumer group",
     long_about = "Receive messages from a mini-kafka broker as a member of a consumer group.\n\n\
         Joins GROUP (created if new) or, without --group, the group with the fewest \
-        consumers, and prints `joined group <group> as <id>` on stderr. Every group \
-        receives every message; within a group, messages are dealt in turn to its \
-        consumers. Each message is written and flushed to stdout before it is \
+        consumers (among those already reading all of its --topic, if any do), and \
+        prints `joined group <group> as <id>` on stderr. It reads every partition of \
+        each --topic (default: the topic default), taking the partitions in turn. \
+        Every group receives every message of the topics it reads; within a group, \
+        each partition's messages are dealt in turn to the consumers reading its \
+        topic. Each message is written and flushed to stdout before it is \
         acknowledged. Exits 0 after --count messages or on SIGINT/SIGTERM, 1 with \
         `broker stopped` if the broker goes away.\n\n\
         With --from, reads instead as a standalone reader, in no group and holding \
@@ -61,8 +64,9 @@ struct Args {
     /// Consumer id (1-64 of A-Z a-z 0-9 . _ -) [default: consumer-<pid>].
     #[arg(long, value_name = "NAME")]
     id: Option<String>,
-    /// Topics to read, comma-separated (broker topics lists them). A group reads
-    /// the topic default only, for now; a standalone reader (--from) any.
+    /// Topics to read, comma-separated (broker topics lists them), every
+    /// partition of each. In a group, each partition's messages are dealt in turn
+    /// to the members reading its topic.
     #[arg(long, value_name = "T1[,T2...]", default_value = "default")]
     topic: String,
     /// With --from and one topic: read only this partition [default: all of the
@@ -115,12 +119,13 @@ fn main() -> ExitCode {
         eprintln!("consumer: --partition reads one topic's partition: give one --topic");
         return ExitCode::from(2);
     }
-    if args.from.is_none() && topics != ["default"] {
+    if topics.len() > control_protocol::frame::MAX_TOPICS_PER_CONSUMER {
         eprintln!(
-            "consumer: groups read the topic default only, for now: read {} with --from",
-            args.topic
+            "consumer: --topic names {} topics; one consumer reads at most {}",
+            topics.len(),
+            control_protocol::frame::MAX_TOPICS_PER_CONSUMER
         );
-        return ExitCode::from(1);
+        return ExitCode::from(2);
     }
     if args.from == Some(StartAt::Committed) && args.id.is_none() {
         eprintln!(
@@ -225,14 +230,19 @@ impl Printer {
 }
 
 fn consume_in_group(args: &Args, interrupt: Arc<AtomicBool>) -> ExitCode {
-    let mut consumer =
-        match Consumer::connect(&args.broker, args.id.as_deref(), args.group.as_deref()) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("consumer: {e}");
-                return ExitCode::from(1);
-            }
-        };
+    let topics: Vec<String> = args.topic.split(',').map(str::to_string).collect();
+    let mut consumer = match Consumer::connect_reading(
+        &args.broker,
+        args.id.as_deref(),
+        args.group.as_deref(),
+        &topics,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("consumer: {e}");
+            return ExitCode::from(1);
+        }
+    };
     consumer.set_interrupt(interrupt);
     eprintln!("joined group {} as {}", consumer.group(), consumer.id());
     let group = consumer.group().to_string();

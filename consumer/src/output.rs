@@ -4,7 +4,6 @@ use std::io::Write;
 
 use audit_format::escape::escape_into;
 use audit_format::json::{push_message, DeliveryFields, MessageFields};
-use audit_format::records::{PARTITION, TOPIC};
 
 use consumer::reader::ReadMessage;
 use consumer::Message;
@@ -44,8 +43,8 @@ pub fn write_message(
 /// What a group member's message shows.
 pub fn fields_of<'m>(msg: &Message<'m>) -> MessageFields<'m> {
     MessageFields {
-        topic: TOPIC,
-        partition: PARTITION,
+        topic: msg.topic,
+        partition: msg.partition,
         offset: msg.offset,
         producer: msg.producer,
         key: msg.key,
@@ -74,6 +73,8 @@ mod tests {
 
     fn msg<'a>(key: Option<&'a [u8]>, payload: &'a [u8]) -> Message<'a> {
         Message {
+            topic: audit_format::records::TOPIC,
+            partition: audit_format::records::PARTITION,
             offset: 7,
             key,
             payload,

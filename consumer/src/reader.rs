@@ -699,11 +699,11 @@ impl Reader {
                     let flag = region
                         .client(session.client)
                         .map(|c| &c.activity.sleeping_on);
-                    (&region.header().published, flag)
+                    (&region.header().published, event_id::PUBLISHED, flag)
                 })
                 .collect();
             let left = until.saturating_duration_since(Instant::now());
-            event::sleep_on_any(&events, event_id::PUBLISHED, || ready() || closing(), left);
+            event::sleep_on_any(&events, || ready() || closing(), left);
         }
         self.check_alive()?;
         Ok(deadline.is_none_or(|d| Instant::now() < d))

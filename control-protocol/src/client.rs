@@ -145,6 +145,18 @@ impl Session {
         id: &str,
         group: Option<&str>,
     ) -> Result<Session, ConnectError> {
+        Session::connect_reading(addr, role, id, group, &[])
+    }
+
+    /// As [`Session::connect`], for a consumer that reads `topics` (none:
+    /// `default`) as a member of its group.
+    pub fn connect_reading(
+        addr: &str,
+        role: Role,
+        id: &str,
+        group: Option<&str>,
+        topics: &[String],
+    ) -> Result<Session, ConnectError> {
         let proto = |detail: String| ConnectError::Protocol {
             addr: addr.to_string(),
             detail,
@@ -182,6 +194,7 @@ impl Session {
             group: group.map(str::to_string),
             pid: std::process::id(),
             token: region.token(),
+            topics: topics.to_vec(),
         };
         send(&mut stream, &register).map_err(|e| proto(e.to_string()))?;
         let (client, generation, group, data_dir) = match conn.next(&mut stream).map_err(proto)? {

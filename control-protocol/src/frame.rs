@@ -5,8 +5,11 @@
 
 /// Protocol version carried by every frame.
 pub const PROTOCOL_VERSION: u8 = 1;
-/// Largest frame a broker accepts from a client.
-pub const MAX_REQUEST_LEN: usize = 4 * 1024;
+/// Largest frame a broker accepts from a client (a consumer's registration
+/// names up to [`MAX_TOPICS_PER_CONSUMER`] topics of up to 249 bytes).
+pub const MAX_REQUEST_LEN: usize = 20 * 1024;
+/// Most topics one consumer reads.
+pub const MAX_TOPICS_PER_CONSUMER: usize = 64;
 /// Largest frame a client accepts from the broker (status replies can be long).
 pub const MAX_REPLY_LEN: usize = 1024 * 1024;
 /// Bytes of the length prefix.

@@ -2,6 +2,7 @@
 //! length-prefixed (u16) UTF-8 strings; every read is bounds-checked and a body must
 //! be consumed exactly.
 
+use crate::frame::MAX_TOPICS_PER_CONSUMER;
 use crate::frame::{self, FrameError};
 use shm_layout::layout::Geometry;
 
@@ -57,6 +58,8 @@ pub enum Refusal {
     // 7 is reserved: it once meant "broker stopping", which no broker sends (a
     // stopping broker closes every connection instead).
     NoGroups,
+    /// A consumer named a topic the broker does not have.
+    UnknownTopic,
 }
 
 impl Refusal {
@@ -69,6 +72,7 @@ impl Refusal {
             Refusal::InvalidName => 5,
             Refusal::ProtocolError => 6,
             Refusal::NoGroups => 8,
+            Refusal::UnknownTopic => 9,
         }
     }
     fn from_code(c: u16) -> Result<Refusal, FrameError> {
@@ -80,6 +84,7 @@ impl Refusal {
             5 => Refusal::InvalidName,
             6 => Refusal::ProtocolError,
             8 => Refusal::NoGroups,
+            9 => Refusal::UnknownTopic,
             _ => return Err(FrameError::Malformed("unknown refusal code")),
         })
     }
@@ -104,6 +109,8 @@ pub enum ControlFrame {
         group: Option<String>,
         pid: u32,
         token: [u64; 2],
+        /// A consumer's topics (SPEC §11); none means `default`.
+        topics: Vec<String>,
     },
     /// Broker → client: registration accepted.
     Registered {
@@ -502,6 +509,7 @@ impl ControlFrame {
                 group,
                 pid,
                 token,
+                topics,
             } => {
                 w.u8(role.code()).str(id);
                 match group {
@@ -509,6 +517,10 @@ impl ControlFrame {
                     None => w.u8(0),
                 };
                 w.u32(*pid).u64(token[0]).u64(token[1]);
+                w.u16(topics.len().min(MAX_TOPICS_PER_CONSUMER) as u16);
+                for t in topics.iter().take(MAX_TOPICS_PER_CONSUMER) {
+                    w.str(t);
+                }
                 kind::REGISTER
             }
             ControlFrame::Registered {
@@ -665,6 +677,13 @@ impl ControlFrame {
                 group: r.opt_str()?,
                 pid: r.u32()?,
                 token: [r.u64()?, r.u64()?],
+                topics: {
+                    let n = r.u16()? as usize;
+                    if n > MAX_TOPICS_PER_CONSUMER {
+                        return Err(FrameError::Malformed("too many topics"));
+                    }
+                    (0..n).map(|_| r.str()).collect::<Result<_, _>>()?
+                },
             },
             kind::REGISTERED => {
                 let client = r.u32()?;
@@ -791,6 +810,7 @@ mod tests {
                 group: Some("g".into()),
                 pid: 7,
                 token: [1, u64::MAX],
+                topics: vec!["orders".into(), "logs".into()],
             },
             ControlFrame::Registered {
                 client: 3,

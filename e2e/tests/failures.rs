@@ -402,6 +402,7 @@ fn registration_needs_the_regions_token_and_a_refusal_changes_nothing() {
         group: Some("stolen".into()),
         pid: 1,
         token: [1, 2],
+        topics: Vec::new(),
     };
     s.write_all(&register.encode()).unwrap();
     match read_frame(&mut s) {

@@ -124,19 +124,18 @@ pub fn sleep_once(
 }
 
 /// Sleeps once on all of `events` unless `ready` already holds, until one of them
-/// is notified or `timeout` passes (capped at [`MAX_SLEEP`]): a reader of several
+/// is notified or `timeout` passes (capped at [`MAX_SLEEP`]): a client of several
 /// rings sleeps on one thing, never looks at them in turn. Counted as a sleeper
 /// on each, so that their posters wake it; each event's flag (the caller's
-/// `sleeping_on` in its entry in that event's region) records event `id` while
-/// asleep, so that the broker can uncount a sleeper that died, as in
+/// `sleeping_on` in its entry in that event's region) records that event's id
+/// while asleep, so that the broker can uncount a sleeper that died, as in
 /// [`sleep_once`].
 pub fn sleep_on_any(
-    events: &[(&EventWord, Option<&AtomicU32>)],
-    id: u32,
+    events: &[(&EventWord, u32, Option<&AtomicU32>)],
     mut ready: impl FnMut() -> bool,
     timeout: Duration,
 ) {
-    for (e, flag) in events {
+    for (e, id, flag) in events {
         e.sleepers.fetch_add(1, Ordering::Relaxed);
         if let Some(flag) = flag {
             flag.store(id + 1, Ordering::Relaxed);
@@ -146,12 +145,12 @@ pub fn sleep_on_any(
     fence(Ordering::SeqCst);
     let words: Vec<(&AtomicU32, u32)> = events
         .iter()
-        .map(|(e, _)| (&e.seq, e.seq.load(Ordering::Acquire)))
+        .map(|(e, _, _)| (&e.seq, e.seq.load(Ordering::Acquire)))
         .collect();
     if !ready() {
         crate::sys::futex_wait_any(&words, timeout.min(MAX_SLEEP));
     }
-    for (e, flag) in events {
+    for (e, _, flag) in events {
         // Whoever swaps the flag back to 0 uncounts us, exactly once.
         let counted = flag.is_none_or(|f| f.swap(0, Ordering::AcqRel) != 0);
         if counted {
@@ -237,8 +236,10 @@ mod tests {
         let waiter = std::thread::spawn(move || {
             while !flag2.load(Ordering::Acquire) {
                 sleep_on_any(
-                    &[(&*a2, None), (&*b2, None)],
-                    event_id::PUBLISHED,
+                    &[
+                        (&*a2, event_id::PUBLISHED, None),
+                        (&*b2, event_id::PUBLISHED, None),
+                    ],
                     || flag2.load(Ordering::Acquire),
                     Duration::from_secs(10),
                 );

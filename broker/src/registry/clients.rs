@@ -87,6 +87,20 @@ impl Registry {
         pid: u32,
         token: [u64; 2],
     ) -> Result<Registration, Refused> {
+        self.register_reading(role, id, group, &[], pid, token)
+    }
+
+    /// Registers a client that presented `token`; a consumer reads `topics`
+    /// (none: `default`) as a member of its group.
+    pub fn register_reading(
+        &mut self,
+        role: Role,
+        id: &str,
+        group: Option<&str>,
+        topics: &[String],
+        pid: u32,
+        token: [u64; 2],
+    ) -> Result<Registration, Refused> {
         if token != self.region.token() {
             return Err(refuse(
                 Refusal::BadToken,
@@ -120,17 +134,16 @@ impl Registry {
                 ),
             ));
         };
+        let places = match role {
+            Role::Consumer => self.places_of(topics)?,
+            _ => Vec::new(),
+        };
         let group_index = match (role, group) {
             (Role::Consumer, Some(name)) => Some(match self.find_group(name) {
                 Some(g) => g,
-                None => {
-                    let (start, redeliver_below) = self.start_of_new_group(name);
-                    let g = self.create_group(name, false, start, redeliver_below)?;
-                    self.departed.remove(&super::groups::default_key(name));
-                    g
-                }
+                None => self.create_group(name, false)?,
             }),
-            (Role::Consumer, None) => Some(self.least_loaded_group().ok_or_else(|| {
+            (Role::Consumer, None) => Some(self.least_loaded_group(&places).ok_or_else(|| {
                 refuse(
                     Refusal::NoGroups,
                     "the broker has no groups: start the consumer with --group NAME",
@@ -164,17 +177,9 @@ impl Registry {
         }
         self.ids.insert((role, id.to_string()), slot);
         let group = group_index.map(|g| {
-            let grp = self.groups[g as usize].as_mut().expect("live group");
-            grp.members.push(slot);
-            for gr in &mut grp.rings {
-                // It has nothing to acknowledge below the group's cursor there.
-                let cursor = gr.cursor(g);
-                gr.region.start_acknowledged_at(slot, cursor);
-                gr.members.push(slot);
-            }
-            let name = grp.name.to_string();
-            self.change_membership(g);
-            (g, name)
+            self.join_rings(g, slot, places);
+            let grp = self.groups[g as usize].as_ref().expect("live group");
+            (g, grp.name.to_string())
         });
         Ok(Registration {
             client: slot,
@@ -223,6 +228,15 @@ impl Registry {
             return;
         }
         if let Some(g) = c.group {
+            // Removed in every ring it read too, before the scans for its claims
+            // there (see `remove_client`).
+            if let Some(grp) = self.groups[g as usize].as_ref() {
+                for gr in grp.rings.iter().filter(|gr| gr.partition_ring.is_some()) {
+                    if gr.members.contains(&client) {
+                        gr.region.remove_client(client);
+                    }
+                }
+            }
             self.remove_member(g, client);
         }
         // Not reused while its process lives: an evicted consumer that wakes up must

@@ -17,6 +17,12 @@ impl Registry {
         self.log_taken + self.log_text.len() as u64
     }
 
+    /// Every line observed so far is written once the log's writer has written
+    /// this many bytes.
+    pub fn log_end(&self) -> u64 {
+        self.log_mark()
+    }
+
     /// Counts the log's bytes with the writer's own count (shared with it): what
     /// waits for lines to be written waits for that count.
     pub fn count_log_written_by(&mut self, written: Arc<std::sync::atomic::AtomicU64>) {

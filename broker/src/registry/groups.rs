@@ -19,6 +19,8 @@ use shm_layout::group;
 use shm_layout::layout::redelivery;
 use shm_layout::BrokerRegion;
 
+use crate::topics::PartitionRing;
+
 use super::history::{self, Segment};
 use super::redeliveries::Offer;
 use super::{refuse, Refused, Registry};
@@ -45,7 +47,6 @@ pub struct Departed {
 }
 
 /// A group's book in one ring.
-#[derive(Debug)]
 pub(super) struct GroupRing {
     /// 0 for `default`/0 (the control region's ring), else the topic-partition's
     /// ring number.
@@ -58,6 +59,12 @@ pub(super) struct GroupRing {
     pub(super) file_key: u64,
     /// The group's members that read this ring, in join order.
     pub(super) members: Vec<u32>,
+    /// Read by the group for as long as it lives (a pre-created group's topics),
+    /// not only while a member reads it.
+    pub(super) pinned: bool,
+    /// A partition's ring, whose slots the group's position holds (None for
+    /// `default`/0, whose slots the cleaner frees by its own mark).
+    pub(super) partition_ring: Option<Arc<PartitionRing>>,
     /// Frozen between two rotations: the members are finishing what the last one
     /// handed them before the next is installed (see `shm_layout::group`).
     pub(super) frozen: bool,
@@ -89,56 +96,76 @@ pub(super) struct GroupRing {
     pub(super) redelivered: u64,
 }
 
-/// Where a group's book in a ring starts.
-#[derive(Debug, Clone)]
-pub(super) struct RingStart {
+/// A ring a group can read.
+#[derive(Clone)]
+pub(super) struct RingPlace {
     pub(super) ring: u32,
     pub(super) region: Arc<BrokerRegion>,
     pub(super) topic: Arc<str>,
     pub(super) partition: u32,
     pub(super) file_key: u64,
+    /// None for `default`/0.
+    pub(super) partition_ring: Option<Arc<PartitionRing>>,
+}
+
+/// Where a group's book in a ring starts.
+pub(super) struct RingStart {
+    pub(super) place: RingPlace,
     pub(super) start: u64,
     pub(super) redeliver_below: u64,
+    pub(super) pinned: bool,
 }
 
 impl GroupRing {
     /// Sets up group `g`'s entry in the ring's region, named `name`, to hand
     /// out offsets from `at.start`.
     fn open(g: u32, name: &str, at: RingStart) -> GroupRing {
-        let region = at.region;
+        let RingStart {
+            place,
+            start,
+            redeliver_below,
+            pinned,
+        } = at;
+        let region = place.region;
         let entry = region.group(g).expect("index below max_groups");
         region.clear_redeliveries(g);
-        region.reset_group(entry, at.start);
+        region.reset_group(entry, start);
         // For the broker that recovers this region if this one dies: which of its
         // delivery lines it may have to write, and with which attempt.
         region.record_group_start(
             entry,
             group::RecordedStart {
-                first_offset: at.start,
-                redeliver_below: at.redeliver_below,
+                first_offset: start,
+                redeliver_below,
             },
         );
         region.activate_group(g, name);
+        // Its slots are held from where the group starts.
+        if let Some(ring) = &place.partition_ring {
+            ring.reclaimer.hold_from(start);
+        }
         let table = region.geometry().redeliveries_per_group as usize;
-        let delivery_lines = if at.ring == 0 {
+        let delivery_lines = if place.ring == 0 {
             DeliveryLines::default()
         } else {
-            DeliveryLines::for_partition(&at.topic, at.partition)
+            DeliveryLines::for_partition(&place.topic, place.partition)
         };
         GroupRing {
-            ring: at.ring,
+            ring: place.ring,
             region,
-            topic: at.topic,
-            partition: at.partition,
-            file_key: at.file_key,
+            topic: place.topic,
+            partition: place.partition,
+            file_key: place.file_key,
             members: Vec::new(),
+            pinned,
+            partition_ring: place.partition_ring,
             // A fresh entry has no rotation: nobody can take anything from it.
             frozen: true,
             segments: VecDeque::new(),
             overflow: VecDeque::new(),
             offered: vec![None; table],
-            logged: at.start,
-            redeliver_below: at.redeliver_below,
+            logged: start,
+            redeliver_below,
             observed: vec![None; table],
             observed_log_mark: vec![0; table],
             frozen_log_mark: 0,
@@ -176,7 +203,6 @@ impl GroupRing {
     }
 }
 
-#[derive(Debug)]
 pub(super) struct Group {
     pub(super) name: Arc<str>,
     /// Pre-created groups live as long as the broker; others while they have members.
@@ -197,14 +223,8 @@ impl Group {
 }
 
 impl Registry {
-    /// Creates group `name` reading `default`/0 from `start`.
-    pub(super) fn create_group(
-        &mut self,
-        name: &str,
-        permanent: bool,
-        start: u64,
-        redeliver_below: u64,
-    ) -> Result<u32, Refused> {
+    /// Creates group `name`, reading no ring yet (see `open_ring`).
+    pub(super) fn create_group(&mut self, name: &str, permanent: bool) -> Result<u32, Refused> {
         let Some(i) = self.groups.iter().position(Option::is_none) else {
             return Err(refuse(
                 Refusal::TooManyGroups,
@@ -214,29 +234,47 @@ impl Registry {
                 ),
             ));
         };
-        let g = i as u32;
-        let default = GroupRing::open(
-            g,
-            name,
-            RingStart {
-                ring: 0,
-                region: self.region.clone(),
-                topic: Arc::from(crate::audit::state::DEFAULT_TOPIC),
-                partition: crate::audit::state::DEFAULT_PARTITION,
-                file_key: 0,
-                start,
-                redeliver_below,
-            },
-        );
         self.groups_created += 1;
         self.groups[i] = Some(Group {
             name: name.into(),
             permanent,
             created: self.groups_created,
             members: Vec::new(),
-            rings: vec![default],
+            rings: Vec::new(),
         });
-        Ok(g)
+        Ok(i as u32)
+    }
+
+    /// Group `g` starts reading a ring; returns where its book is.
+    pub(super) fn open_ring(&mut self, g: u32, at: RingStart) -> usize {
+        let grp = self.groups[g as usize].as_mut().expect("live group");
+        grp.rings.push(GroupRing::open(g, &grp.name, at));
+        grp.rings.len() - 1
+    }
+
+    /// `default`/0, the control region's ring.
+    pub(super) fn default_place(&self) -> RingPlace {
+        RingPlace {
+            ring: 0,
+            region: self.region.clone(),
+            topic: Arc::from(crate::audit::state::DEFAULT_TOPIC),
+            partition: crate::audit::state::DEFAULT_PARTITION,
+            file_key: 0,
+            partition_ring: None,
+        }
+    }
+
+    /// Where group `name` starts reading `place` now: where it departed from it,
+    /// or at the ring's next offset (it sees every message from now on).
+    pub(super) fn start_in(&mut self, name: &str, place: &RingPlace) -> (u64, u64) {
+        let key = (name.to_string(), place.topic.to_string(), place.partition);
+        if let Some(d) = self.departed.remove(&key) {
+            return (d.position, d.handed_out.max(d.position));
+        }
+        // During a replay, offsets below the persisted end are old records.
+        let r = &place.region;
+        let start = r.next_offset().max(r.persisted_offset());
+        (start, start)
     }
 
     pub(super) fn find_group(&self, name: &str) -> Option<u32> {
@@ -246,14 +284,121 @@ impl Registry {
             .map(|i| i as u32)
     }
 
-    /// The live group with the fewest members (ties: first created).
-    pub(super) fn least_loaded_group(&self) -> Option<u32> {
-        self.groups
-            .iter()
-            .enumerate()
-            .filter_map(|(i, g)| g.as_ref().map(|g| (g.members.len(), g.created, i)))
-            .min()
-            .map(|(_, _, i)| i as u32)
+    /// The live group with the fewest members (ties: first created) among those
+    /// already reading every ring of `places`, else among all.
+    pub(super) fn least_loaded_group(&self, places: &[RingPlace]) -> Option<u32> {
+        let least = |reads_all: bool| {
+            self.groups
+                .iter()
+                .enumerate()
+                .filter_map(|(i, g)| g.as_ref().map(|g| (g, i)))
+                .filter(|(g, _)| !reads_all || places.iter().all(|p| g.ring_at(p.ring).is_some()))
+                .map(|(g, i)| (g.members.len(), g.created, i))
+                .min()
+                .map(|(_, _, i)| i as u32)
+        };
+        least(true).or_else(|| least(false))
+    }
+
+    /// The rings of `topics` (none: `default`), each once; an unknown topic is
+    /// refused.
+    pub(super) fn places_of(&self, topics: &[String]) -> Result<Vec<RingPlace>, Refused> {
+        let default = [crate::audit::state::DEFAULT_TOPIC.to_string()];
+        let topics = if topics.is_empty() {
+            &default[..]
+        } else {
+            topics
+        };
+        let mut places: Vec<RingPlace> = Vec::new();
+        for name in topics {
+            shm_layout::names::check_topic(name)
+                .map_err(|e| refuse(Refusal::InvalidName, e.to_string()))?;
+            if name == crate::audit::state::DEFAULT_TOPIC {
+                if !places.iter().any(|p| p.ring == 0) {
+                    places.push(self.default_place());
+                }
+                continue;
+            }
+            let unknown = || refuse(Refusal::UnknownTopic, format!("unknown topic {name}"));
+            let topics = self.topics.as_ref().ok_or_else(unknown)?;
+            let (record, first) = topics.find(name).ok_or_else(unknown)?;
+            for p in 0..record.partitions {
+                let ring = topics.ring(first + p).ok_or_else(unknown)?;
+                if places.iter().any(|x| x.ring == ring.number) {
+                    continue;
+                }
+                places.push(RingPlace {
+                    ring: ring.number,
+                    region: ring.region.clone(),
+                    topic: Arc::from(name.as_str()),
+                    partition: p,
+                    file_key: shm_layout::journal::partition_key(record.id, p),
+                    partition_ring: Some(ring),
+                });
+            }
+        }
+        Ok(places)
+    }
+
+    /// Client `slot` joins group `g` in each ring of `places`: the group starts
+    /// reading those it did not, and each gets a new rotation.
+    pub(super) fn join_rings(&mut self, g: u32, slot: u32, places: Vec<RingPlace>) {
+        let Some(name) = self.groups[g as usize].as_ref().map(|grp| grp.name.clone()) else {
+            return;
+        };
+        let record = self.region.client(slot).map(|e| {
+            (
+                e.generation(),
+                e.pid(),
+                self.region
+                    .client_name(slot, e.generation())
+                    .unwrap_or_default(),
+            )
+        });
+        let mut joined = Vec::new();
+        for place in places {
+            let r = match self.groups[g as usize]
+                .as_ref()
+                .and_then(|grp| grp.ring_at(place.ring))
+            {
+                Some(r) => r,
+                None => {
+                    let (start, redeliver_below) = self.start_in(&name, &place);
+                    let at = RingStart {
+                        place,
+                        start,
+                        redeliver_below,
+                        pinned: false,
+                    };
+                    self.open_ring(g, at)
+                }
+            };
+            let gr = self.group_ring_mut(g, r).expect("ring opened");
+            // In a partition's region its entry mirrors the control region's:
+            // what a claim of a redelivery there checks.
+            if let (Some(_), Some((generation, pid, id))) = (&gr.partition_ring, &record) {
+                let mirrored = shm_layout::client::ClientRecord {
+                    role: shm_layout::client::ClientRole::Consumer,
+                    generation: *generation,
+                    pid: *pid,
+                    group: Some(g),
+                    id,
+                };
+                gr.region
+                    .publish_client(slot, &mirrored, shm_layout::layout::client_state::ACTIVE);
+            }
+            // It has nothing to acknowledge below the group's cursor there.
+            let cursor = gr.cursor(g);
+            gr.region.start_acknowledged_at(slot, cursor);
+            gr.members.push(slot);
+            joined.push(r);
+        }
+        if let Some(grp) = self.groups[g as usize].as_mut() {
+            grp.members.push(slot);
+        }
+        for r in joined {
+            self.change_ring_membership(g, r);
+        }
     }
 
     /// The group's book in its `r`-th ring.
@@ -273,16 +418,9 @@ impl Registry {
             .map_or(0, |grp| grp.rings.len())
     }
 
-    /// The group's members changed: in each of its rings, freezes it (nobody
-    /// hands out offsets there any more), then installs the new rotation if the
-    /// members have finished the old one.
-    pub(super) fn change_membership(&mut self, g: u32) {
-        for r in 0..self.ring_count(g) {
-            self.change_ring_membership(g, r);
-        }
-    }
-
-    /// The members reading the group's `r`-th ring changed (see `change_membership`).
+    /// The members reading the group's `r`-th ring changed: freezes it there
+    /// (nobody hands out offsets there any more), then installs the new
+    /// rotation if the members have finished the old one.
     fn change_ring_membership(&mut self, g: u32, r: usize) {
         let Some(gr) = self.group_ring_mut(g, r) else {
             return;
@@ -406,55 +544,99 @@ impl Registry {
         self.offer_overflow(g, r);
     }
 
+    /// `client` left group `g`: in each ring it read, what it held goes to the
+    /// others; a ring nobody reads any more is given up (unless pinned), and a
+    /// group created by `--group` goes once its last member left.
     pub(super) fn remove_member(&mut self, g: u32, client: u32) {
         let Some(grp) = self.groups[g as usize].as_mut() else {
             return;
         };
         grp.members.retain(|&m| m != client);
-        for r in 0..self.ring_count(g) {
+        let read: Vec<usize> = (0..grp.rings.len())
+            .filter(|&r| grp.rings[r].members.contains(&client))
+            .collect();
+        for &r in &read {
             self.release_share(g, r, client);
         }
-        let grp = self.groups[g as usize].as_ref().expect("live group");
-        if grp.members.is_empty() && !grp.permanent {
-            // It stops holding the rings; what it had not acknowledged (offered
-            // again, or never taken) is where it resumes.
-            let departed: Vec<_> = (0..grp.rings.len())
-                .map(|r| {
-                    let gr = &grp.rings[r];
-                    let cursor = gr.cursor(g);
-                    let at = Departed {
-                        position: self.position(g, r).unwrap_or(cursor),
-                        handed_out: cursor,
-                    };
-                    let key = (grp.name.to_string(), gr.topic.to_string(), gr.partition);
-                    (key, at)
-                })
-                .collect();
-            self.departed.extend(departed);
-            self.newly_departed = true;
-            self.delete_group(g);
-        } else if grp.members.is_empty() && self.limits.spill {
-            // Under --spill it stops holding the rings too (see `holds_ring`): what it
-            // had not acknowledged is delivered again from its position, read from
-            // the file if it left the ring, rather than offered from the table.
-            let (name, permanent) = (grp.name.to_string(), grp.permanent);
-            let cursor = grp.rings[0].cursor(g);
-            let position = self.position(g, 0).unwrap_or(cursor);
-            self.delete_group(g);
-            if self
-                .create_group(&name, permanent, position, cursor)
-                .is_ok()
-            {
-                self.newly_departed = true;
-            }
-        } else {
-            for gr in &grp.rings {
+        // From the last, so that giving one up leaves the others where they are.
+        for &r in read.iter().rev() {
+            let grp = self.groups[g as usize].as_ref().expect("live group");
+            let gr = &grp.rings[r];
+            if !gr.members.is_empty() {
                 if let Some(entry) = gr.region.group(g) {
                     event::wake(&entry.turn_event);
                 }
                 event::wake(&gr.region.header().published);
+            } else if !gr.pinned {
+                self.give_up_ring(g, r);
+            } else if self.limits.spill {
+                self.spill_ring(g, r);
             }
         }
+        let grp = self.groups[g as usize].as_ref().expect("live group");
+        if grp.members.is_empty() && !grp.permanent {
+            for r in (0..grp.rings.len()).rev() {
+                self.give_up_ring(g, r);
+            }
+            self.delete_group(g);
+        }
+    }
+
+    /// Group `g` stops reading its `r`-th ring, and holding it: what it had not
+    /// acknowledged there (offered again, or never taken) is where it resumes
+    /// if it reads the ring again.
+    fn give_up_ring(&mut self, g: u32, r: usize) {
+        let Some(gr) = self.group_ring(g, r) else {
+            return;
+        };
+        let cursor = gr.cursor(g);
+        let at = Departed {
+            position: self.position(g, r).unwrap_or(cursor),
+            handed_out: cursor,
+        };
+        let grp = self.groups[g as usize].as_mut().expect("live group");
+        let gr = grp.rings.remove(r);
+        gr.region.free_group(g);
+        if let Some(ring) = gr.partition_ring {
+            self.released_rings.push(ring);
+        }
+        self.departed.insert(
+            (grp.name.to_string(), gr.topic.to_string(), gr.partition),
+            at,
+        );
+        self.newly_departed = true;
+    }
+
+    /// Under `--spill`, a pinned ring nobody reads stops being held (see
+    /// `holds_ring`): what the group had not acknowledged there is delivered
+    /// again from its position, read from the file if it left the ring, rather
+    /// than offered from the table.
+    fn spill_ring(&mut self, g: u32, r: usize) {
+        let Some(gr) = self.group_ring(g, r) else {
+            return;
+        };
+        let cursor = gr.cursor(g);
+        let position = self.position(g, r).unwrap_or(cursor);
+        let place = RingPlace {
+            ring: gr.ring,
+            region: gr.region.clone(),
+            topic: gr.topic.clone(),
+            partition: gr.partition,
+            file_key: gr.file_key,
+            partition_ring: gr.partition_ring.clone(),
+        };
+        let grp = self.groups[g as usize].as_mut().expect("live group");
+        grp.rings[r] = GroupRing::open(
+            g,
+            &grp.name,
+            RingStart {
+                place,
+                start: position,
+                redeliver_below: cursor,
+                pinned: true,
+            },
+        );
+        self.newly_departed = true;
     }
 
     /// Moves group `name`, which must have no member, to resume at `offset`
@@ -478,19 +660,25 @@ impl Registry {
         }
         let permanent = grp.permanent;
         self.delete_group(g);
-        if let Err(refused) = self.create_group(name, permanent, offset, offset) {
-            return Err(refused.message);
-        }
+        let g = self.create_group(name, permanent).map_err(|r| r.message)?;
+        let place = self.default_place();
+        self.open_ring(
+            g,
+            RingStart {
+                place,
+                start: offset,
+                redeliver_below: offset,
+                pinned: permanent,
+            },
+        );
         Ok(())
     }
 
     /// Whether group `g` holds its `r`-th ring: it has members there, or it was
     /// pre-created and the broker runs without `--spill` (SPEC §10).
     pub(super) fn holds_ring(&self, g: u32, r: usize) -> bool {
-        self.groups[g as usize].as_ref().is_some_and(|grp| {
-            grp.rings.get(r).is_some_and(|gr| !gr.members.is_empty())
-                || (grp.permanent && !self.limits.spill)
-        })
+        self.group_ring(g, r)
+            .is_some_and(|gr| !gr.members.is_empty() || (gr.pinned && !self.limits.spill))
     }
 
     /// Whether a group departed since the last call: its position is saved at once
@@ -513,24 +701,13 @@ impl Registry {
         }
     }
 
-    /// Where a group created now under `name` starts: where it departed, or at
-    /// the next offset.
-    pub(super) fn start_of_new_group(&self, name: &str) -> (u64, u64) {
-        if let Some(d) = self.departed.get(&default_key(name)) {
-            return (d.position, d.handed_out.max(d.position));
-        }
-        // During a replay, offsets below the persisted end are old records.
-        let start = self
-            .region
-            .next_offset()
-            .max(self.region.persisted_offset());
-        (start, start)
-    }
-
     fn delete_group(&mut self, g: u32) {
         if let Some(grp) = self.groups[g as usize].take() {
             for gr in &grp.rings {
                 gr.region.free_group(g);
+                if let Some(ring) = &gr.partition_ring {
+                    self.released_rings.push(ring.clone());
+                }
             }
         }
     }
@@ -553,22 +730,42 @@ impl Registry {
         ))
     }
 
-    /// Cleaner pass: settles redeliveries, forgets rotations nobody needs, and returns
-    /// the offset below which every group has consumed `default`/0 (None: no group
-    /// holds anything there).
-    pub fn consumed_by_all(&mut self) -> Option<u64> {
-        let mut all: Option<u64> = None;
+    /// Cleaner pass: settles redeliveries, forgets rotations nobody needs, and
+    /// says how far every group holding each ring has consumed it.
+    pub fn consumed_by_all(&mut self) -> Consumed {
+        let mut consumed = Consumed::default();
+        let mut held: std::collections::BTreeMap<u32, (Arc<PartitionRing>, u64)> =
+            Default::default();
         for g in 0..self.groups.len() as u32 {
             for r in 0..self.ring_count(g) {
-                let Some(pos) = self.pass_over_ring(g, r) else {
-                    continue;
-                };
-                if self.group_ring(g, r).is_some_and(|gr| gr.ring == 0) {
-                    all = Some(all.map_or(pos, |a: u64| a.min(pos)));
+                let pos = self.pass_over_ring(g, r);
+                let gr = self.group_ring(g, r).expect("ring passed over");
+                match (&gr.partition_ring, pos) {
+                    (None, Some(pos)) => {
+                        consumed.default = Some(consumed.default.map_or(pos, |a| a.min(pos)));
+                    }
+                    (Some(ring), pos) => {
+                        let pos = pos.unwrap_or(u64::MAX);
+                        let e = held.entry(ring.number).or_insert((ring.clone(), pos));
+                        e.1 = e.1.min(pos);
+                    }
+                    (None, None) => {}
                 }
             }
         }
-        all
+        // Rings no group reads any more are free again.
+        for ring in std::mem::take(&mut self.released_rings) {
+            held.entry(ring.number).or_insert((ring, u64::MAX));
+        }
+        consumed.partitions = held
+            .into_values()
+            .map(|(ring, position)| PartitionConsumed {
+                hold: ring.reclaimer.hold(),
+                ring,
+                position,
+            })
+            .collect();
+        consumed
     }
 
     /// The cleaner's pass over group `g`'s `r`-th ring; returns its position
@@ -602,4 +799,22 @@ pub(super) fn default_key(name: &str) -> (String, String, u32) {
         crate::audit::state::DEFAULT_TOPIC.to_string(),
         crate::audit::state::DEFAULT_PARTITION,
     )
+}
+
+/// How far the groups holding each ring have consumed it, from the cleaner's pass.
+#[derive(Default)]
+pub struct Consumed {
+    /// `default`/0 (None: no group holds it).
+    pub default: Option<u64>,
+    /// The partitions' rings groups read or stopped reading.
+    pub partitions: Vec<PartitionConsumed>,
+}
+
+/// Every group holding a partition's ring has consumed every offset below
+/// `position` there (`u64::MAX`: none holds it), as of `hold` (see
+/// `Reclaimer::hold`).
+pub struct PartitionConsumed {
+    pub ring: Arc<PartitionRing>,
+    pub hold: u64,
+    pub position: u64,
 }

@@ -29,7 +29,7 @@ use shm_layout::BrokerRegion;
 pub use clients::Eviction;
 use clients::{Client, Quarantined, Retiring};
 use groups::Group;
-pub use groups::{Departed, GroupStart};
+pub use groups::{Consumed, Departed, GroupStart, PartitionConsumed};
 pub use redeliveries::RedeliveryRepair;
 pub use status::{
     GroupSnapshot, MemberSnapshot, PartitionSnapshot, ProducerSnapshot, ReaderSnapshot,
@@ -118,6 +118,8 @@ pub struct Registry {
     /// when a member joins again under its name (SPEC §10). They hold no slot.
     /// Keyed by group, topic and partition.
     departed: std::collections::BTreeMap<(String, String, u32), groups::Departed>,
+    /// Partition rings some group stopped reading since the cleaner's last pass.
+    released_rings: Vec<Arc<crate::topics::PartitionRing>>,
     /// A group departed since the last look: its position is worth saving now.
     newly_departed: bool,
     /// Where the broker is in each standalone reader's journal, by client entry.
@@ -164,6 +166,7 @@ impl Registry {
             progress_sampled_at: std::time::Instant::now(),
             departed: std::collections::BTreeMap::new(),
             newly_departed: false,
+            released_rings: Vec::new(),
             journals: HashMap::new(),
             file_producers: None,
             topics: None,
@@ -171,8 +174,19 @@ impl Registry {
         };
         r.published_at_sample = r.region.next_offset();
         for g in groups {
-            r.create_group(&g.name, true, g.start, g.redeliver_below)
+            let i = r
+                .create_group(&g.name, true)
                 .expect("pre-created groups fit: checked at start-up");
+            let place = r.default_place();
+            r.open_ring(
+                i,
+                groups::RingStart {
+                    place,
+                    start: g.start,
+                    redeliver_below: g.redeliver_below,
+                    pinned: true,
+                },
+            );
         }
         r
     }

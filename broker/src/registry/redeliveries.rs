@@ -377,7 +377,7 @@ mod tests {
         assert!(reg.validate_redeliveries(0, 0).is_empty(), "repaired once");
         // A claimed bogus entry goes too, and is never logged as a delivery.
         scribble(r, 3, 4, redelivery::pack(redelivery::CLAIMED, 2, 0));
-        assert_eq!(reg.consumed_by_all(), Some(6));
+        assert_eq!(reg.consumed_by_all().default, Some(6));
         assert_eq!(redelivery::kind(entry_of(r, 3).1), redelivery::FREE);
         let mut lines = Vec::new();
         reg.swap_log_text(&mut lines);
@@ -437,7 +437,11 @@ mod tests {
         assert_eq!((claim.offset, claim.attempt), (1, 3));
         assert!(reg.validate_redeliveries(0, 0).is_empty());
         assert!(r.ack_redelivery(0, 0, &claim));
-        assert_eq!(reg.consumed_by_all(), Some(6), "logged, then settled");
+        assert_eq!(
+            reg.consumed_by_all().default,
+            Some(6),
+            "logged, then settled"
+        );
         let mut lines = Vec::new();
         reg.swap_log_text(&mut lines);
         let lines = String::from_utf8(lines).unwrap();

@@ -1,0 +1,266 @@
+//! Consumer groups over topics (SPEC §11) with real processes: a group reading
+//! every partition of a topic, each partition's offsets dealt in turn to its
+//! members, every delivery logged with its topic and partition; a group holding
+//! a topic's ring; a member killed with SIGKILL, whose share goes to the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use e2e::{json_lines, payload_of, Broker};
+use nix::sys::signal::Signal;
+
+/// (partition, offset) → payload, of every record of `topic` in the persistence file.
+fn persisted(broker: &Broker, topic: &str) -> BTreeMap<(u64, u64), String> {
+    broker
+        .data_lines("persistencia_mensajes.txt")
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0] == topic).then(|| ((f[1].parse().unwrap(), f[2].parse().unwrap()), f[6].into()))
+        })
+        .collect()
+}
+
+/// The consumption log's lines of `group`, split in fields.
+fn deliveries(broker: &Broker, group: &str) -> Vec<Vec<String>> {
+    broker
+        .data_lines("log_consumo.txt")
+        .iter()
+        .map(|l| l.split('\t').map(str::to_string).collect::<Vec<_>>())
+        .filter(|f| f[5] == group)
+        .collect()
+}
+
+/// Waits until the consumption log has `n` deliveries of `group`.
+fn wait_delivered(broker: &Broker, group: &str, n: usize) -> Vec<Vec<String>> {
+    let deadline = Instant::now() + e2e::DEADLINE;
+    loop {
+        let lines = deliveries(broker, group);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} deliveries to {group} logged",
+            lines.len()
+        );
+        // The log is written at least every --flush-interval.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A message's place: (topic, partition, offset).
+type Place = (String, u64, u64);
+
+/// What a consumer printed (JSON Lines): each message's place, payload and attempt.
+fn printed(stdout: &[u8]) -> Vec<(Place, (String, u64))> {
+    json_lines(stdout)
+        .iter()
+        .map(|v| {
+            (
+                (
+                    v["topic"].as_str().unwrap().to_string(),
+                    v["partition"].as_u64().unwrap(),
+                    v["offset"].as_u64().unwrap(),
+                ),
+                (
+                    String::from_utf8(payload_of(v)).unwrap(),
+                    v["attempt"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn keyed_lines(prefix: &str, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("{prefix}{i}\n").into_bytes())
+        .collect()
+}
+
+#[test]
+fn a_group_over_a_topic_deals_each_partition_to_its_members_and_logs_every_delivery() {
+    const N: usize = 2000;
+    let broker = Broker::start(&[
+        "--topics",
+        "orders:4",
+        "--groups",
+        "0",
+        "--flush-interval",
+        "10ms",
+    ]);
+    let args = ["--group", "g", "--topic", "orders", "--format", "json"];
+    let (a, group) = broker.consumer(&args);
+    assert_eq!(group, "g");
+    let (b, _) = broker.consumer(&args);
+    // Both are in the rotation of every partition before anything is sent.
+    broker.wait_for_status("two members in g", |s| {
+        s["groups"].as_array().unwrap().iter().any(|g| {
+            g["name"] == "g"
+                && g["members"].as_array().unwrap().len() == 2
+                && g["partitions"].as_array().unwrap().len() == 4
+        })
+    });
+    let sent = broker.producer(&["--topic", "orders"], Some(keyed_lines("m", N)));
+    assert_eq!(sent.wait_exit().code(), Some(0));
+    let logged = wait_delivered(&broker, "g", N);
+    a.signal(Signal::SIGTERM);
+    b.signal(Signal::SIGTERM);
+    let (a, b) = (a.wait_exit(), b.wait_exit());
+    assert_eq!(
+        (a.code(), b.code()),
+        (Some(0), Some(0)),
+        "{:?} {:?}",
+        a.stderr,
+        b.stderr
+    );
+    let records = persisted(&broker, "orders");
+    assert_eq!(records.len(), N);
+    // Every record went to exactly one member, once, as sent; each member saw
+    // every partition, each in offset order.
+    let mut seen = BTreeSet::new();
+    for out in [&a.stdout, &b.stdout] {
+        let got = printed(out);
+        let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+        for ((topic, partition, offset), (payload, attempt)) in &got {
+            assert_eq!(topic, "orders");
+            assert_eq!(*attempt, 1);
+            assert_eq!(records.get(&(*partition, *offset)), Some(payload));
+            assert!(
+                seen.insert((*partition, *offset)),
+                "{partition}/{offset} twice"
+            );
+            if let Some(before) = last.insert(*partition, *offset) {
+                assert!(before < *offset, "partition {partition} out of order");
+            }
+        }
+        assert_eq!(last.len(), 4, "a member reads every partition");
+    }
+    assert_eq!(seen.len(), N);
+    // One log line per delivery, naming its topic, partition and consumer.
+    assert_eq!(logged.len(), N);
+    let logged: BTreeSet<(u64, u64)> = logged
+        .iter()
+        .map(|f| {
+            assert_eq!(f[1], "orders");
+            assert_eq!(f[7], "1");
+            (f[2].parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(logged, seen);
+}
+
+#[test]
+fn a_group_holds_its_topics_ring_until_its_member_has_consumed() {
+    // A ring of 16 slots and 200 messages: without the group's hold, the
+    // persister would free slots the stopped member has not read.
+    const N: usize = 200;
+    let broker = Broker::start(&[
+        "--topics",
+        "tiny:1",
+        "--slots",
+        "16",
+        "--groups",
+        "0",
+        "--flush-interval",
+        "10ms",
+    ]);
+    let count = N.to_string();
+    let (mut member, _) = broker.consumer(&[
+        "--group", "g", "--topic", "tiny", "--format", "json", "--count", &count,
+    ]);
+    member.signal(Signal::SIGSTOP);
+    member.wait_until_stopped("the member never stopped");
+    let mut producer = broker.producer(&["--topic", "tiny"], Some(keyed_lines("t", N)));
+    // The producer waits for the group, and says which.
+    let waiting = producer.wait_stderr("waiting for space in tiny/0");
+    assert!(
+        waiting.contains("group g is") && waiting.contains("messages behind; slowest consumer"),
+        "{waiting}"
+    );
+    member.signal(Signal::SIGCONT);
+    assert_eq!(producer.wait_exit().code(), Some(0));
+    let got = member.wait_exit();
+    assert_eq!(got.code(), Some(0), "{:?}", got.stderr);
+    let got = printed(&got.stdout);
+    let offsets: Vec<u64> = got.iter().map(|((_, _, o), _)| *o).collect();
+    assert_eq!(offsets, (0..N as u64).collect::<Vec<_>>());
+    for ((_, _, o), (payload, _)) in &got {
+        assert_eq!(payload, &format!("t{o}"));
+    }
+}
+
+#[test]
+fn a_member_killed_mid_stream_hands_its_partitions_share_to_the_other() {
+    const N: usize = 3000;
+    let broker = Broker::start(&[
+        "--topics",
+        "jobs:3",
+        "--slots",
+        "64",
+        "--groups",
+        "0",
+        "--flush-interval",
+        "10ms",
+    ]);
+    let args = ["--group", "g", "--topic", "jobs", "--format", "json"];
+    let watcher = e2e::Watcher::default();
+    let mut victim = e2e::Proc::spawn(
+        &e2e::bin("consumer"),
+        &broker.client_args(&args),
+        None,
+        e2e::StdoutMode::Watched(watcher.clone()),
+    );
+    victim.wait_stderr("joined group g");
+    let (survivor, _) = broker.consumer(&args);
+    broker.wait_for_status("two members in g", |s| {
+        s["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "g" && g["members"].as_array().unwrap().len() == 2)
+    });
+    let producer = broker.producer(&["--topic", "jobs"], Some(keyed_lines("j", N)));
+    // Killed once it has printed some of its share.
+    watcher.wait_until(
+        "the victim received 50",
+        std::time::Duration::from_millis(50),
+        || match victim.stdout_lines_so_far() {
+            n if n >= 50 => Ok(()),
+            n => Err(format!("{n} of 50")),
+        },
+    );
+    victim.signal(Signal::SIGKILL);
+    let mut victim_out = victim.take_stdout_so_far();
+    victim_out.extend(victim.wait_exit().stdout);
+    assert_eq!(producer.wait_exit().code(), Some(0));
+    // Everything is delivered: what the victim had not acknowledged, again to
+    // the survivor.
+    let victims: BTreeMap<_, _> = printed(&victim_out).into_iter().collect();
+    let deadline = Instant::now() + e2e::DEADLINE;
+    let survivors = loop {
+        let logged: BTreeSet<(u64, u64)> = deliveries(&broker, "g")
+            .iter()
+            .map(|f| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+            .collect();
+        if logged.len() >= N {
+            break logged;
+        }
+        assert!(Instant::now() < deadline, "{} of {N} logged", logged.len());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    survivor.signal(Signal::SIGTERM);
+    let survivor = survivor.wait_exit();
+    assert_eq!(survivor.code(), Some(0), "{:?}", survivor.stderr);
+    assert_eq!(survivors.len(), N);
+    let records = persisted(&broker, "jobs");
+    let mut all = BTreeSet::new();
+    for ((_, p, o), (payload, _)) in printed(&survivor.stdout) {
+        assert_eq!(records.get(&(p, o)), Some(&payload));
+        all.insert((p, o));
+    }
+    for (_, p, o) in victims.keys() {
+        all.insert((*p, *o));
+    }
+    assert_eq!(all.len(), N, "every record reached a member");
+}
