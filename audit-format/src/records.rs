@@ -270,8 +270,8 @@ impl PersistedLines {
     }
 }
 
-/// Appends one consumption-log line (with its newline), formatting every field
-/// afresh: the reference that [`DeliveryLines`] must match.
+/// Appends one consumption-log line of `default`/0 (with its newline), formatting
+/// every field afresh: the reference that [`DeliveryLines`] must match.
 pub fn push_delivery(
     line: &mut Vec<u8>,
     timestamp_us: u64,
@@ -281,12 +281,38 @@ pub fn push_delivery(
     consumer: &str,
     attempt: u32,
 ) {
+    let delivery = Delivery {
+        topic: TOPIC,
+        partition: PARTITION,
+        offset,
+        producer,
+        group,
+        consumer,
+        attempt,
+    };
+    push_delivery_of(line, timestamp_us, &delivery);
+}
+
+/// One delivery of a message, as its consumption-log line tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub offset: u64,
+    pub producer: &'a str,
+    pub group: &'a str,
+    pub consumer: &'a str,
+    pub attempt: u32,
+}
+
+/// Appends the consumption-log line of `d` (with its newline), formatting every
+/// field afresh.
+pub fn push_delivery_of(line: &mut Vec<u8>, timestamp_us: u64, d: &Delivery<'_>) {
     push_timestamp(line, timestamp_us);
     line.push(b'\t');
-    line.extend_from_slice(TOPIC.as_bytes());
-    line.extend_from_slice(b"\t0\t");
-    push_number(line, offset);
-    push_delivery_suffix(line, producer, group, consumer, attempt);
+    line.extend_from_slice(&partition_fields(d.topic, d.partition));
+    push_number(line, d.offset);
+    push_delivery_suffix(line, d.producer, d.group, d.consumer, d.attempt);
 }
 
 /// "\t<producer>\t<group>\t<consumer>\t<attempt>\n".

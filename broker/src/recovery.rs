@@ -215,7 +215,9 @@ fn persist_lost_records(
 /// Recovers the region `name` of a topic-partition other than `default`/0, left
 /// by a dead broker (the control region, `control`, not yet replaced): appends
 /// to the persistence file the records it holds that the file lacks (the file's
-/// records of the partition end before `file_next`), then unlinks it; how many.
+/// records of the partition end before `file_next`), and to the consumption log
+/// the deliveries its groups made there that the log lacks, then unlinks it;
+/// returns how many records.
 /// Garbage is unlinked; a region of a live broker is refused; one of another
 /// geometry that still holds records is refused, naming it.
 pub fn salvage_partition(
@@ -225,6 +227,7 @@ pub fn salvage_partition(
     geometry: &Geometry,
     file_next: u64,
     persist: &mut File,
+    log: &mut File,
 ) -> Result<u64, BrokerError> {
     let Left::Dead(old) = left_behind(name)? else {
         return Ok(0);
@@ -245,19 +248,30 @@ pub fn salvage_partition(
     // Producers are named by the control region the dead broker left, if it is
     // still there (it is recovered after its partitions).
     let clients = Region::open(control).ok();
+    let names = clients.as_ref().unwrap_or(&old);
     let appended = persist_lost_records(
         &old,
-        clients.as_ref().unwrap_or(&old),
+        names,
         PersistedLines::for_partition(&partition.topic, partition.partition),
         file_next.max(freed)..next,
         persist,
     )?;
+    // Its groups' consumers may have printed deliveries it had not yet logged.
+    let dead = deliveries::DeadRing {
+        ring: &old,
+        names,
+        partition,
+        log_start: clients.as_ref().and_then(|c| c.recorded_log_start()),
+    };
+    let lost =
+        deliveries::log_lost_deliveries_of(&dead, freed, next, log).map_err(BrokerError::Audit)?;
     drop(guard);
     drop(old);
     Region::unlink(name)?;
-    if appended > 0 {
+    if appended > 0 || lost.logged > 0 {
         eprintln!(
-            "broker: recovered {appended} records of {partition} from the region of a broker that died"
+            "broker: recovered {appended} records of {partition} from the region of a broker that died, {}",
+            describe(&lost)
         );
     }
     Ok(appended)

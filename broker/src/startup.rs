@@ -116,6 +116,7 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
                 &geometry,
                 file_end,
                 &mut persist_file,
+                &mut log_file,
             )?;
             appended += salvaged;
             in_file.push((tp.clone(), file_end + salvaged));

@@ -25,7 +25,8 @@ use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use audit_format::records::{parse_timestamp, push_delivery, PARTITION, TOPIC};
+use audit_format::index::TopicPartition;
+use audit_format::records::{parse_timestamp, push_delivery_of, Delivery};
 use shm_layout::group::{self, PastRotation, RecordedStart};
 use shm_layout::layout::redelivery;
 use shm_layout::sys::wall_clock_micros;
@@ -127,17 +128,46 @@ impl GroupGap {
 }
 
 /// Writes to `log` (opened for appending, every line whole) a line for each
-/// delivery the broker that owned `old` made and did not log. `freed` and `next`
-/// are the old region's reclaimed and committed ends; the caller holds its ring
-/// lock, and has marked it closing, so no consumer hands out anything more.
+/// delivery of `default`/0 the broker that owned `old` made and did not log.
+/// `freed` and `next` are the old region's reclaimed and committed ends; the
+/// caller holds its ring lock, and has marked it closing, so no consumer hands
+/// out anything more.
 pub fn log_lost_deliveries(
     old: &Region,
     freed: u64,
     next: u64,
     log: &mut File,
 ) -> io::Result<LostDeliveries> {
+    let ring = DeadRing {
+        ring: old,
+        names: old,
+        partition: &TopicPartition::default_topic(),
+        log_start: old.recorded_log_start(),
+    };
+    log_lost_deliveries_of(&ring, freed, next, log)
+}
+
+/// A dead broker's ring whose deliveries are recovered.
+pub struct DeadRing<'a> {
+    pub ring: &'a Region,
+    /// Where its producers are named: the control region.
+    pub names: &'a Region,
+    pub partition: &'a TopicPartition,
+    /// Where the dead broker's lines begin in the log, as it recorded in its
+    /// control region (None: not recorded).
+    pub log_start: Option<u64>,
+}
+
+/// As [`log_lost_deliveries`], for any ring of the dead broker.
+pub fn log_lost_deliveries_of(
+    dead: &DeadRing<'_>,
+    freed: u64,
+    next: u64,
+    log: &mut File,
+) -> io::Result<LostDeliveries> {
+    let old = dead.ring;
     let mut outcome = LostDeliveries::default();
-    let Some(log_start) = old.recorded_log_start() else {
+    let Some(log_start) = dead.log_start else {
         outcome.not_recorded = true;
         return Ok(outcome);
     };
@@ -159,7 +189,7 @@ pub fn log_lost_deliveries(
         * geometry.max_groups as u64
         + 1024;
     let end = read_log_backwards(log, log_start, max_lines, |line| {
-        if line.topic != TOPIC || line.partition != PARTITION {
+        if line.topic != dead.partition.topic || line.partition != dead.partition.partition {
             return ControlFlow::Continue(());
         }
         if let Some(&i) = by_name.get(line.group.as_str()) {
@@ -184,7 +214,7 @@ pub fn log_lost_deliveries(
     let mut out = Vec::new();
     let now = wall_clock_micros();
     for gap in &gaps {
-        write_lines(old, gap, now, &mut out, &mut outcome);
+        write_lines(dead, gap, now, &mut out, &mut outcome);
     }
     if !out.is_empty() {
         log.write_all(&out)?;
@@ -249,12 +279,13 @@ fn claimed_redeliveries(old: &Region, g: u32, freed: u64, next: u64) -> Vec<Clai
 /// Appends the lines group `gap` lacks: its first deliveries from `logged` to its
 /// cursor, then its redeliveries not found in the log.
 fn write_lines(
-    old: &Region,
+    dead: &DeadRing<'_>,
     gap: &GroupGap,
     now: u64,
     out: &mut Vec<u8>,
     outcome: &mut LostDeliveries,
 ) {
+    let old = dead.ring;
     let Some(entry) = old.group(gap.index) else {
         return;
     };
@@ -267,7 +298,7 @@ fn write_lines(
     let mut line = |offset: u64, consumer: Option<&str>, attempt: u32| {
         let (producer, published_us) = match old.read_record(offset) {
             Ok(r) => (
-                old.client_name(r.producer, r.producer_generation),
+                dead.names.client_name(r.producer, r.producer_generation),
                 r.timestamp_us,
             ),
             Err(_) => (None, 0),
@@ -281,15 +312,16 @@ fn write_lines(
         if consumer.is_none() {
             outcome.unknown_consumers += 1;
         }
-        push_delivery(
-            out,
-            timestamp,
+        let delivery = Delivery {
+            topic: &dead.partition.topic,
+            partition: dead.partition.partition,
             offset,
-            producer.as_deref().unwrap_or(UNKNOWN),
-            &gap.name,
-            consumer.unwrap_or(UNKNOWN),
+            producer: producer.as_deref().unwrap_or(UNKNOWN),
+            group: &gap.name,
+            consumer: consumer.unwrap_or(UNKNOWN),
             attempt,
-        );
+        };
+        push_delivery_of(out, timestamp, &delivery);
     };
     for offset in gap.logged..end {
         let attempt = if offset < gap.start.redeliver_below {
@@ -394,6 +426,7 @@ fn members_of(old: &Region, g: u32, rotation: PastRotation) -> Vec<Option<Arc<st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use audit_format::records::push_delivery;
     use std::io::{Read, Seek, SeekFrom};
     use std::sync::Mutex;
 

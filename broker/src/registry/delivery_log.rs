@@ -9,6 +9,7 @@ use shm_layout::layout::redelivery;
 use shm_layout::sys::wall_clock_micros;
 
 use super::Registry;
+use crate::file_producers::FileProducers;
 
 impl Registry {
     /// Every line observed so far is written once the log's writer has written
@@ -99,10 +100,13 @@ impl Registry {
         // it: the file names their producers. Only the cleaner frees slots, and
         // never one whose deliveries are not logged yet, so the others are in the
         // ring while this looks.
-        let names_in_file = if gr.ring == 0 {
-            file_producers.as_mut()
-        } else {
-            partition_producers.get_mut(&gr.file_key)
+        let names_in_file = match &gr.partition_ring {
+            None => file_producers.as_mut(),
+            // It opens the file only when asked for a name.
+            Some(ring) => Some(partition_producers.entry(gr.file_key).or_insert_with(|| {
+                let data_dir = super::readers::data_dir_of(file_producers);
+                FileProducers::of(data_dir, ring.partition.clone(), None)
+            })),
         };
         let unknown: &Arc<str> = unknown;
         let mut names_in_file = names_in_file;

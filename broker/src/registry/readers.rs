@@ -235,7 +235,7 @@ impl Registry {
 }
 
 /// The data directory the file's producers are read from.
-fn data_dir_of(file_producers: &Option<FileProducers>) -> PathBuf {
+pub(super) fn data_dir_of(file_producers: &Option<FileProducers>) -> PathBuf {
     file_producers
         .as_ref()
         .map_or_else(|| PathBuf::from("."), |f| f.data_dir().to_path_buf())
