@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::decode::{DecodeFormat, DecodeOptions};
 use audit_format::topics::DEFAULT_TOPIC;
 use clap::{Args, Parser, Subcommand};
+use control_protocol::Assignment;
 use shm_layout::layout::Geometry;
 use shm_layout::names::{check_name, check_topic, valid_shm_name};
 use shm_layout::units::{parse_duration, parse_size};
@@ -280,6 +281,13 @@ pub struct ServeArgs {
     /// even while empty.
     #[arg(long)]
     pub spill: bool,
+    /// How pre-created groups (--groups) give out a topic's messages among their
+    /// members: round-robin (each partition's messages dealt in turn to the
+    /// members reading it) or partition (each partition owned by one member at a
+    /// time, moved when members join or leave: Kafka's, keeping each key's order
+    /// within the group).
+    #[arg(long, value_name = "KIND", default_value = "round-robin", value_parser = Assignment::parse)]
+    pub assignment: Assignment,
     /// Start even though the persistence file lacks records that were assigned
     /// offsets (offsets.txt knows): groups behind them skip them, and new offsets
     /// continue after them. Without it the broker refuses to start.
@@ -326,6 +334,7 @@ pub struct BrokerConfig {
     pub session_timeout: Duration,
     pub fsync: bool,
     pub spill: bool,
+    pub assignment: Assignment,
     pub accept_lost_records: bool,
     /// Where to serve the metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
@@ -434,6 +443,7 @@ impl ServeArgs {
             session_timeout: self.session_timeout,
             fsync: self.fsync,
             spill: self.spill,
+            assignment: self.assignment,
             accept_lost_records: self.accept_lost_records,
             metrics: self.metrics,
             topics,

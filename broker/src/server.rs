@@ -250,10 +250,12 @@ impl Server {
                     pid,
                     token,
                     topics,
+                    assignment,
                 },
             ) => {
                 let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-                match reg.register_reading(role, &id, group.as_deref(), &topics, pid, token) {
+                let subscription = control_protocol::Subscription { topics, assignment };
+                match reg.register_reading(role, &id, group.as_deref(), &subscription, pid, token) {
                     Ok(r) => {
                         conn.stage = if role == Role::Admin {
                             Stage::Admin
@@ -265,6 +267,7 @@ impl Server {
                             generation: r.generation,
                             group: r.group,
                             data_dir: self.data_dir.clone(),
+                            assignment: r.assignment,
                         };
                         conn.output.extend_from_slice(&reply.encode());
                     }

@@ -82,6 +82,7 @@ pub(crate) fn start(
         RegistryLimits {
             session_timeout: config.session_timeout,
             spill: config.spill,
+            assignment: config.assignment,
         },
     )));
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use audit_format::index::TopicPartition;
 use audit_format::records::TOPIC as DEFAULT_TOPIC;
-use control_protocol::{default_id, ConnectError, Role, Session};
+use control_protocol::{default_id, Assignment, ConnectError, Role, Session, Subscription};
 use shm_layout::event::{self, event_id};
 use shm_layout::group::{Member, Run, Step};
 use shm_layout::layout::{redelivery, ClientEntry};
@@ -259,20 +259,24 @@ impl Consumer {
         id: Option<&str>,
         group: Option<&str>,
     ) -> Result<Consumer, ConsumerError> {
-        Consumer::connect_reading(broker, id, group, &[])
+        Consumer::connect_reading(broker, id, group, &Subscription::default())
     }
 
-    /// As [`Consumer::connect`], reading `topics` (none: `default`), every
-    /// partition of each (SPEC §11). Without a group, it joins the group with
-    /// fewest consumers among those already reading all of them, else among all.
+    /// As [`Consumer::connect`], reading the topics of `subscription` (none:
+    /// `default`), every partition of each (SPEC §11). Without a group, it joins
+    /// the group with fewest consumers among those already reading all of them,
+    /// else among all. A group it creates gives out messages as
+    /// `subscription.assignment` says (round-robin by default); a group that
+    /// exists refuses another assignment than its own.
     pub fn connect_reading(
         broker: &str,
         id: Option<&str>,
         group: Option<&str>,
-        topics: &[String],
+        subscription: &Subscription,
     ) -> Result<Consumer, ConsumerError> {
         let id = id.map_or_else(|| default_id(Role::Consumer), str::to_string);
-        let session = Session::connect_reading(broker, Role::Consumer, &id, group, topics)?;
+        let session = Session::connect_reading(broker, Role::Consumer, &id, group, subscription)?;
+        let topics = &subscription.topics;
         let (g, name) = session.group.clone().ok_or_else(|| {
             ConsumerError::Corrupt("the broker registered us without a group".into())
         })?;
@@ -407,8 +411,19 @@ impl Consumer {
         let g = self.group;
         let region = self.parts[i].region(&self.session);
         let pending = region.redelivery_hint(g);
-        if let Some(claim) = self.claim_readable_redelivery(i) {
-            return Ok(Held::Redelivered(claim));
+        // In a `partition` group only the ring's owner takes its redeliveries,
+        // so that each key's messages stay with one member, in order.
+        let may_claim = pending != 0
+            && (self.session.assignment != Some(Assignment::Partition) || {
+                let me = region
+                    .client(self.session.client)
+                    .expect("checked at connect");
+                shm_layout::group::is_member(region.group(g).expect("checked at connect"), me)
+            });
+        if may_claim {
+            if let Some(claim) = self.claim_readable_redelivery(i) {
+                return Ok(Held::Redelivered(claim));
+            }
         }
         let Consumer { session, parts, .. } = self;
         let part = &mut parts[i];

@@ -12,7 +12,7 @@ use audit_format::json::{DeliveryFields, MessageFields};
 use clap::Parser;
 use consumer::reader::{Reader, StartAt};
 use consumer::{Consumer, ConsumerError};
-use control_protocol::ResetTo;
+use control_protocol::{Assignment, ResetTo, Subscription};
 use count_progress::CountProgress;
 use shm_layout::names::check_name;
 use shm_layout::units::parse_duration;
@@ -76,6 +76,13 @@ struct Args {
     /// Group to join, created if it does not exist [default: the least-loaded group].
     #[arg(long, value_name = "NAME", conflicts_with = "from")]
     group: Option<String>,
+    /// How a group this creates gives out each topic's messages: round-robin
+    /// (each partition's messages dealt in turn to the members reading it) or
+    /// partition (each partition owned by one member, moved when members join or
+    /// leave: each key's messages stay in order). Joining a group of the other
+    /// kind exits 1 naming its kind [default: the group's, or round-robin].
+    #[arg(long, value_name = "KIND", requires = "group", value_parser = Assignment::parse)]
+    assignment: Option<Assignment>,
     /// Read as a standalone reader from here: earliest, latest, committed (where
     /// --id last committed; earliest if never), an offset, or an RFC 3339 time
     /// (2026-12-04T10:00:00Z).
@@ -230,12 +237,15 @@ impl Printer {
 }
 
 fn consume_in_group(args: &Args, interrupt: Arc<AtomicBool>) -> ExitCode {
-    let topics: Vec<String> = args.topic.split(',').map(str::to_string).collect();
+    let subscription = Subscription {
+        topics: args.topic.split(',').map(str::to_string).collect(),
+        assignment: args.assignment,
+    };
     let mut consumer = match Consumer::connect_reading(
         &args.broker,
         args.id.as_deref(),
         args.group.as_deref(),
-        &topics,
+        &subscription,
     ) {
         Ok(c) => c,
         Err(e) => {

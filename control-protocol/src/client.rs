@@ -15,7 +15,7 @@ use shm_layout::region::{Region, RegionError};
 
 use crate::buffer::FrameBuffer;
 use crate::frame::{FrameError, MAX_REPLY_LEN};
-use crate::message::{ControlFrame, Refusal, Role, TopicInfo};
+use crate::message::{Assignment, ControlFrame, Refusal, Role, TopicInfo};
 
 /// How long a client waits for each handshake reply.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,6 +88,8 @@ pub struct Session {
     pub role: Role,
     /// Group index and name, for consumers.
     pub group: Option<(u32, String)>,
+    /// The group's assignment, for consumers.
+    pub assignment: Option<Assignment>,
     /// The broker's data directory: readers read the persistence file there.
     pub data_dir: std::path::PathBuf,
     pub link: Arc<Link>,
@@ -104,6 +106,15 @@ impl std::fmt::Debug for Session {
             .field("group", &self.group)
             .finish()
     }
+}
+
+/// What a consumer reads as a member of its group.
+#[derive(Debug, Clone, Default)]
+pub struct Subscription {
+    /// Its topics; none means `default`.
+    pub topics: Vec<String>,
+    /// The assignment it wants of its group (None: whatever the group's is).
+    pub assignment: Option<Assignment>,
 }
 
 /// The id a client uses when none is given: `<role>-<pid>`.
@@ -145,17 +156,17 @@ impl Session {
         id: &str,
         group: Option<&str>,
     ) -> Result<Session, ConnectError> {
-        Session::connect_reading(addr, role, id, group, &[])
+        Session::connect_reading(addr, role, id, group, &Subscription::default())
     }
 
-    /// As [`Session::connect`], for a consumer that reads `topics` (none:
-    /// `default`) as a member of its group.
+    /// As [`Session::connect`], for a consumer that reads as a member of its
+    /// group what `subscription` says.
     pub fn connect_reading(
         addr: &str,
         role: Role,
         id: &str,
         group: Option<&str>,
-        topics: &[String],
+        subscription: &Subscription,
     ) -> Result<Session, ConnectError> {
         let proto = |detail: String| ConnectError::Protocol {
             addr: addr.to_string(),
@@ -194,21 +205,24 @@ impl Session {
             group: group.map(str::to_string),
             pid: std::process::id(),
             token: region.token(),
-            topics: topics.to_vec(),
+            topics: subscription.topics.clone(),
+            assignment: subscription.assignment,
         };
         send(&mut stream, &register).map_err(|e| proto(e.to_string()))?;
-        let (client, generation, group, data_dir) = match conn.next(&mut stream).map_err(proto)? {
-            ControlFrame::Registered {
-                client,
-                generation,
-                group,
-                data_dir,
-            } => (client, generation, group, data_dir.into()),
-            ControlFrame::Refused { reason, message } => {
-                return Err(ConnectError::Refused { reason, message })
-            }
-            other => return Err(proto(format!("expected Registered, got {other:?}"))),
-        };
+        let (client, generation, group, data_dir, assignment) =
+            match conn.next(&mut stream).map_err(proto)? {
+                ControlFrame::Registered {
+                    client,
+                    generation,
+                    group,
+                    data_dir,
+                    assignment,
+                } => (client, generation, group, data_dir.into(), assignment),
+                ControlFrame::Refused { reason, message } => {
+                    return Err(ConnectError::Refused { reason, message })
+                }
+                other => return Err(proto(format!("expected Registered, got {other:?}"))),
+            };
         if role != Role::Admin && region.client(client).is_none() {
             return Err(proto(format!("client index {client} is out of range")));
         }
@@ -232,6 +246,7 @@ impl Session {
             id: id.to_string(),
             role,
             group,
+            assignment,
             data_dir,
             link,
             stream,

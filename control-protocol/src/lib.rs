@@ -16,7 +16,8 @@ pub mod frame;
 pub mod message;
 
 pub use buffer::FrameBuffer;
-pub use client::{default_id, ConnectError, Link, Session};
+pub use client::{default_id, ConnectError, Link, Session, Subscription};
 pub use message::{
-    CommittedOffset, ControlFrame, OwnerKind, Refusal, ResetTo, Role, TopicInfo, WaitingFor,
+    Assignment, CommittedOffset, ControlFrame, OwnerKind, Refusal, ResetTo, Role, TopicInfo,
+    WaitingFor,
 };

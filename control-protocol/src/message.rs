@@ -46,6 +46,50 @@ impl Role {
     }
 }
 
+/// How a group gives out a topic's messages among its members (SPEC §11),
+/// fixed when the group is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Assignment {
+    /// Each partition's offsets dealt in turn over the members reading it.
+    #[default]
+    RoundRobin,
+    /// Each partition owned by one member at a time (Kafka's).
+    Partition,
+}
+
+impl Assignment {
+    fn code(self) -> u8 {
+        match self {
+            Assignment::RoundRobin => 1,
+            Assignment::Partition => 2,
+        }
+    }
+    fn from_code(c: u8) -> Result<Option<Assignment>, FrameError> {
+        match c {
+            0 => Ok(None),
+            1 => Ok(Some(Assignment::RoundRobin)),
+            2 => Ok(Some(Assignment::Partition)),
+            _ => Err(FrameError::Malformed("unknown assignment")),
+        }
+    }
+    /// Reads the word `--assignment` takes.
+    pub fn parse(s: &str) -> Result<Assignment, String> {
+        match s {
+            "round-robin" => Ok(Assignment::RoundRobin),
+            "partition" => Ok(Assignment::Partition),
+            _ => Err(format!("{s:?} is not round-robin or partition")),
+        }
+    }
+
+    /// The word `--assignment` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Assignment::RoundRobin => "round-robin",
+            Assignment::Partition => "partition",
+        }
+    }
+}
+
 /// Why the broker refused a registration or request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -60,6 +104,8 @@ pub enum Refusal {
     NoGroups,
     /// A consumer named a topic the broker does not have.
     UnknownTopic,
+    /// A consumer asked for another assignment than its group's.
+    AssignmentMismatch,
 }
 
 impl Refusal {
@@ -73,6 +119,7 @@ impl Refusal {
             Refusal::ProtocolError => 6,
             Refusal::NoGroups => 8,
             Refusal::UnknownTopic => 9,
+            Refusal::AssignmentMismatch => 10,
         }
     }
     fn from_code(c: u16) -> Result<Refusal, FrameError> {
@@ -85,6 +132,7 @@ impl Refusal {
             6 => Refusal::ProtocolError,
             8 => Refusal::NoGroups,
             9 => Refusal::UnknownTopic,
+            10 => Refusal::AssignmentMismatch,
             _ => return Err(FrameError::Malformed("unknown refusal code")),
         })
     }
@@ -111,6 +159,9 @@ pub enum ControlFrame {
         token: [u64; 2],
         /// A consumer's topics (SPEC §11); none means `default`.
         topics: Vec<String>,
+        /// The assignment a consumer wants of the group it creates or joins
+        /// (None: whatever the group's is).
+        assignment: Option<Assignment>,
     },
     /// Broker → client: registration accepted.
     Registered {
@@ -120,6 +171,8 @@ pub enum ControlFrame {
         /// The broker's data directory (absolute): readers read the persistence
         /// file there.
         data_dir: String,
+        /// The group's assignment (None for a client in no group).
+        assignment: Option<Assignment>,
     },
     /// Broker → client: request refused; the connection closes after it.
     Refused { reason: Refusal, message: String },
@@ -510,6 +563,7 @@ impl ControlFrame {
                 pid,
                 token,
                 topics,
+                assignment,
             } => {
                 w.u8(role.code()).str(id);
                 match group {
@@ -521,6 +575,7 @@ impl ControlFrame {
                 for t in topics.iter().take(MAX_TOPICS_PER_CONSUMER) {
                     w.str(t);
                 }
+                w.u8(assignment.map_or(0, Assignment::code));
                 kind::REGISTER
             }
             ControlFrame::Registered {
@@ -528,6 +583,7 @@ impl ControlFrame {
                 generation,
                 group,
                 data_dir,
+                assignment,
             } => {
                 w.u32(*client).u32(*generation);
                 match group {
@@ -535,6 +591,7 @@ impl ControlFrame {
                     None => w.u8(0),
                 };
                 w.long_str(data_dir);
+                w.u8(assignment.map_or(0, Assignment::code));
                 kind::REGISTERED
             }
             ControlFrame::Refused { reason, message } => {
@@ -684,6 +741,7 @@ impl ControlFrame {
                     }
                     (0..n).map(|_| r.str()).collect::<Result<_, _>>()?
                 },
+                assignment: Assignment::from_code(r.u8()?)?,
             },
             kind::REGISTERED => {
                 let client = r.u32()?;
@@ -698,6 +756,7 @@ impl ControlFrame {
                     generation,
                     group,
                     data_dir: r.long_str()?,
+                    assignment: Assignment::from_code(r.u8()?)?,
                 }
             }
             kind::REFUSED => ControlFrame::Refused {
@@ -811,12 +870,14 @@ mod tests {
                 pid: 7,
                 token: [1, u64::MAX],
                 topics: vec!["orders".into(), "logs".into()],
+                assignment: Some(Assignment::Partition),
             },
             ControlFrame::Registered {
                 client: 3,
                 generation: 9,
                 group: Some((1, "group-2".into())),
                 data_dir: "/var/lib/mini-kafka".into(),
+                assignment: Some(Assignment::RoundRobin),
             },
             ControlFrame::Hello { role: Role::Reader },
             ControlFrame::Refused {

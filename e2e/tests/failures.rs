@@ -403,6 +403,7 @@ fn registration_needs_the_regions_token_and_a_refusal_changes_nothing() {
         pid: 1,
         token: [1, 2],
         topics: Vec::new(),
+        assignment: None,
     };
     s.write_all(&register.encode()).unwrap();
     match read_frame(&mut s) {

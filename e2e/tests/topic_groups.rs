@@ -72,6 +72,32 @@ fn printed(stdout: &[u8]) -> Vec<(Place, (String, u64))> {
         .collect()
 }
 
+/// A broker with `topics` and no pre-created group, writing its files every 10 ms.
+fn groups_broker(topics: &str) -> Broker {
+    Broker::start(&[
+        "--topics",
+        topics,
+        "--groups",
+        "0",
+        "--flush-interval",
+        "10ms",
+    ])
+}
+
+/// The arguments of a member of the `partition` group `p` reading `topic`.
+fn partition_member(topic: &str) -> [&str; 8] {
+    [
+        "--group",
+        "p",
+        "--assignment",
+        "partition",
+        "--topic",
+        topic,
+        "--format",
+        "json",
+    ]
+}
+
 fn keyed_lines(prefix: &str, n: usize) -> Vec<u8> {
     (0..n)
         .flat_map(|i| format!("{prefix}{i}\n").into_bytes())
@@ -81,14 +107,7 @@ fn keyed_lines(prefix: &str, n: usize) -> Vec<u8> {
 #[test]
 fn a_group_over_a_topic_deals_each_partition_to_its_members_and_logs_every_delivery() {
     const N: usize = 2000;
-    let broker = Broker::start(&[
-        "--topics",
-        "orders:4",
-        "--groups",
-        "0",
-        "--flush-interval",
-        "10ms",
-    ]);
+    let broker = groups_broker("orders:4");
     let args = ["--group", "g", "--topic", "orders", "--format", "json"];
     let (a, group) = broker.consumer(&args);
     assert_eq!(group, "g");
@@ -362,4 +381,245 @@ fn a_group_resumes_every_partition_where_it_left_after_the_broker_is_killed() {
         }
     }
     assert_eq!(seen.len(), N);
+}
+
+/// `per_key` messages of each of `keys`, `<key> <batch> <i>`, keys interleaved.
+fn keyed_messages(keys: &[&str], batch: &str, per_key: usize) -> Vec<(String, String)> {
+    (0..per_key)
+        .flat_map(|i| {
+            keys.iter()
+                .map(move |k| (k.to_string(), format!("{k} {batch} {i}")))
+        })
+        .collect()
+}
+
+/// Sends `messages` to `topic`, each with its key, from one producer per key
+/// (each key's messages in order).
+fn send_keyed(broker: &Broker, topic: &str, messages: &[(String, String)]) {
+    let mut by_key: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for (k, m) in messages {
+        by_key
+            .entry(k)
+            .or_default()
+            .extend(format!("{m}\n").into_bytes());
+    }
+    let producers: Vec<e2e::Proc> = by_key
+        .into_iter()
+        .map(|(k, lines)| broker.producer(&["--topic", topic, "-k", k], Some(lines)))
+        .collect();
+    for p in producers {
+        let done = p.wait_exit();
+        assert_eq!(done.code(), Some(0), "{:?}", done.stderr);
+    }
+}
+
+/// Waits until the consumption log has a line of `group` for each of `n`
+/// distinct offsets.
+fn wait_distinct(broker: &Broker, group: &str, n: usize) {
+    let deadline = Instant::now() + e2e::DEADLINE;
+    loop {
+        let distinct: BTreeSet<(String, String)> = deliveries(broker, group)
+            .into_iter()
+            .map(|f| (f[2].clone(), f[3].clone()))
+            .collect();
+        if distinct.len() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} delivered to {group}",
+            distinct.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Each key's messages in `out` (first deliveries) come in the order sent.
+fn assert_keys_in_order(out: &[(Place, (String, u64))]) {
+    let mut next: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, (payload, attempt)) in out {
+        if *attempt > 1 {
+            continue;
+        }
+        let mut f = payload.split(' ');
+        let (key, batch, i) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        let i: u64 = i.parse().unwrap();
+        let seen = next.entry(format!("{key} {batch}")).or_insert(0);
+        assert!(i >= *seen, "{payload} after {key} {batch} {}", *seen - 1);
+        *seen = i + 1;
+    }
+}
+
+#[test]
+fn a_partition_group_gives_each_partition_to_one_member_and_keeps_each_keys_order() {
+    const PER_KEY: usize = 250;
+    let keys = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+    let broker = groups_broker("events:4");
+    let args = partition_member("events");
+    let members: Vec<e2e::Proc> = (0..4).map(|_| broker.consumer(&args).0).collect();
+    broker.wait_for_status("four members in p", |s| {
+        s["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "p" && g["members"].as_array().unwrap().len() == 4)
+    });
+    let messages = keyed_messages(&keys, "b1", PER_KEY);
+    send_keyed(&broker, "events", &messages);
+    wait_distinct(&broker, "p", messages.len());
+    let mut owner: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for (i, m) in members.into_iter().enumerate() {
+        m.signal(Signal::SIGTERM);
+        let done = m.wait_exit();
+        assert_eq!(done.code(), Some(0), "{:?}", done.stderr);
+        let out = printed(&done.stdout);
+        assert_keys_in_order(&out);
+        for ((_, p, o), (_, attempt)) in &out {
+            assert_eq!(*attempt, 1);
+            assert!(seen.insert((*p, *o)), "{p}/{o} twice");
+            // Each partition read by one member only.
+            assert_eq!(*owner.entry(*p).or_insert(i), i, "partition {p} shared");
+        }
+    }
+    assert_eq!(seen.len(), messages.len());
+    // Four partitions, four members: one each.
+    assert_eq!(owner.len(), 4);
+    assert_eq!(owner.values().collect::<BTreeSet<_>>().len(), 4);
+}
+
+#[test]
+fn a_partition_group_rebalances_when_members_join_leave_and_die() {
+    let keys = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"];
+    let broker = groups_broker("jobs:4");
+    let args = partition_member("jobs");
+    let members_are = |n: usize| {
+        broker.wait_for_status("the group's members", move |s| {
+            s["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["name"] == "p" && g["members"].as_array().unwrap().len() == n)
+        });
+    };
+    let mut sent = 0;
+    let mut send = |batch: &str| {
+        let messages = keyed_messages(&keys, batch, 40);
+        send_keyed(&broker, "jobs", &messages);
+        sent += messages.len();
+        wait_distinct(&broker, "p", sent);
+    };
+    let (a, _) = broker.consumer(&args);
+    send("b1");
+    // B joins: Kafka's range assignor gives A partitions 0 and 1, B 2 and 3.
+    let (b, _) = broker.consumer(&args);
+    members_are(2);
+    send("b2");
+    // A leaves: B owns every partition.
+    a.signal(Signal::SIGTERM);
+    let a = a.wait_exit();
+    assert_eq!(a.code(), Some(0), "{:?}", a.stderr);
+    members_are(1);
+    send("b3");
+    // C joins and is killed: its partitions come back to B, with what C had
+    // not acknowledged.
+    let watcher = e2e::Watcher::default();
+    let mut c = e2e::Proc::spawn(
+        &e2e::bin("consumer"),
+        &broker.client_args(&args),
+        None,
+        e2e::StdoutMode::Watched(watcher.clone()),
+    );
+    c.wait_stderr("joined group p");
+    members_are(2);
+    send("b4");
+    c.signal(Signal::SIGKILL);
+    let mut c_out = c.take_stdout_so_far();
+    c_out.extend(c.wait_exit().stdout);
+    members_are(1);
+    send("b5");
+    b.signal(Signal::SIGTERM);
+    let b = b.wait_exit();
+    assert_eq!(b.code(), Some(0), "{:?}", b.stderr);
+    let (a, b, c) = (printed(&a.stdout), printed(&b.stdout), printed(&c_out));
+    for out in [&a, &b, &c] {
+        assert_keys_in_order(out);
+    }
+    // While A and B shared the group, A read partitions 0 and 1 and B 2 and 3.
+    let batch = |out: &[(Place, (String, u64))], name: &str| -> BTreeSet<u64> {
+        out.iter()
+            .filter(|(_, (payload, _))| payload.split(' ').nth(1) == Some(name))
+            .map(|((_, p, _), _)| *p)
+            .collect()
+    };
+    assert!(
+        batch(&a, "b2").is_subset(&BTreeSet::from([0, 1])),
+        "{:?}",
+        batch(&a, "b2")
+    );
+    assert!(
+        batch(&b, "b2").is_subset(&BTreeSet::from([2, 3])),
+        "{:?}",
+        batch(&b, "b2")
+    );
+    assert!(batch(&a, "b3").is_empty() && batch(&c, "b3").is_empty());
+    assert!(
+        batch(&c, "b4").is_subset(&BTreeSet::from([2, 3])),
+        "{:?}",
+        batch(&c, "b4")
+    );
+    // Every message reached a member; first deliveries once.
+    let records = persisted(&broker, "jobs");
+    assert_eq!(records.len(), sent);
+    let mut first = BTreeSet::new();
+    let mut all = BTreeSet::new();
+    for ((_, p, o), (payload, attempt)) in a.iter().chain(&b).chain(&c) {
+        assert_eq!(records.get(&(*p, *o)), Some(payload));
+        all.insert((*p, *o));
+        if *attempt == 1 {
+            assert!(first.insert((*p, *o)), "{p}/{o} first delivered twice");
+        }
+    }
+    assert_eq!(all.len(), sent);
+}
+
+#[test]
+fn a_consumer_asking_for_another_assignment_than_its_groups_is_refused() {
+    let broker = Broker::start(&["--topics", "jobs:2", "--groups", "0"]);
+    let (p, _) = broker.consumer(&[
+        "--group",
+        "p",
+        "--assignment",
+        "partition",
+        "--topic",
+        "jobs",
+    ]);
+    let refused = broker
+        .client_env(
+            "consumer",
+            &[
+                "--group",
+                "p",
+                "--assignment",
+                "round-robin",
+                "--topic",
+                "jobs",
+            ],
+            &[],
+        )
+        .wait_exit();
+    assert_eq!(refused.code(), Some(1));
+    assert_eq!(
+        refused.last_stderr_line(),
+        "consumer: the broker refused the registration: group p uses partition assignment, not round-robin"
+    );
+    // Without --assignment it joins, whatever the group's.
+    let (same, group) = broker.consumer(&["--group", "p", "--topic", "jobs"]);
+    assert_eq!(group, "p");
+    for c in [p, same] {
+        c.signal(Signal::SIGTERM);
+        assert_eq!(c.wait_exit().code(), Some(0));
+    }
 }

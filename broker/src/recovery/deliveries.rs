@@ -476,6 +476,7 @@ mod tests {
         let limits = RegistryLimits {
             session_timeout: std::time::Duration::from_secs(30),
             spill: false,
+            assignment: control_protocol::Assignment::RoundRobin,
         };
         Mutex::new(Registry::new(region.clone(), &starts, limits))
     }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use control_protocol::{Refusal, Role};
+use control_protocol::{Refusal, Role, Subscription};
 use shm_layout::client::{ClientRecord, ClientRole};
 use shm_layout::group;
 use shm_layout::layout::client_state;
@@ -87,17 +87,17 @@ impl Registry {
         pid: u32,
         token: [u64; 2],
     ) -> Result<Registration, Refused> {
-        self.register_reading(role, id, group, &[], pid, token)
+        self.register_reading(role, id, group, &Subscription::default(), pid, token)
     }
 
-    /// Registers a client that presented `token`; a consumer reads `topics`
-    /// (none: `default`) as a member of its group.
+    /// Registers a client that presented `token`; a consumer reads what
+    /// `subscription` says as a member of its group.
     pub fn register_reading(
         &mut self,
         role: Role,
         id: &str,
         group: Option<&str>,
-        topics: &[String],
+        subscription: &Subscription,
         pid: u32,
         token: [u64; 2],
     ) -> Result<Registration, Refused> {
@@ -123,6 +123,7 @@ impl Registry {
                 client: u32::MAX,
                 generation: 0,
                 group: None,
+                assignment: None,
             });
         }
         let Some(slot) = self.free_client_slot() else {
@@ -135,13 +136,19 @@ impl Registry {
             ));
         };
         let places = match role {
-            Role::Consumer => self.places_of(topics)?,
+            Role::Consumer => self.places_of(&subscription.topics)?,
             _ => Vec::new(),
         };
         let group_index = match (role, group) {
             (Role::Consumer, Some(name)) => Some(match self.find_group(name) {
-                Some(g) => g,
-                None => self.create_group(name, false)?,
+                Some(g) => {
+                    self.check_assignment(g, subscription.assignment)?;
+                    g
+                }
+                None => {
+                    let assignment = subscription.assignment.unwrap_or_default();
+                    self.create_group(name, false, assignment)?
+                }
             }),
             (Role::Consumer, None) => Some(self.least_loaded_group(&places).ok_or_else(|| {
                 refuse(
@@ -176,15 +183,18 @@ impl Registry {
             self.follow_journal(slot);
         }
         self.ids.insert((role, id.to_string()), slot);
+        let mut assignment = None;
         let group = group_index.map(|g| {
             self.join_rings(g, slot, places);
             let grp = self.groups[g as usize].as_ref().expect("live group");
+            assignment = Some(grp.assignment);
             (g, grp.name.to_string())
         });
         Ok(Registration {
             client: slot,
             generation: self.generation,
             group,
+            assignment,
         })
     }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use audit_format::records::DeliveryLines;
-use control_protocol::Refusal;
+use control_protocol::{Assignment, Refusal};
 use shm_layout::event;
 use shm_layout::group;
 use shm_layout::layout::redelivery;
@@ -62,6 +62,9 @@ pub(super) struct GroupRing {
     /// Read by the group for as long as it lives (a pre-created group's topics),
     /// not only while a member reads it.
     pub(super) pinned: bool,
+    /// In a `partition` group: the member the ring is assigned to, the only
+    /// one in its rotations.
+    pub(super) owner: Option<u32>,
     /// A partition's ring, whose slots the group's position holds (None for
     /// `default`/0, whose slots the cleaner frees by its own mark).
     pub(super) partition_ring: Option<Arc<PartitionRing>>,
@@ -158,6 +161,7 @@ impl GroupRing {
             file_key: place.file_key,
             members: Vec::new(),
             pinned,
+            owner: None,
             partition_ring: place.partition_ring,
             // A fresh entry has no rotation: nobody can take anything from it.
             frozen: true,
@@ -211,6 +215,8 @@ pub(super) struct Group {
     pub(super) created: u64,
     /// Members in join order.
     pub(super) members: Vec<u32>,
+    /// How it gives out each ring's offsets among its members.
+    pub(super) assignment: Assignment,
     /// Its book in each ring it reads.
     pub(super) rings: Vec<GroupRing>,
 }
@@ -224,7 +230,12 @@ impl Group {
 
 impl Registry {
     /// Creates group `name`, reading no ring yet (see `open_ring`).
-    pub(super) fn create_group(&mut self, name: &str, permanent: bool) -> Result<u32, Refused> {
+    pub(super) fn create_group(
+        &mut self,
+        name: &str,
+        permanent: bool,
+        assignment: Assignment,
+    ) -> Result<u32, Refused> {
         let Some(i) = self.groups.iter().position(Option::is_none) else {
             return Err(refuse(
                 Refusal::TooManyGroups,
@@ -240,6 +251,7 @@ impl Registry {
             permanent,
             created: self.groups_created,
             members: Vec::new(),
+            assignment,
             rings: Vec::new(),
         });
         Ok(i as u32)
@@ -275,6 +287,29 @@ impl Registry {
         let r = &place.region;
         let start = r.next_offset().max(r.persisted_offset());
         (start, start)
+    }
+
+    /// Refuses a consumer that wants another assignment than group `g`'s.
+    pub(super) fn check_assignment(
+        &self,
+        g: u32,
+        wanted: Option<Assignment>,
+    ) -> Result<(), Refused> {
+        let Some(grp) = self.groups[g as usize].as_ref() else {
+            return Ok(());
+        };
+        match wanted {
+            Some(w) if w != grp.assignment => Err(refuse(
+                Refusal::AssignmentMismatch,
+                format!(
+                    "group {} uses {} assignment, not {}",
+                    grp.name,
+                    grp.assignment.name(),
+                    w.name()
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub(super) fn find_group(&self, name: &str) -> Option<u32> {
@@ -396,7 +431,11 @@ impl Registry {
         if let Some(grp) = self.groups[g as usize].as_mut() {
             grp.members.push(slot);
         }
-        for r in joined {
+        let changed = match self.assign_partitions(g) {
+            Some(moved) => moved,
+            None => joined,
+        };
+        for r in changed {
             self.change_ring_membership(g, r);
         }
     }
@@ -472,14 +511,24 @@ impl Registry {
             self.log_wanted = true;
             return;
         }
-        let members: Vec<_> = gr
-            .members
+        // A `partition` group's ring turns over its owner alone.
+        let turns: Vec<u32> = match self.groups[g as usize].as_ref().map(|grp| grp.assignment) {
+            Some(Assignment::Partition) => gr
+                .owner
+                .filter(|o| gr.members.contains(o))
+                .into_iter()
+                .collect(),
+            _ => gr.members.clone(),
+        };
+        if turns.is_empty() {
+            return;
+        }
+        let members: Vec<_> = turns
             .iter()
             .map(|&m| region.client(m).expect("member index below max_clients"))
             .collect();
         let (start, _) = region.install_rotation(entry, &members);
-        let ids = gr
-            .members
+        let ids = turns
             .iter()
             .map(|&m| {
                 let id = self.clients[m as usize]
@@ -500,6 +549,56 @@ impl Registry {
         // Members wait for a commit or for the group's turn event.
         event::wake(&entry.turn_event);
         event::wake(&region.header().published);
+    }
+
+    /// In a `partition` group, gives each ring an owner among the members
+    /// reading it, as Kafka's range assignor does per topic: the members in join
+    /// order, each given a run of consecutive partitions, the first ones one more
+    /// when they do not divide evenly. Returns the rings whose owner changed
+    /// (None for a `round-robin` group).
+    fn assign_partitions(&mut self, g: u32) -> Option<Vec<usize>> {
+        let grp = self.groups[g as usize].as_mut()?;
+        if grp.assignment != Assignment::Partition {
+            return None;
+        }
+        let mut moved = Vec::new();
+        let mut topics: Vec<Arc<str>> = Vec::new();
+        for gr in &grp.rings {
+            if !topics.contains(&gr.topic) {
+                topics.push(gr.topic.clone());
+            }
+        }
+        for topic in topics {
+            let mut rings: Vec<usize> = (0..grp.rings.len())
+                .filter(|&r| grp.rings[r].topic == topic)
+                .collect();
+            rings.sort_by_key(|&r| grp.rings[r].partition);
+            // Every partition of a topic is read by the same members.
+            let readers: Vec<u32> = grp
+                .members
+                .iter()
+                .copied()
+                .filter(|m| grp.rings[rings[0]].members.contains(m))
+                .collect();
+            let (n, k) = (rings.len(), readers.len());
+            let mut at = 0;
+            for (i, &member) in readers.iter().enumerate() {
+                let count = n / k + usize::from(i < n % k);
+                for &r in &rings[at..at + count] {
+                    if grp.rings[r].owner != Some(member) {
+                        grp.rings[r].owner = Some(member);
+                        moved.push(r);
+                    }
+                }
+                at += count;
+            }
+            if k == 0 {
+                for &r in &rings {
+                    grp.rings[r].owner = None;
+                }
+            }
+        }
+        Some(moved)
     }
 
     /// In the group's `r`-th ring, `client` (no longer a member there) hands
@@ -556,7 +655,16 @@ impl Registry {
             .filter(|&r| grp.rings[r].members.contains(&client))
             .collect();
         for &r in &read {
+            grp.rings[r].members.retain(|&m| m != client);
+        }
+        // In a `partition` group its partitions get new owners first: the
+        // freezes below then install them.
+        let moved = self.assign_partitions(g).unwrap_or_default();
+        for &r in &read {
             self.release_share(g, r, client);
+        }
+        for r in moved.into_iter().filter(|r| !read.contains(r)) {
+            self.change_ring_membership(g, r);
         }
         // From the last, so that giving one up leaves the others where they are.
         for &r in read.iter().rev() {
@@ -658,9 +766,11 @@ impl Registry {
             1 => return Err(format!("group {name} has a member: stop it first")),
             n => return Err(format!("group {name} has {n} members: stop them first")),
         }
-        let permanent = grp.permanent;
+        let (permanent, assignment) = (grp.permanent, grp.assignment);
         self.delete_group(g);
-        let g = self.create_group(name, permanent).map_err(|r| r.message)?;
+        let g = self
+            .create_group(name, permanent, assignment)
+            .map_err(|r| r.message)?;
         let place = self.default_place();
         self.open_ring(
             g,

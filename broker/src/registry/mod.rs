@@ -56,14 +56,18 @@ pub struct Registration {
     pub client: u32,
     pub generation: u32,
     pub group: Option<(u32, String)>,
+    /// The group's assignment.
+    pub assignment: Option<control_protocol::Assignment>,
 }
 
-/// Limits and timeouts the registry enforces.
+/// Limits, timeouts and policies the registry enforces.
 #[derive(Debug, Clone)]
 pub struct RegistryLimits {
     pub session_timeout: Duration,
     /// `--spill`: a group holds the ring only while it has members (SPEC §10).
     pub spill: bool,
+    /// `--assignment`: that of the pre-created groups.
+    pub assignment: control_protocol::Assignment,
 }
 
 /// Every client and group.
@@ -175,7 +179,7 @@ impl Registry {
         r.published_at_sample = r.region.next_offset();
         for g in groups {
             let i = r
-                .create_group(&g.name, true)
+                .create_group(&g.name, true, r.limits.assignment)
                 .expect("pre-created groups fit: checked at start-up");
             let place = r.default_place();
             r.open_ring(

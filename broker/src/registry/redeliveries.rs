@@ -308,6 +308,7 @@ mod tests {
         let limits = RegistryLimits {
             session_timeout: Duration::from_secs(30),
             spill: false,
+            assignment: control_protocol::Assignment::RoundRobin,
         };
         let mut reg = Registry::new(region.clone(), &[start], limits);
         let me = Sender {
