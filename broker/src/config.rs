@@ -298,6 +298,11 @@ pub struct ServeArgs {
     /// `broker create-topic`, are kept: they need not be listed again.
     #[arg(long, value_name = "NAME[:N],...")]
     pub topics: Option<String>,
+    /// Topics the pre-created groups (--groups) read, comma-separated: they
+    /// receive every message of each, whether or not a member reads it. Any
+    /// group also reads a topic while one of its members does.
+    #[arg(long, value_name = "T1[,T2...]", default_value = "default")]
+    pub group_topics: String,
     /// Most topics, `default` included.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_topics: u32,
@@ -340,6 +345,8 @@ pub struct BrokerConfig {
     pub metrics: Option<SocketAddr>,
     /// Topics `--topics` asks for: name and partitions.
     pub topics: Vec<(String, u32)>,
+    /// Topics the pre-created groups read.
+    pub group_topics: Vec<String>,
     pub max_topics: u32,
     pub max_partitions: u32,
 }
@@ -413,6 +420,14 @@ impl ServeArgs {
             Some(spec) => parse_topics(spec)?,
             None => Vec::new(),
         };
+        let mut group_topics: Vec<String> = Vec::new();
+        for t in self.group_topics.split(',') {
+            check_topic(t).map_err(|e| format!("--group-topics: {e}"))?;
+            if group_topics.iter().any(|g| g == t) {
+                return Err(format!("--group-topics names {t} twice"));
+            }
+            group_topics.push(t.to_string());
+        }
         let named = topics.iter().filter(|(n, _)| n != DEFAULT_TOPIC).count() as u64 + 1;
         if named > u64::from(self.max_topics) {
             return Err(format!(
@@ -447,6 +462,7 @@ impl ServeArgs {
             accept_lost_records: self.accept_lost_records,
             metrics: self.metrics,
             topics,
+            group_topics,
             max_topics: self.max_topics,
             max_partitions: self.max_partitions,
         })

@@ -222,12 +222,17 @@ fn save_starting_state(
                 position: g.start,
                 handed_out: g.redeliver_below,
             })
-            // Groups created by consumers that had departed: kept as they were.
+            // Groups created by consumers that had departed, and pre-created
+            // groups' other topics: kept as they were.
             .chain(
                 saved
                     .groups
                     .iter()
-                    .filter(|g| !starts.iter().any(|s| s.name == g.name))
+                    .filter(|g| {
+                        let in_default = g.topic == state::DEFAULT_TOPIC
+                            && g.partition == state::DEFAULT_PARTITION;
+                        !(in_default && starts.iter().any(|s| s.name == g.name))
+                    })
                     .cloned(),
             )
             .collect(),

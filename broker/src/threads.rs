@@ -83,6 +83,10 @@ pub(crate) fn start(
             session_timeout: config.session_timeout,
             spill: config.spill,
             assignment: config.assignment,
+            groups_read_default: config
+                .group_topics
+                .iter()
+                .any(|t| t == crate::audit::state::DEFAULT_TOPIC),
         },
     )));
 
@@ -92,6 +96,18 @@ pub(crate) fn start(
     let producer_runs = Arc::new(Mutex::new(crate::producer_runs::ProducerRuns::default()));
     lock(&registry).name_producers_from(config.data_dir.clone(), producer_runs.clone());
     lock(&registry).serve_topics(topics.clone());
+    // Pre-created groups read their other topics from where they were.
+    let saved = state_file.snapshot();
+    lock(&registry)
+        .pin_group_topics(&config.group_topics, |group, topic, partition| {
+            saved
+                .group(group, topic, partition)
+                .map(|g| crate::registry::Departed {
+                    position: g.position,
+                    handed_out: g.handed_out,
+                })
+        })
+        .map_err(BrokerError::Topics)?;
     // Groups consumers had created and left resume where they were when a member
     // joins again.
     let departed = state_file

@@ -623,3 +623,78 @@ fn a_consumer_asking_for_another_assignment_than_its_groups_is_refused() {
         assert_eq!(c.wait_exit().code(), Some(0));
     }
 }
+
+/// The positions of group `group` in topic `topic`'s partitions, from the state
+/// file (`group <name> <topic> <partition> <position> <handed out>`), summed.
+fn saved_position(data: &std::path::Path, group: &str, topic: &str) -> u64 {
+    e2e::data_lines(&data.join("offsets.txt"))
+        .iter()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|f| f[0] == "group" && f[1] == group && f[2] == topic)
+        .map(|f| f[4].parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn pre_created_groups_read_their_group_topics_from_the_start_and_across_a_kill() {
+    let args = [
+        "--topics",
+        "orders:2",
+        "--groups",
+        "audit",
+        "--group-topics",
+        "orders",
+        "--flush-interval",
+        "10ms",
+    ];
+    let broker = Broker::start(&args);
+    // Sent before any consumer: the group holds them from the start.
+    let sent = broker.producer(&["--topic", "orders"], Some(keyed_lines("o", 100)));
+    assert_eq!(sent.wait_exit().code(), Some(0));
+    // It reads orders and not default.
+    let status = broker.status();
+    let audit = status["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "audit")
+        .unwrap()
+        .clone();
+    let read: Vec<(String, u64)> = audit["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["topic"].as_str().unwrap().to_string(),
+                p["partition"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(read, [("orders".to_string(), 0), ("orders".to_string(), 1)]);
+    // A consumer of orders without --group joins the group reading orders.
+    let args_c = ["--topic", "orders", "--format", "json", "--count", "60"];
+    let (first, group) = broker.consumer(&args_c);
+    assert_eq!(group, "audit");
+    let first = first.wait_exit();
+    assert_eq!(first.code(), Some(0), "{:?}", first.stderr);
+    // Once its position is saved, the broker is killed.
+    let deadline = Instant::now() + e2e::DEADLINE;
+    while saved_position(&broker.data.0, "audit", "orders") < 60 {
+        assert!(Instant::now() < deadline, "the position was never saved");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (data, shm) = broker.kill();
+    let restarted = Broker::start_with(data, shm, &args);
+    let (second, _) =
+        restarted.consumer(&["--topic", "orders", "--format", "json", "--count", "40"]);
+    let second = second.wait_exit();
+    assert_eq!(second.code(), Some(0), "{:?}", second.stderr);
+    let mut seen = BTreeSet::new();
+    for out in [&first.stdout, &second.stdout] {
+        for ((_, p, o), _) in printed(out) {
+            assert!(seen.insert((p, o)), "{p}/{o} twice");
+        }
+    }
+    assert_eq!(seen.len(), 100);
+}

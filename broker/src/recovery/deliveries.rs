@@ -477,6 +477,7 @@ mod tests {
             session_timeout: std::time::Duration::from_secs(30),
             spill: false,
             assignment: control_protocol::Assignment::RoundRobin,
+            groups_read_default: true,
         };
         Mutex::new(Registry::new(region.clone(), &starts, limits))
     }

@@ -319,6 +319,52 @@ impl Registry {
             .map(|i| i as u32)
     }
 
+    /// The pre-created groups read `topics` (`default` they read from their
+    /// creation, if it is among them): each partition from where `saved` says
+    /// the group was, else from the ring's next offset. An unknown topic is
+    /// refused.
+    pub fn pin_group_topics(
+        &mut self,
+        topics: &[String],
+        saved: impl Fn(&str, &str, u32) -> Option<Departed>,
+    ) -> Result<(), String> {
+        let default = crate::audit::state::DEFAULT_TOPIC;
+        let others: Vec<String> = topics.iter().filter(|t| *t != default).cloned().collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let places = self
+            .places_of(&others)
+            .map_err(|r| format!("--group-topics: {}", r.message))?;
+        for g in 0..self.groups.len() as u32 {
+            let Some(name) = self.groups[g as usize]
+                .as_ref()
+                .filter(|grp| grp.permanent)
+                .map(|grp| grp.name.clone())
+            else {
+                continue;
+            };
+            for place in &places {
+                let next = place.region.next_offset();
+                let (start, redeliver_below) = match saved(&name, &place.topic, place.partition) {
+                    Some(d) => {
+                        let start = d.position.min(next);
+                        (start, d.handed_out.min(next).max(start))
+                    }
+                    None => (next, next),
+                };
+                let at = RingStart {
+                    place: place.clone(),
+                    start,
+                    redeliver_below,
+                    pinned: true,
+                };
+                self.open_ring(g, at);
+            }
+        }
+        Ok(())
+    }
+
     /// The live group with the fewest members (ties: first created) among those
     /// already reading every ring of `places`, else among all.
     pub(super) fn least_loaded_group(&self, places: &[RingPlace]) -> Option<u32> {

@@ -68,6 +68,9 @@ pub struct RegistryLimits {
     pub spill: bool,
     /// `--assignment`: that of the pre-created groups.
     pub assignment: control_protocol::Assignment,
+    /// `--group-topics`: whether the pre-created groups read `default` (the
+    /// other topics' rings are opened by `pin_group_topics`).
+    pub groups_read_default: bool,
 }
 
 /// Every client and group.
@@ -181,6 +184,9 @@ impl Registry {
             let i = r
                 .create_group(&g.name, true, r.limits.assignment)
                 .expect("pre-created groups fit: checked at start-up");
+            if !r.limits.groups_read_default {
+                continue;
+            }
             let place = r.default_place();
             r.open_ring(
                 i,

@@ -309,6 +309,7 @@ mod tests {
             session_timeout: Duration::from_secs(30),
             spill: false,
             assignment: control_protocol::Assignment::RoundRobin,
+            groups_read_default: true,
         };
         let mut reg = Registry::new(region.clone(), &[start], limits);
         let me = Sender {
