@@ -127,7 +127,8 @@ pub struct ResetOffsetsArgs {
     /// The group to move.
     #[arg(long, value_name = "G")]
     pub group: String,
-    /// The topic (groups read `default` only, for now).
+    /// The topic: the group moves in each of its partitions (an offset is
+    /// kept within each partition's).
     #[arg(long, value_name = "T", default_value = "default")]
     pub topic: String,
     /// earliest, latest, an offset, or an RFC 3339 time.

@@ -102,20 +102,30 @@ fn reset_offsets(args: ResetOffsetsArgs) -> ExitCode {
         eprintln!("broker reset-offsets: {e}");
         return ExitCode::from(2);
     }
-    if args.topic != "default" {
-        eprintln!(
-            "broker reset-offsets: groups read the topic default only, for now: {} has no group position to move",
-            args.topic
-        );
-        return ExitCode::from(1);
+    if let Err(e) = shm_layout::names::check_topic(&args.topic) {
+        eprintln!("broker reset-offsets: {e}");
+        return ExitCode::from(2);
     }
     let reset = ControlFrame::ResetOffsets {
         group: args.group.clone(),
+        topic: args.topic.clone(),
         to: args.to,
     };
     match ask_admin(&args.address.broker, &reset) {
-        Ok(ControlFrame::ResetDone { offset }) => {
-            println!("group {} now at offset {offset}", args.group);
+        Ok(ControlFrame::ResetDone { offsets }) => {
+            match &offsets[..] {
+                [offset] if args.topic == "default" => {
+                    println!("group {} now at offset {offset}", args.group)
+                }
+                _ => {
+                    for (p, offset) in offsets.iter().enumerate() {
+                        println!(
+                            "group {} now at offset {offset} in {}/{p}",
+                            args.group, args.topic
+                        );
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Ok(ControlFrame::ResetRefused { reason }) => {

@@ -409,9 +409,9 @@ impl Server {
                 conn.output
                     .extend_from_slice(&ControlFrame::Topics { json }.encode());
             }
-            (Stage::Admin, ControlFrame::ResetOffsets { group, to }) => {
-                let reply = match self.reset_offsets(&group, to) {
-                    Ok(offset) => ControlFrame::ResetDone { offset },
+            (Stage::Admin, ControlFrame::ResetOffsets { group, topic, to }) => {
+                let reply = match self.reset_offsets(&group, &topic, to) {
+                    Ok(offsets) => ControlFrame::ResetDone { offsets },
                     Err(reason) => ControlFrame::ResetRefused { reason },
                 };
                 conn.output.extend_from_slice(&reply.encode());
@@ -458,23 +458,51 @@ impl Server {
         }
     }
 
-    /// `broker reset-offsets`: moves a group without members to where `to` says
-    /// (an offset is kept between the earliest one still in the file and the
-    /// end), and saves the state file at once.
-    fn reset_offsets(&self, group: &str, to: ResetTo) -> Result<u64, String> {
+    /// `broker reset-offsets`: moves a group without members, in each partition
+    /// of `topic`, to where `to` says (an offset is kept between the earliest
+    /// one still in the file and the end), and saves the state file at once.
+    fn reset_offsets(&self, group: &str, topic: &str, to: ResetTo) -> Result<Vec<u64>, String> {
         shm_layout::names::check_name("group name", group).map_err(|e| e.to_string())?;
-        let end = self.region.next_offset();
-        let mut file = LogReader::open_in(
-            std::path::Path::new(&self.data_dir),
-            &TopicPartition::default_topic(),
-        )
-        .ok();
-        let ring = self.region.freed_offset();
+        let partitions: Vec<(TopicPartition, Arc<BrokerRegion>)> = if topic == DEFAULT_TOPIC {
+            vec![(TopicPartition::default_topic(), self.region.clone())]
+        } else {
+            let (record, first) = self
+                .topics
+                .find(topic)
+                .ok_or_else(|| format!("unknown topic {topic}"))?;
+            (0..record.partitions)
+                .map(|p| {
+                    let ring = self
+                        .topics
+                        .ring(first + p)
+                        .ok_or_else(|| format!("unknown topic {topic}"))?;
+                    Ok((ring.partition.clone(), ring.region.clone()))
+                })
+                .collect::<Result<_, String>>()?
+        };
+        let offsets: Vec<u64> = partitions
+            .iter()
+            .map(|(tp, region)| self.reset_point(tp, region, to))
+            .collect();
+        let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        reg.reset_group(group, topic, &offsets)?;
+        self.state_file
+            .save_groups(reg.group_states())
+            .map_err(|e| format!("cannot save {}: {e}", crate::audit::state::STATE_FILE))?;
+        // Members that join now start there: wake nobody, nothing is held.
+        Ok(offsets)
+    }
+
+    /// Where `to` is in partition `tp`, whose ring is in `region`.
+    fn reset_point(&self, tp: &TopicPartition, region: &BrokerRegion, to: ResetTo) -> u64 {
+        let end = region.next_offset();
+        let mut file = LogReader::open_in(std::path::Path::new(&self.data_dir), tp).ok();
+        let ring = region.freed_offset();
         let earliest = file
             .as_ref()
             .and_then(|f| f.index().first())
             .map_or(ring, |e| e.offset.min(ring));
-        let offset = match to {
+        match to {
             ResetTo::Earliest => earliest,
             ResetTo::Latest => end,
             ResetTo::Offset(o) => o.clamp(earliest, end),
@@ -483,17 +511,10 @@ impl Server {
                     .as_mut()
                     .and_then(|f| f.first_at_or_after(t).ok().flatten());
                 in_file
-                    .or_else(|| self.region.first_published_at_or_after(ring, t))
+                    .or_else(|| region.first_published_at_or_after(ring, t))
                     .unwrap_or(end)
             }
-        };
-        let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        reg.reset_group(group, offset)?;
-        self.state_file
-            .save_groups(reg.group_states())
-            .map_err(|e| format!("cannot save {}: {e}", crate::audit::state::STATE_FILE))?;
-        // Members that join now start there: wake nobody, nothing is held.
-        Ok(offset)
+        }
     }
 
     fn close(&self, poll: &Poll, conns: &mut HashMap<Token, Connection>, token: Token) {

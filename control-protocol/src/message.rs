@@ -208,9 +208,14 @@ pub enum ControlFrame {
     /// Broker → client: the committed offsets asked for.
     Committed { offsets: Vec<CommittedOffset> },
     /// Admin → broker: move group `group`, which must have no member, to `to`.
-    ResetOffsets { group: String, to: ResetTo },
-    /// Broker → admin: the group now resumes at `offset`.
-    ResetDone { offset: u64 },
+    ResetOffsets {
+        group: String,
+        topic: String,
+        to: ResetTo,
+    },
+    /// Broker → admin: the group now resumes at these offsets, one per
+    /// partition of the topic.
+    ResetDone { offsets: Vec<u64> },
     /// Broker → admin: the group was not moved, and why.
     ResetRefused { reason: String },
     /// Client → broker: where is topic `name`?
@@ -650,13 +655,17 @@ impl ControlFrame {
                 }
                 kind::COMMITTED
             }
-            ControlFrame::ResetOffsets { group, to } => {
-                w.str(group);
+            ControlFrame::ResetOffsets { group, topic, to } => {
+                w.str(group).str(topic);
                 to.encode(&mut w);
                 kind::RESET_OFFSETS
             }
-            ControlFrame::ResetDone { offset } => {
-                w.u64(*offset);
+            ControlFrame::ResetDone { offsets } => {
+                let n = offsets.len().min(shm_layout::layout::MAX_RINGS as usize);
+                w.u32(n as u32);
+                for o in &offsets[..n] {
+                    w.u64(*o);
+                }
                 kind::RESET_DONE
             }
             ControlFrame::ResetRefused { reason } => {
@@ -806,9 +815,18 @@ impl ControlFrame {
             }
             kind::RESET_OFFSETS => ControlFrame::ResetOffsets {
                 group: r.str()?,
+                topic: r.str()?,
                 to: ResetTo::decode(&mut r)?,
             },
-            kind::RESET_DONE => ControlFrame::ResetDone { offset: r.u64()? },
+            kind::RESET_DONE => {
+                let n = r.u32()?;
+                if n > shm_layout::layout::MAX_RINGS {
+                    return Err(FrameError::Malformed("more offsets than partitions"));
+                }
+                ControlFrame::ResetDone {
+                    offsets: (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?,
+                }
+            }
             kind::RESET_REFUSED => ControlFrame::ResetRefused { reason: r.str()? },
             kind::TOPIC_REQUEST => ControlFrame::TopicRequest { name: r.str()? },
             kind::TOPIC_INFO => ControlFrame::TopicInfo(TopicInfo::decode(&mut r)?),
@@ -907,13 +925,17 @@ mod tests {
             ControlFrame::CommittedRequest { owner: None },
             ControlFrame::ResetOffsets {
                 group: "billing".into(),
+                topic: "default".into(),
                 to: ResetTo::Time(1_795_832_687_000_000),
             },
             ControlFrame::ResetOffsets {
                 group: "billing".into(),
+                topic: "orders".into(),
                 to: ResetTo::Earliest,
             },
-            ControlFrame::ResetDone { offset: 42 },
+            ControlFrame::ResetDone {
+                offsets: vec![42, 7],
+            },
             ControlFrame::ResetRefused {
                 reason: "group billing has 2 members".into(),
             },

@@ -698,3 +698,50 @@ fn pre_created_groups_read_their_group_topics_from_the_start_and_across_a_kill()
     }
     assert_eq!(seen.len(), 100);
 }
+
+#[test]
+fn reset_offsets_moves_a_group_in_every_partition_of_a_topic() {
+    let broker = groups_broker("orders:2");
+    let args = [
+        "--group", "g", "--topic", "orders", "--format", "json", "--count", "100",
+    ];
+    let (first, _) = broker.consumer(&args);
+    let sent = broker.producer(&["--topic", "orders"], Some(keyed_lines("x", 100)));
+    assert_eq!(sent.wait_exit().code(), Some(0));
+    let first = first.wait_exit();
+    assert_eq!(first.code(), Some(0), "{:?}", first.stderr);
+    let reset = broker.subcommand(
+        "reset-offsets",
+        &["--group", "g", "--topic", "orders", "--to", "earliest"],
+    );
+    assert_eq!(reset.code(), Some(0), "{:?}", reset.stderr);
+    assert_eq!(
+        reset.stdout_text(),
+        "group g now at offset 0 in orders/0\ngroup g now at offset 0 in orders/1\n"
+    );
+    // Everything again, as first deliveries.
+    let (again, _) = broker.consumer(&args);
+    let again = again.wait_exit();
+    assert_eq!(again.code(), Some(0), "{:?}", again.stderr);
+    let key = |out: &[u8]| {
+        let mut v: Vec<(Place, (String, u64))> = printed(out);
+        v.sort();
+        v
+    };
+    assert_eq!(key(&again.stdout), key(&first.stdout));
+    // An unknown topic is refused; a bad name is a usage error.
+    let unknown = broker.subcommand(
+        "reset-offsets",
+        &["--group", "g", "--topic", "nope", "--to", "earliest"],
+    );
+    assert_eq!(unknown.code(), Some(1));
+    assert_eq!(
+        unknown.last_stderr_line(),
+        "broker reset-offsets: unknown topic nope"
+    );
+    let bad = broker.subcommand(
+        "reset-offsets",
+        &["--group", "g", "--topic", "no/pe", "--to", "earliest"],
+    );
+    assert_eq!(bad.code(), Some(2));
+}

@@ -793,40 +793,51 @@ impl Registry {
         self.newly_departed = true;
     }
 
-    /// Moves group `name`, which must have no member, to resume at `offset`
-    /// (`broker reset-offsets`); what it was handed before is forgotten (no
-    /// attempt 2). A group the broker does not know is remembered as departed
-    /// there, so that a consumer creating it with `--group` starts there.
-    pub fn reset_group(&mut self, name: &str, offset: u64) -> Result<(), String> {
-        let at = Departed {
-            position: offset,
-            handed_out: offset,
-        };
-        let Some(g) = self.find_group(name) else {
-            self.departed.insert(default_key(name), at);
-            return Ok(());
-        };
-        let grp = self.groups[g as usize].as_ref().expect("found above");
-        match grp.members.len() {
-            0 => {}
-            1 => return Err(format!("group {name} has a member: stop it first")),
-            n => return Err(format!("group {name} has {n} members: stop them first")),
-        }
-        let (permanent, assignment) = (grp.permanent, grp.assignment);
-        self.delete_group(g);
-        let g = self
-            .create_group(name, permanent, assignment)
+    /// Moves group `name`, which must have no member, to resume at `offsets`
+    /// in the partitions of `topic` (one each, in partition order) (`broker
+    /// reset-offsets`); what it was handed there before is forgotten (no
+    /// attempt 2). Where the group does not read the topic (or the broker does
+    /// not know the group), it is remembered as departed there, so that it
+    /// starts there when a member reads the topic under its name.
+    pub fn reset_group(&mut self, name: &str, topic: &str, offsets: &[u64]) -> Result<(), String> {
+        let places = self
+            .places_of(&[topic.to_string()])
             .map_err(|r| r.message)?;
-        let place = self.default_place();
-        self.open_ring(
-            g,
-            RingStart {
-                place,
-                start: offset,
-                redeliver_below: offset,
-                pinned: permanent,
-            },
-        );
+        let g = self.find_group(name);
+        if let Some(grp) = g.and_then(|g| self.groups[g as usize].as_ref()) {
+            match grp.members.len() {
+                0 => {}
+                1 => return Err(format!("group {name} has a member: stop it first")),
+                n => return Err(format!("group {name} has {n} members: stop them first")),
+            }
+        }
+        for (place, &offset) in places.into_iter().zip(offsets) {
+            let reads = g.and_then(|g| {
+                let r = self.groups[g as usize].as_ref()?.ring_at(place.ring)?;
+                Some((g, r))
+            });
+            let Some((g, r)) = reads else {
+                let key = (name.to_string(), place.topic.to_string(), place.partition);
+                let at = Departed {
+                    position: offset,
+                    handed_out: offset,
+                };
+                self.departed.insert(key, at);
+                continue;
+            };
+            let grp = self.groups[g as usize].as_mut().expect("found above");
+            let pinned = grp.rings[r].pinned;
+            grp.rings[r] = GroupRing::open(
+                g,
+                &grp.name,
+                RingStart {
+                    place,
+                    start: offset,
+                    redeliver_below: offset,
+                    pinned,
+                },
+            );
+        }
         Ok(())
     }
 
@@ -946,15 +957,6 @@ impl Registry {
         }
         Some(pos)
     }
-}
-
-/// The key of group `name`'s departed position in `default`/0.
-pub(super) fn default_key(name: &str) -> (String, String, u32) {
-    (
-        name.to_string(),
-        crate::audit::state::DEFAULT_TOPIC.to_string(),
-        crate::audit::state::DEFAULT_PARTITION,
-    )
 }
 
 /// How far the groups holding each ring have consumed it, from the cleaner's pass.

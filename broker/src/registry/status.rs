@@ -208,11 +208,10 @@ impl Registry {
                 delivered: 0,
                 redelivered: 0,
             };
-            match out.last_mut() {
-                Some(last) if last.created == u64::MAX && &last.name == name => {
-                    last.partitions.push(at)
-                }
-                _ => out.push(GroupSnapshot {
+            // A live group's too (a reset of a topic it does not read yet).
+            match out.iter_mut().find(|g| &g.name == name) {
+                Some(known) => known.partitions.push(at),
+                None => out.push(GroupSnapshot {
                     name: name.clone(),
                     created: u64::MAX,
                     holds_ring: false,
