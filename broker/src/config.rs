@@ -289,6 +289,13 @@ pub struct ServeArgs {
     /// within the group).
     #[arg(long, value_name = "KIND", default_value = "round-robin", value_parser = Assignment::parse)]
     pub assignment: Assignment,
+    /// A message delivered this many times to a group without being
+    /// acknowledged (its consumers died on it, say) goes to the dead-letter
+    /// topic <topic>.dlq, created when first needed, with producer dlq:<group>;
+    /// log_consumo.txt logs it with consumer - and the group moves on
+    /// [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
     /// Start even though the persistence file lacks records that were assigned
     /// offsets (offsets.txt knows): groups behind them skip them, and new offsets
     /// continue after them. Without it the broker refuses to start.
@@ -341,6 +348,7 @@ pub struct BrokerConfig {
     pub fsync: bool,
     pub spill: bool,
     pub assignment: Assignment,
+    pub max_attempts: Option<u32>,
     pub accept_lost_records: bool,
     /// Where to serve the metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
@@ -460,6 +468,7 @@ impl ServeArgs {
             fsync: self.fsync,
             spill: self.spill,
             assignment: self.assignment,
+            max_attempts: self.max_attempts,
             accept_lost_records: self.accept_lost_records,
             metrics: self.metrics,
             topics,

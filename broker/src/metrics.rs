@@ -135,7 +135,6 @@ impl MetricSources {
     pub fn render(&self) -> String {
         let mut reg = MetricRegistry::with_prefix("minikafka");
         let region = &self.region;
-        let next = region.next_offset();
         // Every topic-partition's ring: `default`/0's, then the others'.
         let partition_rings = self.topics.rings();
         let mut rings: Vec<(Labels, &shm_layout::Region)> = vec![(partition_labels(), region)];
@@ -203,6 +202,7 @@ impl MetricSources {
         let lag = Family::<Labels, Gauge>::default();
         let deliveries = Family::<Labels, Counter>::default();
         let redeliveries = Family::<Labels, Counter>::default();
+        let dead_letters = Family::<Labels, Counter>::default();
         let members = Family::<Labels, Gauge>::default();
         for g in &groups {
             let group = ("group", g.name.clone());
@@ -217,9 +217,10 @@ impl MetricSources {
                 ];
                 position.get_or_create(&labels).set(signed(p.position));
                 lag.get_or_create(&labels)
-                    .set(signed(next.saturating_sub(p.position)));
+                    .set(signed(p.end_offset.saturating_sub(p.position)));
                 deliveries.get_or_create(&labels).inc_by(p.delivered);
                 redeliveries.get_or_create(&labels).inc_by(p.redelivered);
+                dead_letters.get_or_create(&labels).inc_by(p.dead_lettered);
             }
         }
         reg.register(
@@ -241,6 +242,11 @@ impl MetricSources {
             "group_redeliveries",
             "Messages offered to the group again since the broker started",
             redeliveries,
+        );
+        reg.register(
+            "group_dead_letters",
+            "Messages published to the dead-letter topic since the broker started",
+            dead_letters,
         );
         reg.register("group_members", "Consumers in the group", members);
         let evicted = Family::<Labels, Counter>::default();

@@ -53,9 +53,11 @@ pub fn report(
                         "partition": p.partition,
                         "position": p.position,
                         "handed_out": p.handed_out,
-                        "end_offset": next,
-                        "lag": next.saturating_sub(p.position),
+                        "end_offset": p.end_offset,
+                        "lag": p.end_offset.saturating_sub(p.position),
                         "delivered_per_s": p.delivered_per_s.round(),
+                        "redelivered": p.redelivered,
+                        "dead_lettered": p.dead_lettered,
                     })
                 })
                 .collect();

@@ -87,6 +87,7 @@ pub(crate) fn start(
                 .group_topics
                 .iter()
                 .any(|t| t == crate::audit::state::DEFAULT_TOPIC),
+            max_attempts: config.max_attempts,
         },
     )));
 
@@ -105,6 +106,7 @@ pub(crate) fn start(
                 .map(|g| crate::registry::Departed {
                     position: g.position,
                     handed_out: g.handed_out,
+                    unacked: None,
                 })
         })
         .map_err(BrokerError::Topics)?;
@@ -119,6 +121,7 @@ pub(crate) fn start(
             let d = crate::registry::Departed {
                 position: g.position,
                 handed_out: g.handed_out,
+                unacked: None,
             };
             ((g.name, g.topic, g.partition), d)
         });

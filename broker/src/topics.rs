@@ -322,7 +322,30 @@ impl Topics {
         slots: Option<u32>,
         slot_size: Option<u32>,
     ) -> Result<TopicRecord, CreateError> {
-        let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        let one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        self.create_holding(one_at_a_time, name, partitions, slots, slot_size)
+    }
+
+    /// As [`Topics::create`] with one partition and the broker's geometry,
+    /// unless another creation is under way (None: try again later): for the
+    /// broker's own threads, which must not wait for a large creation.
+    pub fn create_unless_busy(&self, name: &str) -> Option<Result<TopicRecord, CreateError>> {
+        let one_at_a_time = match self.creating.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.create_holding(one_at_a_time, name, 1, None, None))
+    }
+
+    fn create_holding(
+        &self,
+        _one_at_a_time: std::sync::MutexGuard<'_, ()>,
+        name: &str,
+        partitions: u32,
+        slots: Option<u32>,
+        slot_size: Option<u32>,
+    ) -> Result<TopicRecord, CreateError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(CreateError::Failed("the broker is stopping".into()));
         }

@@ -297,6 +297,9 @@ fn consume_in_group(args: &Args, interrupt: Arc<AtomicBool>) -> ExitCode {
             // Not acknowledged: the group gets these messages again from someone else.
             break Err(format!("cannot write to stdout: {e}"));
         }
+        for _ in received_before..printer.received {
+            shm_layout::fault::point("consumer-printed");
+        }
         printer.progress.add(printer.received - received_before);
     };
     if outcome.is_ok() {

@@ -745,3 +745,133 @@ fn reset_offsets_moves_a_group_in_every_partition_of_a_topic() {
     );
     assert_eq!(bad.code(), Some(2));
 }
+
+/// A group member whose stdout the test watches line by line; with `dies_at`,
+/// it kills itself once it has printed that many messages, before it
+/// acknowledges them (a process that dies handling a message).
+fn watched_member(
+    broker: &Broker,
+    args: &[&str],
+    dies_at: Option<u64>,
+) -> (e2e::Proc, e2e::Watcher) {
+    let watcher = e2e::Watcher::default();
+    let fault = dies_at.map(|n| format!("consumer-printed:{n}"));
+    let env: Vec<(&str, &str)> = fault
+        .iter()
+        .map(|f| ("MINIKAFKA_FAULT", f.as_str()))
+        .collect();
+    let mut p = e2e::Proc::spawn_env(
+        &e2e::bin("consumer"),
+        &broker.client_args(args),
+        None,
+        e2e::StdoutMode::Watched(watcher.clone()),
+        &env,
+    );
+    p.wait_stderr("joined group ");
+    (p, watcher)
+}
+
+/// Waits until `member` has printed `n` lines in all, and returns what it
+/// printed since the last call.
+fn printed_so_far(member: &e2e::Proc, watcher: &e2e::Watcher, n: u64) -> Vec<u8> {
+    watcher.wait_until(
+        "the member printed",
+        std::time::Duration::from_millis(50),
+        || match member.stdout_lines_so_far() {
+            seen if seen >= n => Ok(()),
+            seen => Err(format!("{seen} of {n}")),
+        },
+    );
+    member.take_stdout_so_far()
+}
+
+#[test]
+fn a_message_its_consumers_die_on_goes_to_the_dead_letter_topic_after_max_attempts() {
+    let broker = Broker::start(&[
+        "--topics",
+        "jobs:1",
+        "--groups",
+        "0",
+        "--flush-interval",
+        "10ms",
+        "--max-attempts",
+        "3",
+    ]);
+    let send = |text: &str| {
+        let p = broker.producer(&["--topic", "jobs"], Some(text.as_bytes().to_vec()));
+        assert_eq!(p.wait_exit().code(), Some(0));
+    };
+    let member = |n: usize, dies_at: Option<u64>| {
+        let id = format!("worker-{n}");
+        let args = [
+            "--group", "g", "--topic", "jobs", "--id", &id, "--format", "json",
+        ];
+        watched_member(&broker, &args, dies_at)
+    };
+    // The first worker handles three messages, then dies on the poison one.
+    let (first, watcher) = member(1, Some(4));
+    send("ok 0\nok 1\nok 2\n");
+    printed_so_far(&first, &watcher, 3);
+    send("poison\n");
+    // What it printed last, once it died.
+    let died = |worker: e2e::Proc| {
+        let mut out = worker.take_stdout_so_far();
+        let end = worker.wait_exit();
+        assert_eq!(end.code(), None, "killed: {:?}", end.stderr);
+        out.extend(end.stdout);
+        printed(&out)
+    };
+    assert_eq!(
+        died(first),
+        [(("jobs".to_string(), 0, 3), ("poison".to_string(), 1))]
+    );
+    // Each restarted worker is handed it again, and dies on it too.
+    for attempt in 2..=3 {
+        let (worker, _) = member(attempt, Some(1));
+        assert_eq!(
+            died(worker),
+            [(
+                ("jobs".to_string(), 0, 3),
+                ("poison".to_string(), attempt as u64)
+            )]
+        );
+    }
+    // Three deliveries were allowed: the next worker goes on past it.
+    let (last, watcher) = member(4, None);
+    send("ok 4\n");
+    let out = printed_so_far(&last, &watcher, 1);
+    assert_eq!(
+        printed(&out),
+        [(("jobs".to_string(), 0, 4), ("ok 4".to_string(), 1))]
+    );
+    last.signal(Signal::SIGTERM);
+    assert_eq!(last.wait_exit().code(), Some(0));
+    // The poison message is in jobs.dlq, from dlq:g.
+    let (reader, _) = broker.reader(
+        &[
+            "--topic", "jobs.dlq", "--from", "earliest", "--count", "1", "--format", "json",
+        ],
+        e2e::StdoutMode::Collect,
+    );
+    let read = reader.wait_exit();
+    assert_eq!(read.code(), Some(0), "{:?}", read.stderr);
+    let dead = &json_lines(&read.stdout)[0];
+    assert_eq!(payload_of(dead), b"poison");
+    assert_eq!(dead["producer"], "dlq:g");
+    // Logged: three deliveries to the workers, then the dead letter (consumer -).
+    wait_delivered(&broker, "g", 8);
+    let poison: Vec<(String, String)> = deliveries(&broker, "g")
+        .into_iter()
+        .filter(|f| f[3] == "3")
+        .map(|f| (f[6].clone(), f[7].clone()))
+        .collect();
+    assert_eq!(
+        poison,
+        [
+            ("worker-1".to_string(), "1".to_string()),
+            ("worker-2".to_string(), "2".to_string()),
+            ("worker-3".to_string(), "3".to_string()),
+            ("-".to_string(), "3".to_string()),
+        ]
+    );
+}

@@ -9,7 +9,9 @@
 //! unwritten record), `send-committed` (holding the lock just after the commit
 //! point), `poll-claimed` (a consumer that claimed an offset and has not returned it),
 //! `poll-taking` (a consumer about to claim offsets), `poll-spun` (a consumer whose
-//! wait just ended within its spin).
+//! wait just ended within its spin), `consumer-printed` (the consumer binary,
+//! once per message it printed and has not acknowledged: a process that dies
+//! handling a message).
 
 #[cfg(debug_assertions)]
 mod enabled {

@@ -478,6 +478,7 @@ mod tests {
             spill: false,
             assignment: control_protocol::Assignment::RoundRobin,
             groups_read_default: true,
+            max_attempts: None,
         };
         Mutex::new(Registry::new(region.clone(), &starts, limits))
     }

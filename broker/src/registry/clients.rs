@@ -376,7 +376,7 @@ impl Registry {
 
     /// A client entry nobody uses, searching round-robin from the last one handed
     /// out so that an entry is reused as late as possible.
-    fn free_client_slot(&mut self) -> Option<u32> {
+    pub(super) fn free_client_slot(&mut self) -> Option<u32> {
         let n = self.clients.len() as u32;
         for step in 1..=n {
             let i = (self.last_slot + step) % n;

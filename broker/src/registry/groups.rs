@@ -38,12 +38,17 @@ pub struct GroupStart {
 
 /// A group created by a consumer's `--group` that has no member now: it holds no
 /// slot, and resumes here when a member joins again under its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Departed {
     /// Every offset below this was acknowledged.
     pub position: u64,
     /// Every offset below this had been handed out: delivered again as attempt 2.
     pub handed_out: u64,
+    /// Exactly what below `handed_out` was not acknowledged, each with the
+    /// attempt it is offered at next, while the broker that saw the group
+    /// leave runs (None after a restart: everything from `position` is
+    /// delivered again).
+    pub unacked: Option<Vec<(u64, u32)>>,
 }
 
 /// A group's book in one ring.
@@ -75,6 +80,9 @@ pub(super) struct GroupRing {
     pub(super) segments: VecDeque<Segment>,
     /// Redeliveries waiting for a free slot in the region's redelivery table.
     pub(super) overflow: VecDeque<(u64, u32)>,
+    /// Messages delivered `--max-attempts` times without an acknowledgement,
+    /// with that count, waiting to be published to the dead-letter topic.
+    pub(super) dead: VecDeque<(u64, u32)>,
     /// Per redelivery slot: what the broker offered there and has not settled.
     /// The region's table is checked against it, never trusted over it.
     pub(super) offered: Vec<Option<Offer>>,
@@ -97,6 +105,8 @@ pub(super) struct GroupRing {
     pub(super) delivered_per_s: f64,
     /// Messages offered again since the broker started.
     pub(super) redelivered: u64,
+    /// Messages published to the dead-letter topic since the broker started.
+    pub(super) dead_lettered: u64,
 }
 
 /// A ring a group can read.
@@ -167,6 +177,7 @@ impl GroupRing {
             frozen: true,
             segments: VecDeque::new(),
             overflow: VecDeque::new(),
+            dead: VecDeque::new(),
             offered: vec![None; table],
             logged: start,
             redeliver_below,
@@ -178,6 +189,7 @@ impl GroupRing {
             delivered_at_sample: 0,
             delivered_per_s: 0.0,
             redelivered: 0,
+            dead_lettered: 0,
         }
     }
 
@@ -278,15 +290,51 @@ impl Registry {
 
     /// Where group `name` starts reading `place` now: where it departed from it,
     /// or at the ring's next offset (it sees every message from now on).
-    pub(super) fn start_in(&mut self, name: &str, place: &RingPlace) -> (u64, u64) {
+    /// With the departed group's exact list of what it had not acknowledged,
+    /// it resumes at the offset after what it had been handed, with that list
+    /// to offer again (each at its attempt, so that `--max-attempts` counts
+    /// across a member's restarts).
+    pub(super) fn start_in(
+        &mut self,
+        name: &str,
+        place: &RingPlace,
+    ) -> (u64, u64, Vec<(u64, u32)>) {
         let key = (name.to_string(), place.topic.to_string(), place.partition);
         if let Some(d) = self.departed.remove(&key) {
-            return (d.position, d.handed_out.max(d.position));
+            return match d.unacked {
+                Some(unacked) => (d.handed_out, d.handed_out, unacked),
+                None => (d.position, d.handed_out.max(d.position), Vec::new()),
+            };
         }
         // During a replay, offsets below the persisted end are old records.
         let r = &place.region;
         let start = r.next_offset().max(r.persisted_offset());
-        (start, start)
+        (start, start, Vec::new())
+    }
+
+    /// A group resuming in its `r`-th ring offers `unacked` again (each at the
+    /// attempt it is at; past `--max-attempts`, a dead letter), holding the
+    /// ring from `held_from`.
+    fn offer_again(&mut self, g: u32, r: usize, unacked: Vec<(u64, u32)>, held_from: u64) {
+        if unacked.is_empty() {
+            return;
+        }
+        let max_attempts = self.limits.max_attempts;
+        let Some(gr) = self.group_ring_mut(g, r) else {
+            return;
+        };
+        if let Some(ring) = &gr.partition_ring {
+            ring.reclaimer.hold_from(held_from);
+        }
+        for (o, attempt) in unacked {
+            if max_attempts.is_some_and(|max| attempt > max) {
+                gr.dead.push_back((o, attempt - 1));
+            } else {
+                gr.overflow.push_back((o, attempt));
+            }
+        }
+        self.publish_dead_letters(g, r);
+        self.offer_overflow(g, r);
     }
 
     /// Refuses a consumer that wants another assignment than group `g`'s.
@@ -444,14 +492,18 @@ impl Registry {
             {
                 Some(r) => r,
                 None => {
-                    let (start, redeliver_below) = self.start_in(&name, &place);
+                    let (start, redeliver_below, unacked) = self.start_in(&name, &place);
+                    // Its hold covers what it offers again.
+                    let held_from = unacked.first().map_or(start, |&(o, _)| o.min(start));
                     let at = RingStart {
                         place,
                         start,
                         redeliver_below,
                         pinned: false,
                     };
-                    self.open_ring(g, at)
+                    let r = self.open_ring(g, at);
+                    self.offer_again(g, r, unacked, held_from);
+                    r
                 }
             };
             let gr = self.group_ring_mut(g, r).expect("ring opened");
@@ -659,14 +711,20 @@ impl Registry {
         // Stop handing out offsets first: after this the cursor stays put until the
         // next rotation, and the stalled member can never move it.
         self.change_ring_membership(g, r);
-        let gr = self.group_ring_mut(g, r).expect("live group ring");
+        let gr = self.group_ring(g, r).expect("live group ring");
         let region = gr.region.clone();
         let cursor = gr.cursor(g);
-        let mut held = Vec::new();
+        let max_attempts = self.limits.max_attempts;
+        let gr = self.group_ring_mut(g, r).expect("live group ring");
         let mut from = ack_upto;
         while let Some(o) = gr.first_owned(client, from, cursor) {
             // Its first delivery here was attempt 2 if it had been handed out before a restart.
-            held.push((o, if o < gr.redeliver_below { 3 } else { 2 }));
+            let attempt = if o < gr.redeliver_below { 3 } else { 2 };
+            if max_attempts.is_some_and(|max| attempt > max) {
+                gr.dead.push_back((o, attempt - 1));
+            } else {
+                gr.overflow.push_back((o, attempt));
+            }
             from = o + 1;
         }
         for slot in 0..region.geometry().redeliveries_per_group {
@@ -678,6 +736,16 @@ impl Registry {
             };
             if seen.kind() == redelivery::CLAIMED && seen.claimer() == client {
                 let attempt = offer.attempt + 1;
+                let reached = redelivery::attempt_number(offer.attempt);
+                // Delivered as often as allowed: a dead letter, not an offer.
+                if max_attempts.is_some_and(|max| reached >= max) {
+                    if region.replace_redelivery(g, slot, seen.state, redelivery::FREE) {
+                        gr.dead.push_back((offer.offset, reached));
+                        gr.offered[slot as usize] = None;
+                        gr.observed[slot as usize] = None;
+                    }
+                    continue;
+                }
                 let again = redelivery::pack(redelivery::PENDING, attempt, 0);
                 if region.replace_redelivery(g, slot, seen.state, again) {
                     offer.attempt = attempt;
@@ -685,7 +753,7 @@ impl Registry {
                 }
             }
         }
-        gr.overflow.extend(held);
+        self.publish_dead_letters(g, r);
         self.offer_overflow(g, r);
     }
 
@@ -744,9 +812,27 @@ impl Registry {
             return;
         };
         let cursor = gr.cursor(g);
+        // What it offers again, with the attempt each is at; an acknowledged
+        // redelivery is done with.
+        let offered = (0..gr.offered.len()).filter_map(|slot| {
+            let offer = gr.offered[slot]?;
+            let seen = gr.region.redelivery_seen(g, slot as u32)?;
+            (seen.kind() != redelivery::ACKED)
+                .then_some((offer.offset, redelivery::attempt_number(offer.attempt)))
+        });
+        let dead = gr.dead.iter().map(|&(o, reached)| (o, reached + 1));
+        let mut unacked: Vec<(u64, u32)> = gr
+            .overflow
+            .iter()
+            .copied()
+            .chain(offered)
+            .chain(dead)
+            .collect();
+        unacked.sort_unstable();
         let at = Departed {
             position: self.position(g, r).unwrap_or(cursor),
             handed_out: cursor,
+            unacked: Some(unacked),
         };
         let grp = self.groups[g as usize].as_mut().expect("live group");
         let gr = grp.rings.remove(r);
@@ -821,6 +907,7 @@ impl Registry {
                 let at = Departed {
                     position: offset,
                     handed_out: offset,
+                    unacked: None,
                 };
                 self.departed.insert(key, at);
                 continue;
@@ -889,11 +976,12 @@ impl Registry {
         // the mapping can write: a bogus entry must never pin the position.
         let offered = gr.offered.iter().flatten().map(|offer| offer.offset);
         let overflow = gr.overflow.iter().map(|&(o, _)| o);
+        let dead = gr.dead.iter().map(|&(o, _)| o);
         Some(history::position(
             &gr.segments,
             cursor,
             acks,
-            offered.chain(overflow),
+            offered.chain(overflow).chain(dead),
         ))
     }
 
@@ -943,6 +1031,7 @@ impl Registry {
         self.report_redelivery_repairs(g, repairs);
         self.observe_ring(g, r);
         self.settle_redeliveries(g, r);
+        self.publish_dead_letters(g, r);
         self.install_when_finished(g, r);
         if !self.holds_ring(g, r) {
             return None;

@@ -12,6 +12,7 @@
 //! `status` (rates, status snapshots, the state-file view).
 
 mod clients;
+mod dead_letters;
 mod delivery_log;
 mod groups;
 mod history;
@@ -71,6 +72,9 @@ pub struct RegistryLimits {
     /// `--group-topics`: whether the pre-created groups read `default` (the
     /// other topics' rings are opened by `pin_group_topics`).
     pub groups_read_default: bool,
+    /// `--max-attempts`: a message delivered this many times to a group
+    /// without an acknowledgement goes to its topic's dead-letter topic.
+    pub max_attempts: Option<u32>,
 }
 
 /// Every client and group.
@@ -125,6 +129,9 @@ pub struct Registry {
     /// when a member joins again under its name (SPEC §10). They hold no slot.
     /// Keyed by group, topic and partition.
     departed: std::collections::BTreeMap<(String, String, u32), groups::Departed>,
+    /// Where each group's dead letters are published from: its stand-in
+    /// producer's (client entry, generation), `dlq:<group>`.
+    dead_letter_senders: HashMap<Arc<str>, (u32, u32)>,
     /// Partition rings some group stopped reading since the cleaner's last pass.
     released_rings: Vec<Arc<crate::topics::PartitionRing>>,
     /// A group departed since the last look: its position is worth saving now.
@@ -174,6 +181,7 @@ impl Registry {
             departed: std::collections::BTreeMap::new(),
             newly_departed: false,
             released_rings: Vec::new(),
+            dead_letter_senders: HashMap::new(),
             journals: HashMap::new(),
             file_producers: None,
             topics: None,

@@ -123,6 +123,7 @@ impl Registry {
     /// repaired.
     pub(super) fn validate_redeliveries(&mut self, g: u32, r: usize) -> Vec<RedeliveryRepair> {
         let mut repairs = Vec::new();
+        let max_attempts = self.limits.max_attempts;
         let Registry {
             groups,
             quarantined,
@@ -176,6 +177,14 @@ impl Registry {
             let claimer = redelivery::claimer(s);
             let member = gr.members.contains(&claimer);
             if kind == redelivery::CLAIMED && !member {
+                let reached = redelivery::attempt_number(offer.attempt);
+                if max_attempts.is_some_and(|max| reached >= max) {
+                    if cas(slot, s, redelivery::FREE) {
+                        gr.offered[slot as usize] = None;
+                        gr.dead.push_back((offer.offset, reached));
+                    }
+                    continue;
+                }
                 let attempt = offer.attempt + 1;
                 if cas(slot, s, redelivery::pack(redelivery::PENDING, attempt, 0)) {
                     gr.offered[slot as usize] = Some(Offer {
@@ -310,6 +319,7 @@ mod tests {
             spill: false,
             assignment: control_protocol::Assignment::RoundRobin,
             groups_read_default: true,
+            max_attempts: None,
         };
         let mut reg = Registry::new(region.clone(), &[start], limits);
         let me = Sender {

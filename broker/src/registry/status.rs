@@ -27,11 +27,15 @@ pub struct PartitionSnapshot {
     pub position: u64,
     /// Every offset below it has been handed to a member.
     pub handed_out: u64,
+    /// The partition's next offset.
+    pub end_offset: u64,
     pub delivered_per_s: f64,
     /// Deliveries logged since the broker started.
     pub delivered: u64,
     /// Messages offered again since the broker started.
     pub redelivered: u64,
+    /// Messages published to the dead-letter topic since the broker started.
+    pub dead_lettered: u64,
 }
 
 /// A member of a group.
@@ -183,9 +187,11 @@ impl Registry {
                         partition: gr.partition,
                         position: self.position(g, r).unwrap_or(0),
                         handed_out: gr.cursor(g),
+                        end_offset: gr.region.next_offset(),
                         delivered_per_s: gr.delivered_per_s,
                         delivered: gr.delivered,
                         redelivered: gr.redelivered,
+                        dead_lettered: gr.dead_lettered,
                     })
                     .collect();
                 Some(GroupSnapshot {
@@ -204,9 +210,11 @@ impl Registry {
                 partition: *partition,
                 position: d.position,
                 handed_out: d.handed_out,
+                end_offset: self.end_of(topic, *partition).unwrap_or(d.handed_out),
                 delivered_per_s: 0.0,
                 delivered: 0,
                 redelivered: 0,
+                dead_lettered: 0,
             };
             // A live group's too (a reset of a topic it does not read yet).
             match out.iter_mut().find(|g| &g.name == name) {
@@ -222,6 +230,15 @@ impl Registry {
         }
         out.sort_by_key(|g| g.created);
         out
+    }
+
+    /// The next offset of `topic`'s partition `partition`, if it exists.
+    fn end_of(&self, topic: &str, partition: u32) -> Option<u64> {
+        if topic == crate::audit::state::DEFAULT_TOPIC {
+            return Some(self.region.next_offset());
+        }
+        let ring = self.topics.as_ref()?.ring_of(topic, partition)?;
+        Some(ring.region.next_offset())
     }
 
     /// Consumers evicted for the session timeout since the broker started, by group.

@@ -1,0 +1,187 @@
+//! Dead letters (SPEC §11, `--max-attempts`): a message a group was handed as
+//! often as allowed without acknowledging it is published by the broker to the
+//! topic's dead-letter topic, `<topic>.dlq` (created on first need, one
+//! partition), under the stand-in producer `dlq:<group>`; the consumption log
+//! gets a line for it (consumer `-`, the attempts it reached), and the group
+//! moves past it.
+
+use std::sync::Arc;
+
+use audit_format::log_reader::LogReader;
+use shm_layout::client::{ClientRecord, ClientRole};
+use shm_layout::layout::client_state;
+use shm_layout::ring::Sender;
+use shm_layout::sys::wall_clock_micros;
+
+use super::Registry;
+use crate::topics::PartitionRing;
+
+/// A dead letter's key and payload, as sent.
+struct Letter {
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    producer: Arc<str>,
+}
+
+impl Registry {
+    /// Publishes the dead letters of group `g`'s `r`-th ring, in order, as far as
+    /// the dead-letter topic's ring has room (the rest wait for the next pass,
+    /// holding the group's position).
+    pub(super) fn publish_dead_letters(&mut self, g: u32, r: usize) {
+        loop {
+            let Some(gr) = self.group_ring(g, r) else {
+                return;
+            };
+            let Some(&(offset, reached)) = gr.dead.front() else {
+                return;
+            };
+            let topic = gr.topic.clone();
+            let Some(letter) = self.letter_at(g, r, offset) else {
+                self.report_once("unreadable dead letter", || {
+                    format!("broker: cannot read offset {offset} of {topic} to dead-letter it; it is dropped")
+                });
+                self.group_ring_mut(g, r).map(|gr| gr.dead.pop_front());
+                continue;
+            };
+            let ring = match self.dead_letter_ring(&topic) {
+                Ok(Some(ring)) => ring,
+                Ok(None) => return,
+                Err(e) => {
+                    self.report_once("no dead-letter topic", || {
+                        format!("broker: cannot create the dead-letter topic {topic}.dlq: {e}; its dead letters wait")
+                    });
+                    return;
+                }
+            };
+            let Some(name) = self.groups[g as usize].as_ref().map(|grp| grp.name.clone()) else {
+                return;
+            };
+            let Some(sender) = self.dead_letter_sender(&name) else {
+                return;
+            };
+            // Never waits: a full ring is tried again at the next pass.
+            let sent = ring.region.send(
+                sender,
+                letter.key.as_deref(),
+                &letter.payload,
+                wall_clock_micros(),
+                || true,
+                None,
+            );
+            if sent.is_err() {
+                return;
+            }
+            self.region.mark_ring_pending(ring.number);
+            shm_layout::event::wake(&self.region.header().cleaner);
+            let Registry {
+                groups, log_text, ..
+            } = self;
+            let grp = groups[g as usize].as_mut().expect("live group");
+            let gr = &mut grp.rings[r];
+            gr.dead.pop_front();
+            let nobody: Arc<str> = Arc::from("-");
+            gr.delivery_lines.set_time(wall_clock_micros());
+            gr.delivery_lines.push(
+                log_text,
+                offset,
+                &letter.producer,
+                &grp.name,
+                &nobody,
+                reached,
+            );
+            gr.dead_lettered += 1;
+        }
+    }
+
+    /// The record at `offset` of group `g`'s `r`-th ring: from the ring, or
+    /// from the persistence file if it left the ring.
+    fn letter_at(&mut self, g: u32, r: usize, offset: u64) -> Option<Letter> {
+        let gr = self.group_ring(g, r)?;
+        if let Ok(record) = gr.region.read_record(offset) {
+            let key = (record.producer, record.producer_generation);
+            return Some(Letter {
+                key: record.key.map(<[u8]>::to_vec),
+                payload: record.payload.to_vec(),
+                producer: self
+                    .producers
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| self.unknown.clone()),
+            });
+        }
+        let tp = match &gr.partition_ring {
+            Some(ring) => ring.partition.clone(),
+            None => audit_format::index::TopicPartition::default_topic(),
+        };
+        let data_dir = super::readers::data_dir_of(&self.file_producers);
+        let mut file = LogReader::open_in(&data_dir, &tp).ok()?;
+        file.seek(offset).ok()?;
+        let found = file.next_record().ok()??;
+        (found.record.offset == offset).then(|| Letter {
+            key: found.record.key,
+            payload: found.record.payload,
+            producer: Arc::from(found.record.producer.as_str()),
+        })
+    }
+
+    /// The ring of `<topic>.dlq`, created if it does not exist (None while
+    /// another topic is being created: it is tried again at the next pass).
+    fn dead_letter_ring(&self, topic: &str) -> Result<Option<Arc<PartitionRing>>, String> {
+        let topics = self.topics.as_ref().ok_or("no topics are served")?;
+        let name = format!("{topic}.dlq");
+        if topics.find(&name).is_none() {
+            match topics.create_unless_busy(&name) {
+                Some(created) => {
+                    let record = created.map_err(|e| e.to_string())?;
+                    eprintln!("broker: created the dead-letter topic {}", record.name);
+                }
+                None => return Ok(None),
+            }
+        }
+        let (_, first) = topics.find(&name).ok_or("created, then gone")?;
+        topics
+            .ring(first)
+            .map(Some)
+            .ok_or_else(|| "created without its ring".to_string())
+    }
+
+    /// The stand-in producer that publishes group `group`'s dead letters, given
+    /// a client entry of its own on first need.
+    fn dead_letter_sender(&mut self, group: &Arc<str>) -> Option<Sender> {
+        if let Some(&(client, generation)) = self.dead_letter_senders.get(group) {
+            return Some(Sender { client, generation });
+        }
+        let slot = self.free_client_slot()?;
+        self.generation = self.generation.wrapping_add(1).max(1);
+        let id = format!("dlq:{group}");
+        let record = ClientRecord {
+            role: ClientRole::Producer,
+            generation: self.generation,
+            pid: std::process::id(),
+            group: None,
+            id: &id,
+        };
+        // Removed from the start: it names records, and nobody registers as it.
+        if !self
+            .region
+            .publish_client(slot, &record, client_state::REMOVED)
+        {
+            return None;
+        }
+        self.producers
+            .insert((slot, self.generation), Arc::from(id.as_str()));
+        self.dead_letter_senders
+            .insert(group.clone(), (slot, self.generation));
+        Some(Sender {
+            client: slot,
+            generation: self.generation,
+        })
+    }
+
+    /// Says `what` on stderr, once per kind.
+    fn report_once(&mut self, kind: &'static str, what: impl FnOnce() -> String) {
+        if self.reported.insert(kind) {
+            eprintln!("{}", what());
+        }
+    }
+}
