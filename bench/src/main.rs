@@ -540,6 +540,8 @@ fn orchestrate() {
 
     // W6: four topics side by side, each 1 producer → 1 reader, beside W1.
     progress(&mut rows, median_of(|| run_topics(N)));
+    // W7: one topic of 4 partitions, 4 keyed producers → a partition group of 4.
+    progress(&mut rows, median_of(|| run_partition_group(N)));
     // W8: a standalone reader replays 1M messages from offset 0 after they left
     // the ring (from the file), and reads them from the ring as they are
     // published, beside W1.
@@ -591,6 +593,7 @@ fn ratios(rows: &[Row]) -> Value {
         "w3_p50_vs_uds": find(rows, w3, "broker").p50_us / find(rows, w3, "uds").p50_us,
         "w4_8_groups_vs_1": deliveries(8) / deliveries(1),
         "w6_vs_w1": find(rows, W6, "broker").msgs_per_s / broker,
+        "w7_vs_w1": find(rows, W7, "broker").msgs_per_s / broker,
         "w8_file_vs_w1": w8(W8_FILE),
         "w8_ring_vs_w1": w8(W8_RING),
     })
@@ -653,6 +656,11 @@ fn render(rows: &[Row]) -> String {
     );
     let _ = writeln!(
         s,
+        "- W7 one topic of 4 partitions, 4 keyed producers → a partition group of 4 (per-key order checked) / W1 broker msgs/s: {:.2}×",
+        f("w7_vs_w1")
+    );
+    let _ = writeln!(
+        s,
         "- W8 reader replaying from the file / W1 broker msgs/s: {:.1} % (reading from the ring: {:.1} %)",
         100.0 * f("w8_file_vs_w1"),
         100.0 * f("w8_ring_vs_w1")
@@ -706,6 +714,79 @@ fn run_topics(n: u64) -> Row {
     let got: Vec<Value> = readers.into_iter().map(Worker::finish).collect();
     let broker_cpu = broker.cpu_seconds() - cpu0;
     broker.stop();
+    aggregate(W6, share * 4, broker_cpu, &sent, &got)
+}
+
+const W7: &str = "W7 4 partitions, 4 keys → partition group of 4 64 B";
+
+/// Four keys that Kafka's partitioner puts in partitions 0, 1, 2 and 3 of a
+/// 4-partition topic, one each.
+fn keys_one_per_partition() -> Vec<String> {
+    let mut keys: Vec<Option<String>> = vec![None; 4];
+    for i in 0.. {
+        let key = format!("key-{i}");
+        let p = partitioner::partition_for_key(key.as_bytes(), 4) as usize;
+        keys[p].get_or_insert(key);
+        if keys.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    keys.into_iter().flatten().collect()
+}
+
+/// W7: one topic of 4 partitions; 4 producers, each sending `n / 4` 64 B
+/// messages under its own key (one key per partition); a `partition` group of
+/// 4 consumers, one partition each, each checking that every key's messages
+/// come in the order sent. The aggregate rate over the consumers' common span.
+fn run_partition_group(n: u64) -> Row {
+    let broker = Broker::start(&["--groups", "0", "--topics", "w7:4"]);
+    let cpu0 = broker.cpu_seconds();
+    let share = n / 4;
+    let consumers: Vec<Worker> = (0..4)
+        .map(|c| {
+            Worker::start(
+                "consume",
+                &kv(&[
+                    ("broker", broker.addr.clone()),
+                    ("id", format!("w7-c{c}")),
+                    ("group", "w7".into()),
+                    ("topic", "w7".into()),
+                    ("assignment", "partition".into()),
+                    ("check_order", "1".into()),
+                    ("count", share.to_string()),
+                ]),
+            )
+        })
+        .collect();
+    let producers: Vec<Worker> = keys_one_per_partition()
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| {
+            Worker::start(
+                "produce",
+                &kv(&[
+                    ("broker", broker.addr.clone()),
+                    ("id", format!("w7-p{i}")),
+                    ("topic", "w7".into()),
+                    ("key", key),
+                    ("count", share.to_string()),
+                    ("size", "64".into()),
+                    ("rate", "0".into()),
+                ]),
+            )
+        })
+        .collect();
+    let sent: Vec<Value> = producers.into_iter().map(Worker::finish).collect();
+    let got: Vec<Value> = consumers.into_iter().map(Worker::finish).collect();
+    let broker_cpu = broker.cpu_seconds() - cpu0;
+    broker.stop();
+    aggregate(W7, share * 4, broker_cpu, &sent, &got)
+}
+
+/// A row for `n` messages moved by `sent` producers and `got` receivers (each
+/// worker's JSON line) over the receivers' common span, with the worst
+/// receiver's latency and every process's CPU.
+fn aggregate(workload: &str, n: u64, broker_cpu: f64, sent: &[Value], got: &[Value]) -> Row {
     let secs = got
         .iter()
         .map(|v| v["secs"].as_f64().unwrap_or(0.0))
@@ -714,7 +795,7 @@ fn run_topics(n: u64) -> Row {
     let cpu = broker_cpu
         + sent
             .iter()
-            .chain(&got)
+            .chain(got)
             .map(|v| v["cpu_s"].as_f64().unwrap_or(0.0))
             .sum::<f64>();
     let worst = |k: &str| {
@@ -723,7 +804,7 @@ fn run_topics(n: u64) -> Row {
             .fold(0.0, f64::max)
     };
     let latency = json!({"p50_us": worst("p50_us"), "p99_us": worst("p99_us"), "p999_us": worst("p999_us"), "max_us": worst("max_us")});
-    row(W6, "broker", (share * 4) as f64, secs, 64, &latency, cpu)
+    row(workload, "broker", n as f64, secs, 64, &latency, cpu)
 }
 
 const W8_FILE: &str = "W8 replay 1M from the file";

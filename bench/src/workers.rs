@@ -221,19 +221,38 @@ pub fn produce(a: &Args) {
             let seq = i + j as u64;
             stamp(b, seq, seq.is_multiple_of(TIMED_EVERY));
         }
+        let key = a.opt("key").map(str::as_bytes);
         let batch: Vec<(Option<&[u8]>, &[u8])> =
-            pool[..k].iter().map(|b| (None, b.as_slice())).collect();
+            pool[..k].iter().map(|b| (key, b.as_slice())).collect();
         p.send_batch(&batch).map_err(|(_, e)| e).expect("send");
         i += k as u64;
     }
     report_sent(count, start);
 }
 
+/// A group member: `count` messages of `topic` (default `default`) in group
+/// `group` (created with `assignment`, if given); with `check_order=1`, checks
+/// that each key's sequence numbers only grow.
 pub fn consume(a: &Args) {
-    let mut c =
-        consumer::Consumer::connect(a.get("broker"), Some(a.get("id")), Some(a.get("group")))
-            .expect("connect");
+    let subscription = control_protocol::Subscription {
+        topics: a
+            .opt("topic")
+            .map(|t| vec![t.to_string()])
+            .unwrap_or_default(),
+        assignment: a
+            .opt("assignment")
+            .map(|s| control_protocol::Assignment::parse(s).expect("assignment")),
+    };
+    let mut c = consumer::Consumer::connect_reading(
+        a.get("broker"),
+        Some(a.get("id")),
+        Some(a.get("group")),
+        &subscription,
+    )
+    .expect("connect");
     let count = a.num("count");
+    let check_order = a.opt("check_order") == Some("1");
+    let mut last_seq: std::collections::HashMap<Vec<u8>, u64> = Default::default();
     ready();
     let mut r = Receipts::new();
     // The fastest path the library offers: batches of up to 64 borrowed in place.
@@ -246,7 +265,19 @@ pub fn consume(a: &Args) {
             panic!("no message for 60 s after {} of {count}", r.count);
         }
         for i in 0..batch.len() {
-            r.record(batch.get(i).expect("message").payload);
+            let m = batch.get(i).expect("message");
+            if check_order {
+                let seq = m
+                    .payload
+                    .get(16..STAMP_LEN)
+                    .and_then(|d| parse_hex_digits(d.try_into().ok()?))
+                    .expect("a stamped payload");
+                let key = m.key.unwrap_or_default().to_vec();
+                if let Some(before) = last_seq.insert(key, seq) {
+                    assert!(seq > before, "per-key order broken: {seq} after {before}");
+                }
+            }
+            r.record(m.payload);
         }
     }
     r.finish();
