@@ -41,6 +41,7 @@ pub fn report(
                         "rotation_size": m.rotation_size,
                         "last_poll_s": (m.last_poll_s * 10.0).round() / 10.0,
                         "unacknowledged": m.unacknowledged,
+                        "partitions": m.partitions,
                     })
                 })
                 .collect();

@@ -72,6 +72,17 @@ fn printed(stdout: &[u8]) -> Vec<(Place, (String, u64))> {
         .collect()
 }
 
+/// Waits until `broker status` shows `n` members in group `group`.
+fn wait_members(broker: &Broker, group: &str, n: usize) {
+    broker.wait_for_status("the group's members", |s| {
+        s["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == group && g["members"].as_array().unwrap().len() == n)
+    });
+}
+
 /// A broker with `topics` and no pre-created group, writing its files every 10 ms.
 fn groups_broker(topics: &str) -> Broker {
     Broker::start(&[
@@ -232,13 +243,7 @@ fn a_member_killed_mid_stream_hands_its_partitions_share_to_the_other() {
     );
     victim.wait_stderr("joined group g");
     let (survivor, _) = broker.consumer(&args);
-    broker.wait_for_status("two members in g", |s| {
-        s["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["name"] == "g" && g["members"].as_array().unwrap().len() == 2)
-    });
+    wait_members(&broker, "g", 2);
     let producer = broker.producer(&["--topic", "jobs"], Some(keyed_lines("j", N)));
     // Killed once it has printed some of its share.
     watcher.wait_until(
@@ -459,13 +464,7 @@ fn a_partition_group_gives_each_partition_to_one_member_and_keeps_each_keys_orde
     let broker = groups_broker("events:4");
     let args = partition_member("events");
     let members: Vec<e2e::Proc> = (0..4).map(|_| broker.consumer(&args).0).collect();
-    broker.wait_for_status("four members in p", |s| {
-        s["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["name"] == "p" && g["members"].as_array().unwrap().len() == 4)
-    });
+    wait_members(&broker, "p", 4);
     let messages = keyed_messages(&keys, "b1", PER_KEY);
     send_keyed(&broker, "events", &messages);
     wait_distinct(&broker, "p", messages.len());
@@ -495,15 +494,6 @@ fn a_partition_group_rebalances_when_members_join_leave_and_die() {
     let keys = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"];
     let broker = groups_broker("jobs:4");
     let args = partition_member("jobs");
-    let members_are = |n: usize| {
-        broker.wait_for_status("the group's members", move |s| {
-            s["groups"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|g| g["name"] == "p" && g["members"].as_array().unwrap().len() == n)
-        });
-    };
     let mut sent = 0;
     let mut send = |batch: &str| {
         let messages = keyed_messages(&keys, batch, 40);
@@ -515,13 +505,13 @@ fn a_partition_group_rebalances_when_members_join_leave_and_die() {
     send("b1");
     // B joins: Kafka's range assignor gives A partitions 0 and 1, B 2 and 3.
     let (b, _) = broker.consumer(&args);
-    members_are(2);
+    wait_members(&broker, "p", 2);
     send("b2");
     // A leaves: B owns every partition.
     a.signal(Signal::SIGTERM);
     let a = a.wait_exit();
     assert_eq!(a.code(), Some(0), "{:?}", a.stderr);
-    members_are(1);
+    wait_members(&broker, "p", 1);
     send("b3");
     // C joins and is killed: its partitions come back to B, with what C had
     // not acknowledged.
@@ -533,12 +523,12 @@ fn a_partition_group_rebalances_when_members_join_leave_and_die() {
         e2e::StdoutMode::Watched(watcher.clone()),
     );
     c.wait_stderr("joined group p");
-    members_are(2);
+    wait_members(&broker, "p", 2);
     send("b4");
     c.signal(Signal::SIGKILL);
     let mut c_out = c.take_stdout_so_far();
     c_out.extend(c.wait_exit().stdout);
-    members_are(1);
+    wait_members(&broker, "p", 1);
     send("b5");
     b.signal(Signal::SIGTERM);
     let b = b.wait_exit();
@@ -746,16 +736,16 @@ fn reset_offsets_moves_a_group_in_every_partition_of_a_topic() {
     assert_eq!(bad.code(), Some(2));
 }
 
-/// A group member whose stdout the test watches line by line; with `dies_at`,
-/// it kills itself once it has printed that many messages, before it
-/// acknowledges them (a process that dies handling a message).
+/// A group member whose stdout the test watches line by line. With `fault`
+/// (`consumer-printed:<n>` or `consumer-printed:<n>:stop`), it kills or stops
+/// itself once it has printed n messages, before it acknowledges them: a
+/// process that dies, or stalls, handling a message.
 fn watched_member(
     broker: &Broker,
     args: &[&str],
-    dies_at: Option<u64>,
+    fault: Option<String>,
 ) -> (e2e::Proc, e2e::Watcher) {
     let watcher = e2e::Watcher::default();
-    let fault = dies_at.map(|n| format!("consumer-printed:{n}"));
     let env: Vec<(&str, &str)> = fault
         .iter()
         .map(|f| ("MINIKAFKA_FAULT", f.as_str()))
@@ -806,7 +796,8 @@ fn a_message_its_consumers_die_on_goes_to_the_dead_letter_topic_after_max_attemp
         let args = [
             "--group", "g", "--topic", "jobs", "--id", &id, "--format", "json",
         ];
-        watched_member(&broker, &args, dies_at)
+        let fault = dies_at.map(|n| format!("consumer-printed:{n}"));
+        watched_member(&broker, &args, fault)
     };
     // The first worker handles three messages, then dies on the poison one.
     let (first, watcher) = member(1, Some(4));
@@ -874,4 +865,85 @@ fn a_message_its_consumers_die_on_goes_to_the_dead_letter_topic_after_max_attemp
             ("-".to_string(), "3".to_string()),
         ]
     );
+}
+
+#[test]
+fn a_stalled_owner_is_evicted_and_its_partitions_go_to_the_other_member_unacknowledged_first() {
+    let broker = Broker::start(&[
+        "--topics",
+        "jobs:2",
+        "--groups",
+        "0",
+        "--flush-interval",
+        "10ms",
+        "--session-timeout",
+        "2s",
+    ]);
+    let args = partition_member("jobs");
+    // The first member stops itself once it has printed 5 messages, before it
+    // acknowledges them: a process stalled while handling a message.
+    let fault = Some("consumer-printed:5:stop".to_string());
+    let (mut stalled, watcher) = watched_member(&broker, &args, fault);
+    let (other, _) = broker.consumer(&args);
+    // Kafka's range assignor: the first member owns partition 0, the other 1.
+    wait_members(&broker, "p", 2);
+    // One keyed producer per partition, so that each member gets messages.
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("key-{i}"))
+        .scan([false; 2], |seen, k| {
+            let p = partitioner_of(&k);
+            let new = !seen[p];
+            seen[p] = true;
+            Some((k, new))
+        })
+        .filter(|(_, new)| *new)
+        .map(|(k, _)| k)
+        .take(2)
+        .collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let messages = keyed_messages(&key_refs, "b1", 50);
+    send_keyed(&broker, "jobs", &messages);
+    stalled.wait_until_stopped("the first member never stalled");
+    let held = printed_so_far(&stalled, &watcher, 5);
+    // Evicted after the session timeout: the other member owns both
+    // partitions, and consumes everything.
+    broker.wait_for_status("the stalled member evicted and p drained", |s| {
+        s["groups"].as_array().unwrap().iter().any(|g| {
+            g["name"] == "p"
+                && e2e::member_ids(g).len() == 1
+                && g["members"][0]["partitions"] == serde_json::json!(["jobs/0", "jobs/1"])
+                && g["partitions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["position"] == 50)
+        })
+    });
+    stalled.signal(Signal::SIGCONT);
+    let st = stalled.wait_exit();
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(st.last_stderr_line(), "consumer: evicted from group p");
+    other.signal(Signal::SIGTERM);
+    let o = other.wait_exit();
+    assert_eq!(o.code(), Some(0), "{:?}", o.stderr);
+    let got = printed(&o.stdout);
+    assert_keys_in_order(&got);
+    // What the stalled member was handed and had not acknowledged (its last
+    // batch, the last line it printed among it) came again, as a second
+    // attempt.
+    let held = printed(&held);
+    let (place, (payload, _)) = held.last().unwrap();
+    let again = got.iter().find(|(p, _)| p == place);
+    assert_eq!(
+        again.map(|(_, (m, a))| (m.as_str(), *a >= 2)),
+        Some((payload.as_str(), true))
+    );
+    let mut all: BTreeSet<(u64, u64)> = got.iter().map(|((_, p, o), _)| (*p, *o)).collect();
+    all.extend(held.iter().map(|((_, p, o), _)| (*p, *o)));
+    assert_eq!(all.len(), messages.len());
+}
+
+/// The partition Kafka's partitioner gives `key` in a 2-partition topic.
+fn partitioner_of(key: &str) -> usize {
+    partitioner::partition_for_key(key.as_bytes(), 2) as usize
 }

@@ -47,6 +47,9 @@ pub struct MemberSnapshot {
     /// to join one).
     pub turns: u32,
     pub rotation_size: u32,
+    /// The topic-partitions (`topic/partition`) whose rotation in force it
+    /// takes turns in: in a `partition` group, those it owns.
+    pub partitions: Vec<String>,
     /// Seconds since its poll counter last moved, as sampled by the broker.
     pub last_poll_s: f64,
     /// Messages handed to it and not yet acknowledged (redeliveries included).
@@ -149,9 +152,9 @@ impl Registry {
             .filter_map(|(g, grp)| {
                 let grp = grp.as_ref()?;
                 let g = g as u32;
-                // Its turns in the rotation in force of the first ring it reads.
-                let first = grp.rings.first();
-                let in_force = first.and_then(|gr| gr.segments.back().filter(|_| !gr.frozen));
+                let in_force = |gr: &super::groups::GroupRing| {
+                    gr.segments.back().filter(|_| !gr.frozen).cloned()
+                };
                 let members = grp
                     .members
                     .iter()
@@ -166,13 +169,30 @@ impl Registry {
                                     + gr.claimed_redeliveries(g, m)
                             })
                             .sum();
-                        let in_rotation =
-                            in_force.is_some_and(|s| s.members.iter().any(|&(x, _)| x == m));
+                        // The rings whose rotation in force it takes turns in.
+                        let turning: Vec<_> = grp
+                            .rings
+                            .iter()
+                            .filter_map(|gr| {
+                                let seg = in_force(gr)?;
+                                seg.members
+                                    .iter()
+                                    .any(|&(x, _)| x == m)
+                                    .then_some((gr, seg))
+                            })
+                            .collect();
+                        let rotation_size = turning
+                            .first()
+                            .map_or(0, |(_, seg)| seg.members.len() as u32);
                         Some(MemberSnapshot {
                             id: c.id.to_string(),
                             pid: c.pid,
-                            turns: in_rotation as u32,
-                            rotation_size: in_force.map_or(0, |s| s.members.len() as u32),
+                            turns: u32::from(!turning.is_empty()),
+                            rotation_size,
+                            partitions: turning
+                                .iter()
+                                .map(|(gr, _)| format!("{}/{}", gr.topic, gr.partition))
+                                .collect(),
                             last_poll_s: c.activity.moved_at.elapsed().as_secs_f64(),
                             unacknowledged,
                         })
