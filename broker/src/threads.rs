@@ -150,11 +150,13 @@ pub(crate) fn start(
                 let (reclaimer, disk_waits) = (reclaimer.clone(), disk_waits.clone());
                 let marks = marks.clone();
                 Box::new(move |mark| {
-                    persister::publish(&region, &persisted, mark);
-                    marks.settle();
+                    // Timed before the senders it releases return: a scrape
+                    // after a send returns counts its wait.
                     if let Some(waits) = &disk_waits {
                         waits.persisted(mark);
                     }
+                    persister::publish(&region, &persisted, mark);
+                    marks.settle();
                     // A corrupt ring is reported by the cleaner's own pass.
                     let _ = reclaimer.reclaim();
                     event::wake(&region.header().cleaner);

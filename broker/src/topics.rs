@@ -44,9 +44,10 @@ impl PartitionRing {
         self.reclaim();
     }
 
-    /// Frees what is persisted (no group holds these rings yet: that is enough
-    /// to free a slot). A reclaim that fails on state that cannot be valid asks
-    /// the cleaner to repair the ring.
+    /// Frees what is persisted and, while groups read the ring, what they have
+    /// all consumed with its deliveries logged (see `Reclaimer::hold_from`). A
+    /// reclaim that fails on state that cannot be valid asks the cleaner to
+    /// repair the ring.
     pub fn reclaim(&self) {
         if self.reclaimer.reclaim().is_err() {
             let mut wanted = self.repairs.lock().unwrap_or_else(|p| p.into_inner());

@@ -947,3 +947,26 @@ fn a_stalled_owner_is_evicted_and_its_partitions_go_to_the_other_member_unacknow
 fn partitioner_of(key: &str) -> usize {
     partitioner::partition_for_key(key.as_bytes(), 2) as usize
 }
+
+#[test]
+fn group_topics_must_exist_and_be_well_named() {
+    let data = e2e::TempDir::new("group-topics");
+    let refused = Broker::refused(&data, &["--group-topics", "nope"]);
+    assert_eq!(
+        refused.last_stderr_line(),
+        "broker: --group-topics: unknown topic nope"
+    );
+    // A topic created in the same command is there to read.
+    let broker = Broker::start_in(
+        data,
+        &["--topics", "nope:2", "--group-topics", "nope,default"],
+    );
+    let status = broker.status();
+    let read: Vec<&str> = status["groups"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(read, ["default", "nope", "nope"]);
+}
