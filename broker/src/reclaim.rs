@@ -93,11 +93,12 @@ impl Reclaimer {
     }
 
     /// A group starts holding this ring (a partition's) from `start`: nothing at
-    /// or above it is freed until [`Reclaimer::note_consumed`] says so.
+    /// or above it is freed until [`Reclaimer::note_consumed`] says so. The
+    /// mark only comes down: other groups may hold the ring from further back.
     pub fn hold_from(&self, start: u64) {
         let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
         *holds += 1;
-        self.logged.store(start, Ordering::Release);
+        self.logged.fetch_min(start, Ordering::AcqRel);
     }
 
     /// Which holds a mark computed now knows of, for [`Reclaimer::note_consumed`].
@@ -252,6 +253,31 @@ mod tests {
         persisted.store(8, Ordering::Release);
         assert_eq!(reclaimer.reclaim().unwrap(), 2);
         assert_eq!(region.used_slots(), 1);
+    }
+
+    #[test]
+    fn a_hold_keeps_what_a_group_reads_and_a_mark_made_before_it_never_lifts_it() {
+        let t = test_region("holds", 16);
+        let region = &t.0;
+        send_eight(region);
+        let reclaimer = Reclaimer::new(region.clone(), Arc::new(AtomicU64::new(8)), u64::MAX);
+        // Nobody holds it: whatever is persisted may go.
+        reclaimer.hold_from(2);
+        assert_eq!(reclaimer.reclaim().unwrap(), 2, "held from offset 2");
+        // A second group joining from further on does not lift the first's hold.
+        let before = reclaimer.hold();
+        reclaimer.hold_from(6);
+        assert_eq!(reclaimer.logged(), 2);
+        // A mark made before that hold (knowing only the first group) is ignored.
+        reclaimer.note_consumed(before, 7);
+        assert_eq!(reclaimer.reclaim().unwrap(), 0);
+        // One made since counts.
+        reclaimer.note_consumed(reclaimer.hold(), 5);
+        assert_eq!(reclaimer.reclaim().unwrap(), 3);
+        // And once no group holds it, everything persisted goes.
+        reclaimer.note_consumed(reclaimer.hold(), u64::MAX);
+        assert_eq!(reclaimer.reclaim().unwrap(), 3);
+        assert_eq!(region.used_slots(), 0);
     }
 
     #[test]
