@@ -287,6 +287,23 @@ impl LogReader {
         Ok(None)
     }
 
+    /// The offset of the partition's first record in the file, if it has one:
+    /// the index's first entry (read again from disk: the writer may have
+    /// appended since it was opened), else the first record of the partition in
+    /// the file's tail that no entry covers yet. Leaves the reader at that record.
+    pub fn first_offset(&mut self) -> Result<Option<u64>, LogError> {
+        match self.seek(0) {
+            Err(LogError::BeforeFirst { first, .. }) => {
+                self.seek(first)?;
+                return Ok(Some(first));
+            }
+            other => other?,
+        }
+        let first = self.next_record()?.map(|r| r.record.offset);
+        self.seek(first.unwrap_or(0))?;
+        Ok(first)
+    }
+
     /// The next record of the partition, or None when the file holds no more yet.
     pub fn next_record(&mut self) -> Result<Option<LogRecord>, LogError> {
         let parsed = self.next_line(|line| {

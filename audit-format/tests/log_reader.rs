@@ -264,6 +264,33 @@ fn a_partition_without_records_returns_them_once_written() {
 }
 
 #[test]
+fn the_first_record_is_found_even_where_the_index_does_not_cover_it_yet() {
+    let dir = Scratch::new("first-offset");
+    let all = messages(40, 2, 20);
+    let (mut log, _) = LogWriter::open(dir.path(), &default_topic(2), config(STEP));
+    for m in all.iter().filter(|m| m.partition == 0) {
+        log.append(m.clone());
+    }
+    log.write_buffer();
+    // Opened while partition 1 has no record.
+    let mut ones_reader = reader(&dir, 1);
+    assert_eq!(ones_reader.first_offset().unwrap(), None);
+    // Its first records reach the file, with no index entry for them yet.
+    let mut ones = all.iter().filter(|m| m.partition == 1).skip(5);
+    for m in ones.by_ref().take(3) {
+        append_raw(&dir, &line_of(m));
+    }
+    assert!(ones_reader.index().entries().is_empty());
+    assert_eq!(ones_reader.first_offset().unwrap(), Some(5));
+    // And left there: the next record is that one.
+    assert_eq!(ones_reader.next_record().unwrap().unwrap().record.offset, 5);
+    // Once the index has entries, its first one answers.
+    let mut indexed = reader(&dir, 0);
+    assert_eq!(indexed.first_offset().unwrap(), Some(0));
+    assert_eq!(indexed.next_record().unwrap().unwrap().record.offset, 0);
+}
+
+#[test]
 fn records_of_other_topics_are_passed_over() {
     let dir = Scratch::new("topics");
     let mut topics: IndexedTopics = default_topic(1);

@@ -499,9 +499,9 @@ impl Server {
         let mut file = LogReader::open_in(std::path::Path::new(&self.data_dir), tp).ok();
         let ring = region.freed_offset();
         let earliest = file
-            .as_ref()
-            .and_then(|f| f.index().first())
-            .map_or(ring, |e| e.offset.min(ring));
+            .as_mut()
+            .and_then(|f| f.first_offset().ok().flatten())
+            .map_or(ring, |first| first.min(ring));
         match to {
             ResetTo::Earliest => earliest,
             ResetTo::Latest => end,

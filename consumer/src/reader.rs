@@ -303,9 +303,11 @@ impl Reader {
 
     fn earliest_of(&mut self, i: usize) -> u64 {
         let ring = self.parts[i].region(&self.session).freed_offset();
-        match self.file_reader(i) {
-            Ok(f) => f.index().first().map_or(ring, |e| e.offset.min(ring)),
-            Err(_) => ring,
+        // Slots are freed once persisted: what left the ring is in the file,
+        // whether or not its index covers it yet.
+        match self.file_reader(i).map(|f| f.first_offset()) {
+            Ok(Ok(Some(first))) => first.min(ring),
+            _ => ring,
         }
     }
 
