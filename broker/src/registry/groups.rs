@@ -598,10 +598,16 @@ impl Registry {
             return;
         };
         let cursor = group::cursor(entry);
-        let finished = gr
-            .members
-            .iter()
-            .all(|&m| gr.first_owned(m, gr.acked_upto(m), cursor).is_none());
+        // In a `partition` group the ring's old owner also finishes the
+        // redelivery it holds there: the new owner's messages of the same keys
+        // come after it.
+        let by_partition = self.groups[g as usize]
+            .as_ref()
+            .is_some_and(|grp| grp.assignment == Assignment::Partition);
+        let finished = gr.members.iter().all(|&m| {
+            let holds_claim = by_partition && gr.owner != Some(m) && gr.holds_redelivery(g, m);
+            gr.first_owned(m, gr.acked_upto(m), cursor).is_none() && !holds_claim
+        });
         if !finished {
             return;
         }
