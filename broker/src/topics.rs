@@ -140,6 +140,17 @@ pub fn load_directory(config: &BrokerConfig) -> Result<Vec<TopicRecord>, BrokerE
             }
         }
     }
+    // Pre-created groups read topics that exist (refused before any region is
+    // made).
+    if let Some(unknown) = config
+        .group_topics
+        .iter()
+        .find(|t| *t != DEFAULT_TOPIC && !records.iter().any(|r| &r.name == *t))
+    {
+        return Err(BrokerError::Topics(format!(
+            "--group-topics: unknown topic {unknown}"
+        )));
+    }
     let topics = records.len() as u64 + 1;
     let partitions: u64 = 1 + records.iter().map(|r| u64::from(r.partitions)).sum::<u64>();
     if topics > u64::from(config.max_topics) || partitions > u64::from(config.max_partitions) {

@@ -736,6 +736,23 @@ impl Drop for Broker {
         }
         if !self.shm.is_empty() {
             let _ = shm_layout::Region::unlink(&self.shm);
+            unlink_partition_regions(&self.shm);
+        }
+    }
+}
+
+/// Unlinks the regions of the topic-partitions of the broker whose control
+/// region is `shm` (`<shm>.t<topic id>.<partition>`), which a killed broker
+/// leaves behind.
+pub fn unlink_partition_regions(shm: &str) {
+    let prefix = format!("{}.t", shm.trim_start_matches('/'));
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) {
+            let _ = shm_layout::Region::unlink(&format!("/{name}"));
         }
     }
 }
