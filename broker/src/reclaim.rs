@@ -96,6 +96,9 @@ impl Reclaimer {
     /// or above it is freed until [`Reclaimer::note_consumed`] says so. The
     /// mark only comes down: other groups may hold the ring from further back.
     pub fn hold_from(&self, start: u64) {
+        // Not while a reclaim runs: one that read the mark before this hold would
+        // free what the group is about to read from the ring.
+        let _reclaiming = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
         let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
         *holds += 1;
         self.logged.fetch_min(start, Ordering::AcqRel);

@@ -192,6 +192,14 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
     })
 }
 
+/// Whether saved line `g` is a pre-created group's in `default`/0, which its start
+/// there (in `starts`) replaces.
+pub(crate) fn is_pre_created_groups_start(g: &state::GroupState, starts: &[GroupStart]) -> bool {
+    g.topic == state::DEFAULT_TOPIC
+        && g.partition == state::DEFAULT_PARTITION
+        && starts.iter().any(|s| s.name == g.name)
+}
+
 /// Recorded at once: from now on a restart never takes an offset below `next`,
 /// whatever happens to the files.
 fn save_starting_state(
@@ -228,11 +236,7 @@ fn save_starting_state(
                 saved
                     .groups
                     .iter()
-                    .filter(|g| {
-                        let in_default = g.topic == state::DEFAULT_TOPIC
-                            && g.partition == state::DEFAULT_PARTITION;
-                        !(in_default && starts.iter().any(|s| s.name == g.name))
-                    })
+                    .filter(|g| !is_pre_created_groups_start(g, starts))
                     .cloned(),
             )
             .collect(),

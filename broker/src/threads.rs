@@ -110,13 +110,13 @@ pub(crate) fn start(
                 })
         })
         .map_err(BrokerError::Topics)?;
-    // Groups consumers had created and left resume where they were when a member
-    // joins again.
-    let departed = state_file
-        .snapshot()
+    // Groups resume where they were in the topics they do not read yet, when a
+    // member reads them again. A pre-created group's `default`/0 line is its start
+    // there, whether it reads `default` or not.
+    let departed = saved
         .groups
         .into_iter()
-        .filter(|g| !starts.iter().any(|s| s.name == g.name))
+        .filter(|g| !crate::startup::is_pre_created_groups_start(g, &starts))
         .map(|g| {
             let d = crate::registry::Departed {
                 position: g.position,

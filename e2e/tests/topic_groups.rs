@@ -180,11 +180,52 @@ fn a_group_over_a_topic_deals_each_partition_to_its_members_and_logs_every_deliv
     assert_eq!(logged, seen);
 }
 
+/// Stops a member of `group` reading `tiny` (16 slots), then sends `N` lines
+/// `<prefix><i>`: the producer must wait for the group, and say so, until the
+/// member goes on; returns what the member printed.
+fn held_by_a_stopped_member(
+    broker: &Broker,
+    group: &str,
+    prefix: &str,
+) -> Vec<(Place, (String, u64))> {
+    let count = HELD.to_string();
+    let (mut member, _) = broker.consumer(&[
+        "--group", group, "--topic", "tiny", "--format", "json", "--count", &count,
+    ]);
+    member.signal(Signal::SIGSTOP);
+    member.wait_until_stopped("the member never stopped");
+    let lines = keyed_lines(prefix, HELD);
+    let mut producer = broker.producer(&["--topic", "tiny"], Some(lines));
+    // The producer waits for the group, and says which.
+    let waiting = producer.wait_stderr("waiting for space in tiny/0");
+    assert!(
+        waiting.contains(&format!("group {group} is"))
+            && waiting.contains("messages behind; slowest consumer"),
+        "{waiting}"
+    );
+    member.signal(Signal::SIGCONT);
+    assert_eq!(producer.wait_exit().code(), Some(0));
+    let got = member.wait_exit();
+    assert_eq!(got.code(), Some(0), "{:?}", got.stderr);
+    printed(&got.stdout)
+}
+
+/// Messages a stopped member holds, in a ring of 16 slots: without the group's
+/// hold, the persister would free slots the member has not read.
+const HELD: usize = 200;
+
+/// Asserts `got` is offsets `from..from + HELD` in order, with payloads
+/// `<prefix><i>`.
+fn assert_all_in_order(got: &[(Place, (String, u64))], from: u64, prefix: &str) {
+    let offsets: Vec<u64> = got.iter().map(|((_, _, o), _)| *o).collect();
+    assert_eq!(offsets, (from..from + HELD as u64).collect::<Vec<_>>());
+    for ((_, _, o), (payload, _)) in got {
+        assert_eq!(payload, &format!("{prefix}{}", o - from));
+    }
+}
+
 #[test]
 fn a_group_holds_its_topics_ring_until_its_member_has_consumed() {
-    // A ring of 16 slots and 200 messages: without the group's hold, the
-    // persister would free slots the stopped member has not read.
-    const N: usize = 200;
     let broker = Broker::start(&[
         "--topics",
         "tiny:1",
@@ -195,29 +236,38 @@ fn a_group_holds_its_topics_ring_until_its_member_has_consumed() {
         "--flush-interval",
         "10ms",
     ]);
-    let count = N.to_string();
-    let (mut member, _) = broker.consumer(&[
-        "--group", "g", "--topic", "tiny", "--format", "json", "--count", &count,
+    let got = held_by_a_stopped_member(&broker, "g", "t");
+    assert_all_in_order(&got, 0, "t");
+}
+
+#[test]
+fn under_spill_a_pre_created_group_holds_its_topics_ring_again_when_a_member_returns() {
+    let broker = Broker::start(&[
+        "--spill",
+        "--topics",
+        "tiny:1",
+        "--slots",
+        "16",
+        "--groups",
+        "audit",
+        "--group-topics",
+        "tiny",
+        "--flush-interval",
+        "10ms",
     ]);
-    member.signal(Signal::SIGSTOP);
-    member.wait_until_stopped("the member never stopped");
-    let mut producer = broker.producer(&["--topic", "tiny"], Some(keyed_lines("t", N)));
-    // The producer waits for the group, and says which.
-    let waiting = producer.wait_stderr("waiting for space in tiny/0");
-    assert!(
-        waiting.contains("group g is") && waiting.contains("messages behind; slowest consumer"),
-        "{waiting}"
-    );
-    member.signal(Signal::SIGCONT);
-    assert_eq!(producer.wait_exit().code(), Some(0));
-    let got = member.wait_exit();
-    assert_eq!(got.code(), Some(0), "{:?}", got.stderr);
-    let got = printed(&got.stdout);
-    let offsets: Vec<u64> = got.iter().map(|((_, _, o), _)| *o).collect();
-    assert_eq!(offsets, (0..N as u64).collect::<Vec<_>>());
-    for ((_, _, o), (payload, _)) in &got {
-        assert_eq!(payload, &format!("t{o}"));
-    }
+    // Without a member the group does not hold the ring: this goes through.
+    let sent = broker.producer(&["--topic", "tiny"], Some(keyed_lines("a", HELD)));
+    assert_eq!(sent.wait_exit().code(), Some(0));
+    let count = HELD.to_string();
+    let (first, _) = broker.consumer(&[
+        "--group", "audit", "--topic", "tiny", "--format", "json", "--count", &count,
+    ]);
+    let first = first.wait_exit();
+    assert_eq!(first.code(), Some(0), "{:?}", first.stderr);
+    assert_all_in_order(&printed(&first.stdout), 0, "a");
+    // With a member again, it holds the ring.
+    let got = held_by_a_stopped_member(&broker, "audit", "b");
+    assert_all_in_order(&got, HELD as u64, "b");
 }
 
 #[test]
@@ -625,6 +675,16 @@ fn saved_position(data: &std::path::Path, group: &str, topic: &str) -> u64 {
         .sum()
 }
 
+/// Waits until the state file has `group` at `at_least` (summed over `topic`'s
+/// partitions), as the broker saves it at least every --flush-interval.
+fn wait_saved_position(broker: &Broker, group: &str, topic: &str, at_least: u64) {
+    let deadline = Instant::now() + e2e::DEADLINE;
+    while saved_position(&broker.data.0, group, topic) < at_least {
+        assert!(Instant::now() < deadline, "the position was never saved");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn pre_created_groups_read_their_group_topics_from_the_start_and_across_a_kill() {
     let args = [
@@ -669,11 +729,7 @@ fn pre_created_groups_read_their_group_topics_from_the_start_and_across_a_kill()
     let first = first.wait_exit();
     assert_eq!(first.code(), Some(0), "{:?}", first.stderr);
     // Once its position is saved, the broker is killed.
-    let deadline = Instant::now() + e2e::DEADLINE;
-    while saved_position(&broker.data.0, "audit", "orders") < 60 {
-        assert!(Instant::now() < deadline, "the position was never saved");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_saved_position(&broker, "audit", "orders", 60);
     let (data, shm) = broker.kill();
     let restarted = Broker::start_with(data, shm, &args);
     let (second, _) =
@@ -685,6 +741,50 @@ fn pre_created_groups_read_their_group_topics_from_the_start_and_across_a_kill()
         for ((_, p, o), _) in printed(out) {
             assert!(seen.insert((p, o)), "{p}/{o} twice");
         }
+    }
+    assert_eq!(seen.len(), 100);
+}
+
+#[test]
+fn a_pre_created_group_resumes_its_other_topics_after_the_broker_is_killed() {
+    let args = [
+        "--topics",
+        "orders:1,logs:2",
+        "--groups",
+        "audit",
+        "--group-topics",
+        "orders",
+        "--flush-interval",
+        "10ms",
+    ];
+    let broker = Broker::start(&args);
+    // logs is not among its --group-topics: it reads logs from when a member
+    // joins, and keeps its position there when the member leaves.
+    let member = |broker: &Broker, n: &str| {
+        let (member, group) = broker.consumer(&[
+            "--group", "audit", "--topic", "logs", "--format", "json", "--count", n,
+        ]);
+        assert_eq!(group, "audit");
+        member
+    };
+    let read = |member: e2e::Proc| {
+        let out = member.wait_exit();
+        assert_eq!(out.code(), Some(0), "{:?}", out.stderr);
+        printed(&out.stdout)
+    };
+    let reading = member(&broker, "60");
+    let sent = broker.producer(&["--topic", "logs"], Some(keyed_lines("l", 100)));
+    assert_eq!(sent.wait_exit().code(), Some(0));
+    let first = read(reading);
+    wait_saved_position(&broker, "audit", "logs", 60);
+    let (data, shm) = broker.kill();
+    let restarted = Broker::start_with(data, shm, &args);
+    // The rest, and nothing it had read again.
+    let second = read(member(&restarted, "40"));
+    let mut seen = BTreeSet::new();
+    for ((_, p, o), (_, attempt)) in first.iter().chain(&second) {
+        assert!(seen.insert((*p, *o)), "{p}/{o} twice");
+        assert_eq!(*attempt, 1, "{p}/{o}");
     }
     assert_eq!(seen.len(), 100);
 }

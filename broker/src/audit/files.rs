@@ -107,11 +107,14 @@ pub enum LogTailEnd {
 
 /// Reads the consumption log `file` backwards, from its end down to byte `from` (a
 /// line boundary: no line beginning before it is read), and hands each delivery
-/// line to `visit`, last line first, until `visit` breaks or `max_lines` lines have
-/// been read. Comments and lines that do not parse are skipped (and counted).
+/// line of topic-partition `of` to `visit`, last line first, until `visit` breaks
+/// or `max_lines` lines have been read. Other topic-partitions' lines are passed
+/// over and not counted; comments and lines that do not parse are skipped (and
+/// counted).
 pub fn read_log_backwards(
     file: &mut File,
     from: u64,
+    of: (&str, u32),
     max_lines: u64,
     mut visit: impl FnMut(DeliveryRecord) -> ControlFlow<()>,
 ) -> io::Result<LogTailEnd> {
@@ -122,11 +125,17 @@ pub fn read_log_backwards(
             end = LogTailEnd::OutOfLines;
             return ControlFlow::Break(());
         }
-        read += 1;
         let record = std::str::from_utf8(line)
             .ok()
             .filter(|l| !l.starts_with('#'))
             .and_then(|l| DeliveryRecord::parse(l).ok());
+        if record
+            .as_ref()
+            .is_some_and(|r| (r.topic.as_str(), r.partition) != of)
+        {
+            return ControlFlow::Continue(());
+        }
+        read += 1;
         match record.map(&mut visit) {
             Some(ControlFlow::Break(())) => {
                 end = LogTailEnd::Stopped;
@@ -268,7 +277,7 @@ mod tests {
     ) -> (Vec<(u64, String)>, LogTailEnd) {
         let mut file = File::open(p).unwrap();
         let mut seen = Vec::new();
-        let end = read_log_backwards(&mut file, from, max_lines, |d| {
+        let end = read_log_backwards(&mut file, from, ("default", 0), max_lines, |d| {
             seen.push((d.offset, d.group));
             ControlFlow::Continue(())
         })
@@ -313,7 +322,7 @@ mod tests {
         std::fs::write(&p, format!("# header\n{lines}")).unwrap();
         let mut file = File::open(&p).unwrap();
         let mut seen = Vec::new();
-        let end = read_log_backwards(&mut file, 0, u64::MAX, |d| {
+        let end = read_log_backwards(&mut file, 0, ("default", 0), u64::MAX, |d| {
             seen.push(d.offset);
             if d.offset == 1000 {
                 ControlFlow::Break(())

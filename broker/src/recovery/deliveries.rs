@@ -188,10 +188,8 @@ pub fn log_lost_deliveries_of(
     let max_lines = (2 * geometry.slots as u64 + 4 * geometry.redeliveries_per_group as u64)
         * geometry.max_groups as u64
         + 1024;
-    let end = read_log_backwards(log, log_start, max_lines, |line| {
-        if line.topic != dead.partition.topic || line.partition != dead.partition.partition {
-            return ControlFlow::Continue(());
-        }
+    let of = (dead.partition.topic.as_str(), dead.partition.partition);
+    let end = read_log_backwards(log, log_start, of, max_lines, |line| {
         if let Some(&i) = by_name.get(line.group.as_str()) {
             gaps[i].read(line.offset, line.attempt, &line.timestamp);
             if gaps.iter().all(GroupGap::done) {
@@ -595,6 +593,50 @@ mod tests {
         let again = log_lost_deliveries(&s.region, 0, 10, &mut log).unwrap();
         assert_eq!(again.logged, 0);
         assert_eq!(sorted(this_runs_lines(&s, &mut log)), sorted(expected));
+    }
+
+    #[test]
+    fn other_partitions_lines_do_not_count_against_how_far_back_the_log_is_read() {
+        let s = scratch("others");
+        let reg = registry(&s.region, &[("group-1", 0, 0)]);
+        let p = join(&reg, Role::Producer, "p", None);
+        join(&reg, Role::Consumer, "c1", Some("group-1"));
+        send(&s.region, &p, 10);
+        hand_out(&s.region, 0, 10);
+        let logged: Vec<_> = (0..4).map(|o| (o, "group-1", "c1", 1)).collect();
+        let mut log = log_with(&s, &logged);
+        // Then more lines of another topic than the reach of the search.
+        let geometry = s.region.geometry();
+        let reach = (2 * geometry.slots as u64 + 4 * geometry.redeliveries_per_group as u64)
+            * geometry.max_groups as u64
+            + 1024;
+        let mut others = Vec::new();
+        for o in 0..=reach {
+            let d = Delivery {
+                topic: "orders",
+                partition: 1,
+                offset: o,
+                producer: "q",
+                group: "group-1",
+                consumer: "c9",
+                attempt: 1,
+            };
+            push_delivery_of(&mut others, 8, &d);
+        }
+        log.write_all(&others).unwrap();
+        let outcome = log_lost_deliveries(&s.region, 0, 10, &mut log).unwrap();
+        assert_eq!(outcome.logged, 6, "{outcome:?}");
+        let mut text = String::new();
+        log.seek(SeekFrom::Start(s.region.recorded_log_start().unwrap()))
+            .unwrap();
+        log.read_to_string(&mut text).unwrap();
+        let defaults: Vec<u64> = text
+            .lines()
+            .map(|l| DeliveryRecord::parse(l).unwrap())
+            .filter(|d| d.topic == "default")
+            .map(|d| d.offset)
+            .collect();
+        assert_eq!(defaults, (0..10).collect::<Vec<_>>());
     }
 
     #[test]

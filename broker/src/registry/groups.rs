@@ -490,7 +490,20 @@ impl Registry {
                 .as_ref()
                 .and_then(|grp| grp.ring_at(place.ring))
             {
-                Some(r) => r,
+                Some(r) => {
+                    // A pinned ring it stopped holding (under `--spill`): held
+                    // again from its position, or the ring could free what it has
+                    // yet to read.
+                    if !self.holds_ring(g, r) {
+                        let gr = self.group_ring(g, r).expect("found above");
+                        if let (Some(ring), Some(position)) =
+                            (&gr.partition_ring, self.position(g, r))
+                        {
+                            ring.reclaimer.hold_from(position);
+                        }
+                    }
+                    r
+                }
                 None => {
                     let (start, redeliver_below, unacked) = self.start_in(&name, &place);
                     // Its hold covers what it offers again.
@@ -955,7 +968,17 @@ impl Registry {
         groups: impl IntoIterator<Item = ((String, String, u32), Departed)>,
     ) {
         for (key, departed) in groups {
-            if self.find_group(&key.0).is_none() {
+            // A pre-created group already reads `default` and its --group-topics,
+            // from there; its other topics wait for a member, as anyone's do.
+            let (name, topic, partition) = (&key.0, key.1.as_str(), key.2);
+            let reads_it = self.find_group(name).is_some_and(|g| {
+                self.groups[g as usize].as_ref().is_some_and(|grp| {
+                    grp.rings
+                        .iter()
+                        .any(|gr| &*gr.topic == topic && gr.partition == partition)
+                })
+            });
+            if !reads_it {
                 self.departed.insert(key, departed);
             }
         }
