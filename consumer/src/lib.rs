@@ -413,8 +413,9 @@ impl Consumer {
         let pending = region.redelivery_hint(g);
         // In a `partition` group only the ring's owner takes its redeliveries,
         // so that each key's messages stay with one member, in order.
+        let by_partition = self.session.assignment == Some(Assignment::Partition);
         let may_claim = pending != 0
-            && (self.session.assignment != Some(Assignment::Partition) || {
+            && (!by_partition || {
                 let me = region
                     .client(self.session.client)
                     .expect("checked at connect");
@@ -424,6 +425,19 @@ impl Consumer {
             if let Some(claim) = self.claim_readable_redelivery(i) {
                 return Ok(Held::Redelivered(claim));
             }
+            // Nor does it take the offsets after them while any is pending (a
+            // previous owner's, still acknowledged by nobody), unless it passed
+            // one over as unreadable: that one waits for the broker's repair.
+            if by_partition && self.parts[i].declined.is_empty() {
+                let region = self.parts[i].region(&self.session);
+                let group = region.group(g).expect("checked at connect");
+                return Err(Awaited {
+                    part: i,
+                    word: group.turn_word(),
+                    pending,
+                    cursor: None,
+                });
+            }
         }
         let Consumer { session, parts, .. } = self;
         let part = &mut parts[i];
@@ -431,12 +445,17 @@ impl Consumer {
         let group = region.group(g).expect("checked at connect");
         let me = region.client(session.client).expect("checked at connect");
         shm_layout::fault::point("poll-taking");
+        // A `partition` group's new owner looks at the redeliveries again once it
+        // sees the rotation that made it the owner: the broker offered the old
+        // owner's share before installing it.
         match part.member.next_step_with(
             group,
             me,
             |cursor, limit| region.committed_end(cursor, limit),
             max,
+            by_partition,
         ) {
+            Step::Started => self.look_at(i, max),
             Step::Take(run) => {
                 shm_layout::fault::point("poll-claimed");
                 Ok(Held::First(run))

@@ -20,9 +20,6 @@ use shm_layout::units::parse_duration;
 mod output;
 use output::Format;
 
-/// Most messages printed per flush.
-const BATCH: usize = 64;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "consumer",
@@ -99,6 +96,11 @@ struct Args {
     /// Output: text (escaped payload per line), json (JSON Lines) or none (summary only).
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Most messages taken per poll, printed and flushed together and acknowledged
+    /// by the next poll (Kafka's max.poll.records): what the group gets again if
+    /// this consumer dies while printing them.
+    #[arg(long, value_name = "N", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_poll_records: u32,
 }
 
 fn main() -> ExitCode {
@@ -172,6 +174,8 @@ fn parse_start(s: &str) -> Result<StartAt, String> {
 struct Printer {
     format: Format,
     count: Option<u64>,
+    /// Most messages taken per poll (--max-poll-records).
+    batch: usize,
     progress: CountProgress,
     started: Instant,
     received: u64,
@@ -186,6 +190,7 @@ impl Printer {
         Printer {
             format: args.format,
             count: args.count,
+            batch: args.max_poll_records as usize,
             progress: CountProgress::when(
                 std::io::stderr().is_terminal() && stdout_is_free,
                 args.count,
@@ -199,8 +204,9 @@ impl Printer {
 
     /// How many messages the next poll may take: never more than will be printed.
     fn wanted(&self) -> usize {
-        self.count
-            .map_or(BATCH, |n| (n - self.received).min(BATCH as u64) as usize)
+        self.count.map_or(self.batch, |n| {
+            (n - self.received).min(self.batch as u64) as usize
+        })
     }
 
     /// Prints one message and counts it.

@@ -651,6 +651,11 @@ impl Broker {
         data_lines(&self.data.0.join(file))
     }
 
+    /// As [`data_lines_so_far`], for `file` in the broker's data directory.
+    pub fn data_lines_so_far(&self, file: &str) -> Vec<String> {
+        data_lines_so_far(&self.data.0.join(file))
+    }
+
     /// Runs `broker SUBCOMMAND -b ADDR ARGS` against this broker and waits for it.
     pub fn subcommand(&self, subcommand: &str, args: &[&str]) -> Finished {
         let mut all = vec![subcommand.to_string()];
@@ -766,6 +771,18 @@ pub fn data_lines(path: &Path) -> Vec<String> {
         path.display()
     );
     text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The data lines of a file a running broker may be writing to: a last line not
+/// yet complete is left out (a reader may see a write half done).
+pub fn data_lines_so_far(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+    complete
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .map(str::to_string)
         .collect()

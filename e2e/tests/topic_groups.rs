@@ -23,8 +23,17 @@ fn persisted(broker: &Broker, topic: &str) -> BTreeMap<(u64, u64), String> {
 
 /// The consumption log's lines of `group`, split in fields.
 fn deliveries(broker: &Broker, group: &str) -> Vec<Vec<String>> {
-    broker
-        .data_lines("log_consumo.txt")
+    lines_of(broker.data_lines("log_consumo.txt"), group)
+}
+
+/// As [`deliveries`], while the broker may be writing the log.
+fn deliveries_so_far(broker: &Broker, group: &str) -> Vec<Vec<String>> {
+    lines_of(broker.data_lines_so_far("log_consumo.txt"), group)
+}
+
+/// Consumption-log `lines` of `group`, split in fields.
+fn lines_of(lines: Vec<String>, group: &str) -> Vec<Vec<String>> {
+    lines
         .iter()
         .map(|l| l.split('\t').map(str::to_string).collect::<Vec<_>>())
         .filter(|f| f[5] == group)
@@ -35,7 +44,7 @@ fn deliveries(broker: &Broker, group: &str) -> Vec<Vec<String>> {
 fn wait_delivered(broker: &Broker, group: &str, n: usize) -> Vec<Vec<String>> {
     let deadline = Instant::now() + e2e::DEADLINE;
     loop {
-        let lines = deliveries(broker, group);
+        let lines = deliveries_so_far(broker, group);
         if lines.len() >= n {
             return lines;
         }
@@ -473,7 +482,7 @@ fn send_keyed(broker: &Broker, topic: &str, messages: &[(String, String)]) {
 fn wait_distinct(broker: &Broker, group: &str, n: usize) {
     let deadline = Instant::now() + e2e::DEADLINE;
     loop {
-        let distinct: BTreeSet<(String, String)> = deliveries(broker, group)
+        let distinct: BTreeSet<(String, String)> = deliveries_so_far(broker, group)
             .into_iter()
             .map(|f| (f[2].clone(), f[3].clone()))
             .collect();
@@ -1041,6 +1050,66 @@ fn a_stalled_owner_is_evicted_and_its_partitions_go_to_the_other_member_unacknow
     let mut all: BTreeSet<(u64, u64)> = got.iter().map(|((_, p, o), _)| (*p, *o)).collect();
     all.extend(held.iter().map(|((_, p, o), _)| (*p, *o)));
     assert_eq!(all.len(), messages.len());
+}
+
+#[test]
+fn a_dead_owners_unacknowledged_messages_all_come_before_the_next_ones_of_their_keys() {
+    // More than the redelivery table holds (256 entries): the rest waits in the
+    // broker, and the new owner must wait for it too.
+    const HELD_BY_DEAD: usize = 1000;
+    let broker = Broker::start(&[
+        "--topics",
+        "jobs:1",
+        "--slots",
+        "4096",
+        "--groups",
+        "p",
+        "--assignment",
+        "partition",
+        "--group-topics",
+        "jobs",
+        "--flush-interval",
+        "10ms",
+    ]);
+    let keys = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"];
+    let messages = keyed_messages(&keys, "b", 2 * HELD_BY_DEAD / keys.len());
+    send_keyed(&broker, "jobs", &messages);
+    // The owner takes a thousand at once, prints them and stops before it
+    // acknowledges them.
+    let batch = HELD_BY_DEAD.to_string();
+    let args = ["--group", "p", "--topic", "jobs", "--format", "json"];
+    let mut owner_args = args.to_vec();
+    owner_args.extend(["--max-poll-records", &batch]);
+    let fault = Some("consumer-printed:1:stop".to_string());
+    let (mut owner, watcher) = watched_member(&broker, &owner_args, fault);
+    owner.wait_until_stopped("the owner never stopped");
+    let held = printed(&printed_so_far(&owner, &watcher, HELD_BY_DEAD as u64));
+    assert_eq!(held.len(), HELD_BY_DEAD);
+    let (next, _) = broker.consumer(&args);
+    wait_members(&broker, "p", 2);
+    owner.signal(Signal::SIGKILL);
+    owner.wait_exit();
+    // The other member owns the partition now: it gets everything, each key's
+    // messages in order, the dead owner's again first.
+    wait_distinct(&broker, "p", messages.len());
+    next.signal(Signal::SIGTERM);
+    let got = next.wait_exit();
+    assert_eq!(got.code(), Some(0), "{:?}", got.stderr);
+    let got = printed(&got.stdout);
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((_, _, o), (payload, attempt)) in &got {
+        let mut f = payload.split(' ');
+        let (key, i) = (f.next().unwrap(), f.nth(1).unwrap().parse::<u64>().unwrap());
+        if let Some(before) = last.insert(key, i) {
+            assert!(
+                i > before,
+                "{payload} (offset {o}, attempt {attempt}) after {key} b {before}"
+            );
+        }
+        let again = (*o as usize) < HELD_BY_DEAD;
+        assert_eq!(*attempt >= 2, again, "{payload} at offset {o}");
+    }
+    assert_eq!(got.len(), messages.len());
 }
 
 /// The partition Kafka's partitioner gives `key` in a 2-partition topic.

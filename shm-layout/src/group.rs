@@ -169,6 +169,9 @@ pub enum Step {
     /// This member is in no rotation in force (`frozen`: the group is between two):
     /// wait for `word` to change.
     AwaitRotation { word: u64, frozen: bool },
+    /// This member has just started on the rotation in force and took nothing yet
+    /// (only when asked for, see [`Member::next_step_with`]): look again.
+    Started,
 }
 
 /// The rotation a member last took offsets under.
@@ -220,17 +223,21 @@ impl Member {
         committed: u64,
         max: u64,
     ) -> Step {
-        self.next_step_with(group, me, |_, _| committed, max)
+        self.next_step_with(group, me, |_, _| committed, max, false)
     }
 
     /// As [`Member::next_step`], with `committed(cursor, limit)` telling how far the
     /// committed offsets reach from the cursor (it need not look past `limit` more).
+    /// With `pause_when_started`, a member that starts on the rotation in force
+    /// returns [`Step::Started`] before it takes anything under it: what the broker
+    /// published before installing that rotation is then visible to the caller.
     pub fn next_step_with(
         &mut self,
         group: &GroupEntry,
         me: &ClientEntry,
         committed: impl Fn(u64, u64) -> u64,
         max: u64,
+        pause_when_started: bool,
     ) -> Step {
         let max = max.max(1);
         self.advanced = false;
@@ -238,10 +245,11 @@ impl Member {
             let word = group.turn.turn.load(Ordering::Acquire);
             let (cursor, epoch) = unpack_turn(word);
             let Some(a) = self.assignment.as_mut() else {
-                if let Some(step) = self.catch_up(group, me) {
-                    return step;
+                match self.catch_up(group, me) {
+                    CaughtUp::Wait(step) => return step,
+                    CaughtUp::InForce if pause_when_started => return Step::Started,
+                    _ => continue,
                 }
-                continue;
             };
             if a.end.is_none() && a.epoch != epoch {
                 // The rotation ended where the next one (frozen, then real at the same
@@ -260,10 +268,11 @@ impl Member {
                 return Step::Take(run);
             }
             if a.end.is_some() {
-                if let Some(step) = self.catch_up(group, me) {
-                    return step;
+                match self.catch_up(group, me) {
+                    CaughtUp::Wait(step) => return step,
+                    CaughtUp::InForce if pause_when_started => return Step::Started,
+                    _ => continue,
                 }
-                continue;
             }
             // Hand out at most `max` offsets to each member: every member reads its
             // share at the same pace.
@@ -296,8 +305,8 @@ impl Member {
     /// With no rotation to read from (none yet, or the last one is over and read to
     /// its end): starts on the rotation in force, or, while the group is frozen, on
     /// the rotation before the freeze if this member has not read it yet (then it
-    /// has taken nothing under it). Returns what to wait for if there is none.
-    fn catch_up(&mut self, group: &GroupEntry, me: &ClientEntry) -> Option<Step> {
+    /// has taken nothing under it). Says which, or what to wait for if there is none.
+    fn catch_up(&mut self, group: &GroupEntry, me: &ClientEntry) -> CaughtUp {
         let read = self.assignment.map(|a| a.epoch);
         match view(group, me) {
             View::Member {
@@ -312,21 +321,31 @@ impl Member {
                     next: start.saturating_add(rank as u64),
                     end: None,
                 });
-                None
+                CaughtUp::InForce
             }
             View::Frozen { word } => match previous_rotation(group, me, word) {
                 Some(before) if Some(before.epoch) != read => {
                     self.assignment = Some(before);
-                    None
+                    CaughtUp::Before
                 }
-                _ => Some(Step::AwaitRotation { word, frozen: true }),
+                _ => CaughtUp::Wait(Step::AwaitRotation { word, frozen: true }),
             },
-            View::NotMember { word } => Some(Step::AwaitRotation {
+            View::NotMember { word } => CaughtUp::Wait(Step::AwaitRotation {
                 word,
                 frozen: false,
             }),
         }
     }
+}
+
+/// What [`Member::catch_up`] found to read from.
+enum CaughtUp {
+    /// The rotation in force.
+    InForce,
+    /// The member's share of the rotation before a freeze.
+    Before,
+    /// Nothing yet: this.
+    Wait(Step),
 }
 
 /// Where the rotation of `epoch` began, if it is still the one in force.
@@ -678,6 +697,34 @@ mod tests {
         let (_, next) = install_rotation(g, &[b]);
         assert_eq!(recent_rotations(g)[0].map(|p| p.epoch), Some(next));
         assert_eq!(recent_rotations(g)[1].map(|p| p.members), Some(0));
+    }
+
+    #[test]
+    fn a_member_asked_to_pause_takes_nothing_under_a_rotation_it_just_started_on() {
+        let t = test_region("pause", test_geometry());
+        let r = &t.0;
+        let (g, [a, b]) = fresh_group(r, 10);
+        let mut ma = Member::default();
+        install_rotation(g, &[a]);
+        let committed = |_: u64, _: u64| 16;
+        assert_eq!(ma.next_step_with(g, a, committed, 8, true), Step::Started);
+        assert_eq!(cursor(g), 10, "nothing handed out");
+        assert_eq!(
+            take(ma.next_step_with(g, a, committed, 4, true)),
+            [10, 11, 12, 13]
+        );
+        // The next rotation: again.
+        install_rotation(g, &[]);
+        install_rotation(g, &[a, b]);
+        assert_eq!(ma.next_step_with(g, a, committed, 8, true), Step::Started);
+        assert_eq!(take(ma.next_step_with(g, a, committed, 8, true)), [14]);
+        // Without the pause it starts and goes on at once, as `next_step` does.
+        install_rotation(g, &[]);
+        install_rotation(g, &[a]);
+        assert!(matches!(
+            ma.next_step_with(g, a, committed, 8, false),
+            Step::AwaitMessages { cursor: 16, .. }
+        ));
     }
 
     #[test]

@@ -25,7 +25,8 @@ impl Region {
 
     /// As [`Region::claim_redelivery`], passing over the pending entries for which
     /// `skip(slot, offset, state)` holds (ones this consumer handed back because
-    /// their records could not be read).
+    /// their records could not be read). The lowest offset pending is claimed
+    /// first: a `partition` group's owner gets each key's messages in order.
     pub fn claim_redelivery_skipping(
         &self,
         g: u32,
@@ -36,14 +37,23 @@ impl Region {
         if self.redelivery_hint(g) == 0 {
             return None;
         }
-        for slot in 0..self.geometry().redeliveries_per_group {
-            let e = self.redelivery(g, slot)?;
-            let s = e.state.load(Ordering::Acquire);
-            if redelivery::kind(s) != redelivery::PENDING
-                || skip(slot, e.offset.load(Ordering::Relaxed), s)
-            {
-                continue;
+        // Each lost race is another's claim or the broker's change: a table's
+        // worth of them at most before there is nothing left to claim.
+        for _ in 0..=self.geometry().redeliveries_per_group {
+            let mut lowest: Option<(u32, u64, u64)> = None;
+            for slot in 0..self.geometry().redeliveries_per_group {
+                let e = self.redelivery(g, slot)?;
+                let s = e.state.load(Ordering::Acquire);
+                let offset = e.offset.load(Ordering::Relaxed);
+                if redelivery::kind(s) == redelivery::PENDING
+                    && !skip(slot, offset, s)
+                    && lowest.is_none_or(|(_, o, _)| offset < o)
+                {
+                    lowest = Some((slot, offset, s));
+                }
             }
+            let (slot, _, s) = lowest?;
+            let e = self.redelivery(g, slot)?;
             let attempt = redelivery::attempt(s);
             let claimed = redelivery::pack(redelivery::CLAIMED, attempt, me);
             // Acquire pairs with the Release store of PENDING in `offer_redelivery`,
@@ -198,16 +208,18 @@ impl BrokerRegion {
     }
 
     /// Broker only: sets group `g`'s hint to `offers`, the number of offers its
-    /// own book holds.
-    pub fn set_redelivery_hint(&self, g: u32, offers: u32) {
+    /// own book holds; whether it changed.
+    pub fn set_redelivery_hint(&self, g: u32, offers: u32) -> bool {
         let Some(entry) = self.group(g) else {
-            return;
+            return false;
         };
         let hint = &entry.meta.redeliveries;
-        if hint.load(Ordering::Acquire) != offers {
-            // Release pairs with the members' Acquire in `redelivery_hint`.
-            hint.store(offers, Ordering::Release);
+        if hint.load(Ordering::Acquire) == offers {
+            return false;
         }
+        // Release pairs with the members' Acquire in `redelivery_hint`.
+        hint.store(offers, Ordering::Release);
+        true
     }
 
     /// Broker only: writes an offer of `offset` for delivery attempt `attempt` into

@@ -572,6 +572,13 @@ impl Registry {
     /// (nobody hands out offsets there any more), then installs the new
     /// rotation if the members have finished the old one.
     fn change_ring_membership(&mut self, g: u32, r: usize) {
+        self.freeze_ring(g, r);
+        self.install_when_finished(g, r);
+    }
+
+    /// Nobody hands out offsets in group `g`'s `r`-th ring any more, until
+    /// `install_when_finished` installs the next rotation.
+    fn freeze_ring(&mut self, g: u32, r: usize) {
         let Some(gr) = self.group_ring_mut(g, r) else {
             return;
         };
@@ -592,7 +599,6 @@ impl Registry {
                 gr.frozen_log_mark = mark;
             }
         }
-        self.install_when_finished(g, r);
     }
 
     /// For a frozen ring of a group: installs a rotation over its members there at
@@ -728,8 +734,10 @@ impl Registry {
         gr.members.retain(|&m| m != client);
         let ack_upto = gr.acked_upto(client);
         // Stop handing out offsets first: after this the cursor stays put until the
-        // next rotation, and the stalled member can never move it.
-        self.change_ring_membership(g, r);
+        // next rotation, and the stalled member can never move it. The next
+        // rotation comes once its share is offered: a `partition` group's new
+        // owner must see those redeliveries before anything after the cursor.
+        self.freeze_ring(g, r);
         let gr = self.group_ring(g, r).expect("live group ring");
         let region = gr.region.clone();
         let cursor = gr.cursor(g);
@@ -774,6 +782,7 @@ impl Registry {
         }
         self.publish_dead_letters(g, r);
         self.offer_overflow(g, r);
+        self.install_when_finished(g, r);
     }
 
     /// `client` left group `g`: in each ring it read, what it held goes to the

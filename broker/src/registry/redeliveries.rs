@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
+use shm_layout::event;
 use shm_layout::layout::redelivery;
 
 use super::groups::GroupRing;
@@ -90,6 +91,9 @@ impl Registry {
         };
         let region = gr.region.clone();
         let freed = region.freed_offset();
+        // Lowest offsets first, as members claim them: the table always holds
+        // the lowest of what waits (several members' shares may have come).
+        gr.overflow.make_contiguous().sort_unstable();
         while let Some(&(offset, attempt)) = gr.overflow.front() {
             let Some(slot) = gr.offered.iter().position(Option::is_none) else {
                 break;
@@ -265,9 +269,17 @@ impl Registry {
 /// Sets the hint of group `g` in `gr`'s ring to the number of offers in its
 /// table: consumers scan the table only while it is not zero. The broker alone
 /// writes it.
+/// The hint counts the offers waiting for a free entry of the table too: a
+/// `partition` group's owner takes no first delivery while any is pending.
 fn publish_redelivery_hint(g: u32, gr: &GroupRing) {
-    let offers = gr.offered.iter().flatten().count() as u32;
-    gr.region.set_redelivery_hint(g, offers);
+    let offers = gr.offered.iter().flatten().count() + gr.overflow.len();
+    let offers = u32::try_from(offers).unwrap_or(u32::MAX);
+    if gr.region.set_redelivery_hint(g, offers) {
+        // Members waiting for what the hint counts look again.
+        if let Some(entry) = gr.region.group(g) {
+            event::wake(&entry.turn_event);
+        }
+    }
 }
 
 impl GroupRing {
