@@ -27,6 +27,7 @@ use shm_layout::ring::Rewritten;
 
 use crate::reclaim::{Reclaimer, RingRepairError, RingRepaired};
 use crate::registry::Registry;
+use crate::topics::CreateError;
 
 /// Longest time between two passes.
 pub const PERIOD: Duration = Duration::from_millis(5);
@@ -213,6 +214,7 @@ impl Cleaner {
     fn pass(&mut self, line: &mut Vec<u8>) -> std::io::Result<()> {
         self.restore_identity();
         let next = self.region.next_offset();
+        let dead_letter_topics;
         let (consumed, gone_producers, log_wanted) = {
             let mut reg = self.registry();
             let mut consumed = reg.consumed_by_all();
@@ -231,8 +233,10 @@ impl Cleaner {
             self.consumed_marks
                 .push(reg.log_end(), std::mem::take(&mut consumed.partitions));
             let log_wanted = reg.take_log_wanted() || partition_filling || filling(&self.region);
+            dead_letter_topics = reg.take_wanted_dead_letter_topics();
             (consumed, reg.has_gone_producers(), log_wanted)
         };
+        self.create_dead_letter_topics(dead_letter_topics);
         // A rotation, a redelivery slot or a client entry waits for its lines to
         // be written before it is given up, and a ring filling up waits for them
         // to free its slots: write them now.
@@ -250,6 +254,22 @@ impl Cleaner {
         let freed = self.region.freed_offset();
         self.registry().release_retired(freed);
         Ok(())
+    }
+
+    /// Creates the dead-letter topics dead letters wait for (their publication
+    /// is tried again at the next pass). One at a time: a creation under way
+    /// elsewhere (`create-topic`) is waited out at a later pass.
+    fn create_dead_letter_topics(&mut self, names: Vec<String>) {
+        for name in names {
+            let made = match self.topics.create_unless_busy(&name) {
+                None => continue,
+                Some(Ok(_)) => Ok(()),
+                Some(Err(CreateError::Exists(_))) => continue,
+                Some(Err(e)) => Err(e.to_string()),
+            };
+            self.registry().dead_letter_topic_made(&name, made);
+            event::wake(&self.region.header().cleaner);
+        }
     }
 
     /// Writes back what another process overwrote in the region's identity line

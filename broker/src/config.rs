@@ -292,8 +292,10 @@ pub struct ServeArgs {
     /// A message delivered this many times to a group without being
     /// acknowledged (its consumers died on it, say) goes to the dead-letter
     /// topic <topic>.dlq, created when first needed, with producer dlq:<group>;
-    /// log_consumo.txt logs it with consumer - and the group moves on
-    /// [default: unlimited].
+    /// log_consumo.txt logs it with consumer - and the group moves on. Every
+    /// topic then keeps room for its dead-letter topic within --max-topics and
+    /// --max-partitions, and a name too long to add .dlq to is refused; a
+    /// topic named *.dlq has none of its own [default: unlimited].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: Option<u32>,
     /// Start even though the persistence file lacks records that were assigned

@@ -59,6 +59,8 @@ pub fn report(
                         "delivered_per_s": p.delivered_per_s.round(),
                         "redelivered": p.redelivered,
                         "dead_lettered": p.dead_lettered,
+                        "dead_letters_waiting": p.dead_letters_waiting,
+                        "dead_letter_error": p.dead_letter_error,
                     })
                 })
                 .collect();
@@ -247,9 +249,18 @@ pub fn render_text(v: &Value) -> String {
     let groups = v["groups"].as_array().map_or(&[][..], Vec::as_slice);
     let mut partition_rows = Vec::new();
     let mut member_rows = Vec::new();
+    let mut blocked = Vec::new();
     for g in groups {
         let name = text(&g["name"]);
         for p in g["partitions"].as_array().into_iter().flatten() {
+            if let Some(why) = p["dead_letter_error"].as_str() {
+                blocked.push(format!(
+                    "group {name}: {} dead letters of {}/{} wait: {why}\n",
+                    p["dead_letters_waiting"],
+                    text(&p["topic"]),
+                    p["partition"]
+                ));
+            }
             partition_rows.push(vec![
                 name.clone(),
                 if g["holds_ring"] == Value::Bool(false) {
@@ -308,6 +319,9 @@ pub fn render_text(v: &Value) -> String {
             ],
             &member_rows,
         ));
+    }
+    for line in blocked {
+        s.push_str(&line);
     }
     let producer_rows: Vec<Vec<String>> = v["producers"]
         .as_array()

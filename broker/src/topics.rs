@@ -79,6 +79,70 @@ pub enum CreateError {
     Failed(String),
 }
 
+/// What a dead-letter topic's name adds to its topic's.
+const DEAD_LETTER_SUFFIX: &str = ".dlq";
+
+/// The topic `topic`'s dead letters go to (SPEC §11, `--max-attempts`). A
+/// dead-letter topic has none: its messages are offered again without limit.
+pub fn dead_letter_topic(topic: &str) -> Option<String> {
+    (!topic.ends_with(DEAD_LETTER_SUFFIX)).then(|| format!("{topic}{DEAD_LETTER_SUFFIX}"))
+}
+
+/// Under `--max-attempts`, a topic whose dead-letter topic's name would not be
+/// valid is refused up front: its dead letters could never be published.
+fn check_dead_letter_name(topic: &str) -> Result<(), String> {
+    match dead_letter_topic(topic) {
+        Some(dlq) => shm_layout::names::check_topic(&dlq).map_err(|_| {
+            format!(
+                "topic name {topic} is too long to have a dead-letter topic under --max-attempts: {dlq} would be over {} characters",
+                shm_layout::names::MAX_TOPIC_LEN
+            )
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The topics and partitions `records` take with `default`; under
+/// `--max-attempts` (`dead_letters`), also the dead-letter topic (one partition)
+/// each may yet need, whose room is kept: publishing a dead letter never meets a
+/// limit.
+fn room_taken(records: &[TopicRecord], dead_letters: bool) -> (u64, u64) {
+    let topics = 1 + records.len() as u64;
+    let partitions = 1 + records.iter().map(|r| u64::from(r.partitions)).sum::<u64>();
+    if !dead_letters {
+        return (topics, partitions);
+    }
+    let names = std::iter::once(DEFAULT_TOPIC).chain(records.iter().map(|r| r.name.as_str()));
+    let kept = names
+        .filter_map(dead_letter_topic)
+        .filter(|dlq| !records.iter().any(|r| &r.name == dlq))
+        .count() as u64;
+    (topics + kept, partitions + kept)
+}
+
+/// Refuses `records` over `--max-topics` or `--max-partitions`.
+fn check_room(
+    records: &[TopicRecord],
+    dead_letters: bool,
+    max_topics: u32,
+    max_partitions: u32,
+) -> Result<(), String> {
+    let (topics, partitions) = room_taken(records, dead_letters);
+    if topics <= u64::from(max_topics) && partitions <= u64::from(max_partitions) {
+        return Ok(());
+    }
+    let kept = if dead_letters {
+        ", counting a dead-letter topic for each (--max-attempts)"
+    } else {
+        ""
+    };
+    Err(if topics > u64::from(max_topics) {
+        format!("{topics} topics would exist{kept}, over --max-topics {max_topics}")
+    } else {
+        format!("{partitions} partitions would exist{kept}, over --max-partitions {max_partitions}")
+    })
+}
+
 /// The topics of a running broker.
 pub struct Topics {
     control: String,
@@ -88,6 +152,8 @@ pub struct Topics {
     data_dir: PathBuf,
     max_topics: u32,
     max_partitions: u32,
+    /// `--max-attempts` is set: every topic keeps room for its dead-letter topic.
+    dead_letters: bool,
     directory: RwLock<Directory>,
     /// One creation at a time: ids and ring numbers are given in order.
     creating: Mutex<()>,
@@ -151,14 +217,19 @@ pub fn load_directory(config: &BrokerConfig) -> Result<Vec<TopicRecord>, BrokerE
             "--group-topics: unknown topic {unknown}"
         )));
     }
-    let topics = records.len() as u64 + 1;
-    let partitions: u64 = 1 + records.iter().map(|r| u64::from(r.partitions)).sum::<u64>();
-    if topics > u64::from(config.max_topics) || partitions > u64::from(config.max_partitions) {
-        return Err(BrokerError::Topics(format!(
-            "{topics} topics with {partitions} partitions exist, over --max-topics {} or --max-partitions {}",
-            config.max_topics, config.max_partitions
-        )));
+    let dead_letters = config.max_attempts.is_some();
+    if dead_letters {
+        for name in std::iter::once(DEFAULT_TOPIC).chain(records.iter().map(|r| r.name.as_str())) {
+            check_dead_letter_name(name).map_err(BrokerError::Topics)?;
+        }
     }
+    check_room(
+        &records,
+        dead_letters,
+        config.max_topics,
+        config.max_partitions,
+    )
+    .map_err(BrokerError::Topics)?;
     if added {
         directory::save(&config.data_dir, &records).map_err(|source| BrokerError::File {
             path: config.data_dir.join(directory::TOPICS_FILE),
@@ -203,6 +274,7 @@ impl Topics {
             data_dir: config.data_dir.clone(),
             max_topics: config.max_topics,
             max_partitions: config.max_partitions,
+            dead_letters: config.max_attempts.is_some(),
             directory: RwLock::new(Directory::default()),
             creating: Mutex::new(()),
         };
@@ -365,23 +437,37 @@ impl Topics {
         if name == DEFAULT_TOPIC || self.find(name).is_some() {
             return Err(CreateError::Exists(name.to_string()));
         }
+        if self.dead_letters {
+            check_dead_letter_name(name).map_err(CreateError::Invalid)?;
+        }
         let (records, rings) = {
             let dir = self.read();
             (dir.records.clone(), dir.rings.len() as u32)
         };
-        if records.len() as u32 + 1 >= self.max_topics {
-            return Err(CreateError::Limit(format!(
-                "{} topics exist, the most --max-topics allows",
-                records.len() + 1
-            )));
+        if partitions == 0 {
+            return Err(CreateError::Invalid(
+                "a topic has at least one partition".into(),
+            ));
         }
-        if partitions == 0 || rings + 1 + partitions > self.max_partitions {
-            return Err(CreateError::Limit(format!(
-                "{partitions} more partitions would be over --max-partitions {} ({} exist)",
-                self.max_partitions,
-                rings + 1
-            )));
-        }
+        let with_it: Vec<TopicRecord> = records
+            .iter()
+            .cloned()
+            .chain(std::iter::once(TopicRecord {
+                id: 0,
+                name: name.to_string(),
+                partitions,
+                slots: 0,
+                slot_size: 0,
+                max_message: 0,
+            }))
+            .collect();
+        check_room(
+            &with_it,
+            self.dead_letters,
+            self.max_topics,
+            self.max_partitions,
+        )
+        .map_err(CreateError::Limit)?;
         let mut geometry = Geometry {
             slots: slots.unwrap_or(self.base.slots),
             slot_size: slot_size.unwrap_or(self.base.slot_size),

@@ -21,6 +21,8 @@ pub enum Holder {
         name: String,
         behind: u64,
         slowest: Option<String>,
+        /// Why a dead letter at its position is not published yet.
+        dead_letter_blocked: Option<String>,
     },
     /// `persistencia_mensajes.txt` lacks `behind` messages; `error` while a write fails.
     PersistenceFile { behind: u64, error: Option<String> },
@@ -40,19 +42,19 @@ impl fmt::Display for Holder {
             Holder::Group {
                 name,
                 behind,
-                slowest: None,
-            } => write!(
-                f,
-                "group {name} is {behind} messages behind and has no consumers"
-            ),
-            Holder::Group {
-                name,
-                behind,
-                slowest: Some(c),
-            } => write!(
-                f,
-                "group {name} is {behind} messages behind; slowest consumer {c}"
-            ),
+                slowest,
+                dead_letter_blocked,
+            } => {
+                write!(f, "group {name} is {behind} messages behind")?;
+                match slowest {
+                    None => write!(f, " and has no consumers")?,
+                    Some(c) => write!(f, "; slowest consumer {c}")?,
+                }
+                match dead_letter_blocked {
+                    Some(why) => write!(f, "; {why}"),
+                    None => Ok(()),
+                }
+            }
             Holder::PersistenceFile { behind, error: e } => {
                 write!(f, "the persistence file is {behind} messages behind")?;
                 error(f, e)
@@ -137,6 +139,7 @@ impl WaitReasons {
                     name: g.name,
                     behind: next - g.position,
                     slowest: g.slowest,
+                    dead_letter_blocked: g.dead_letter_blocked,
                 },
                 _ => Holder::Nothing,
             }
@@ -161,6 +164,7 @@ mod tests {
             name: "group-2".into(),
             behind: 4096,
             slowest: slowest.map(str::to_string),
+            dead_letter_blocked: None,
         };
         assert_eq!(
             group(None).to_string(),
@@ -169,6 +173,18 @@ mod tests {
         assert_eq!(
             group(Some("consumer-123")).to_string(),
             "group group-2 is 4096 messages behind; slowest consumer consumer-123"
+        );
+        let blocked = Holder::Group {
+            name: "g".into(),
+            behind: 16,
+            slowest: Some("c".into()),
+            dead_letter_blocked: Some(
+                "its dead letter at offset 7 waits: cannot create the dead-letter topic jobs.dlq: no room".into(),
+            ),
+        };
+        assert_eq!(
+            blocked.to_string(),
+            "group g is 16 messages behind; slowest consumer c; its dead letter at offset 7 waits: cannot create the dead-letter topic jobs.dlq: no room"
         );
         let file = Holder::PersistenceFile {
             behind: 12,

@@ -47,6 +47,25 @@ fn namespaces_work() -> bool {
     }
 }
 
+/// Runs `script` with `args` in a mount namespace of its own; it must exit 0.
+/// Returns what it printed.
+fn script_in_namespace(script: &str, args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = ["--mount", "sh", "-c", script, "sh"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    all.extend(args.iter().map(|s| s.to_string()));
+    let mut run = Proc::spawn(
+        std::path::Path::new("unshare"),
+        &all,
+        None,
+        StdoutMode::Lines,
+    );
+    let finished = run.wait_exit_within(DEADLINE);
+    assert_eq!(finished.code(), Some(0), "{finished:?}");
+    run.unread_stdout_lines()
+}
+
 /// Starts a broker with `/dev/shm` a tmpfs of `size`.
 fn broker_with_shm_of(size: &str, data: &TempDir, extra: &[&str]) -> Proc {
     let mut args: Vec<String> = vec![
@@ -149,25 +168,11 @@ fn a_topic_that_does_not_fit_in_dev_shm_is_refused_and_nothing_of_it_is_left() {
     let data = TempDir::new("shm-topic");
     // The control region takes about 750 KiB, each partition's as much: 2 MiB
     // hold one more partition, not four.
-    let args = vec![
-        "--mount".to_string(),
-        "sh".into(),
-        "-c".into(),
-        CREATE_IN_NAMESPACE.into(),
-        "sh".into(),
-        "2m".into(),
-        bin("broker").display().to_string(),
-        data.0.display().to_string(),
-    ];
-    let mut run = Proc::spawn(
-        std::path::Path::new("unshare"),
-        &args,
-        None,
-        StdoutMode::Lines,
+    let broker = bin("broker").display().to_string();
+    let lines = script_in_namespace(
+        CREATE_IN_NAMESPACE,
+        &["2m", &broker, &data.0.display().to_string()],
     );
-    let finished = run.wait_exit_within(DEADLINE);
-    assert_eq!(finished.code(), Some(0), "{finished:?}");
-    let lines = run.unread_stdout_lines();
     assert_eq!(lines.len(), 6, "{lines:?}");
     assert!(
         lines[0].starts_with(
@@ -183,4 +188,76 @@ fn a_topic_that_does_not_fit_in_dev_shm_is_refused_and_nothing_of_it_is_left() {
     // The refused topic left no region; the one created took the next id.
     assert_eq!(lines[4], "in /dev/shm: [mk-shm mk-shm.t1.0 ]");
     assert_eq!(lines[5], "broker: exit 0");
+}
+
+/// Inside the namespace: a broker under `--max-attempts 1` whose pre-created
+/// group holds `jobs`; a member dies on a message, which becomes a dead letter
+/// when `/dev/shm` has no room left for `jobs.dlq`. Says what the broker, its
+/// status and a producer filling the ring then say.
+const DEAD_LETTER_IN_NAMESPACE: &str = r#"
+size=$1; bin=$2; data=$3
+mount -t tmpfs -o "size=$size" tmpfs /dev/shm || exit 97
+wait_for() {
+    tries=0
+    until grep -q "$1" "$2"; do
+        tries=$((tries + 1)); [ $tries -gt 600 ] && exit 98
+        sleep 0.05
+    done
+}
+setpriv --pdeathsig KILL "$bin/broker" --port 0 --data-dir "$data" --shm-name /mk-dlq \
+    --slots 256 --slot-size 256 --topics jobs --groups g --group-topics jobs \
+    --max-attempts 1 --flush-interval 10ms > "$data/ready" 2> "$data/broker.err" &
+pid=$!
+wait_for '^listening on' "$data/ready"
+address=$(sed -n 's/^listening on \([^,]*\),.*/\1/p' "$data/ready")
+printf 'poison\n' | "$bin/producer" -b "$address" --topic jobs 2> /dev/null
+MINIKAFKA_FAULT=consumer-printed:1 "$bin/consumer" -b "$address" --group g --topic jobs \
+    > /dev/null 2>&1
+echo "consumer: exit $?"
+wait_for 'cannot create the dead-letter topic' "$data/broker.err"
+echo "$(grep 'cannot create the dead-letter topic' "$data/broker.err")"
+"$bin/broker" status -b "$address" --json > "$data/status.json"
+echo "status: $(grep -o '"dead_letters_waiting":[0-9]*' "$data/status.json")"
+seq 1 300 | "$bin/producer" -b "$address" --topic jobs 2> "$data/producer.err" &
+producer=$!
+wait_for 'waiting for space' "$data/producer.err"
+echo "$(grep -m1 'waiting for space' "$data/producer.err")"
+kill -TERM $producer
+wait $producer
+kill -TERM $pid
+wait $pid
+echo "broker: exit $?"
+"#;
+
+#[test]
+fn a_dead_letter_topic_that_does_not_fit_keeps_its_letters_and_says_why() {
+    if !namespaces_work() {
+        return;
+    }
+    let data = TempDir::new("shm-dlq");
+    // The control region and jobs' take about 750 KiB each: 2 MiB have no room
+    // for jobs.dlq's.
+    let bin_dir = bin("broker").parent().unwrap().display().to_string();
+    let lines = script_in_namespace(
+        DEAD_LETTER_IN_NAMESPACE,
+        &["2m", &bin_dir, &data.0.display().to_string()],
+    );
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[0], "consumer: exit 137", "killed on the message");
+    let why = "cannot create the dead-letter topic jobs.dlq: cannot create shared-memory region /mk-dlq.t2.0";
+    assert!(
+        lines[1].starts_with(&format!("broker: {why}"))
+            && lines[1].ends_with("its dead letters wait, and so does the group"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], r#"status: "dead_letters_waiting":1"#);
+    assert!(
+        lines[3].contains(
+            "waiting for space in jobs/0: group g is 256 messages behind and has no consumers; its dead letter at offset 0 waits: "
+        ) && lines[3].contains(why),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(lines[4], "broker: exit 0");
 }

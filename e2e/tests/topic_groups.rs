@@ -944,6 +944,9 @@ fn a_message_its_consumers_die_on_goes_to_the_dead_letter_topic_after_max_attemp
         printed(&out),
         [(("jobs".to_string(), 0, 4), ("ok 4".to_string(), 1))]
     );
+    // Logged: three deliveries to the workers, then the dead letter (consumer -),
+    // once the broker has created jobs.dlq and published it there.
+    wait_delivered(&broker, "g", 8);
     last.signal(Signal::SIGTERM);
     assert_eq!(last.wait_exit().code(), Some(0));
     // The poison message is in jobs.dlq, from dlq:g.
@@ -958,8 +961,6 @@ fn a_message_its_consumers_die_on_goes_to_the_dead_letter_topic_after_max_attemp
     let dead = &json_lines(&read.stdout)[0];
     assert_eq!(payload_of(dead), b"poison");
     assert_eq!(dead["producer"], "dlq:g");
-    // Logged: three deliveries to the workers, then the dead letter (consumer -).
-    wait_delivered(&broker, "g", 8);
     let poison: Vec<(String, String)> = deliveries(&broker, "g")
         .into_iter()
         .filter(|f| f[3] == "3")
@@ -1115,6 +1116,40 @@ fn a_dead_owners_unacknowledged_messages_all_come_before_the_next_ones_of_their_
 /// The partition Kafka's partitioner gives `key` in a 2-partition topic.
 fn partitioner_of(key: &str) -> usize {
     partitioner::partition_for_key(key.as_bytes(), 2) as usize
+}
+
+#[test]
+fn under_max_attempts_every_topic_has_room_for_its_dead_letter_topic() {
+    // The longest name with room for ".dlq" after it, and one longer.
+    let fits = "t".repeat(245);
+    let too_long = "t".repeat(246);
+    let data = e2e::TempDir::new("dlq-room");
+    let refused = Broker::refused(&data, &["--max-attempts", "3", "--topics", &too_long]);
+    assert_eq!(refused.code(), Some(1));
+    assert_eq!(
+        refused.last_stderr_line(),
+        format!("broker: topic name {too_long} is too long to have a dead-letter topic under --max-attempts: {too_long}.dlq would be over 249 characters")
+    );
+    // default and default.dlq, then a topic and its own: the most four allow.
+    let broker = Broker::start_in(data, &["--max-attempts", "3", "--max-topics", "4"]);
+    let created = broker.subcommand("create-topic", &[&fits]);
+    assert_eq!(created.code(), Some(0), "{:?}", created.stderr);
+    let full = broker.subcommand("create-topic", &["b"]);
+    assert_eq!(full.code(), Some(1));
+    assert_eq!(
+        full.stderr,
+        ["broker create-topic: 6 topics would exist, counting a dead-letter topic for each (--max-attempts), over --max-topics 4"]
+    );
+    let long = broker.subcommand("create-topic", &[&too_long]);
+    assert_eq!(long.code(), Some(1));
+    assert!(
+        long.stderr[0].contains("too long to have a dead-letter topic"),
+        "{:?}",
+        long.stderr
+    );
+    // A dead-letter topic has none of its own: it fits.
+    let dlq = broker.subcommand("create-topic", &[&format!("{fits}.dlq")]);
+    assert_eq!(dlq.code(), Some(0), "{:?}", dlq.stderr);
 }
 
 #[test]

@@ -15,6 +15,25 @@ fn name_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')
 }
 
+/// Checks the id of a producer the broker stands in for: `<kind>:<name>`, a
+/// lowercase kind (`dlq` for dead letters) and a name as [`check_name`] takes,
+/// 64 characters at most in all.
+pub fn check_stand_in_id(value: &str) -> Result<(), NameError> {
+    let well_formed = value.split_once(':').is_some_and(|(kind, name)| {
+        !kind.is_empty()
+            && kind.bytes().all(|c| c.is_ascii_lowercase())
+            && check_name("id", name).is_ok()
+    });
+    if well_formed && value.len() <= MAX_NAME_LEN {
+        Ok(())
+    } else {
+        Err(NameError {
+            what: "stand-in producer id",
+            value: value.to_string(),
+        })
+    }
+}
+
 /// Checks a client id or group name: 1–64 characters of `A-Z a-z 0-9 . _ -`.
 pub fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
     let ok = !value.is_empty() && value.len() <= MAX_NAME_LEN && value.bytes().all(name_char);
@@ -68,6 +87,16 @@ pub fn valid_shm_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stand_in_ids_are_a_lowercase_kind_then_a_name() {
+        assert!(check_stand_in_id("dlq:g").is_ok());
+        assert!(check_stand_in_id(&format!("dlq:{}", "g".repeat(60))).is_ok());
+        assert!(check_stand_in_id(&format!("dlq:{}", "g".repeat(61))).is_err());
+        for bad in ["dlq", "dlq:", ":g", "DLQ:g", "dlq:a b", "d1:g", "dlq:g:h"] {
+            assert!(check_stand_in_id(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn names_follow_the_documented_alphabet_and_length() {

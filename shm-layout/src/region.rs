@@ -578,7 +578,11 @@ impl Region {
         if idn.generation.load(Ordering::Acquire) != generation {
             return None;
         }
-        read_name(&idn.id, idn.id_len.load(Ordering::Acquire))
+        // A client's, or a producer the broker stands in for (dead letters).
+        let name = read_raw_name(&idn.id, idn.id_len.load(Ordering::Acquire))?;
+        let valid = crate::names::check_name("id", &name).is_ok()
+            || crate::names::check_stand_in_id(&name).is_ok();
+        valid.then_some(name)
     }
 
     /// The name of group entry `g`, if it is active and holds a valid name.
@@ -637,14 +641,19 @@ pub(crate) fn write_name(words: &[AtomicU64; 8], len: &AtomicU32, name: &str) {
 /// Decodes a name stored as 8 little-endian words, refusing anything that is not a
 /// valid id or group name.
 fn read_name(words: &[AtomicU64; 8], len: u32) -> Option<String> {
+    let s = read_raw_name(words, len)?;
+    crate::names::check_name("name", &s).ok()?;
+    Some(s)
+}
+
+/// As [`read_name`], checking only that it is UTF-8: the caller checks the rest.
+fn read_raw_name(words: &[AtomicU64; 8], len: u32) -> Option<String> {
     let mut bytes = Vec::with_capacity(64);
     for w in words {
         bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
     }
     bytes.truncate((len as usize).min(64));
-    let s = String::from_utf8(bytes).ok()?;
-    crate::names::check_name("name", &s).ok()?;
-    Some(s)
+    String::from_utf8(bytes).ok()
 }
 
 /// Set in the words a broker records for the next one (see

@@ -159,9 +159,11 @@ impl Registry {
             _ => None,
         };
         self.generation = self.generation.wrapping_add(1).max(1);
+        // Its own: joining may give a dead letter's stand-in producer the next.
+        let generation = self.generation;
         let record = ClientRecord {
             role: client_role(role),
-            generation: self.generation,
+            generation,
             pid,
             group: group_index,
             id,
@@ -177,7 +179,7 @@ impl Registry {
             activity: ActivitySample::new(),
         });
         if role == Role::Producer {
-            self.producers.insert((slot, self.generation), id.clone());
+            self.producers.insert((slot, generation), id.clone());
         }
         if role == Role::Reader {
             self.follow_journal(slot);
@@ -192,7 +194,7 @@ impl Registry {
         });
         Ok(Registration {
             client: slot,
-            generation: self.generation,
+            generation,
             group,
             assignment,
         })

@@ -14,7 +14,7 @@ use shm_layout::ring::Sender;
 use shm_layout::sys::wall_clock_micros;
 
 use super::Registry;
-use crate::topics::PartitionRing;
+use crate::topics::{dead_letter_topic, PartitionRing};
 
 /// A dead letter's key and payload, as sent.
 struct Letter {
@@ -43,15 +43,8 @@ impl Registry {
                 self.group_ring_mut(g, r).map(|gr| gr.dead.pop_front());
                 continue;
             };
-            let ring = match self.dead_letter_ring(&topic) {
-                Ok(Some(ring)) => ring,
-                Ok(None) => return,
-                Err(e) => {
-                    self.report_once("no dead-letter topic", || {
-                        format!("broker: cannot create the dead-letter topic {topic}.dlq: {e}; its dead letters wait")
-                    });
-                    return;
-                }
+            let Some(ring) = self.dead_letter_ring(&topic) else {
+                return;
             };
             let Some(name) = self.groups[g as usize].as_ref().map(|grp| grp.name.clone()) else {
                 return;
@@ -124,25 +117,61 @@ impl Registry {
         })
     }
 
-    /// The ring of `<topic>.dlq`, created if it does not exist (None while
-    /// another topic is being created: it is tried again at the next pass).
-    fn dead_letter_ring(&self, topic: &str) -> Result<Option<Arc<PartitionRing>>, String> {
-        let topics = self.topics.as_ref().ok_or("no topics are served")?;
-        let name = format!("{topic}.dlq");
-        if topics.find(&name).is_none() {
-            match topics.create_unless_busy(&name) {
-                Some(created) => {
-                    let record = created.map_err(|e| e.to_string())?;
-                    eprintln!("broker: created the dead-letter topic {}", record.name);
-                }
-                None => return Ok(None),
+    /// The ring of `topic`'s dead-letter topic; None while it does not exist yet
+    /// (the cleaner creates it, outside the registry's lock: a region takes
+    /// time to reserve).
+    fn dead_letter_ring(&mut self, topic: &str) -> Option<Arc<PartitionRing>> {
+        let name = dead_letter_topic(topic)?;
+        let topics = self.topics.as_ref()?;
+        match topics.find(&name) {
+            Some((_, first)) => topics.ring(first),
+            None => {
+                self.dead_letter_topics_wanted.insert(name);
+                None
             }
         }
-        let (_, first) = topics.find(&name).ok_or("created, then gone")?;
-        topics
-            .ring(first)
-            .map(Some)
-            .ok_or_else(|| "created without its ring".to_string())
+    }
+
+    /// The dead-letter topics dead letters wait for, for the cleaner to create.
+    pub fn take_wanted_dead_letter_topics(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dead_letter_topics_wanted)
+            .into_iter()
+            .collect()
+    }
+
+    /// The cleaner created dead-letter topic `name`, or could not (`Err`: why;
+    /// said once on stderr, and shown by `broker status` and the waiting
+    /// producers' lines until it is created).
+    pub fn dead_letter_topic_made(&mut self, name: &str, made: Result<(), String>) {
+        match made {
+            Ok(()) => {
+                eprintln!("broker: created the dead-letter topic {name}");
+                self.dead_letter_topic_failures.remove(name);
+            }
+            Err(why) => {
+                if self.dead_letter_topic_failures.get(name) != Some(&why) {
+                    eprintln!("broker: cannot create the dead-letter topic {name}: {why}; its dead letters wait, and so does the group");
+                }
+                self.dead_letter_topic_failures
+                    .insert(name.to_string(), why);
+            }
+        }
+    }
+
+    /// Why the dead letters of `topic` wait, if its dead-letter topic could not
+    /// be created.
+    pub(super) fn dead_letter_failure(&self, topic: &str) -> Option<String> {
+        let name = dead_letter_topic(topic)?;
+        let why = self.dead_letter_topic_failures.get(&name)?;
+        Some(format!("cannot create the dead-letter topic {name}: {why}"))
+    }
+
+    /// `--max-attempts` in a ring of `topic`: none in a dead-letter topic, whose
+    /// messages have nowhere further to go.
+    pub(super) fn max_attempts_in(&self, topic: &str) -> Option<u32> {
+        self.limits
+            .max_attempts
+            .filter(|_| dead_letter_topic(topic).is_some())
     }
 
     /// The stand-in producer that publishes group `group`'s dead letters, given
@@ -154,12 +183,15 @@ impl Registry {
         let slot = self.free_client_slot()?;
         self.generation = self.generation.wrapping_add(1).max(1);
         let id = format!("dlq:{group}");
+        // Readers name what they read in the ring by this entry: an id too long
+        // for it is left out there (they say `unknown`) rather than cut.
+        let fits = shm_layout::names::check_stand_in_id(&id).is_ok();
         let record = ClientRecord {
             role: ClientRole::Producer,
             generation: self.generation,
             pid: std::process::id(),
             group: None,
-            id: &id,
+            id: if fits { &id } else { "" },
         };
         // Removed from the start: it names records, and nobody registers as it.
         if !self

@@ -319,7 +319,10 @@ impl Registry {
         if unacked.is_empty() {
             return;
         }
-        let max_attempts = self.limits.max_attempts;
+        let Some(topic) = self.group_ring(g, r).map(|gr| gr.topic.clone()) else {
+            return;
+        };
+        let max_attempts = self.max_attempts_in(&topic);
         let Some(gr) = self.group_ring_mut(g, r) else {
             return;
         };
@@ -741,7 +744,7 @@ impl Registry {
         let gr = self.group_ring(g, r).expect("live group ring");
         let region = gr.region.clone();
         let cursor = gr.cursor(g);
-        let max_attempts = self.limits.max_attempts;
+        let max_attempts = self.max_attempts_in(&gr.topic.clone());
         let gr = self.group_ring_mut(g, r).expect("live group ring");
         let mut from = ack_upto;
         while let Some(o) = gr.first_owned(client, from, cursor) {

@@ -132,6 +132,11 @@ pub struct Registry {
     /// Where each group's dead letters are published from: its stand-in
     /// producer's (client entry, generation), `dlq:<group>`.
     dead_letter_senders: HashMap<Arc<str>, (u32, u32)>,
+    /// Dead-letter topics a dead letter waits for, for the cleaner to create
+    /// outside this lock.
+    dead_letter_topics_wanted: std::collections::BTreeSet<String>,
+    /// Why a dead-letter topic could not be created, by its name, until it is.
+    dead_letter_topic_failures: std::collections::BTreeMap<String, String>,
     /// Partition rings some group stopped reading since the cleaner's last pass.
     released_rings: Vec<Arc<crate::topics::PartitionRing>>,
     /// A group departed since the last look: its position is worth saving now.
@@ -182,6 +187,8 @@ impl Registry {
             newly_departed: false,
             released_rings: Vec::new(),
             dead_letter_senders: HashMap::new(),
+            dead_letter_topics_wanted: Default::default(),
+            dead_letter_topic_failures: Default::default(),
             journals: HashMap::new(),
             file_producers: None,
             topics: None,

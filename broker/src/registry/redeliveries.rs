@@ -127,7 +127,9 @@ impl Registry {
     /// repaired.
     pub(super) fn validate_redeliveries(&mut self, g: u32, r: usize) -> Vec<RedeliveryRepair> {
         let mut repairs = Vec::new();
-        let max_attempts = self.limits.max_attempts;
+        let max_attempts = self
+            .group_ring(g, r)
+            .and_then(|gr| self.max_attempts_in(&gr.topic));
         let Registry {
             groups,
             quarantined,

@@ -36,6 +36,10 @@ pub struct PartitionSnapshot {
     pub redelivered: u64,
     /// Messages published to the dead-letter topic since the broker started.
     pub dead_lettered: u64,
+    /// Dead letters not yet published, which hold the group's position.
+    pub dead_letters_waiting: u64,
+    /// Why they wait, when the dead-letter topic cannot be created.
+    pub dead_letter_error: Option<String>,
 }
 
 /// A member of a group.
@@ -88,6 +92,9 @@ pub struct SlowestGroup {
     pub position: u64,
     /// The member that holds the group's position (None: it has no members).
     pub slowest: Option<String>,
+    /// Why a dead letter at the group's position is not published yet, when
+    /// its dead-letter topic cannot be created.
+    pub dead_letter_blocked: Option<String>,
 }
 
 /// How often the broker samples the clients' progress counters.
@@ -119,10 +126,19 @@ impl Registry {
             .filter(|m| gr.members.contains(m))
             .or_else(|| gr.members.iter().copied().min_by_key(|&m| gr.acked_upto(m)));
         let _ = g;
+        let dead_letter_blocked =
+            gr.dead
+                .front()
+                .filter(|&&(o, _)| o == position)
+                .and_then(|&(o, _)| {
+                    let why = self.dead_letter_failure(&gr.topic)?;
+                    Some(format!("its dead letter at offset {o} waits: {why}"))
+                });
         Some(SlowestGroup {
             name: grp.name.to_string(),
             position,
             slowest: holder.and_then(member_id),
+            dead_letter_blocked,
         })
     }
 
@@ -212,6 +228,10 @@ impl Registry {
                         delivered: gr.delivered,
                         redelivered: gr.redelivered,
                         dead_lettered: gr.dead_lettered,
+                        dead_letters_waiting: gr.dead.len() as u64,
+                        dead_letter_error: (!gr.dead.is_empty())
+                            .then(|| self.dead_letter_failure(&gr.topic))
+                            .flatten(),
                     })
                     .collect();
                 Some(GroupSnapshot {
@@ -235,6 +255,8 @@ impl Registry {
                 delivered: 0,
                 redelivered: 0,
                 dead_lettered: 0,
+                dead_letters_waiting: 0,
+                dead_letter_error: None,
             };
             // A live group's too (a reset of a topic it does not read yet).
             match out.iter_mut().find(|g| &g.name == name) {
