@@ -154,6 +154,8 @@ pub struct Topics {
     max_partitions: u32,
     /// `--max-attempts` is set: every topic keeps room for its dead-letter topic.
     dead_letters: bool,
+    /// `--fsync`: a send to any ring waits until its record is on disk.
+    fsync: bool,
     directory: RwLock<Directory>,
     /// One creation at a time: ids and ring numbers are given in order.
     creating: Mutex<()>,
@@ -275,6 +277,7 @@ impl Topics {
             max_topics: config.max_topics,
             max_partitions: config.max_partitions,
             dead_letters: config.max_attempts.is_some(),
+            fsync: config.fsync,
             directory: RwLock::new(Directory::default()),
             creating: Mutex::new(()),
         };
@@ -325,6 +328,7 @@ impl Topics {
             other => other?,
         };
         region.start_at(next, next);
+        region.set_fsync(self.fsync);
         let region = Arc::new(region);
         let persisted = Arc::new(AtomicU64::new(next));
         let reclaimer = Arc::new(

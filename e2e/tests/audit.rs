@@ -313,6 +313,29 @@ fn with_fsync_a_send_returns_only_once_its_message_is_in_the_file() {
 }
 
 #[test]
+fn with_fsync_a_send_to_a_topic_returns_only_once_its_message_is_in_the_file() {
+    let broker = Broker::start(&[
+        "--topics",
+        "orders:2",
+        "--groups",
+        "0",
+        "--fsync",
+        "--flush-interval",
+        "1h",
+    ]);
+    let p = broker
+        .producer(&["--topic", "orders", "a", "b", "c"], None)
+        .wait_exit();
+    assert_eq!(p.code(), Some(0), "{:?}", p.stderr);
+    let mut payloads: Vec<String> = persisted(&broker)
+        .iter()
+        .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+        .collect();
+    payloads.sort();
+    assert_eq!(payloads, ["a", "b", "c"]);
+}
+
+#[test]
 fn without_fsync_sends_do_not_wait_for_the_disk() {
     let broker = Broker::start(&["--groups", "0", "--flush-interval", "1h"]);
     let p = broker.producer(&["a", "b", "c"], None).wait_exit();

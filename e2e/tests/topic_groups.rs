@@ -845,6 +845,12 @@ fn reset_offsets_moves_a_group_in_every_partition_of_a_topic() {
     assert_eq!(bad.code(), Some(2));
 }
 
+/// Sends the lines of `text` to `topic`, from one producer.
+fn send_lines(broker: &Broker, topic: &str, text: &str) {
+    let p = broker.producer(&["--topic", topic], Some(text.as_bytes().to_vec()));
+    assert_eq!(p.wait_exit().code(), Some(0));
+}
+
 /// A group member whose stdout the test watches line by line. With `fault`
 /// (`consumer-printed:<n>` or `consumer-printed:<n>:stop`), it kills or stops
 /// itself once it has printed n messages, before it acknowledges them: a
@@ -896,10 +902,7 @@ fn a_message_its_consumers_die_on_goes_to_the_dead_letter_topic_after_max_attemp
         "--max-attempts",
         "3",
     ]);
-    let send = |text: &str| {
-        let p = broker.producer(&["--topic", "jobs"], Some(text.as_bytes().to_vec()));
-        assert_eq!(p.wait_exit().code(), Some(0));
-    };
+    let send = |text: &str| send_lines(&broker, "jobs", text);
     let member = |n: usize, dies_at: Option<u64>| {
         let id = format!("worker-{n}");
         let args = [
@@ -975,6 +978,57 @@ fn a_message_its_consumers_die_on_goes_to_the_dead_letter_topic_after_max_attemp
             ("-".to_string(), "3".to_string()),
         ]
     );
+}
+
+#[test]
+fn under_spill_attempts_add_up_across_a_pre_created_groups_last_members() {
+    // Under --fsync too, where the broker's own send of a dead letter must not
+    // wait for the disk.
+    let broker = Broker::start(&[
+        "--fsync",
+        "--spill",
+        "--topics",
+        "jobs:1",
+        "--groups",
+        "g",
+        "--group-topics",
+        "jobs",
+        "--max-attempts",
+        "2",
+        "--flush-interval",
+        "10ms",
+    ]);
+    let send = |text: &str| send_lines(&broker, "jobs", text);
+    send("poison\n");
+    // Each lone member dies on it, before acknowledging it; the group stops
+    // holding the ring each time, and counts on.
+    for attempt in 1..=2 {
+        let args = ["--group", "g", "--topic", "jobs", "--format", "json"];
+        let (worker, _) = watched_member(&broker, &args, Some("consumer-printed:1".into()));
+        let end = worker.wait_exit();
+        assert_eq!(end.code(), None, "killed: {:?}", end.stderr);
+        assert_eq!(
+            printed(&end.stdout),
+            [(("jobs".to_string(), 0, 0), ("poison".to_string(), attempt))]
+        );
+    }
+    // Two deliveries were allowed: the next member goes on past it.
+    send("ok 1\n");
+    let (last, _) = broker.consumer(&[
+        "--group", "g", "--topic", "jobs", "--format", "json", "--count", "1",
+    ]);
+    let last = last.wait_exit();
+    assert_eq!(last.code(), Some(0), "{:?}", last.stderr);
+    assert_eq!(
+        printed(&last.stdout),
+        [(("jobs".to_string(), 0, 1), ("ok 1".to_string(), 1))]
+    );
+    let dead = wait_delivered(&broker, "g", 4)
+        .into_iter()
+        .filter(|f| f[6] == "-")
+        .map(|f| (f[3].clone(), f[7].clone()))
+        .collect::<Vec<_>>();
+    assert_eq!(dead, [("0".to_string(), "2".to_string())]);
 }
 
 #[test]

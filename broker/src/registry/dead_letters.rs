@@ -53,13 +53,11 @@ impl Registry {
                 return;
             };
             // Never waits: a full ring is tried again at the next pass.
-            let sent = ring.region.send(
+            let sent = ring.region.send_now(
                 sender,
                 letter.key.as_deref(),
                 &letter.payload,
                 wall_clock_micros(),
-                || true,
-                None,
             );
             if sent.is_err() {
                 return;

@@ -323,10 +323,11 @@ impl Registry {
             return;
         };
         let max_attempts = self.max_attempts_in(&topic);
+        let holds = self.holds_ring(g, r);
         let Some(gr) = self.group_ring_mut(g, r) else {
             return;
         };
-        if let Some(ring) = &gr.partition_ring {
+        if let (Some(ring), true) = (&gr.partition_ring, holds) {
             ring.reclaimer.hold_from(held_from);
         }
         for (o, attempt) in unacked {
@@ -843,23 +844,7 @@ impl Registry {
             return;
         };
         let cursor = gr.cursor(g);
-        // What it offers again, with the attempt each is at; an acknowledged
-        // redelivery is done with.
-        let offered = (0..gr.offered.len()).filter_map(|slot| {
-            let offer = gr.offered[slot]?;
-            let seen = gr.region.redelivery_seen(g, slot as u32)?;
-            (seen.kind() != redelivery::ACKED)
-                .then_some((offer.offset, redelivery::attempt_number(offer.attempt)))
-        });
-        let dead = gr.dead.iter().map(|&(o, reached)| (o, reached + 1));
-        let mut unacked: Vec<(u64, u32)> = gr
-            .overflow
-            .iter()
-            .copied()
-            .chain(offered)
-            .chain(dead)
-            .collect();
-        unacked.sort_unstable();
+        let unacked = gr.offered_again(g);
         let at = Departed {
             position: self.position(g, r).unwrap_or(cursor),
             handed_out: cursor,
@@ -879,15 +864,16 @@ impl Registry {
     }
 
     /// Under `--spill`, a pinned ring nobody reads stops being held (see
-    /// `holds_ring`): what the group had not acknowledged there is delivered
-    /// again from its position, read from the file if it left the ring, rather
-    /// than offered from the table.
+    /// `holds_ring`): the group resumes there from where it had handed out,
+    /// offering again what it had not acknowledged, each at the attempt it is
+    /// at (read from the file if it leaves the ring meanwhile).
     fn spill_ring(&mut self, g: u32, r: usize) {
         let Some(gr) = self.group_ring(g, r) else {
             return;
         };
         let cursor = gr.cursor(g);
-        let position = self.position(g, r).unwrap_or(cursor);
+        let unacked = gr.offered_again(g);
+        let held_from = unacked.first().map_or(cursor, |&(o, _)| o);
         let place = RingPlace {
             ring: gr.ring,
             region: gr.region.clone(),
@@ -902,11 +888,12 @@ impl Registry {
             &grp.name,
             RingStart {
                 place,
-                start: position,
+                start: cursor,
                 redeliver_below: cursor,
                 pinned: true,
             },
         );
+        self.offer_again(g, r, unacked, held_from);
         self.newly_departed = true;
     }
 

@@ -156,6 +156,18 @@ impl Registry {
                 continue;
             };
             if !region.is_committed(offer.offset) && !redelivery::is_from_file(offer.attempt) {
+                // Freed from the ring since it was offered (a group not holding
+                // it): the persistence file has it, and the claimer reads it there.
+                if kind == redelivery::PENDING && offer.offset < region.freed_offset() {
+                    let attempt = offer.attempt | redelivery::FROM_FILE;
+                    if region.rewrite_redelivery(g, slot, s, offer.offset, attempt) {
+                        gr.offered[slot as usize] = Some(Offer {
+                            offset: offer.offset,
+                            attempt,
+                        });
+                    }
+                    continue;
+                }
                 if cas(slot, s, redelivery::FREE) {
                     gr.offered[slot as usize] = None;
                     repairs.push(RedeliveryRepair::Unreadable {
@@ -285,6 +297,29 @@ fn publish_redelivery_hint(g: u32, gr: &GroupRing) {
 }
 
 impl GroupRing {
+    /// What group `g` would offer again here, ascending, each with the attempt
+    /// it is at: what waits for the table, what the table offers (an
+    /// acknowledged redelivery is done with) and the dead letters not published
+    /// yet (past `--max-attempts` again when offered).
+    pub(super) fn offered_again(&self, g: u32) -> Vec<(u64, u32)> {
+        let offered = (0..self.offered.len()).filter_map(|slot| {
+            let offer = self.offered[slot]?;
+            let seen = self.region.redelivery_seen(g, slot as u32)?;
+            (seen.kind() != redelivery::ACKED)
+                .then_some((offer.offset, redelivery::attempt_number(offer.attempt)))
+        });
+        let dead = self.dead.iter().map(|&(o, reached)| (o, reached + 1));
+        let mut unacked: Vec<(u64, u32)> = self
+            .overflow
+            .iter()
+            .copied()
+            .chain(offered)
+            .chain(dead)
+            .collect();
+        unacked.sort_unstable();
+        unacked
+    }
+
     /// How many redeliveries the broker offered `client` holds claimed here.
     pub(super) fn claimed_redeliveries(&self, g: u32, client: u32) -> u64 {
         (0..self.region.geometry().redeliveries_per_group)
@@ -490,6 +525,36 @@ mod tests {
         assert_eq!(redelivery::kind(entry_of(r, 0).1), redelivery::FREE);
         assert_eq!(reg.position(0, 0), Some(6));
         assert_eq!(hint(r), 0);
+    }
+
+    #[test]
+    fn an_offer_whose_record_left_the_ring_is_read_from_the_file() {
+        let (t, mut reg) = registry_with_consumer("left", 6);
+        let r = &t.0;
+        let gr = &mut reg.groups[0].as_mut().unwrap().rings[0];
+        gr.overflow.push_back((2, 2));
+        reg.offer_overflow(0, 0);
+        // Freed since it was offered (persisted, and nobody held it), and its
+        // place in the ring taken by later records.
+        r.reclaim(6).unwrap();
+        let me = Sender {
+            client: 7,
+            generation: 1,
+        };
+        for _ in 0..16 {
+            r.send(me, None, b"n", 0, || false, None).unwrap();
+        }
+        assert!(!r.is_committed(2));
+        assert!(reg.validate_redeliveries(0, 0).is_empty());
+        let attempt = 2 | redelivery::FROM_FILE;
+        assert_eq!(
+            entry_of(r, 0),
+            (2, redelivery::pack(redelivery::PENDING, attempt, 0))
+        );
+        assert_eq!(reg.position(0, 0), Some(2), "still offered");
+        assert!(reg.validate_redeliveries(0, 0).is_empty(), "and it stands");
+        let claim = r.claim_redelivery(0, 0, 1).unwrap();
+        assert_eq!((claim.offset, claim.attempt), (2, attempt));
     }
 
     #[test]

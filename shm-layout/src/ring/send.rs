@@ -151,9 +151,34 @@ impl Region {
         sender: Sender,
         records: &[(Option<&[u8]>, &[u8])],
         timestamp_us: u64,
+        stop: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+        committed: impl FnMut(u64),
+    ) -> Result<(), (usize, SendError)> {
+        let durable = self.waits_for_disk();
+        self.send_records(
+            sender,
+            records,
+            timestamp_us,
+            stop,
+            deadline,
+            committed,
+            durable,
+        )
+    }
+
+    /// As [`Region::send_batch`]; `durable`: under `--fsync`, waits until the
+    /// records are on disk.
+    #[allow(clippy::too_many_arguments)]
+    fn send_records(
+        &self,
+        sender: Sender,
+        records: &[(Option<&[u8]>, &[u8])],
+        timestamp_us: u64,
         mut stop: impl FnMut() -> bool,
         deadline: Option<Instant>,
         mut committed: impl FnMut(u64),
+        durable: bool,
     ) -> Result<(), (usize, SendError)> {
         let max = self.geometry().max_message as u64;
         for (key, payload) in records {
@@ -228,7 +253,7 @@ impl Region {
             }
         }
         if let Some(offset) = last {
-            if !replay && self.waits_for_disk() {
+            if !replay && durable {
                 self.wait_until_persisted(offset, sender.client, &mut stop)
                     .map_err(|e| (sent, e))?;
             }
@@ -334,6 +359,30 @@ impl Region {
 }
 
 impl BrokerRegion {
+    /// Broker only: sends one record if it fits now, never waiting (for space,
+    /// the lock or, under `--fsync`, the disk: the broker's own persister writes
+    /// it, and must not be waited for by the thread that publishes it).
+    pub fn send_now(
+        &self,
+        sender: Sender,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        timestamp_us: u64,
+    ) -> Result<u64, SendError> {
+        let mut offset = 0;
+        self.send_records(
+            sender,
+            &[(key, payload)],
+            timestamp_us,
+            || true,
+            None,
+            |o| offset = o,
+            false,
+        )
+        .map_err(|(_, e)| e)?;
+        Ok(offset)
+    }
+
     /// Broker only: producers wait while it replays records after a restart.
     pub fn hold_for_replay(&self) {
         if let Some(copy) = self.identity_copy() {
