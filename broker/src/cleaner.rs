@@ -229,9 +229,14 @@ impl Cleaner {
                 .partitions
                 .iter()
                 .any(|m| m.position != u64::MAX && filling(&m.ring.region));
-            // Each partition's mark holds once the lines made so far are written.
-            self.consumed_marks
-                .push(reg.log_end(), std::mem::take(&mut consumed.partitions));
+            // Each ring's mark holds once the lines made so far are written, unless
+            // a group took a hold there since it was computed.
+            let default = (self.reclaimer.hold(), consumed.default.unwrap_or(next));
+            self.consumed_marks.push(
+                reg.log_end(),
+                default,
+                std::mem::take(&mut consumed.partitions),
+            );
             let log_wanted = reg.take_log_wanted() || partition_filling || filling(&self.region);
             dead_letter_topics = reg.take_wanted_dead_letter_topics();
             (consumed, reg.has_gone_producers(), log_wanted)

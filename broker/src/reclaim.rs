@@ -25,13 +25,21 @@ pub struct Reclaimer {
     /// Where a reservation's owner is looked up in a repair: the control region,
     /// for a partition's ring (None: this ring's own region).
     clients: Option<Arc<BrokerRegion>>,
-    /// Counts the holds groups took on this ring (see [`Reclaimer::hold_from`]),
-    /// under a lock, so that a mark computed before a hold never lifts it.
-    holds: Mutex<u64>,
+    /// The holds groups took on this ring (see [`Reclaimer::hold_from`]), under
+    /// a lock, so that a mark computed before a hold never lifts it.
+    holds: Mutex<Holds>,
     /// One caller at a time: freeing moves the ring's tail, which must only grow,
     /// and a repair must not race a reclaim. Holds the offsets repairs found
     /// unreadable and reclaim has not passed yet (ascending).
     dropped: Mutex<Vec<u64>>,
+}
+
+/// The holds taken on a ring: how many, and where the recent ones start.
+#[derive(Default)]
+struct Holds {
+    taken: u64,
+    /// (number, start) of the holds no applied mark knew of yet.
+    recent: std::collections::VecDeque<(u64, u64)>,
 }
 
 /// What a repair of the ring found, for the broker to report.
@@ -64,7 +72,7 @@ impl Reclaimer {
             persisted,
             clients: None,
             logged: AtomicU64::new(logged),
-            holds: Mutex::new(0),
+            holds: Mutex::new(Holds::default()),
             dropped: Mutex::new(Vec::new()),
         }
     }
@@ -87,11 +95,6 @@ impl Reclaimer {
         self.logged.load(Ordering::Acquire)
     }
 
-    /// The consumption log's writer has written everything up to `mark`.
-    pub fn note_logged(&self, mark: u64) {
-        self.logged.fetch_max(mark, Ordering::AcqRel);
-    }
-
     /// A group starts holding this ring (a partition's) from `start`: nothing at
     /// or above it is freed until [`Reclaimer::note_consumed`] says so. The
     /// mark only comes down: other groups may hold the ring from further back.
@@ -100,22 +103,29 @@ impl Reclaimer {
         // free what the group is about to read from the ring.
         let _reclaiming = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
         let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
-        *holds += 1;
+        holds.taken += 1;
+        let taken = holds.taken;
+        holds.recent.push_back((taken, start));
         self.logged.fetch_min(start, Ordering::AcqRel);
     }
 
     /// Which holds a mark computed now knows of, for [`Reclaimer::note_consumed`].
     pub fn hold(&self) -> u64 {
-        *self.holds.lock().unwrap_or_else(|p| p.into_inner())
+        self.holds.lock().unwrap_or_else(|p| p.into_inner()).taken
     }
 
-    /// Every group holding this ring (a partition's) as of `hold` has consumed
-    /// every offset below `mark`, and their deliveries are in the log. A mark
-    /// computed before a group took its hold is ignored: it knew nothing of it.
+    /// Every group holding this ring as of `hold` has consumed every offset
+    /// below `mark`, and their deliveries are in the log. A group that took its
+    /// hold since is not covered: the mark then frees nothing at or past where
+    /// that hold starts. Marks come in the order they were computed.
     pub fn note_consumed(&self, hold: u64, mark: u64) {
-        let holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
-        if *holds == hold {
-            self.logged.fetch_max(mark, Ordering::AcqRel);
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let unknown = holds.recent.iter().filter(|&&(n, _)| n > hold);
+        let mark = unknown.map(|&(_, start)| start).fold(mark, u64::min);
+        self.logged.fetch_max(mark, Ordering::AcqRel);
+        // Later marks know of the holds this one knew of.
+        while holds.recent.front().is_some_and(|&(n, _)| n <= hold) {
+            holds.recent.pop_front();
         }
     }
 
@@ -192,30 +202,55 @@ impl Reclaimer {
     }
 }
 
-/// How far the groups holding the partitions' rings have consumed them, each
-/// waiting for the consumption log to hold the lines of those deliveries before
-/// it frees slots (as `default`/0's mark waits with the log's buffer).
-#[derive(Default)]
-pub struct ConsumedMarks(WhenWritten<Vec<PartitionConsumed>>);
+/// How far the groups holding each ring have consumed it, each mark waiting
+/// for the consumption log to hold the lines of those deliveries before it
+/// frees slots.
+pub struct ConsumedMarks {
+    partitions: WhenWritten<Vec<PartitionConsumed>>,
+    /// `default`/0's: (hold, mark), for `control`.
+    default: WhenWritten<(u64, u64)>,
+    /// What frees `default`/0's slots.
+    control: Arc<Reclaimer>,
+}
 
 impl ConsumedMarks {
-    /// Settles against `written`, the log's count of bytes written.
-    pub fn watch(&self, written: Arc<AtomicU64>) {
-        self.0.watch(written);
+    /// Marks of the rings, `default`/0's freed by `control`.
+    pub fn new(control: Arc<Reclaimer>) -> Self {
+        ConsumedMarks {
+            partitions: WhenWritten::default(),
+            default: WhenWritten::default(),
+            control,
+        }
     }
 
-    /// `marks` hold once the log has written `end` bytes.
-    pub fn push(&self, end: u64, marks: Vec<PartitionConsumed>) {
-        if marks.is_empty() {
-            return;
+    /// Settles against `written`, the log's count of bytes written.
+    pub fn watch(&self, written: Arc<AtomicU64>) {
+        self.partitions.watch(written.clone());
+        self.default.watch(written);
+    }
+
+    /// `default` (`default`/0's hold and mark) and `marks` hold once the log has
+    /// written `end` bytes.
+    pub fn push(&self, end: u64, default: (u64, u64), marks: Vec<PartitionConsumed>) {
+        self.default.push(end, default);
+        if !marks.is_empty() {
+            self.partitions.push(end, marks);
         }
-        self.0.push(end, marks);
         self.settle();
     }
 
-    /// Applies the marks whose lines are written, freeing their slots.
+    /// Applies the marks whose lines are written, freeing slots.
     pub fn settle(&self) {
-        for m in self.0.take_due().into_iter().flatten() {
+        let mut freed_default = false;
+        for (hold, mark) in self.default.take_due() {
+            self.control.note_consumed(hold, mark);
+            freed_default = true;
+        }
+        if freed_default {
+            // A failure is the cleaner's to repair, at its next pass.
+            let _ = self.control.reclaim();
+        }
+        for m in self.partitions.take_due().into_iter().flatten() {
             m.ring.reclaimer.note_consumed(m.hold, m.position);
             m.ring.reclaim();
         }
@@ -247,12 +282,13 @@ mod tests {
         let persisted = Arc::new(AtomicU64::new(5));
         let reclaimer = Reclaimer::new(region.clone(), persisted.clone(), 0);
         assert_eq!(reclaimer.reclaim().unwrap(), 0, "nothing logged yet");
-        reclaimer.note_logged(3);
+        let hold = reclaimer.hold();
+        reclaimer.note_consumed(hold, 3);
         assert_eq!(reclaimer.reclaim().unwrap(), 3);
-        reclaimer.note_logged(7);
+        reclaimer.note_consumed(hold, 7);
         assert_eq!(reclaimer.reclaim().unwrap(), 2, "persisted stops at 5");
         // A late, smaller mark from the other writer never moves anything back.
-        reclaimer.note_logged(4);
+        reclaimer.note_consumed(hold, 4);
         persisted.store(8, Ordering::Release);
         assert_eq!(reclaimer.reclaim().unwrap(), 2);
         assert_eq!(region.used_slots(), 1);
@@ -271,15 +307,16 @@ mod tests {
         let before = reclaimer.hold();
         reclaimer.hold_from(6);
         assert_eq!(reclaimer.logged(), 2);
-        // A mark made before that hold (knowing only the first group) is ignored.
+        // A mark made before that hold (knowing only the first group, which had
+        // consumed below 7) frees nothing of what the second reads.
         reclaimer.note_consumed(before, 7);
-        assert_eq!(reclaimer.reclaim().unwrap(), 0);
-        // One made since counts.
-        reclaimer.note_consumed(reclaimer.hold(), 5);
-        assert_eq!(reclaimer.reclaim().unwrap(), 3);
+        assert_eq!(reclaimer.reclaim().unwrap(), 4, "offsets 2 to 5");
+        // One made since counts in full.
+        reclaimer.note_consumed(reclaimer.hold(), 7);
+        assert_eq!(reclaimer.reclaim().unwrap(), 1);
         // And once no group holds it, everything persisted goes.
         reclaimer.note_consumed(reclaimer.hold(), u64::MAX);
-        assert_eq!(reclaimer.reclaim().unwrap(), 3);
+        assert_eq!(reclaimer.reclaim().unwrap(), 1);
         assert_eq!(region.used_slots(), 0);
     }
 
@@ -300,7 +337,7 @@ mod tests {
             reclaimer.repair().unwrap().newly_unreadable.is_empty(),
             "reported once"
         );
-        reclaimer.note_logged(8);
+        reclaimer.note_consumed(reclaimer.hold(), 8);
         assert_eq!(reclaimer.reclaim(), Ok(2), "5 and 7; 6 is passed over");
         assert_eq!(region.used_slots(), 0);
         assert!(

@@ -133,6 +133,7 @@ pub(crate) fn start(
         persisted.clone(),
         replay_from,
     ));
+    lock(&registry).hold_default_through(reclaimer.clone());
     let index = index.and_then(|writer| file_index(writer, &persist_file, &topics));
     let marks = Arc::new(PartitionMarks::default());
     let persister = persister::Persister {
@@ -180,7 +181,7 @@ pub(crate) fn start(
     };
     marks.watch(persister.buffer.bytes_written());
     persister.buffer.time_writes(file_writes.of("persistence"));
-    let consumed_marks = Arc::new(crate::reclaim::ConsumedMarks::default());
+    let consumed_marks = Arc::new(crate::reclaim::ConsumedMarks::new(reclaimer.clone()));
     let cleaner = cleaner::Cleaner {
         region: region.clone(),
         registry: registry.clone(),
@@ -191,11 +192,9 @@ pub(crate) fn start(
             config.fsync,
             replay_from,
             {
-                let (region, reclaimer) = (region.clone(), reclaimer.clone());
+                let region = region.clone();
                 let consumed_marks = consumed_marks.clone();
-                Box::new(move |mark| {
-                    reclaimer.note_logged(mark);
-                    let _ = reclaimer.reclaim();
+                Box::new(move |_| {
                     consumed_marks.settle();
                     event::wake(&region.header().cleaner);
                 })

@@ -333,6 +333,22 @@ impl Registry {
         self.topics = Some(topics);
     }
 
+    /// `default`/0's slots are freed by `reclaimer`: a group that starts to
+    /// read the ring from now on takes a hold there, as in a partition's ring,
+    /// so that a mark the cleaner computed before never frees what it reads.
+    pub fn hold_default_through(&mut self, reclaimer: Arc<crate::reclaim::Reclaimer>) {
+        for grp in self.groups.iter_mut().flatten() {
+            for gr in grp
+                .rings
+                .iter_mut()
+                .filter(|gr| gr.partition_ring.is_none())
+            {
+                gr.reclaimer = Some(reclaimer.clone());
+            }
+        }
+        self.control_reclaimer = Some(reclaimer);
+    }
+
     /// After the cleaner released a gone producer's reservations: its entry (which
     /// names it to consumers) is freed once every offset below `mark` is reclaimed.
     pub fn retire_producer(&mut self, client: u32, mark: u64) {

@@ -73,6 +73,8 @@ pub(super) struct GroupRing {
     /// A partition's ring, whose slots the group's position holds (None for
     /// `default`/0, whose slots the cleaner frees by its own mark).
     pub(super) partition_ring: Option<Arc<PartitionRing>>,
+    /// Takes the group's hold on the ring (see `RingPlace::reclaimer`).
+    pub(super) reclaimer: Option<Arc<crate::reclaim::Reclaimer>>,
     /// Frozen between two rotations: the members are finishing what the last one
     /// handed them before the next is installed (see `shm_layout::group`).
     pub(super) frozen: bool,
@@ -119,6 +121,9 @@ pub(super) struct RingPlace {
     pub(super) file_key: u64,
     /// None for `default`/0.
     pub(super) partition_ring: Option<Arc<PartitionRing>>,
+    /// What frees the ring's slots, and takes a group's hold (None: `default`/0
+    /// before the broker's threads start, when no mark can be stale).
+    pub(super) reclaimer: Option<Arc<crate::reclaim::Reclaimer>>,
 }
 
 /// Where a group's book in a ring starts.
@@ -154,8 +159,8 @@ impl GroupRing {
         );
         region.activate_group(g, name);
         // Its slots are held from where the group starts.
-        if let Some(ring) = &place.partition_ring {
-            ring.reclaimer.hold_from(start);
+        if let Some(reclaimer) = &place.reclaimer {
+            reclaimer.hold_from(start);
         }
         let table = region.geometry().redeliveries_per_group as usize;
         let delivery_lines = if place.ring == 0 {
@@ -173,6 +178,7 @@ impl GroupRing {
             pinned,
             owner: None,
             partition_ring: place.partition_ring,
+            reclaimer: place.reclaimer,
             // A fresh entry has no rotation: nobody can take anything from it.
             frozen: true,
             segments: VecDeque::new(),
@@ -285,6 +291,7 @@ impl Registry {
             partition: crate::audit::state::DEFAULT_PARTITION,
             file_key: 0,
             partition_ring: None,
+            reclaimer: self.control_reclaimer.clone(),
         }
     }
 
@@ -327,8 +334,8 @@ impl Registry {
         let Some(gr) = self.group_ring_mut(g, r) else {
             return;
         };
-        if let (Some(ring), true) = (&gr.partition_ring, holds) {
-            ring.reclaimer.hold_from(held_from);
+        if let (Some(reclaimer), true) = (&gr.reclaimer, holds) {
+            reclaimer.hold_from(held_from);
         }
         for (o, attempt) in unacked {
             if max_attempts.is_some_and(|max| attempt > max) {
@@ -466,6 +473,7 @@ impl Registry {
                     topic: Arc::from(name.as_str()),
                     partition: p,
                     file_key: shm_layout::journal::partition_key(record.id, p),
+                    reclaimer: Some(ring.reclaimer.clone()),
                     partition_ring: Some(ring),
                 });
             }
@@ -500,10 +508,10 @@ impl Registry {
                     // yet to read.
                     if !self.holds_ring(g, r) {
                         let gr = self.group_ring(g, r).expect("found above");
-                        if let (Some(ring), Some(position)) =
-                            (&gr.partition_ring, self.position(g, r))
+                        if let (Some(reclaimer), Some(position)) =
+                            (&gr.reclaimer, self.position(g, r))
                         {
-                            ring.reclaimer.hold_from(position);
+                            reclaimer.hold_from(position);
                         }
                     }
                     r
@@ -881,6 +889,7 @@ impl Registry {
             partition: gr.partition,
             file_key: gr.file_key,
             partition_ring: gr.partition_ring.clone(),
+            reclaimer: gr.reclaimer.clone(),
         };
         let grp = self.groups[g as usize].as_mut().expect("live group");
         grp.rings[r] = GroupRing::open(
@@ -1092,4 +1101,59 @@ pub struct PartitionConsumed {
     pub ring: Arc<PartitionRing>,
     pub hold: u64,
     pub position: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reclaim::Reclaimer;
+    use crate::registry::{GroupStart, RegistryLimits};
+    use crate::test_region::test_region;
+    use control_protocol::Role;
+    use shm_layout::ring::Sender;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    #[test]
+    fn a_member_returning_to_a_spilled_ring_holds_it_against_a_mark_made_before() {
+        let t = test_region("spill-default", 16);
+        let region = t.0.clone();
+        let limits = RegistryLimits {
+            session_timeout: Duration::from_secs(30),
+            spill: true,
+            assignment: control_protocol::Assignment::RoundRobin,
+            groups_read_default: true,
+            max_attempts: None,
+        };
+        let start = GroupStart {
+            name: "audit".into(),
+            start: 0,
+            redeliver_below: 0,
+        };
+        let mut reg = Registry::new(region.clone(), &[start], limits);
+        let persisted = Arc::new(AtomicU64::new(u64::MAX));
+        let reclaimer = Arc::new(Reclaimer::new(region.clone(), persisted, 0));
+        reg.hold_default_through(reclaimer.clone());
+        let me = Sender {
+            client: 9,
+            generation: 1,
+        };
+        for _ in 0..8 {
+            region.send(me, None, b"m", 0, || false, None).unwrap();
+        }
+        // Under --spill the group, without a member, holds nothing: the cleaner's
+        // mark frees all of it...
+        assert_eq!(reg.consumed_by_all().default, None);
+        let (hold, mark) = (reclaimer.hold(), region.next_offset());
+        // ...but a member joins before that mark is applied.
+        let joined = reg
+            .register(Role::Consumer, "c", Some("audit"), 1, region.token())
+            .unwrap();
+        assert!(joined.group.is_some());
+        reclaimer.note_consumed(hold, mark);
+        reclaimer.reclaim().unwrap();
+        assert_eq!(region.freed_offset(), 0, "what the member is to read stays");
+        // The next pass's mark knows of it.
+        assert_eq!(reg.consumed_by_all().default, Some(0));
+    }
 }

@@ -147,6 +147,9 @@ pub struct Registry {
     file_producers: Option<crate::file_producers::FileProducers>,
     /// The rings of the topics besides `default`, where producers also write.
     topics: Option<Arc<crate::topics::Topics>>,
+    /// What frees `default`/0's slots: a group starting to read it takes a hold
+    /// there (set once the broker's threads start).
+    control_reclaimer: Option<Arc<crate::reclaim::Reclaimer>>,
     /// Names the producers of those topics' records that left their rings, by
     /// journal key (`topic id << 32 | partition`).
     partition_producers: HashMap<u64, crate::file_producers::FileProducers>,
@@ -192,6 +195,7 @@ impl Registry {
             journals: HashMap::new(),
             file_producers: None,
             topics: None,
+            control_reclaimer: None,
             partition_producers: HashMap::new(),
         };
         r.published_at_sample = r.region.next_offset();
