@@ -26,7 +26,7 @@ use crate::audit::state;
 use shm_layout::ring::Rewritten;
 
 use crate::reclaim::{Reclaimer, RingRepairError, RingRepaired};
-use crate::registry::Registry;
+use crate::registry::{DeadLetterTopic, Registry};
 use crate::topics::CreateError;
 
 /// Longest time between two passes.
@@ -238,7 +238,7 @@ impl Cleaner {
                 std::mem::take(&mut consumed.partitions),
             );
             let log_wanted = reg.take_log_wanted() || partition_filling || filling(&self.region);
-            dead_letter_topics = reg.take_wanted_dead_letter_topics();
+            dead_letter_topics = reg.take_wanted_dead_letter_topics(Instant::now());
             (consumed, reg.has_gone_producers(), log_wanted)
         };
         self.create_dead_letter_topics(dead_letter_topics);
@@ -261,19 +261,32 @@ impl Cleaner {
         Ok(())
     }
 
-    /// Creates the dead-letter topics dead letters wait for (their publication
-    /// is tried again at the next pass). One at a time: a creation under way
-    /// elsewhere (`create-topic`) is waited out at a later pass.
+    /// Creates the dead-letter topics dead letters wait for, each on a thread of
+    /// its own: reserving a region takes time, and the cleaner's passes free
+    /// every ring's slots meanwhile. Their letters are published at a pass after.
     fn create_dead_letter_topics(&mut self, names: Vec<String>) {
         for name in names {
-            let made = match self.topics.create_unless_busy(&name) {
-                None => continue,
-                Some(Ok(_)) => Ok(()),
-                Some(Err(CreateError::Exists(_))) => continue,
-                Some(Err(e)) => Err(e.to_string()),
-            };
-            self.registry().dead_letter_topic_made(&name, made);
-            event::wake(&self.region.header().cleaner);
+            let (topics, registry) = (self.topics.clone(), self.registry.clone());
+            let (region, topic) = (self.region.clone(), name.clone());
+            let created = std::thread::Builder::new()
+                .name("dlq-topic".into())
+                .spawn(move || {
+                    let made = match topics.create_unless_busy(&topic) {
+                        None | Some(Err(CreateError::Stopping)) => DeadLetterTopic::Later,
+                        Some(Ok(_)) => DeadLetterTopic::Created,
+                        Some(Err(CreateError::Exists(_))) => DeadLetterTopic::Exists,
+                        Some(Err(e)) => DeadLetterTopic::Failed(e.to_string()),
+                    };
+                    let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
+                    reg.dead_letter_topic_made(&topic, made);
+                    drop(reg);
+                    event::wake(&region.header().cleaner);
+                });
+            if let Err(e) = created {
+                let why = format!("cannot start a thread to create it: {e}");
+                self.registry()
+                    .dead_letter_topic_made(&name, DeadLetterTopic::Failed(why));
+            }
         }
     }
 

@@ -362,6 +362,16 @@ pub struct BrokerConfig {
     pub max_partitions: u32,
 }
 
+impl BrokerConfig {
+    /// Whether the pre-created groups read `default` (it is among
+    /// `--group-topics`).
+    pub fn groups_read_default(&self) -> bool {
+        self.group_topics
+            .iter()
+            .any(|t| t == crate::audit::state::DEFAULT_TOPIC)
+    }
+}
+
 /// Redeliveries each group can hold in the region at once (more wait in the broker).
 const REDELIVERIES_PER_GROUP: u32 = 256;
 const DEFAULT_MAX_MESSAGE: u64 = 1 << 20;
@@ -456,6 +466,10 @@ impl ServeArgs {
                 "--topics asks for {partitions} partitions with default's, over --max-partitions {}",
                 self.max_partitions
             ));
+        }
+        if self.max_attempts.is_some() {
+            crate::topics::check_dead_letter_room(&topics, self.max_topics, self.max_partitions)
+                .map_err(|e| format!("--max-attempts: {e}"))?;
         }
         Ok(BrokerConfig {
             bind: self.bind,

@@ -159,7 +159,12 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
         index = open_index(config, &persist_file, &records);
     }
     let starts = group_starts(config, &saved.state, &salvaged, in_file, next);
-    let replay_from = starts.iter().map(|g| g.start).min().unwrap_or(next);
+    // Pre-created groups reading `default` get back what they had not
+    // acknowledged there; groups that do not read it hold nothing there.
+    let replay_from = match config.groups_read_default() {
+        true => starts.iter().map(|g| g.start).min().unwrap_or(next),
+        false => next,
+    };
     // A replay that could not finish is refused now, before the ready line.
     let replay = if replay_from < next {
         Some(
@@ -193,9 +198,16 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
 }
 
 /// Whether saved line `g` is a pre-created group's in `default`/0, which its start
-/// there (in `starts`) replaces.
-pub(crate) fn is_pre_created_groups_start(g: &state::GroupState, starts: &[GroupStart]) -> bool {
-    g.topic == state::DEFAULT_TOPIC
+/// there (in `starts`) replaces. Where the pre-created groups do not read
+/// `default`, such a line is a position like any other topic's: kept for when a
+/// member reads `default` under the group.
+pub(crate) fn is_pre_created_groups_start(
+    g: &state::GroupState,
+    config: &BrokerConfig,
+    starts: &[GroupStart],
+) -> bool {
+    config.groups_read_default()
+        && g.topic == state::DEFAULT_TOPIC
         && g.partition == state::DEFAULT_PARTITION
         && starts.iter().any(|s| s.name == g.name)
 }
@@ -223,6 +235,7 @@ fn save_starting_state(
         .collect(),
         groups: starts
             .iter()
+            .filter(|_| config.groups_read_default())
             .map(|g| state::GroupState {
                 name: g.name.clone(),
                 topic: state::DEFAULT_TOPIC.to_string(),
@@ -236,7 +249,7 @@ fn save_starting_state(
                 saved
                     .groups
                     .iter()
-                    .filter(|g| !is_pre_created_groups_start(g, starts))
+                    .filter(|g| !is_pre_created_groups_start(g, config, starts))
                     .cloned(),
             )
             .collect(),
@@ -323,7 +336,9 @@ fn group_starts(
         .map(|name| {
             let saved = saved.group(name, state::DEFAULT_TOPIC, state::DEFAULT_PARTITION);
             let recovered = salvaged.acknowledged.get(name);
-            if saved.is_none() && recovered.is_none() {
+            // Not reading `default`, a group's line there is kept as it is (see
+            // `is_pre_created_groups_start`).
+            if (saved.is_none() && recovered.is_none()) || !config.groups_read_default() {
                 return GroupStart {
                     name: name.clone(),
                     start: next,

@@ -83,10 +83,7 @@ pub(crate) fn start(
             session_timeout: config.session_timeout,
             spill: config.spill,
             assignment: config.assignment,
-            groups_read_default: config
-                .group_topics
-                .iter()
-                .any(|t| t == crate::audit::state::DEFAULT_TOPIC),
+            groups_read_default: config.groups_read_default(),
             max_attempts: config.max_attempts,
         },
     )));
@@ -116,7 +113,7 @@ pub(crate) fn start(
     let departed = saved
         .groups
         .into_iter()
-        .filter(|g| !crate::startup::is_pre_created_groups_start(g, &starts))
+        .filter(|g| !crate::startup::is_pre_created_groups_start(g, config, &starts))
         .map(|g| {
             let d = crate::registry::Departed {
                 position: g.position,

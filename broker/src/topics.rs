@@ -77,6 +77,8 @@ pub enum CreateError {
     Limit(String),
     #[error("{0}")]
     Failed(String),
+    #[error("the broker is stopping")]
+    Stopping,
 }
 
 /// What a dead-letter topic's name adds to its topic's.
@@ -100,6 +102,32 @@ fn check_dead_letter_name(topic: &str) -> Result<(), String> {
         }),
         None => Ok(()),
     }
+}
+
+/// Under `--max-attempts`, whether the topics `--topics` names (name and
+/// partitions) have room for their dead-letter topics, names and limits: a
+/// usage error otherwise, before any file is read.
+pub fn check_dead_letter_room(
+    topics: &[(String, u32)],
+    max_topics: u32,
+    max_partitions: u32,
+) -> Result<(), String> {
+    let records: Vec<TopicRecord> = topics
+        .iter()
+        .filter(|(name, _)| name != DEFAULT_TOPIC)
+        .map(|(name, partitions)| TopicRecord {
+            id: 0,
+            name: name.clone(),
+            partitions: *partitions,
+            slots: 0,
+            slot_size: 0,
+            max_message: 0,
+        })
+        .collect();
+    for r in &records {
+        check_dead_letter_name(&r.name)?;
+    }
+    check_room(&records, true, max_topics, max_partitions)
 }
 
 /// The topics and partitions `records` take with `default`; under
@@ -435,7 +463,7 @@ impl Topics {
         slot_size: Option<u32>,
     ) -> Result<TopicRecord, CreateError> {
         if self.closing.load(Ordering::Acquire) {
-            return Err(CreateError::Failed("the broker is stopping".into()));
+            return Err(CreateError::Stopping);
         }
         shm_layout::names::check_topic(name).map_err(|e| CreateError::Invalid(e.to_string()))?;
         if name == DEFAULT_TOPIC || self.find(name).is_some() {
@@ -502,7 +530,7 @@ impl Topics {
         for p in 0..partitions {
             if self.closing.load(Ordering::Acquire) {
                 undo(&created);
-                return Err(CreateError::Failed("the broker is stopping".into()));
+                return Err(CreateError::Stopping);
             }
             match self.open_ring(topic_partition(&record, p), geometry, rings + 1 + p, 0) {
                 Ok(ring) => created.push(Arc::new(ring)),

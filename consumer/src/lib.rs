@@ -426,9 +426,10 @@ impl Consumer {
                 return Ok(Held::Redelivered(claim));
             }
             // Nor does it take the offsets after them while any is pending (a
-            // previous owner's, still acknowledged by nobody), unless it passed
-            // one over as unreadable: that one waits for the broker's repair.
-            if by_partition && self.parts[i].declined.is_empty() {
+            // previous owner's, still acknowledged by nobody), unless all it
+            // counts are ones it passed over as unreadable: those wait for the
+            // broker's repair.
+            if by_partition && pending as usize > self.parts[i].declined.len() {
                 let region = self.parts[i].region(&self.session);
                 let group = region.group(g).expect("checked at connect");
                 return Err(Awaited {

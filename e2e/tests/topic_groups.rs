@@ -799,6 +799,41 @@ fn a_pre_created_group_resumes_its_other_topics_after_the_broker_is_killed() {
 }
 
 #[test]
+fn a_pre_created_group_not_reading_default_keeps_its_position_there_across_a_restart() {
+    let args = [
+        "--topics",
+        "orders:1",
+        "--groups",
+        "g1",
+        "--group-topics",
+        "orders",
+        "--flush-interval",
+        "10ms",
+    ];
+    let send = |broker: &Broker, lines: &[&str]| {
+        assert_eq!(broker.producer(lines, None).wait_exit().code(), Some(0));
+    };
+    let read = |broker: &Broker, n: &str| {
+        let (member, group) = broker.consumer(&["--group", "g1", "--count", n]);
+        assert_eq!(group, "g1");
+        member
+    };
+    let broker = Broker::start(&args);
+    let first = read(&broker, "2");
+    send(&broker, &["a0", "a1"]);
+    assert_eq!(first.wait_exit().stdout_text(), "a0\na1\n");
+    send(&broker, &["b0", "b1"]);
+    wait_saved_position(&broker, "g1", "default", 2);
+    let (stopped, data) = broker.stop_keeping_data();
+    assert_eq!(stopped.code(), Some(0));
+    let restarted = Broker::start_in(data, &args);
+    send(&restarted, &["c0"]);
+    // It resumes where it was in default, not at the end.
+    let second = read(&restarted, "3").wait_exit();
+    assert_eq!(second.stdout_text(), "b0\nb1\nc0\n", "{:?}", second.stderr);
+}
+
+#[test]
 fn reset_offsets_moves_a_group_in_every_partition_of_a_topic() {
     let broker = groups_broker("orders:2");
     let args = [
@@ -1178,11 +1213,22 @@ fn under_max_attempts_every_topic_has_room_for_its_dead_letter_topic() {
     let fits = "t".repeat(245);
     let too_long = "t".repeat(246);
     let data = e2e::TempDir::new("dlq-room");
-    let refused = Broker::refused(&data, &["--max-attempts", "3", "--topics", &too_long]);
-    assert_eq!(refused.code(), Some(1));
+    // Usage errors, before anything is made.
+    let usage = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        e2e::Proc::spawn(&e2e::bin("broker"), &args, None, e2e::StdoutMode::Collect).wait_exit()
+    };
+    let refused = usage(&["--max-attempts", "3", "--topics", &too_long]);
+    assert_eq!(refused.code(), Some(2));
     assert_eq!(
         refused.last_stderr_line(),
-        format!("broker: topic name {too_long} is too long to have a dead-letter topic under --max-attempts: {too_long}.dlq would be over 249 characters")
+        format!("broker: --max-attempts: topic name {too_long} is too long to have a dead-letter topic under --max-attempts: {too_long}.dlq would be over 249 characters")
+    );
+    let refused = usage(&["--max-attempts", "3", "--max-topics", "1"]);
+    assert_eq!(refused.code(), Some(2));
+    assert_eq!(
+        refused.last_stderr_line(),
+        "broker: --max-attempts: 2 topics would exist, counting a dead-letter topic for each (--max-attempts), over --max-topics 1"
     );
     // default and default.dlq, then a topic and its own: the most four allow.
     let broker = Broker::start_in(data, &["--max-attempts", "3", "--max-topics", "4"]);

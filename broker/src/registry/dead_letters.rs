@@ -6,6 +6,7 @@
 //! moves past it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use audit_format::log_reader::LogReader;
 use shm_layout::client::{ClientRecord, ClientRole};
@@ -15,6 +16,27 @@ use shm_layout::sys::wall_clock_micros;
 
 use super::Registry;
 use crate::topics::{dead_letter_topic, PartitionRing};
+
+/// How long a dead-letter topic that could not be created waits before the
+/// next try (a full `/dev/shm` is not worth a region's reservation every pass).
+const DEAD_LETTER_TOPIC_RETRY: Duration = Duration::from_secs(1);
+
+/// How a creation of a dead-letter topic ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterTopic {
+    Created,
+    /// Someone else created it meanwhile.
+    Exists,
+    /// Not now (another creation was under way, or the broker is stopping).
+    Later,
+    Failed(String),
+}
+
+/// Where a dead-letter topic's creation is.
+pub(super) enum Creation {
+    Running,
+    RetryAt(Instant),
+}
 
 /// A dead letter's key and payload, as sent.
 struct Letter {
@@ -36,15 +58,16 @@ impl Registry {
                 return;
             };
             let topic = gr.topic.clone();
+            // The topic first: the letter may have to be read from the file.
+            let Some(ring) = self.dead_letter_ring(&topic) else {
+                return;
+            };
             let Some(letter) = self.letter_at(g, r, offset) else {
                 self.report_once("unreadable dead letter", || {
                     format!("broker: cannot read offset {offset} of {topic} to dead-letter it; it is dropped")
                 });
                 self.group_ring_mut(g, r).map(|gr| gr.dead.pop_front());
                 continue;
-            };
-            let Some(ring) = self.dead_letter_ring(&topic) else {
-                return;
             };
             let Some(name) = self.groups[g as usize].as_ref().map(|grp| grp.name.clone()) else {
                 return;
@@ -130,28 +153,50 @@ impl Registry {
         }
     }
 
-    /// The dead-letter topics dead letters wait for, for the cleaner to create.
-    pub fn take_wanted_dead_letter_topics(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.dead_letter_topics_wanted)
-            .into_iter()
-            .collect()
+    /// The dead-letter topics dead letters wait for that are to be created now:
+    /// not while a creation of it runs, nor before its retry time after a
+    /// failure. They count as being created from now on.
+    pub fn take_wanted_dead_letter_topics(&mut self, now: Instant) -> Vec<String> {
+        let wanted = std::mem::take(&mut self.dead_letter_topics_wanted);
+        let mut due = Vec::new();
+        for name in wanted {
+            let ready = match self.dead_letter_creations.get(&name) {
+                Some(Creation::Running) => false,
+                Some(Creation::RetryAt(at)) => *at <= now,
+                None => true,
+            };
+            if ready {
+                self.dead_letter_creations
+                    .insert(name.clone(), Creation::Running);
+                due.push(name);
+            }
+        }
+        due
     }
 
-    /// The cleaner created dead-letter topic `name`, or could not (`Err`: why;
-    /// said once on stderr, and shown by `broker status` and the waiting
-    /// producers' lines until it is created).
-    pub fn dead_letter_topic_made(&mut self, name: &str, made: Result<(), String>) {
+    /// How the creation of dead-letter topic `name` ended. A failure is said
+    /// once on stderr, and shown by `broker status` and the waiting producers'
+    /// lines until the topic exists; it is tried again after a while.
+    pub fn dead_letter_topic_made(&mut self, name: &str, made: DeadLetterTopic) {
+        self.dead_letter_creations.remove(name);
         match made {
-            Ok(()) => {
+            DeadLetterTopic::Created => {
                 eprintln!("broker: created the dead-letter topic {name}");
                 self.dead_letter_topic_failures.remove(name);
             }
-            Err(why) => {
+            DeadLetterTopic::Exists => {
+                self.dead_letter_topic_failures.remove(name);
+            }
+            DeadLetterTopic::Later => {}
+            DeadLetterTopic::Failed(why) => {
                 if self.dead_letter_topic_failures.get(name) != Some(&why) {
                     eprintln!("broker: cannot create the dead-letter topic {name}: {why}; its dead letters wait, and so does the group");
                 }
                 self.dead_letter_topic_failures
                     .insert(name.to_string(), why);
+                let retry = Instant::now() + DEAD_LETTER_TOPIC_RETRY;
+                self.dead_letter_creations
+                    .insert(name.to_string(), Creation::RetryAt(retry));
             }
         }
     }
@@ -213,5 +258,59 @@ impl Registry {
         if self.reported.insert(kind) {
             eprintln!("{}", what());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RegistryLimits;
+    use crate::test_region::test_region;
+
+    #[test]
+    fn a_dead_letter_topic_is_created_once_at_a_time_and_retried_after_a_while() {
+        let t = test_region("dlq-retry", 16);
+        let limits = RegistryLimits {
+            session_timeout: Duration::from_secs(30),
+            spill: false,
+            assignment: control_protocol::Assignment::RoundRobin,
+            groups_read_default: true,
+            max_attempts: Some(3),
+        };
+        let mut reg = Registry::new(t.0.clone(), &[], limits);
+        let want = |reg: &mut Registry| {
+            reg.dead_letter_topics_wanted.insert("jobs.dlq".into());
+        };
+        let now = Instant::now();
+        want(&mut reg);
+        assert_eq!(reg.take_wanted_dead_letter_topics(now), ["jobs.dlq"]);
+        want(&mut reg);
+        assert!(
+            reg.take_wanted_dead_letter_topics(now).is_empty(),
+            "one creation at a time"
+        );
+        reg.dead_letter_topic_made("jobs.dlq", DeadLetterTopic::Failed("no room".into()));
+        assert_eq!(
+            reg.dead_letter_failure("jobs").as_deref(),
+            Some("cannot create the dead-letter topic jobs.dlq: no room")
+        );
+        want(&mut reg);
+        assert!(
+            reg.take_wanted_dead_letter_topics(Instant::now())
+                .is_empty(),
+            "not again at once"
+        );
+        want(&mut reg);
+        let later = Instant::now() + DEAD_LETTER_TOPIC_RETRY;
+        assert_eq!(reg.take_wanted_dead_letter_topics(later), ["jobs.dlq"]);
+        // Made by someone else meanwhile: the failure is forgotten.
+        reg.dead_letter_topic_made("jobs.dlq", DeadLetterTopic::Exists);
+        assert_eq!(reg.dead_letter_failure("jobs"), None);
+        assert_eq!(reg.max_attempts_in("jobs"), Some(3));
+        assert_eq!(
+            reg.max_attempts_in("jobs.dlq"),
+            None,
+            "none in a dead-letter topic"
+        );
     }
 }

@@ -29,6 +29,7 @@ use shm_layout::BrokerRegion;
 
 pub use clients::Eviction;
 use clients::{Client, Quarantined, Retiring};
+pub use dead_letters::DeadLetterTopic;
 use groups::Group;
 pub use groups::{Consumed, Departed, GroupStart, PartitionConsumed};
 pub use redeliveries::RedeliveryRepair;
@@ -137,6 +138,8 @@ pub struct Registry {
     dead_letter_topics_wanted: std::collections::BTreeSet<String>,
     /// Why a dead-letter topic could not be created, by its name, until it is.
     dead_letter_topic_failures: std::collections::BTreeMap<String, String>,
+    /// The dead-letter topics being created, or waiting to be tried again.
+    dead_letter_creations: std::collections::BTreeMap<String, dead_letters::Creation>,
     /// Partition rings some group stopped reading since the cleaner's last pass.
     released_rings: Vec<Arc<crate::topics::PartitionRing>>,
     /// A group departed since the last look: its position is worth saving now.
@@ -192,6 +195,7 @@ impl Registry {
             dead_letter_senders: HashMap::new(),
             dead_letter_topics_wanted: Default::default(),
             dead_letter_topic_failures: Default::default(),
+            dead_letter_creations: Default::default(),
             journals: HashMap::new(),
             file_producers: None,
             topics: None,
