@@ -16,7 +16,7 @@ PROMETHEUS_PARSER := target/pyenv/.prometheus-client
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := control_frame ring_state region_header audit_file index_file
 
-.PHONY: all build run demo test fmt-check lint check-outside fuzz bench microbench clean
+.PHONY: all build run demo test fmt-check lint check-outside kafka-clients fuzz bench microbench clean
 
 all: build
 
@@ -41,9 +41,13 @@ lint:
 # the fuzz targets and the micro-benchmarks are not built by the tests: they are
 # checked to compile here, so that none can rot (the fuzz targets on the stable
 # toolchain).
-test: fmt-check lint check-outside $(PROMETHEUS_PARSER)
+test: fmt-check lint check-outside $(PROMETHEUS_PARSER) kafka-clients
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace
+
+# The Kafka listener's tests run Debian's kcat, kafka-python and confluent-kafka.
+kafka-clients:
+	bash scripts/install-kafka-clients.sh
 
 # The metrics tests read the broker's exposition with the Prometheus project's own
 # parser (Python's prometheus_client), installed once in a virtual environment.

@@ -324,6 +324,48 @@ pub struct ServeArgs {
     /// [default: off].
     #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_metrics_addr)]
     pub metrics: Option<SocketAddr>,
+    /// Speak Apache Kafka's wire protocol on this port, so that Kafka clients
+    /// (kcat, kafka-python, confluent-kafka) produce to and fetch from the same
+    /// topics; 0 picks a free port, shown in a second ready line
+    /// (`kafka on HOST:PORT`) [default: off]. See docs/kafka.md.
+    #[arg(long, value_name = "PORT")]
+    pub kafka_port: Option<u16>,
+    /// The address the Kafka port listens on. Loopback only: clients on other
+    /// hosts need authentication, which the listener does not serve yet.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1",
+        requires = "kafka_port"
+    )]
+    pub kafka_bind: IpAddr,
+    /// The address Kafka clients are told to connect to (Metadata's broker
+    /// address) [default: the Kafka port's own].
+    #[arg(long, value_name = "HOST:PORT", requires = "kafka_port", value_parser = parse_advertised)]
+    pub kafka_advertise: Option<(String, u16)>,
+}
+
+/// `--kafka-advertise`: `HOST:PORT`.
+fn parse_advertised(s: &str) -> Result<(String, u16), String> {
+    let bad = || format!("{s:?} is not HOST:PORT (e.g. broker.example:9092)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
+}
+
+/// The Kafka listener's settings (`--kafka-port`).
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub bind: SocketAddr,
+    pub advertise: Option<(String, u16)>,
 }
 
 /// `--metrics`: `HOST:PORT`, or a port on the loopback address.
@@ -354,6 +396,8 @@ pub struct BrokerConfig {
     pub accept_lost_records: bool,
     /// Where to serve the metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Where to speak Kafka's protocol, if anywhere.
+    pub kafka: Option<KafkaConfig>,
     /// Topics `--topics` asks for: name and partitions.
     pub topics: Vec<(String, u32)>,
     /// Topics the pre-created groups read.
@@ -471,6 +515,16 @@ impl ServeArgs {
             crate::topics::check_dead_letter_room(&topics, self.max_topics, self.max_partitions)
                 .map_err(|e| format!("--max-attempts: {e}"))?;
         }
+        let kafka = self.kafka_port.map(|port| KafkaConfig {
+            bind: SocketAddr::new(self.kafka_bind, port),
+            advertise: self.kafka_advertise.clone(),
+        });
+        if kafka.is_some() && !self.kafka_bind.is_loopback() {
+            return Err(format!(
+                "--kafka-bind {}: the Kafka port listens on a loopback address only (127.0.0.1 or ::1): clients on other hosts would need authentication, which it does not serve yet",
+                self.kafka_bind
+            ));
+        }
         Ok(BrokerConfig {
             bind: self.bind,
             port: self.port,
@@ -487,6 +541,7 @@ impl ServeArgs {
             max_attempts: self.max_attempts,
             accept_lost_records: self.accept_lost_records,
             metrics: self.metrics,
+            kafka,
             topics,
             group_topics,
             max_topics: self.max_topics,

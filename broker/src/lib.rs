@@ -9,6 +9,8 @@
 //! - [`cleaner`]: the thread that logs deliveries, frees consumed slots, repairs a
 //!   scribbled region and saves `offsets.txt`.
 //! - [`persister`]: the thread that writes every message to the persistence file.
+//! - [`kafka_log`]: the broker as the Kafka listener sees it (`--kafka-port`).
+//! - [`partition_offsets`]: a partition's earliest offset and its offset at a time.
 //! - [`metrics`]: Prometheus metrics on `GET /metrics` (`--metrics`).
 //! - [`reclaim`]: freeing slots once persisted, logged and consumed.
 //! - [`audit`]: the file formats, the double buffer and its watched files, the
@@ -31,7 +33,9 @@ pub mod config;
 pub mod decode;
 pub mod event_loop;
 pub mod file_producers;
+pub mod kafka_log;
 pub mod metrics;
+pub mod partition_offsets;
 pub mod persister;
 pub mod producer_runs;
 pub mod reclaim;
@@ -148,6 +152,15 @@ pub fn serve(
         Some(l) => format!("\nmetrics on http://{}/metrics", l.local_addr()?),
         None => String::new(),
     };
+    let kafka = config
+        .kafka
+        .as_ref()
+        .map(|k| bind(k.bind).map(|l| (l, k.advertise.clone())))
+        .transpose()?;
+    let kafka_line = match &kafka {
+        Some((l, _)) => format!("\nkafka on {}", l.local_addr()?),
+        None => String::new(),
+    };
     let found = startup::recover(&config, &name)?;
     let token = startup::new_token()?;
     let region = Arc::new(startup::create_region(&name, &config, token)?);
@@ -158,8 +171,10 @@ pub fn serve(
         found.topics.clone(),
         &found.partitions,
     )?);
-    let running = threads::start(&config, found, region, topics, &stop, metrics)?;
-    ready(&format!("listening on {local}, shm {name}{metrics_line}"));
+    let running = threads::start(&config, found, region, topics, &stop, metrics, kafka)?;
+    ready(&format!(
+        "listening on {local}, shm {name}{metrics_line}{kafka_line}"
+    ));
     let served = running.serve(listener, &stop);
     running.shut_down(served)
 }

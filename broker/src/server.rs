@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use audit_format::index::TopicPartition;
-use audit_format::log_reader::LogReader;
 use control_protocol::frame::MAX_REQUEST_LEN;
 use control_protocol::{ControlFrame, FrameBuffer, Refusal, ResetTo, Role, TopicInfo};
 use mio::net::{TcpListener, TcpStream};
@@ -24,6 +23,7 @@ use crate::audit::state::DEFAULT_TOPIC;
 use shm_layout::{BrokerRegion, Region};
 
 use crate::event_loop::{EventLoop, LISTENER};
+use crate::partition_offsets;
 use crate::registry::Registry;
 use crate::status;
 use crate::wait_reason::WaitReasons;
@@ -495,24 +495,16 @@ impl Server {
 
     /// Where `to` is in partition `tp`, whose ring is in `region`.
     fn reset_point(&self, tp: &TopicPartition, region: &BrokerRegion, to: ResetTo) -> u64 {
+        let data_dir = std::path::Path::new(&self.data_dir);
         let end = region.next_offset();
-        let mut file = LogReader::open_in(std::path::Path::new(&self.data_dir), tp).ok();
-        let ring = region.freed_offset();
-        let earliest = file
-            .as_mut()
-            .and_then(|f| f.first_offset().ok().flatten())
-            .map_or(ring, |first| first.min(ring));
+        let earliest =
+            partition_offsets::earliest(partition_offsets::first_in_file(data_dir, tp), region);
         match to {
             ResetTo::Earliest => earliest,
             ResetTo::Latest => end,
             ResetTo::Offset(o) => o.clamp(earliest, end),
             ResetTo::Time(t) => {
-                let in_file = file
-                    .as_mut()
-                    .and_then(|f| f.first_at_or_after(t).ok().flatten());
-                in_file
-                    .or_else(|| region.first_published_at_or_after(ring, t))
-                    .unwrap_or(end)
+                partition_offsets::first_at_or_after(data_dir, tp, region, t).unwrap_or(end)
             }
         }
     }

@@ -36,6 +36,8 @@ pub(crate) struct Running {
     wait_reasons: Arc<WaitReasons>,
     /// The metrics responder, with its stop flag, under `--metrics`.
     metrics: Option<(JoinHandle<std::io::Result<()>>, Arc<AtomicBool>)>,
+    /// The Kafka listener, with its stop flag, under `--kafka-port`.
+    kafka: Option<(JoinHandle<std::io::Result<()>>, Arc<AtomicBool>)>,
     persister_stop: Arc<AtomicBool>,
     cleaner_stop: Arc<AtomicBool>,
     max_connections: usize,
@@ -44,6 +46,9 @@ pub(crate) struct Running {
     /// Where readers find the persistence file: the data directory, absolute.
     data_dir: String,
 }
+
+/// Kafka connections served at once; more are closed as they come.
+const KAFKA_CONNECTIONS: usize = 1024;
 
 /// Starts the persister, the cleaner (with their writers) and, if records must be
 /// published again, the replay, over `region`.
@@ -54,6 +59,7 @@ pub(crate) fn start(
     topics: Arc<Topics>,
     stop: &Arc<AtomicBool>,
     metrics_listener: Option<TcpListener>,
+    kafka_listener: Option<(TcpListener, Option<(String, u16)>)>,
 ) -> Result<Running, BrokerError> {
     let Recovered {
         persist_file,
@@ -240,6 +246,35 @@ pub(crate) fn start(
         }
         None => None,
     };
+    let kafka = match kafka_listener {
+        Some((listener, advertise)) => {
+            let bound = listener.local_addr()?;
+            let (advertised_host, advertised_port) =
+                advertise.unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+            let log = crate::kafka_log::BrokerLog::new(
+                region.clone(),
+                topics.clone(),
+                registry.clone(),
+                config.data_dir.clone(),
+                config.fsync,
+            );
+            let served = kafka_listener::Listener::new(
+                Arc::new(log),
+                kafka_listener::ListenerConfig {
+                    advertised_host,
+                    advertised_port,
+                    max_connections: KAFKA_CONNECTIONS,
+                },
+            );
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name("kafka".into())
+                .spawn(move || served.serve(listener, &flag))?;
+            Some((thread, stop))
+        }
+        None => None,
+    };
     let persister_stop = Arc::new(AtomicBool::new(false));
     let cleaner_stop = Arc::new(AtomicBool::new(false));
     let persister = {
@@ -277,6 +312,7 @@ pub(crate) fn start(
         writer_stops,
         wait_reasons,
         metrics,
+        kafka,
         persister_stop,
         cleaner_stop,
         max_connections: config.geometry.max_clients as usize + 64,
@@ -339,6 +375,12 @@ impl Running {
             stop.store(true, Ordering::Release);
             if let Ok(Err(e)) = thread.join() {
                 eprintln!("broker: the metrics endpoint failed: {e}");
+            }
+        }
+        if let Some((thread, stop)) = self.kafka {
+            stop.store(true, Ordering::Release);
+            if let Ok(Err(e)) = thread.join() {
+                eprintln!("broker: the Kafka listener failed: {e}");
             }
         }
         let replayed = match self.replayer {

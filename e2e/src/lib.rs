@@ -497,6 +497,8 @@ pub struct Broker {
     pub addr: String,
     pub shm: String,
     pub data: TempDir,
+    /// The Kafka port's address, under `--kafka-port` (its ready line).
+    pub kafka: Option<String>,
 }
 
 impl Broker {
@@ -521,11 +523,18 @@ impl Broker {
             .unwrap_or_else(|| panic!("unexpected ready line {ready:?}"))
             .to_string();
         assert_eq!(ready, format!("listening on {addr}, shm {shm}"));
+        let kafka = extra.contains(&"--kafka-port").then(|| {
+            let line = proc.next_stdout_line();
+            line.strip_prefix("kafka on ")
+                .unwrap_or_else(|| panic!("unexpected second ready line {line:?}"))
+                .to_string()
+        });
         Broker {
             proc,
             addr,
             shm,
             data,
+            kafka,
         }
     }
 
@@ -819,4 +828,70 @@ pub fn payload_of(v: &serde_json::Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(b)
         .expect("valid base64")
+}
+
+/// Reads until the broker closes the connection `s`; returns what it sent.
+/// Panics if the broker keeps it open past [`DEADLINE`].
+pub fn read_until_closed(mut s: std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("connection not closed by the broker: {e}"),
+        }
+    }
+}
+
+/// The resident memory of process `pid`, in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The highest resident memory a process reaches while watched, sampled every
+/// 20 ms by a thread of its own.
+pub struct PeakRss {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    peak: Arc<std::sync::atomic::AtomicU64>,
+    sampler: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    /// Starts watching process `pid`.
+    pub fn watch(pid: u32) -> PeakRss {
+        use std::sync::atomic::Ordering;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampler = {
+            let (done, peak) = (done.clone(), peak.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20)); // sampling period
+                }
+            })
+        };
+        PeakRss {
+            done,
+            peak,
+            sampler,
+        }
+    }
+
+    /// Stops watching; the peak seen, in MiB.
+    pub fn stop(self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.done.store(true, Ordering::Relaxed);
+        self.sampler.join().expect("the sampler ends");
+        self.peak.load(Ordering::Relaxed) / 1024
+    }
 }

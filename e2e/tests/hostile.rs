@@ -1,38 +1,12 @@
 //! SPEC §7: bad input on the TCP port costs only the offending connection, with
 //! bounded memory, while real clients carry on.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control_protocol::{ControlFrame, Role};
-use e2e::{json_lines, Broker, DEADLINE};
-
-/// Reads until the broker closes the connection; returns what it sent.
-fn read_until_closed(mut s: TcpStream) -> Vec<u8> {
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) => panic!("connection not closed by the broker: {e}"),
-        }
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+use e2e::{json_lines, read_until_closed, Broker, DEADLINE};
 
 #[test]
 fn every_attack_at_once_costs_only_its_own_connection() {
@@ -40,17 +14,7 @@ fn every_attack_at_once_costs_only_its_own_connection() {
     let addr = broker.addr.clone();
     let (consumer, _) = broker.consumer(&["--count", "20000", "--format", "json"]);
 
-    let done = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (done, peak, pid) = (done.clone(), peak.clone(), broker.proc.pid);
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20)); // sampling period
-            }
-        })
-    };
+    let rss = e2e::PeakRss::watch(broker.proc.pid);
 
     let mut attacks = Vec::new();
     // Garbage bytes.
@@ -126,9 +90,7 @@ fn every_attack_at_once_costs_only_its_own_connection() {
     for a in attacks {
         a.join().expect("attack thread saw its connection closed");
     }
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let peak_mib = peak.load(Ordering::Relaxed) / 1024;
+    let peak_mib = rss.stop();
     println!("broker peak RSS during the attacks: {peak_mib} MiB");
     assert!(peak_mib < 256, "broker RSS reached {peak_mib} MiB");
     // And a fresh client still works.

@@ -36,7 +36,7 @@ pub(super) struct ActivitySample {
 }
 
 impl ActivitySample {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         ActivitySample {
             progress: 0,
             moved_at: std::time::Instant::now(),

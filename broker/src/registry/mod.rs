@@ -8,7 +8,8 @@
 //! `history` (the pure arithmetic of who was handed which offset),
 //! `redeliveries` (the book of offers, overflow, settling, validation),
 //! `delivery_log` (consumption-log lines and the log-written gating), `readers`
-//! (standalone readers' journals turned into log lines) and
+//! (standalone readers' journals turned into log lines), `kafka_clients` (Kafka
+//! clients' stand-in producers and the log lines of their fetches) and
 //! `status` (rates, status snapshots, the state-file view).
 
 mod clients;
@@ -16,6 +17,7 @@ mod dead_letters;
 mod delivery_log;
 mod groups;
 mod history;
+mod kafka_clients;
 mod readers;
 mod redeliveries;
 mod status;
@@ -32,6 +34,7 @@ use clients::{Client, Quarantined, Retiring};
 pub use dead_letters::DeadLetterTopic;
 use groups::Group;
 pub use groups::{Consumed, Departed, GroupStart, PartitionConsumed};
+pub use kafka_clients::ProducerOf;
 pub use redeliveries::RedeliveryRepair;
 pub use status::{
     GroupSnapshot, MemberSnapshot, PartitionSnapshot, ProducerSnapshot, ReaderSnapshot,
@@ -133,6 +136,9 @@ pub struct Registry {
     /// Where each group's dead letters are published from: its stand-in
     /// producer's (client entry, generation), `dlq:<group>`.
     dead_letter_senders: HashMap<Arc<str>, (u32, u32)>,
+    /// The stand-in producers of Kafka clients, by client id: their client
+    /// entry, generation, and how many connections use them.
+    kafka_producers: HashMap<String, (u32, u32, usize)>,
     /// Dead-letter topics a dead letter waits for, for the cleaner to create
     /// outside this lock.
     dead_letter_topics_wanted: std::collections::BTreeSet<String>,
@@ -193,6 +199,7 @@ impl Registry {
             newly_departed: false,
             released_rings: Vec::new(),
             dead_letter_senders: HashMap::new(),
+            kafka_producers: HashMap::new(),
             dead_letter_topics_wanted: Default::default(),
             dead_letter_topic_failures: Default::default(),
             dead_letter_creations: Default::default(),

@@ -383,6 +383,36 @@ impl BrokerRegion {
         Ok(offset)
     }
 
+    /// Broker only: sends as many of `records`, in order, as fit now, never
+    /// waiting (for space, for the lock held by another, or for the disk); the
+    /// offset of the first one sent and how many were. For a sender that must
+    /// not block, and comes back for the rest later. Every size is checked
+    /// first: one record over `max_message` sends nothing.
+    pub fn send_batch_now(
+        &self,
+        sender: Sender,
+        records: &[(Option<&[u8]>, &[u8])],
+        timestamp_us: u64,
+    ) -> Result<(Option<u64>, usize), SendError> {
+        let mut first = None;
+        let sent = self.send_records(
+            sender,
+            records,
+            timestamp_us,
+            || true,
+            None,
+            |o| {
+                first.get_or_insert(o);
+            },
+            false,
+        );
+        match sent {
+            Ok(()) => Ok((first, records.len())),
+            Err((n, SendError::Stopped)) if !self.is_closing() => Ok((first, n)),
+            Err((_, e)) => Err(e),
+        }
+    }
+
     /// Broker only: producers wait while it replays records after a restart.
     pub fn hold_for_replay(&self) {
         if let Some(copy) = self.identity_copy() {

@@ -1,0 +1,170 @@
+"""A real Kafka client against the broker's Kafka port, for the end-to-end tests.
+
+    client.py LIBRARY produce BOOTSTRAP TOPIC [--gzip] [--acks 0|1|all] < messages
+    client.py LIBRARY consume BOOTSTRAP TOPIC COUNT
+    client.py kafka-python create-topic BOOTSTRAP NAME PARTITIONS
+    client.py kafka-python api-version BOOTSTRAP
+
+LIBRARY is kafka-python or confluent-kafka. Messages come on stdin as JSON
+lines {"k": hex or null, "v": hex, "h": [[name, hex], ...]}; what is sent
+(partition and offset) or read goes to stdout as JSON lines, in the same shape
+plus "p" and "o". The tests compare them with what they sent and with the
+broker's files.
+"""
+
+import json
+import sys
+
+
+def unhex(s):
+    return None if s is None else bytes.fromhex(s)
+
+
+def tohex(b):
+    return None if b is None else b.hex()
+
+
+def read_messages():
+    return [json.loads(line) for line in sys.stdin if line.strip()]
+
+
+def kafka_python(command, args):
+    import kafka
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    if command == "api-version":
+        p = KafkaProducer(bootstrap_servers=args[0])
+        print(json.dumps({"api_version": list(p.config["api_version"])}))
+        p.close()
+    elif command == "produce":
+        bootstrap, topic = args[0], args[1]
+        acks = args[args.index("--acks") + 1] if "--acks" in args else "1"
+        acks = "all" if acks == "all" else int(acks)
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks=acks,
+            compression_type="gzip" if "--gzip" in args else None,
+            linger_ms=5,
+        )
+        futures = [
+            producer.send(
+                topic,
+                key=unhex(m.get("k")),
+                value=unhex(m["v"]),
+                headers=[(n, unhex(v)) for n, v in m.get("h", [])],
+            )
+            for m in read_messages()
+        ]
+        producer.flush()
+        for f in futures:
+            md = f.get(timeout=30)
+            print(json.dumps({"p": md.partition, "o": md.offset}))
+        producer.close()
+    elif command == "consume":
+        bootstrap, topic, count = args[0], args[1], int(args[2])
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            consumer_timeout_ms=30000,
+        )
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        seen = 0
+        for m in consumer:
+            print(json.dumps({
+                "p": m.partition, "o": m.offset, "k": tohex(m.key), "v": tohex(m.value),
+                "h": [[n, tohex(v)] for n, v in (m.headers or [])],
+            }), flush=True)
+            seen += 1
+            if seen == count:
+                break
+        consumer.close()
+    elif command == "create-topic":
+        from kafka.admin import KafkaAdminClient, NewTopic
+        admin = KafkaAdminClient(bootstrap_servers=args[0])
+        admin.create_topics([NewTopic(args[1], int(args[2]), 1)])
+        admin.close()
+    else:
+        sys.exit("unknown command " + command)
+    _ = kafka
+
+
+def confluent_kafka(command, args):
+    from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+
+    if command == "produce":
+        bootstrap, topic = args[0], args[1]
+        acks = args[args.index("--acks") + 1] if "--acks" in args else "1"
+        producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "acks": acks,
+            "compression.type": "gzip" if "--gzip" in args else "none",
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+        })
+        messages = read_messages()
+        # Deliveries are reported partition by partition: each in its place.
+        results = [None] * len(messages)
+
+        def done(i):
+            def report(err, msg):
+                if err is not None:
+                    sys.exit("delivery failed: %s" % err)
+                results[i] = (msg.partition(), msg.offset())
+            return report
+
+        for i, m in enumerate(messages):
+            producer.produce(
+                topic,
+                key=unhex(m.get("k")),
+                value=unhex(m["v"]),
+                headers=[(n, unhex(v)) for n, v in m.get("h", [])],
+                on_delivery=done(i),
+            )
+            producer.poll(0)
+        left = producer.flush(30)
+        if left:
+            sys.exit("%d messages not delivered" % left)
+        for p, o in results:
+            print(json.dumps({"p": p, "o": o}))
+    elif command == "consume":
+        bootstrap, topic, count = args[0], args[1], int(args[2])
+        # confluent-kafka wants a group id even for assign() without a group.
+        consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+        })
+        meta = consumer.list_topics(topic, timeout=30)
+        parts = sorted(meta.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        seen = 0
+        while seen < count:
+            m = consumer.poll(30)
+            if m is None:
+                sys.exit("no message within 30 s after %d" % seen)
+            if m.error():
+                sys.exit("consume failed: %s" % m.error())
+            print(json.dumps({
+                "p": m.partition(), "o": m.offset(), "k": tohex(m.key()), "v": tohex(m.value()),
+                "h": [[n, tohex(v)] for n, v in (m.headers() or [])],
+            }), flush=True)
+            seen += 1
+        consumer.close()
+    else:
+        sys.exit("unknown command " + command)
+
+
+def main():
+    library, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if library == "kafka-python":
+        kafka_python(command, args)
+    elif library == "confluent-kafka":
+        confluent_kafka(command, args)
+    else:
+        sys.exit("unknown library " + library)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+//! The Kafka port (SPEC §12) against unmodified Kafka clients: Debian's kcat
+//! (librdkafka), kafka-python and confluent-kafka (`make test` installs them).
+//! Messages produced over Kafka are read by shared-memory readers and the
+//! reverse, in the same topics, partitions and offsets, byte for byte, with
+//! both audit files kept.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+
+use audit_format::escape::unescape;
+use e2e::{json_lines, payload_of, read_until_closed, Broker, Proc, StdoutMode};
+
+/// The system interpreter: Debian's Kafka modules load only there.
+const PYTHON: &str = "/usr/bin/python3";
+
+fn client_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka-clients/client.py")
+}
+
+/// Runs `client.py LIBRARY COMMAND ARGS` with `stdin`, and waits for it.
+fn python(library: &str, command: &str, args: &[&str], stdin: Option<Vec<u8>>) -> e2e::Finished {
+    let mut all = vec![
+        client_script().display().to_string(),
+        library.to_string(),
+        command.to_string(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let f = Proc::spawn(Path::new(PYTHON), &all, stdin, StdoutMode::Collect).wait_exit();
+    assert_eq!(
+        f.code(),
+        Some(0),
+        "{library} {command} failed: {}",
+        f.stderr.join("\n")
+    );
+    f
+}
+
+fn kcat(args: &[&str], stdin: Option<Vec<u8>>) -> e2e::Finished {
+    let f = Proc::spawn(Path::new("kcat"), args, stdin, StdoutMode::Collect).wait_exit();
+    assert_eq!(f.code(), Some(0), "kcat failed: {}", f.stderr.join("\n"));
+    f
+}
+
+fn kafka_broker(extra: &[&str]) -> (Broker, String) {
+    let mut args = vec!["--kafka-port", "0", "--flush-interval", "10ms"];
+    args.extend_from_slice(extra);
+    let broker = Broker::start(&args);
+    let kafka = broker.kafka.clone().expect("the Kafka ready line");
+    assert!(kafka.starts_with("127.0.0.1:"), "{kafka}");
+    (broker, kafka)
+}
+
+/// A message: its key, if any, and its payload.
+type Message = (Option<Vec<u8>>, Vec<u8>);
+
+/// A persistence-file line: partition, offset, producer, key, payload.
+type Persisted = (u32, u64, String, Option<Vec<u8>>, Vec<u8>);
+
+/// The persistence file's lines of `topic`, unescaped.
+fn persisted(broker: &Broker, topic: &str) -> Vec<Persisted> {
+    broker
+        .data_lines_so_far("persistencia_mensajes.txt")
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0] == topic).then(|| {
+                let key = (f[5] != "-").then(|| unescape(f[5]).unwrap());
+                (
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                    f[4].to_string(),
+                    key,
+                    unescape(f[6]).unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Waits until the file `name` holds at least `n` lines of `topic` (its
+/// writer writes every --flush-interval).
+fn wait_lines(broker: &Broker, name: &str, topic: &str, column: usize, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + e2e::DEADLINE;
+    loop {
+        let lines: Vec<String> = broker
+            .data_lines_so_far(name)
+            .into_iter()
+            .filter(|l| l.split('\t').nth(column) == Some(topic))
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} lines of {topic} in {name}",
+            lines.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Messages as client.py reads them: JSON lines of hex key (or null) and value.
+fn as_client_input(messages: &[Message]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in messages {
+        let line = serde_json::json!({"k": k.as_deref().map(hex), "v": hex(v)});
+        out.extend_from_slice(line.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Messages of every kind of byte: keyless ones, empty ones, bytes that are
+/// not UTF-8, and what the files escape.
+fn varied_messages(n: usize) -> Vec<Message> {
+    (0..n)
+        .map(|i| {
+            let key = (i % 5 != 0).then(|| format!("key-{}", i % 7).into_bytes());
+            let mut value = format!("{i}:\t\\\n").into_bytes();
+            value.extend((0..(i * 13) % 300).map(|j| ((i * 31 + j * 7) % 256) as u8));
+            (key, value)
+        })
+        .collect()
+}
+
+fn key_of(v: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    if let Some(k) = v["key"].as_str() {
+        return Some(k.as_bytes().to_vec());
+    }
+    v["key_base64"]
+        .as_str()
+        .map(|b| base64::engine::general_purpose::STANDARD.decode(b).unwrap())
+}
+
+/// Reads `count` records of `topic` from offset 0 with a shared-memory reader;
+/// its JSON lines.
+fn read_shared_memory(broker: &Broker, topic: &str, count: usize) -> Vec<serde_json::Value> {
+    let count_arg = count.to_string();
+    let (reader, _) = broker.reader(
+        &[
+            "--topic", topic, "--from", "earliest", "--count", &count_arg, "--format", "json",
+        ],
+        StdoutMode::Collect,
+    );
+    let f = reader.wait_exit();
+    assert_eq!(f.code(), Some(0), "{:?}", f.stderr);
+    json_lines(&f.stdout)
+}
+
+#[test]
+fn kcat_produces_keyed_messages_that_shared_memory_reads_in_our_partitions_and_key_order() {
+    let (broker, kafka) = kafka_broker(&["--topics", "orders:4"]);
+    const N: usize = 100_000;
+    let mut input = Vec::new();
+    for i in 0..N {
+        // Tabs, backslashes and multi-byte UTF-8 exercise the files' escaping.
+        input.extend_from_slice(
+            format!("key-{}:{i}\tτ\\{}\n", i % 101, "x".repeat(i % 40)).as_bytes(),
+        );
+    }
+    kcat(
+        &[
+            "-b",
+            &kafka,
+            "-P",
+            "-t",
+            "orders",
+            "-K",
+            ":",
+            "-X",
+            "partitioner=murmur2_random",
+        ],
+        Some(input),
+    );
+    let read = read_shared_memory(&broker, "orders", N);
+    assert_eq!(read.len(), N);
+    let mut last_of_key: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut seen = vec![false; N];
+    for r in &read {
+        let key = key_of(r).expect("every message has a key");
+        let payload = payload_of(r);
+        let text = String::from_utf8(payload.clone()).unwrap();
+        let i: usize = text.split('\t').next().unwrap().parse().unwrap();
+        assert_eq!(
+            payload,
+            format!("{i}\tτ\\{}", "x".repeat(i % 40)).into_bytes(),
+            "byte-exact"
+        );
+        assert_eq!(key, format!("key-{}", i % 101).into_bytes());
+        assert_eq!(
+            r["partition"].as_u64().unwrap() as u32,
+            partitioner::partition_for_key(&key, 4),
+            "key {} is in the partition our producer picks",
+            String::from_utf8_lossy(&key)
+        );
+        assert_eq!(r["producer"], "kafka:rdkafka");
+        // Readers read each partition in offset order: a key's messages come
+        // in the order they were sent.
+        if let Some(&before) = last_of_key.get(&key) {
+            assert!(before < i, "key order: {before} then {i}");
+        }
+        last_of_key.insert(key, i);
+        assert!(!std::mem::replace(&mut seen[i], true), "message {i} twice");
+    }
+    let files = persisted(&broker, "orders");
+    assert_eq!(files.len(), N, "every message once in the persistence file");
+    assert!(files
+        .iter()
+        .all(|(_, _, producer, ..)| producer == "kafka:rdkafka"));
+    broker.stop();
+}
+
+#[test]
+fn kcat_reads_from_offset_zero_what_shared_memory_sent_after_it_left_the_ring() {
+    let (broker, kafka) = kafka_broker(&["--topics", "events", "--slots", "64"]);
+    const N: usize = 3000;
+    let count = N.to_string();
+    let sent = broker
+        .producer(
+            &["--topic", "events", "--count", &count, "--size", "100"],
+            None,
+        )
+        .wait_exit();
+    assert_eq!(sent.code(), Some(0), "{:?}", sent.stderr);
+    wait_lines(&broker, "persistencia_mensajes.txt", "events", 0, N);
+    let files = persisted(&broker, "events");
+    // A ring of 64 slots and no group holding it: all but the last few dozen
+    // records left it, and kcat reads them from the file.
+    let out = kcat(
+        &[
+            "-b",
+            &kafka,
+            "-C",
+            "-t",
+            "events",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%o %S\n%s\n",
+        ],
+        None,
+    );
+    let text = out.stdout;
+    let mut got = Vec::new();
+    let mut rest = &text[..];
+    while !rest.is_empty() {
+        let nl = rest.iter().position(|&b| b == b'\n').unwrap();
+        let head = std::str::from_utf8(&rest[..nl]).unwrap();
+        let (offset, size) = head.split_once(' ').unwrap();
+        let size: usize = size.parse().unwrap();
+        let payload = rest[nl + 1..nl + 1 + size].to_vec();
+        got.push((offset.parse::<u64>().unwrap(), payload));
+        rest = &rest[nl + 1 + size + 1..];
+    }
+    let expected: Vec<(u64, Vec<u8>)> = files.into_iter().map(|(_, o, _, _, p)| (o, p)).collect();
+    assert_eq!(got.len(), N);
+    assert_eq!(
+        got, expected,
+        "kcat reads exactly what was sent, from offset 0"
+    );
+    // Every record kcat fetched has its consumption-log line.
+    let logged = wait_lines(&broker, "log_consumo.txt", "events", 1, N);
+    let mut offsets: Vec<u64> = logged
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(&f[5..8], ["-", "rdkafka", "1"], "{l}");
+            f[3].parse().unwrap()
+        })
+        .collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..N as u64).collect::<Vec<_>>());
+    broker.stop();
+}
+
+/// Produces `messages` to `topic` with a Python client (gzip), then reads them
+/// back with the same client and with a shared-memory reader: all byte-exact,
+/// at the offsets the client was told.
+fn round_trip(library: &str) {
+    let (broker, kafka) = kafka_broker(&["--topics", "py:3"]);
+    let messages = varied_messages(500);
+    let sent = python(
+        library,
+        "produce",
+        &[&kafka, "py", "--gzip", "--acks", "all"],
+        Some(as_client_input(&messages)),
+    );
+    let placed: Vec<(u32, u64)> = json_lines(&sent.stdout)
+        .iter()
+        .map(|v| (v["p"].as_u64().unwrap() as u32, v["o"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(placed.len(), messages.len());
+    for ((key, _), (partition, _)) in messages.iter().zip(&placed) {
+        if let Some(k) = key {
+            assert_eq!(*partition, partitioner::partition_for_key(k, 3));
+        }
+    }
+    let by_place: HashMap<(u32, u64), &Message> =
+        placed.iter().copied().zip(messages.iter()).collect();
+    assert_eq!(
+        by_place.len(),
+        messages.len(),
+        "every message at its own offset"
+    );
+    let fetched = python(
+        library,
+        "consume",
+        &[&kafka, "py", &messages.len().to_string()],
+        None,
+    );
+    for v in json_lines(&fetched.stdout) {
+        let place = (v["p"].as_u64().unwrap() as u32, v["o"].as_u64().unwrap());
+        let (key, value) = by_place[&place];
+        assert_eq!(v["k"].as_str().map(unhex), *key, "{place:?}");
+        assert_eq!(unhex(v["v"].as_str().unwrap()), *value, "{place:?}");
+    }
+    for r in read_shared_memory(&broker, "py", messages.len()) {
+        let place = (
+            r["partition"].as_u64().unwrap() as u32,
+            r["offset"].as_u64().unwrap(),
+        );
+        let (key, value) = by_place[&place];
+        assert_eq!(key_of(&r), *key);
+        assert_eq!(payload_of(&r), *value);
+    }
+    broker.stop();
+}
+
+#[test]
+fn kafka_python_produces_and_fetches_gzip_batches_byte_exact() {
+    round_trip("kafka-python");
+}
+
+#[test]
+fn confluent_kafka_produces_and_fetches_gzip_batches_byte_exact() {
+    round_trip("confluent-kafka");
+}
+
+#[test]
+fn kafka_python_takes_the_broker_for_kafka_2_or_later() {
+    let (broker, kafka) = kafka_broker(&[]);
+    let f = python("kafka-python", "api-version", &[&kafka], None);
+    let v: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
+    let version: Vec<u64> = v["api_version"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert!(version >= vec![2, 0], "{version:?}");
+    broker.stop();
+}
+
+#[test]
+fn a_topic_created_by_a_kafka_client_is_listed_by_broker_topics() {
+    let (broker, kafka) = kafka_broker(&[]);
+    python(
+        "kafka-python",
+        "create-topic",
+        &[&kafka, "made.by-kafka", "3"],
+        None,
+    );
+    let topics = broker.topics();
+    let made = topics["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "made.by-kafka")
+        .unwrap_or_else(|| panic!("not listed: {topics}"));
+    assert_eq!(made["partitions"].as_array().unwrap().len(), 3);
+    broker.stop();
+}
+
+/// One request frame: size, API key, version, correlation id, client id, body.
+fn request(api_key: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::new();
+    r.extend_from_slice(&api_key.to_be_bytes());
+    r.extend_from_slice(&version.to_be_bytes());
+    r.extend_from_slice(&correlation.to_be_bytes());
+    r.extend_from_slice(&4i16.to_be_bytes());
+    r.extend_from_slice(b"test");
+    r.extend_from_slice(body);
+    let mut framed = (r.len() as i32).to_be_bytes().to_vec();
+    framed.extend(r);
+    framed
+}
+
+fn response(stream: &mut TcpStream) -> Vec<u8> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn a_request_not_served_gets_kafkas_error_and_the_connection_stays_open() {
+    let (broker, kafka) = kafka_broker(&[]);
+    let mut s = TcpStream::connect(&kafka).unwrap();
+    s.set_read_timeout(Some(e2e::DEADLINE)).unwrap();
+    // InitProducerId v0: transactional id null, timeout 1000 ms.
+    let mut body = (-1i16).to_be_bytes().to_vec();
+    body.extend_from_slice(&1000i32.to_be_bytes());
+    s.write_all(&request(22, 0, 7, &body)).unwrap();
+    let r = response(&mut s);
+    assert_eq!(&r[..4], &7i32.to_be_bytes(), "correlation id");
+    // throttle_time_ms, then error_code UNSUPPORTED_VERSION (35).
+    assert_eq!(&r[8..10], &35i16.to_be_bytes());
+    // The same connection is served on: ApiVersions v0.
+    s.write_all(&request(18, 0, 8, &[])).unwrap();
+    let r = response(&mut s);
+    assert_eq!(&r[..4], &8i32.to_be_bytes());
+    assert_eq!(&r[4..6], &0i16.to_be_bytes(), "no error");
+    broker.stop();
+}
+
+#[test]
+fn hostile_input_on_the_kafka_port_costs_only_its_own_connection() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let (broker, kafka) = kafka_broker(&["--topics", "t,s"]);
+    let rss = e2e::PeakRss::watch(broker.proc.pid);
+    let mut attacks = Vec::new();
+    let closed_by_broker = |bytes: Vec<u8>| {
+        let a = kafka.clone();
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(&a).unwrap();
+            let _ = s.write_all(&bytes);
+            read_until_closed(s)
+        })
+    };
+    // An HTTP request: its first four bytes, taken for a size, are out of bounds.
+    attacks.push(closed_by_broker(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+    ));
+    // A frame of the right size full of garbage.
+    let mut garbage = 2000i32.to_be_bytes().to_vec();
+    garbage.extend((0..2000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    attacks.push(closed_by_broker(garbage));
+    // A size prefix of 2 GiB: refused before any allocation.
+    attacks.push(closed_by_broker(i32::MAX.to_be_bytes().to_vec()));
+    // A well-framed request for an API key Kafka does not have.
+    attacks.push(closed_by_broker(request(9999, 0, 1, &[])));
+    // A frame cut short, then the end of the stream.
+    let a = kafka.clone();
+    attacks.push(std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&a).unwrap();
+        let whole = request(18, 0, 1, &[]);
+        s.write_all(&whole[..whole.len() - 3]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        read_until_closed(s)
+    }));
+    // Three hundred idle connections, kept open through the transfers.
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&kafka).unwrap())
+        .collect();
+    // A produce of 1 MiB written a byte at a time, slowly.
+    let slow_done = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let (a, stop) = (kafka.clone(), slow_done.clone());
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(&a).unwrap();
+            let mut frame = (1i32 << 20).to_be_bytes().to_vec();
+            frame.extend_from_slice(&0i16.to_be_bytes());
+            frame.extend_from_slice(&9i16.to_be_bytes());
+            for b in frame.iter().chain(std::iter::repeat(&0u8)) {
+                if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5)); // the attack's own pace
+            }
+        })
+    };
+
+    // Meanwhile, both paths carry their messages exactly.
+    const N: usize = 20_000;
+    let input: String = (0..N).map(|i| format!("k{}:kafka {i}\n", i % 10)).collect();
+    kcat(
+        &["-b", &kafka, "-P", "-t", "t", "-K", ":"],
+        Some(input.into_bytes()),
+    );
+    let lines: String = (0..N).map(|i| format!("shm {i}\n")).collect();
+    let p = broker
+        .producer(&["--topic", "s"], Some(lines.into_bytes()))
+        .wait_exit();
+    assert_eq!(p.code(), Some(0), "{:?}", p.stderr);
+    let read = read_shared_memory(&broker, "t", N);
+    let mut got: Vec<String> = read
+        .iter()
+        .map(|r| String::from_utf8(payload_of(r)).unwrap())
+        .collect();
+    got.sort_by_key(|s| s[6..].parse::<usize>().unwrap());
+    assert_eq!(
+        got,
+        (0..N).map(|i| format!("kafka {i}")).collect::<Vec<_>>()
+    );
+    let fetched = kcat(
+        &["-b", &kafka, "-C", "-t", "s", "-o", "beginning", "-e"],
+        None,
+    );
+    assert_eq!(
+        fetched.stdout_text(),
+        (0..N).map(|i| format!("shm {i}\n")).collect::<String>()
+    );
+
+    for a in attacks {
+        a.join()
+            .expect("the broker closed the attacking connection");
+    }
+    // The idle connections were served all along: one of them answers now.
+    let mut one = idle.into_iter().next().unwrap();
+    one.set_read_timeout(Some(e2e::DEADLINE)).unwrap();
+    one.write_all(&request(18, 0, 5, &[])).unwrap();
+    assert_eq!(&response(&mut one)[..4], &5i32.to_be_bytes());
+    slow_done.store(true, Ordering::Relaxed);
+    slow.join().unwrap();
+    let peak_mib = rss.stop();
+    println!("broker peak RSS during the attacks: {peak_mib} MiB");
+    assert!(peak_mib < 256, "broker RSS reached {peak_mib} MiB");
+    broker.stop();
+}

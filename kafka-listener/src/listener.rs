@@ -1,0 +1,342 @@
+//! The Kafka port: one mio event loop for every connection. A connection's
+//! requests are answered one at a time, in order; while one waits (a fetch for
+//! data, a produce for room, either for the log or the disk), that connection
+//! reads nothing more, and the loop looks at the waiting requests every
+//! millisecond until they answer. Everything a connection holds is bounded: its
+//! input by [`crate::frame::MAX_KAFKA_REQUEST`], its output by [`MAX_OUTPUT`].
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::frame::FrameInput;
+use crate::log::KafkaLog;
+use crate::requests::{self, Answer, ConnectionState, Context, Pending, Request};
+
+/// Output a connection may have waiting before it is read from no more.
+pub const MAX_OUTPUT: usize = 32 << 20;
+/// How often waiting requests are looked at.
+const WAITING_TICK: Duration = Duration::from_millis(1);
+/// How often the loop wakes with nothing waiting, to check its stop flag.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+/// At most one line a second about connections closed for bad input.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+
+/// How the listener presents itself.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// The address Metadata hands out (`--kafka-advertise`, else the bound one).
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    /// Connections beyond this are closed at once.
+    pub max_connections: usize,
+}
+
+pub struct Listener {
+    log: Arc<dyn KafkaLog>,
+    config: ListenerConfig,
+}
+
+struct Connection {
+    stream: TcpStream,
+    peer: Option<SocketAddr>,
+    input: FrameInput,
+    output: Vec<u8>,
+    waiting: Option<Box<dyn Pending>>,
+    state: ConnectionState,
+    /// Close once the output is written.
+    closing: bool,
+}
+
+/// A line about a closed connection, at most every [`REPORT_EVERY`].
+struct Reports {
+    last: Option<Instant>,
+    missed: u64,
+}
+
+impl Reports {
+    fn say(&mut self, line: impl FnOnce() -> String) {
+        let now = Instant::now();
+        if self.last.is_some_and(|l| now - l < REPORT_EVERY) {
+            self.missed += 1;
+            return;
+        }
+        let missed = std::mem::take(&mut self.missed);
+        let more = if missed > 0 {
+            format!(" ({missed} more since the last line)")
+        } else {
+            String::new()
+        };
+        eprintln!("broker: kafka: {}{more}", line());
+        self.last = Some(now);
+    }
+}
+
+impl Listener {
+    pub fn new(log: Arc<dyn KafkaLog>, config: ListenerConfig) -> Self {
+        Listener { log, config }
+    }
+
+    /// Serves until `stop` is set.
+    pub fn serve(&self, listener: std::net::TcpListener, stop: &AtomicBool) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let mut poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let spawn_creation = move |work: Box<dyn FnOnce() + Send>| {
+            let waker = waker.clone();
+            let spawned = std::thread::Builder::new()
+                .name("kafka-create-topics".into())
+                .spawn(move || {
+                    work();
+                    let _ = waker.wake();
+                });
+            if let Err(e) = spawned {
+                eprintln!("broker: kafka: cannot start a topic creation: {e}");
+            }
+        };
+        let mut events = Events::with_capacity(256);
+        let mut conns: HashMap<Token, Connection> = HashMap::new();
+        let mut next_token = 0usize;
+        let mut reports = Reports {
+            last: None,
+            missed: 0,
+        };
+        while !stop.load(Ordering::Acquire) {
+            let tick = if conns.values().any(|c| c.waiting.is_some()) {
+                WAITING_TICK
+            } else {
+                IDLE_TICK
+            };
+            match poll.poll(&mut events, Some(tick)) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => other?,
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(&listener, &poll, &mut conns, &mut next_token),
+                    WAKER => {}
+                    token => {
+                        self.serve_one(&poll, &mut conns, token, &spawn_creation, &mut reports)
+                    }
+                }
+            }
+            // Waiting requests go on; the ones that answered let their
+            // connections read on.
+            let waiting: Vec<Token> = conns
+                .iter()
+                .filter(|(_, c)| c.waiting.is_some())
+                .map(|(t, _)| *t)
+                .collect();
+            for token in waiting {
+                self.serve_one(&poll, &mut conns, token, &spawn_creation, &mut reports);
+            }
+            for (token, conn) in conns.iter_mut() {
+                let interest = if conn.output.is_empty() {
+                    Interest::READABLE
+                } else {
+                    Interest::READABLE | Interest::WRITABLE
+                };
+                let _ = poll
+                    .registry()
+                    .reregister(&mut conn.stream, *token, interest);
+            }
+        }
+        for token in conns.keys().copied().collect::<Vec<_>>() {
+            self.close(&poll, &mut conns, token);
+        }
+        Ok(())
+    }
+
+    /// Serves connection `token` as far as it can go now; closes it if it is done.
+    fn serve_one(
+        &self,
+        poll: &Poll,
+        conns: &mut HashMap<Token, Connection>,
+        token: Token,
+        spawn_creation: &dyn Fn(Box<dyn FnOnce() + Send>),
+        reports: &mut Reports,
+    ) {
+        let Some(conn) = conns.get_mut(&token) else {
+            return;
+        };
+        let mut cx = Context {
+            log: &self.log,
+            advertised: (&self.config.advertised_host, self.config.advertised_port),
+            connection: &mut conn.state,
+            spawn_creation,
+        };
+        let alive = serve_connection(
+            &mut conn.stream,
+            &mut conn.input,
+            &mut conn.output,
+            &mut conn.waiting,
+            &mut conn.closing,
+            &mut cx,
+            reports,
+            conn.peer,
+        );
+        if !alive {
+            self.close(poll, conns, token);
+        }
+    }
+
+    fn accept_all(
+        &self,
+        listener: &TcpListener,
+        poll: &Poll,
+        conns: &mut HashMap<Token, Connection>,
+        next_token: &mut usize,
+    ) {
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    if conns.len() >= self.config.max_connections {
+                        // Closed at once: Kafka's clients retry.
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(*next_token);
+                    *next_token = (*next_token + 1) % (usize::MAX - 2);
+                    if poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        conns.insert(
+                            token,
+                            Connection {
+                                stream,
+                                peer: Some(peer),
+                                input: FrameInput::default(),
+                                output: Vec::new(),
+                                waiting: None,
+                                state: ConnectionState::new(),
+                                closing: false,
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // Out of descriptors or a reset: drop this accept, keep serving.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn close(&self, poll: &Poll, conns: &mut HashMap<Token, Connection>, token: Token) {
+        let Some(mut conn) = conns.remove(&token) else {
+            return;
+        };
+        let _ = poll.registry().deregister(&mut conn.stream);
+        if let Some((_, producer)) = conn.state.producer.take() {
+            self.log.release_producer(producer);
+        }
+    }
+}
+
+/// Answers what the connection sent, reads on while nothing waits, and writes
+/// what is answered; false once the connection is to be closed.
+#[allow(clippy::too_many_arguments)]
+fn serve_connection(
+    stream: &mut TcpStream,
+    input: &mut FrameInput,
+    output: &mut Vec<u8>,
+    waiting: &mut Option<Box<dyn Pending>>,
+    closing: &mut bool,
+    cx: &mut Context<'_>,
+    reports: &mut Reports,
+    peer: Option<SocketAddr>,
+) -> bool {
+    let peer_name = || peer.map_or_else(|| "a client".to_string(), |p| p.to_string());
+    loop {
+        // The request waiting, if any, first.
+        if let Some(pending) = waiting.as_mut() {
+            match pending.poll(cx, Instant::now()) {
+                Ok(Answer::NotYet) => break,
+                Ok(Answer::Done(frame)) => {
+                    *waiting = None;
+                    if let Some(f) = frame {
+                        output.extend_from_slice(&f);
+                    }
+                }
+                Err(e) => {
+                    reports.say(|| format!("closing the connection of {}: {e}", peer_name()));
+                    return false;
+                }
+            }
+        }
+        if !flush(stream, output) {
+            return false;
+        }
+        if *closing {
+            return !output.is_empty();
+        }
+        if output.len() > MAX_OUTPUT {
+            // The client does not read its answers: it is read from no more
+            // until it does.
+            break;
+        }
+        match input.next_frame() {
+            Ok(Some(frame)) => {
+                let started =
+                    Request::parse(frame).and_then(|r| requests::start(r, cx, Instant::now()));
+                match started {
+                    Ok(p) => *waiting = Some(p),
+                    Err(e) => {
+                        reports.say(|| format!("closing the connection of {}: {e}", peer_name()));
+                        return false;
+                    }
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                reports.say(|| format!("closing the connection of {}: {e}", peer_name()));
+                return false;
+            }
+        }
+        match input.read_from(stream) {
+            Ok(0) => {
+                *closing = true;
+                return !output.is_empty();
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    flush(stream, output)
+}
+
+/// Writes as much output as the socket takes; false if the connection is dead.
+fn flush(stream: &mut TcpStream, output: &mut Vec<u8>) -> bool {
+    let mut written = 0;
+    while written < output.len() {
+        match stream.write(&output[written..]) {
+            Ok(0) => return false,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => {
+                output.clear();
+                return false;
+            }
+        }
+    }
+    output.drain(..written);
+    true
+}

@@ -1,0 +1,326 @@
+//! Produce: each partition's batches are checked whole (length, magic, CRC,
+//! codec, every record), then their records appended to the partition's ring
+//! as the stand-in producer `kafka:<client id>`, in order. What does not fit in
+//! the ring now is appended as room frees up, until the request's timeout.
+//! `acks` 0 is never answered; 1 is answered once every record is in its ring;
+//! all (-1) under `--fsync` once every record is on disk as well.
+//!
+//! A record's key and value go to the ring as they are (a null value, Kafka's
+//! tombstone, as an empty payload); its timestamp is the time the broker
+//! appended it. Record headers are not kept yet.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kacrab_protocol::generated::produce_request::ProduceRequestData;
+use kacrab_protocol::generated::produce_response::{
+    PartitionProduceResponse, ProduceResponseData, TopicProduceResponse,
+};
+use kacrab_protocol::KafkaString;
+
+use super::{code, decode, respond, Answer, Context, Pending, Request, Undecodable};
+use crate::batch::{batches, BatchError};
+use crate::frame::MAX_KAFKA_REQUEST;
+use crate::log::{AppendError, ProducerHandle};
+
+/// The longest a produce waits for room when its client asked for longer.
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One partition of the request and how far its records got.
+struct Part {
+    topic: KafkaString,
+    index: i32,
+    records: Bytes,
+    /// Records already appended (the first of them at `base_offset`).
+    appended: usize,
+    base_offset: Option<u64>,
+    /// The offset after the last record appended.
+    end: u64,
+    /// Every record is in the ring (or the partition failed).
+    placed: bool,
+    error: i16,
+    message: Option<String>,
+}
+
+pub struct Produce {
+    request: Request,
+    acks: i16,
+    deadline: Instant,
+    parts: Vec<Part>,
+    checked: bool,
+}
+
+pub fn start(
+    request: Request,
+    cx: &mut Context<'_>,
+    now: Instant,
+) -> Result<Box<dyn Pending>, Undecodable> {
+    let asked = decode(&request, ProduceRequestData::read)?;
+    let timeout = Duration::from_millis(u64::try_from(asked.timeout_ms).unwrap_or(0));
+    let mut parts = Vec::new();
+    for t in asked.topic_data {
+        for p in t.partition_data {
+            parts.push(Part {
+                topic: t.name.clone(),
+                index: p.index,
+                records: p.records.unwrap_or_default(),
+                appended: 0,
+                base_offset: None,
+                end: 0,
+                placed: false,
+                error: code::NONE,
+                message: None,
+            });
+        }
+    }
+    let mut produce = Produce {
+        request,
+        acks: asked.acks,
+        deadline: now + timeout.min(MAX_TIMEOUT),
+        parts,
+        checked: false,
+    };
+    if asked.transactional_id.is_some() {
+        produce.fail_all(code::UNSUPPORTED_VERSION, "transactions are not served");
+    } else if !(-1..=1).contains(&produce.acks) {
+        produce.fail_all(code::INVALID_REQUIRED_ACKS, "acks must be 0, 1 or -1");
+    }
+    let _ = cx;
+    Ok(Box::new(produce))
+}
+
+impl Produce {
+    fn fail_all(&mut self, error: i16, message: &str) {
+        for p in &mut self.parts {
+            p.fail(error, message.to_string());
+        }
+        self.checked = true;
+    }
+
+    /// Checks every partition's batches once, before anything is appended.
+    fn check(&mut self, cx: &mut Context<'_>) {
+        for p in &mut self.parts {
+            if p.placed {
+                continue;
+            }
+            let known = u32::try_from(p.index)
+                .ok()
+                .zip(cx.log.partitions(p.topic.as_str()))
+                .is_some_and(|(i, n)| i < n);
+            if !known {
+                p.fail(
+                    code::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("no topic-partition {}/{}", p.topic.as_str(), p.index),
+                );
+                continue;
+            }
+            if let Err((error, message)) = check_batches(&p.records, &mut cx.connection.inflated) {
+                p.fail(error, message);
+            }
+        }
+        self.checked = true;
+    }
+
+    fn producer(&self, cx: &mut Context<'_>) -> Result<ProducerHandle, String> {
+        let id = &self.request.client_id;
+        match &cx.connection.producer {
+            Some((known, handle)) if known == id => return Ok(*handle),
+            Some((_, old)) => cx.log.release_producer(*old),
+            None => {}
+        }
+        cx.connection.producer = None;
+        let handle = cx.log.producer(id)?;
+        cx.connection.producer = Some((id.clone(), handle));
+        Ok(handle)
+    }
+
+    /// Appends what fits of each partition not yet placed.
+    fn append(&mut self, cx: &mut Context<'_>) {
+        if self.parts.iter().all(|p| p.placed) {
+            return;
+        }
+        let producer = match self.producer(cx) {
+            Ok(h) => h,
+            Err(why) => {
+                for p in self.parts.iter_mut().filter(|p| !p.placed) {
+                    p.fail(code::UNKNOWN_SERVER_ERROR, why.clone());
+                }
+                return;
+            }
+        };
+        for p in self.parts.iter_mut().filter(|p| !p.placed) {
+            p.append(cx, producer);
+        }
+    }
+
+    fn response(&self) -> Result<Option<Vec<u8>>, Undecodable> {
+        if self.acks == 0 {
+            return Ok(None);
+        }
+        let mut topics: Vec<TopicProduceResponse> = Vec::new();
+        for p in &self.parts {
+            let r = PartitionProduceResponse {
+                index: p.index,
+                error_code: p.error,
+                base_offset: p.base_offset.map_or(-1, |o| o as i64),
+                // A field of v8 on.
+                error_message: p
+                    .message
+                    .clone()
+                    .filter(|_| self.request.version >= 8)
+                    .map(KafkaString::from),
+                ..Default::default()
+            };
+            match topics.last_mut() {
+                Some(t) if t.name == p.topic => t.partition_responses.push(r),
+                _ => topics.push(TopicProduceResponse {
+                    name: p.topic.clone(),
+                    partition_responses: vec![r],
+                    ..Default::default()
+                }),
+            }
+        }
+        let response = ProduceResponseData {
+            responses: topics,
+            ..Default::default()
+        };
+        respond(&self.request, |out, v| response.write(out, v)).map(Some)
+    }
+}
+
+impl Part {
+    fn fail(&mut self, error: i16, message: String) {
+        if !self.placed || self.error == code::NONE {
+            self.error = error;
+            self.message = Some(message);
+        }
+        self.placed = true;
+    }
+
+    fn append(&mut self, cx: &mut Context<'_>, producer: ProducerHandle) {
+        let Ok(partition) = u32::try_from(self.index) else {
+            return;
+        };
+        let mut seen = 0usize;
+        let records = self.records.clone();
+        let log = cx.log;
+        let inflated = &mut cx.connection.inflated;
+        for batch in batches(&records) {
+            let Ok(batch) = batch else {
+                return self.fail(code::CORRUPT_MESSAGE, "corrupt batch".into());
+            };
+            let count = usize::try_from(batch.record_count()).unwrap_or(0);
+            if seen + count <= self.appended {
+                seen += count;
+                continue;
+            }
+            // One list per batch: its records borrow the batch's inflated bytes.
+            let mut entries: Vec<(Option<&[u8]>, &[u8])> =
+                Vec::with_capacity(count.min(records.len()));
+            let Ok(rs) = batch.records(inflated, MAX_KAFKA_REQUEST) else {
+                return self.fail(code::CORRUPT_MESSAGE, "corrupt batch".into());
+            };
+            for r in rs {
+                let Ok(r) = r else {
+                    return self.fail(code::CORRUPT_MESSAGE, "corrupt record".into());
+                };
+                if seen >= self.appended {
+                    entries.push((r.key, r.value.unwrap_or_default()));
+                }
+                seen += 1;
+            }
+            match log.append(producer, self.topic.as_str(), partition, &entries) {
+                Ok(done) => {
+                    if let Some(first) = done.first_offset {
+                        self.base_offset.get_or_insert(first);
+                        self.end = first + done.count as u64;
+                    }
+                    self.appended += done.count;
+                    if done.count < entries.len() {
+                        // The ring is full: the rest waits for room.
+                        return;
+                    }
+                }
+                Err(AppendError::UnknownPartition) => {
+                    return self.fail(code::UNKNOWN_TOPIC_OR_PARTITION, "no such partition".into())
+                }
+                Err(e @ AppendError::TooLarge { .. }) => {
+                    return self.fail(code::MESSAGE_TOO_LARGE, e.to_string())
+                }
+                Err(AppendError::Refused(why)) => return self.fail(code::KAFKA_STORAGE_ERROR, why),
+            }
+        }
+        self.placed = true;
+    }
+}
+
+/// Checks a partition's batches whole; the Kafka error and its message if not.
+fn check_batches(records: &[u8], inflated: &mut Vec<u8>) -> Result<(), (i16, String)> {
+    let corrupt = |e: BatchError| {
+        let code = match e {
+            BatchError::Codec(_) => code::UNSUPPORTED_COMPRESSION_TYPE,
+            BatchError::Magic(_) => code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+            BatchError::Malformed | BatchError::Count { .. } => code::INVALID_RECORD,
+            _ => code::CORRUPT_MESSAGE,
+        };
+        (code, e.to_string())
+    };
+    for batch in batches(records) {
+        let batch = batch.map_err(corrupt)?;
+        if batch.is_control() {
+            return Err((
+                code::INVALID_RECORD,
+                "control batches are not produced".into(),
+            ));
+        }
+        for r in batch
+            .records(inflated, MAX_KAFKA_REQUEST)
+            .map_err(corrupt)?
+        {
+            r.map_err(corrupt)?;
+        }
+    }
+    Ok(())
+}
+
+impl Pending for Produce {
+    fn poll(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<Answer, Undecodable> {
+        if !self.checked {
+            self.check(cx);
+        }
+        self.append(cx);
+        let placed = self.parts.iter().all(|p| p.placed);
+        if !placed && now < self.deadline {
+            return Ok(Answer::NotYet);
+        }
+        for p in self.parts.iter_mut().filter(|p| !p.placed) {
+            p.fail(
+                code::REQUEST_TIMED_OUT,
+                "the partition's ring stayed full".into(),
+            );
+        }
+        // acks=all under --fsync: answered once every record is on disk.
+        let on_disk = self.acks != -1
+            || self.parts.iter().all(|p| {
+                p.base_offset.is_none()
+                    || u32::try_from(p.index)
+                        .is_ok_and(|i| cx.log.on_disk(p.topic.as_str(), i, p.end))
+            });
+        if !on_disk && now < self.deadline {
+            return Ok(Answer::NotYet);
+        }
+        if !on_disk {
+            for p in &mut self.parts {
+                if p.error == code::NONE {
+                    p.error = code::REQUEST_TIMED_OUT;
+                    p.message = Some("the records did not reach the disk in time".into());
+                }
+            }
+        }
+        Ok(Answer::Done(self.response()?))
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.deadline)
+    }
+}
