@@ -5,7 +5,8 @@
 #   make test   formatting, lints, every test (unit, property, end-to-end), and a
 #               check that the benchmark and the fuzz targets still compile
 #   make fuzz   each fuzz target for FUZZ_SECONDS (needs a nightly toolchain)
-#   make bench  the broker against a Unix-socket and an SPSC-ring baseline (SPEC §9)
+#   make bench  the broker against a Unix-socket, an SPSC-ring and a Redis Streams
+#               baseline (SPEC §9)
 #   make microbench  criterion micro-benchmarks of the ring's operations
 
 CARGO ?= cargo
@@ -47,7 +48,9 @@ test: fmt-check lint check-outside $(PROMETHEUS_PARSER) kafka-clients
 
 # The Kafka listener's tests run Debian's kcat, kafka-python and confluent-kafka.
 kafka-clients:
-	bash scripts/install-kafka-clients.sh
+	bash scripts/install-missing.sh \
+		'command -v kcat && /usr/bin/python3 -c "import kafka, confluent_kafka"' \
+		kcat python3-kafka python3-confluent-kafka
 
 # The metrics tests read the broker's exposition with the Prometheus project's own
 # parser (Python's prometheus_client), installed once in a virtual environment.
@@ -62,7 +65,9 @@ check-outside:
 	$(CARGO) check --locked -p shm-layout --features bench --benches
 
 # The benchmark is its own crate, outside the workspace, so `make test` never builds it.
+# W9's baseline is Debian's redis-server.
 bench: build
+	bash scripts/install-missing.sh 'command -v redis-server' redis-server
 	cd bench && $(CARGO) build --release
 	cd bench && BENCH_BIN_DIR=../target/release ./target/release/mini-kafka-bench
 

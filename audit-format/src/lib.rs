@@ -7,6 +7,8 @@
 //!   consumer's text output).
 //! - [`records`]: file names and headers, the line formats of both files, and
 //!   parsers that turn a line back into exact bytes.
+//! - [`headers`]: record headers, as the ring keeps them and as the persistence
+//!   file writes them.
 //! - [`reader`]: reading a whole file line by line: which file it is, its records,
 //!   and a last line cut short by a crash.
 //! - [`json`]: the JSON Lines form of a message and of a delivery, shared by
@@ -23,6 +25,7 @@
 pub mod durable;
 pub mod escape;
 pub mod file_lines;
+pub mod headers;
 pub mod index;
 pub mod json;
 pub mod log_reader;

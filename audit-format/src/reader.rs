@@ -412,13 +412,21 @@ mod tests {
         let (_, items) = read_all(&file);
         assert_eq!(items[0], Err("line 2 is not UTF-8 text".to_string()));
 
-        // A delivery line in the persistence file.
+        // A delivery line in the persistence file (eight fields, as a record
+        // with headers has: its second field is then not a partition).
         let mut file = persisted_file(&[]);
         push_delivery(&mut file, 5, 3, "p", "g", "c", 2);
         let (_, items) = read_all(&file);
         assert_eq!(
             items[0],
-            Err("line 2: expected 7 TAB-separated fields, found 8".to_string())
+            Err("line 2: field partition is not a number".to_string())
+        );
+        let mut file = persisted_file(&[]);
+        file.extend_from_slice(b"default\t0\t1\t2026-11-28T02:24:47.123456Z\tp\t-\tv\th\tx\n");
+        let (_, items) = read_all(&file);
+        assert_eq!(
+            items[0],
+            Err("line 2: expected 7 TAB-separated fields, found 9".to_string())
         );
     }
 

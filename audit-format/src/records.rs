@@ -128,6 +128,20 @@ pub fn push_persisted(
     key: Option<&[u8]>,
     payload: &[u8],
 ) {
+    push_persisted_with_headers(line, offset, timestamp_us, producer, key, payload, &[]);
+}
+
+/// As [`push_persisted`], for a record with `headers` (Kafka's encoding, empty
+/// for none: see [`crate::headers`]).
+pub fn push_persisted_with_headers(
+    line: &mut Vec<u8>,
+    offset: u64,
+    timestamp_us: u64,
+    producer: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: &[u8],
+) {
     line.extend_from_slice(TOPIC.as_bytes());
     line.extend_from_slice(b"\t0\t");
     push_number(line, offset);
@@ -136,11 +150,13 @@ pub fn push_persisted(
     line.push(b'\t');
     escape_into(producer.as_bytes(), line);
     line.push(b'\t');
-    push_key_and_payload(line, key, payload);
+    push_key_and_payload(line, key, payload, headers);
 }
 
-/// The last two fields of a persistence line, and its newline.
-fn push_key_and_payload(line: &mut Vec<u8>, key: Option<&[u8]>, payload: &[u8]) {
+/// The last fields of a persistence line (key, payload, and headers when there
+/// are), and its newline. Headers the ring holds malformed (a scribbled region)
+/// are left out rather than written wrong.
+fn push_key_and_payload(line: &mut Vec<u8>, key: Option<&[u8]>, payload: &[u8], headers: &[u8]) {
     match key {
         None => line.extend_from_slice(b"-\t"),
         // A key that is exactly "-" must not read as "no key".
@@ -151,6 +167,13 @@ fn push_key_and_payload(line: &mut Vec<u8>, key: Option<&[u8]>, payload: &[u8]) 
         }
     }
     escape_into(payload, line);
+    if !headers.is_empty() {
+        let before = line.len();
+        line.push(b'\t');
+        if crate::headers::push_column(headers, line).is_err() {
+            line.truncate(before);
+        }
+    }
     line.push(b'\n');
 }
 
@@ -212,6 +235,7 @@ impl PersistedLines {
     }
 
     /// Appends one persistence line (with its newline).
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         line: &mut Vec<u8>,
@@ -220,6 +244,7 @@ impl PersistedLines {
         producer: &Arc<str>,
         key: Option<&[u8]>,
         payload: &[u8],
+        headers: &[u8],
     ) {
         let (second, micros) = (timestamp_us / 1_000_000, timestamp_us % 1_000_000);
         let reusable = self.shown.as_mut().filter(|s| {
@@ -241,7 +266,7 @@ impl PersistedLines {
             None => self.format_head(offset, timestamp_us, producer),
         }
         line.extend_from_slice(&self.head);
-        push_key_and_payload(line, key, payload);
+        push_key_and_payload(line, key, payload, headers);
     }
 
     fn format_head(&mut self, offset: u64, timestamp_us: u64, producer: &Arc<str>) {
@@ -518,6 +543,8 @@ pub enum ParseError {
         field: &'static str,
         source: UnescapeError,
     },
+    #[error("field headers is not a list of escaped name=value pairs")]
+    Headers,
 }
 
 /// A line of `persistencia_mensajes.txt`, decoded.
@@ -530,6 +557,10 @@ pub struct PersistedRecord {
     pub producer: String,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// Its headers in Kafka's encoding ([`crate::headers`]), empty for none:
+    /// the line's eighth column, which lines without headers (and every line
+    /// written before headers existed) do not have.
+    pub headers: Vec<u8>,
 }
 
 /// A line of `log_consumo.txt`, decoded.
@@ -612,7 +643,16 @@ impl<'a> PersistedLineHead<'a> {
 impl PersistedRecord {
     /// Parses a data line (not a `#` comment).
     pub fn parse(line: &str) -> Result<PersistedRecord, ParseError> {
-        let [topic, partition, offset, timestamp, producer, key, payload] = fields::<7>(line)?;
+        let trimmed = line.strip_suffix('\n').unwrap_or(line);
+        let (seven, headers) = match trimmed.split('\t').count() {
+            8 => {
+                let (seven, column) = trimmed.rsplit_once('\t').expect("eight fields");
+                let raw = crate::headers::parse_column(column).map_err(|_| ParseError::Headers)?;
+                (seven, raw)
+            }
+            _ => (trimmed, Vec::new()),
+        };
+        let [topic, partition, offset, timestamp, producer, key, payload] = fields::<7>(seven)?;
         Ok(PersistedRecord {
             topic: text("topic", topic)?,
             partition: number("partition", partition)?,
@@ -631,6 +671,7 @@ impl PersistedRecord {
                 field: "payload",
                 source,
             })?,
+            headers,
         })
     }
 }
@@ -693,6 +734,27 @@ mod tests {
     }
 
     #[test]
+    fn a_record_with_headers_has_an_eighth_column_that_parses_back() {
+        let headers = crate::headers::encode(&[(b"trace", Some(b"a;b")), (b"gone", None)]);
+        let mut l = Vec::new();
+        push_persisted_with_headers(&mut l, 3, 0, "kafka:rdkafka", Some(b"k"), b"v", &headers);
+        assert_eq!(
+            as_text(&l),
+            "default\t0\t3\t1970-01-01T00:00:00.000000Z\tkafka:rdkafka\tk\tv\ttrace=a\\x3bb;gone\n"
+        );
+        let r = PersistedRecord::parse(as_text(&l)).unwrap();
+        assert_eq!((r.payload, r.headers), (b"v".to_vec(), headers));
+        // Without headers, the line is as it always was, and reads as none.
+        let mut plain = Vec::new();
+        push_persisted_with_headers(&mut plain, 3, 0, "p", None, b"v", &[]);
+        assert_eq!(plain.iter().filter(|&&b| b == b'\t').count(), 6);
+        assert!(PersistedRecord::parse(as_text(&plain))
+            .unwrap()
+            .headers
+            .is_empty());
+    }
+
+    #[test]
     fn persisted_lines_have_seven_fields_and_mark_absent_and_dash_keys() {
         let mut l = Vec::new();
         push_persisted(&mut l, 5, 1_795_832_687_123_456, "p-1", None, b"a\tb");
@@ -716,7 +778,15 @@ mod tests {
         let producer: Arc<str> = Arc::from("p");
         let mut l = Vec::new();
         let mut orders = PersistedLines::for_partition("orders", 3);
-        orders.push(&mut l, 42, 1_795_832_687_123_456, &producer, None, b"x\ty");
+        orders.push(
+            &mut l,
+            42,
+            1_795_832_687_123_456,
+            &producer,
+            None,
+            b"x\ty",
+            &[],
+        );
         assert_eq!(
             as_text(&l),
             "orders\t3\t42\t2026-11-28T02:24:47.123456Z\tp\t-\tx\\ty\n"
@@ -733,7 +803,7 @@ mod tests {
             })
         );
         let mut default = Vec::new();
-        PersistedLines::default().push(&mut default, 7, 0, &producer, None, b"");
+        PersistedLines::default().push(&mut default, 7, 0, &producer, None, b"", &[]);
         let head = PersistedLineHead::parse(&default).unwrap();
         assert_eq!(
             (head.topic, head.partition, head.offset),
@@ -840,7 +910,7 @@ mod tests {
         let (mut kept, mut one_offs) = (Vec::new(), Vec::new());
         let mut lines = PersistedLines::default();
         for (o, t, p, k, v) in records {
-            lines.push(&mut kept, o, t, p, k, v);
+            lines.push(&mut kept, o, t, p, k, v, &[]);
             push_persisted(&mut one_offs, o, t, p, k, v);
         }
         assert_eq!(as_text(&kept), as_text(&one_offs));
@@ -874,7 +944,7 @@ mod tests {
             let (mut kept, mut one_offs) = (Vec::new(), Vec::new());
             let mut lines = PersistedLines::default();
             for (skip, dt, p, key, payload) in &records {
-                lines.push(&mut kept, offset, time, &producers[*p], key.as_deref(), payload);
+                lines.push(&mut kept, offset, time, &producers[*p], key.as_deref(), payload, &[]);
                 push_persisted(&mut one_offs, offset, time, &producers[*p], key.as_deref(), payload);
                 offset += 1 + skip * 7;
                 time += dt;

@@ -56,6 +56,7 @@ fn line_of(message: &Message) -> Vec<u8> {
         &Arc::from("producer-1"),
         message.key.as_deref(),
         &message.payload,
+        &[],
     );
     line
 }
@@ -310,6 +311,7 @@ fn records_of_other_topics_are_passed_over() {
             &producer,
             None,
             b"order",
+            &[],
         );
         let len = (log.buffer.len() - before) as u64;
         let id = TopicPartition::new("orders", 1, 0).id();

@@ -4,6 +4,7 @@
 //! msgs/s, MB/s, latency percentiles and CPU per million messages, with ratios.
 //! Results go to `target/bench/results.json`, charts to `docs/bench/`.
 
+mod kafka_port;
 mod workers;
 
 use std::io::{BufRead, BufReader};
@@ -24,6 +25,10 @@ fn main() {
         Some("uds-recv") => workers::uds_recv(&worker_args),
         Some("spsc-send") => workers::spsc_send(&worker_args),
         Some("spsc-recv") => workers::spsc_recv(&worker_args),
+        Some("kafka-produce") => kafka_port::kafka_produce(&worker_args),
+        Some("kafka-consume") => kafka_port::kafka_consume(&worker_args),
+        Some("redis-produce") => kafka_port::redis_produce(&worker_args),
+        Some("redis-consume") => kafka_port::redis_consume(&worker_args),
         _ => orchestrate(),
     }
 }
@@ -80,6 +85,8 @@ struct Broker {
     child: Child,
     addr: String,
     data: PathBuf,
+    /// The Kafka port, under `--kafka-port`.
+    kafka: Option<String>,
 }
 
 impl Broker {
@@ -102,15 +109,27 @@ impl Broker {
             .spawn()
             .expect("start the broker (make bench builds it)");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        out.read_line(&mut line).expect("ready line");
         let addr = line
             .strip_prefix("listening on ")
             .and_then(|r| r.split(',').next())
             .expect("ready line")
             .to_string();
-        Broker { child, addr, data }
+        let kafka = extra.contains(&"--kafka-port").then(|| {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("the Kafka ready line");
+            line.trim()
+                .strip_prefix("kafka on ")
+                .expect("the Kafka ready line")
+                .to_string()
+        });
+        Broker {
+            child,
+            addr,
+            data,
+            kafka,
+        }
     }
 
     fn cpu_seconds(&self) -> f64 {
@@ -554,6 +573,10 @@ fn orchestrate() {
         progress(&mut rows, r);
     }
     let seeks = seek_times(&[1_000_000, 5_000_000, 10_000_000]);
+    // W9: the Kafka port, produce then consume, beside Redis Streams.
+    for r in w9(N) {
+        progress(&mut rows, r);
+    }
 
     let report = render(&rows) + &render_seeks(&seeks);
     println!("{report}");
@@ -596,6 +619,10 @@ fn ratios(rows: &[Row]) -> Value {
         "w7_vs_w1": find(rows, W7, "broker").msgs_per_s / broker,
         "w8_file_vs_w1": w8(W8_FILE),
         "w8_ring_vs_w1": w8(W8_RING),
+        "w9_produce_vs_redis": find(rows, W9_PRODUCE, "broker").msgs_per_s
+            / find(rows, W9_PRODUCE, "redis").msgs_per_s,
+        "w9_consume_vs_redis": find(rows, W9_CONSUME, "broker").msgs_per_s
+            / find(rows, W9_CONSUME, "redis").msgs_per_s,
     })
 }
 
@@ -665,7 +692,143 @@ fn render(rows: &[Row]) -> String {
         100.0 * f("w8_file_vs_w1"),
         100.0 * f("w8_ring_vs_w1")
     );
+    let _ = writeln!(
+        s,
+        "- W9 over the Kafka port / Redis Streams msgs/s: produce {:.2}×, consume {:.2}×",
+        f("w9_produce_vs_redis"),
+        f("w9_consume_vs_redis")
+    );
     s
+}
+
+const W9_PRODUCE: &str = "W9 produce 1M over the Kafka port 64 B";
+const W9_CONSUME: &str = "W9 consume 1M over the Kafka port 64 B";
+
+/// W9, [`LATENCY_REPEATS`] rounds, the broker and Redis taking turns: the median
+/// of each of the four rows.
+fn w9(n: u64) -> Vec<Row> {
+    let mut runs: [Vec<Row>; 4] = Default::default();
+    for round in 1..=LATENCY_REPEATS {
+        let [p, c] = run_kafka_port(n);
+        let [rp, rc] = run_redis(n);
+        eprintln!(
+            "      round {round}/{LATENCY_REPEATS}: produce {:.0} vs {:.0} msg/s, consume {:.0} vs {:.0} msg/s",
+            p.msgs_per_s, rp.msgs_per_s, c.msgs_per_s, rc.msgs_per_s
+        );
+        for (all, r) in runs.iter_mut().zip([p, rp, c, rc]) {
+            all.push(r);
+        }
+    }
+    runs.into_iter()
+        .map(|rows| median(rows, By::Throughput))
+        .collect()
+}
+
+/// A produce then a consume worker, and the server's CPU over each.
+fn produce_then_consume(
+    server_cpu: &dyn Fn() -> f64,
+    produce: (&str, Vec<String>),
+    consume: (&str, Vec<String>),
+    system: &'static str,
+) -> [Row; 2] {
+    let cpu0 = server_cpu();
+    let p = Worker::start(produce.0, &produce.1).finish();
+    let cpu1 = server_cpu();
+    let c = Worker::start(consume.0, &consume.1).finish();
+    let cpu2 = server_cpu();
+    let one = |w: &str, got: &Value, server: f64| {
+        let count = got["count"].as_f64().unwrap_or(0.0);
+        let secs = got["secs"].as_f64().unwrap_or(0.0).max(1e-9);
+        let cpu = server + got["cpu_s"].as_f64().unwrap_or(0.0);
+        row(w, system, count, secs, 64, &Value::Null, cpu)
+    };
+    [
+        one(W9_PRODUCE, &p, cpu1 - cpu0),
+        one(W9_CONSUME, &c, cpu2 - cpu1),
+    ]
+}
+
+fn run_kafka_port(n: u64) -> [Row; 2] {
+    let broker = Broker::start(&["--groups", "0", "--topics", "w9", "--kafka-port", "0"]);
+    let kafka = broker.kafka.clone().expect("the Kafka port");
+    let args = |count: bool| {
+        let mut a = vec![
+            ("broker", kafka.clone()),
+            ("topic", "w9".to_string()),
+            ("count", n.to_string()),
+        ];
+        if count {
+            a.push(("size", "64".into()));
+        }
+        kv(&a)
+    };
+    let rows = produce_then_consume(
+        &|| broker.cpu_seconds(),
+        ("kafka-produce", args(true)),
+        ("kafka-consume", args(false)),
+        "broker",
+    );
+    broker.stop();
+    rows
+}
+
+/// Debian's `redis-server` on a free port, persisting as the broker does
+/// (appending every write to its file, synced every second).
+fn run_redis(n: u64) -> [Row; 2] {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!(
+        "mk-bench-redis-{}-{}",
+        std::process::id(),
+        unique()
+    ));
+    std::fs::create_dir_all(&dir).expect("redis dir");
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server (make bench installs it)");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20)); // its port's readiness
+    }
+    let pid = server.id();
+    let args = |size: bool| {
+        let mut a = vec![("redis", addr.clone()), ("count", n.to_string())];
+        if size {
+            a.push(("size", "64".into()));
+        }
+        kv(&a)
+    };
+    let rows = produce_then_consume(
+        &|| proc_cpu_seconds(pid),
+        ("redis-produce", args(true)),
+        ("redis-consume", args(false)),
+        "redis",
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    rows
 }
 
 const W6: &str = "W6 4 topics × (1p→1 reader) 64 B";

@@ -52,7 +52,7 @@ fn cpu_seconds() -> f64 {
     t(u.user_time()) + t(u.system_time())
 }
 
-fn ready() {
+pub fn ready() {
     eprintln!("ready");
 }
 

@@ -12,7 +12,7 @@ use audit_format::index::TopicPartition;
 use audit_format::log_reader::LogReader;
 use kafka_listener::log::{
     AppendError, Appended, CreateTopicError, KafkaLog, Offsets, ProducerHandle, ReadDone,
-    ReadError, StoredRecord, TopicSummary,
+    ReadError, RecordToAppend, StoredRecord, TopicSummary,
 };
 use shm_layout::ring::{ReadError as RingReadError, SendError, Sender};
 use shm_layout::sys::wall_clock_micros;
@@ -163,7 +163,7 @@ impl KafkaLog for BrokerLog {
         producer: ProducerHandle,
         topic: &str,
         partition: u32,
-        records: &[(Option<&[u8]>, &[u8])],
+        records: &[RecordToAppend<'_>],
     ) -> Result<Appended, AppendError> {
         let (region, _) = self
             .partition(topic, partition)
@@ -226,6 +226,7 @@ impl KafkaLog for BrokerLog {
                             timestamp_us: r.timestamp_us,
                             key: r.key.as_deref(),
                             payload: &r.payload,
+                            headers: &r.headers,
                         };
                         if !visit(stored) {
                             break;
@@ -281,6 +282,7 @@ impl KafkaLog for BrokerLog {
                 timestamp_us: record.timestamp_us,
                 key: r.key.as_deref(),
                 payload: &r.payload,
+                headers: &r.headers,
             };
             if !visit(stored) {
                 // Read again by the next fetch, from here.

@@ -504,6 +504,7 @@ impl Persister {
                 &producer,
                 record.key,
                 record.payload,
+                record.headers,
             );
             cursor.next += 1;
             if lines.len() >= BATCH_BYTES {
@@ -566,7 +567,15 @@ impl Persister {
                             &last.insert((key, n)).1
                         }
                     };
-                    format.push(lines, o, r.timestamp_us, producer, r.key, r.payload);
+                    format.push(
+                        lines,
+                        o,
+                        r.timestamp_us,
+                        producer,
+                        r.key,
+                        r.payload,
+                        r.headers,
+                    );
                     if self.disk_waits.is_some() {
                         self.handed.push((o, r.timestamp_us));
                     }

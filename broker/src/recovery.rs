@@ -196,7 +196,15 @@ fn persist_lost_records(
                         name
                     }
                 };
-                format.push(&mut out, o, r.timestamp_us, &producer, r.key, r.payload);
+                format.push(
+                    &mut out,
+                    o,
+                    r.timestamp_us,
+                    &producer,
+                    r.key,
+                    r.payload,
+                    r.headers,
+                );
                 appended += 1;
             }
             Err(e) => {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use audit_format::records::{parse_timestamp, PersistedRecord};
-use shm_layout::ring::{Sender, REPLAY_GENERATION};
+use shm_layout::ring::{Sender, WithHeaders, REPLAY_GENERATION};
 use shm_layout::{BrokerRegion, Region};
 
 use crate::registry::Registry;
@@ -63,7 +63,9 @@ pub fn check(path: &Path, from: u64, to: u64, max_message: u64) -> Result<Checke
                 record.offset
             )));
         }
-        let size = record.key.as_ref().map_or(0, Vec::len) as u64 + record.payload.len() as u64;
+        let size = record.key.as_ref().map_or(0, Vec::len) as u64
+            + record.payload.len() as u64
+            + record.headers.len() as u64;
         if size > max_message {
             return Err(why(format!(
                 "offset {expected}: message of {size} bytes exceeds the maximum of {max_message} bytes"
@@ -155,16 +157,23 @@ fn republish(
             generation: REPLAY_GENERATION,
         };
         let ts = parse_timestamp(&record.timestamp).unwrap_or(0);
-        let offset = region
-            .send(
+        let mut offset = None;
+        let one = [WithHeaders {
+            key: record.key.as_deref(),
+            payload: &record.payload,
+            headers: &record.headers,
+        }];
+        region
+            .send_batch(
                 sender,
-                record.key.as_deref(),
-                &record.payload,
+                &one,
                 ts,
                 || stop.load(Ordering::Acquire),
                 None,
+                |o| offset = Some(o),
             )
-            .map_err(|e| format!("offset {expected}: {e}"))?;
+            .map_err(|(_, e)| format!("offset {expected}: {e}"))?;
+        let offset = offset.unwrap_or(u64::MAX);
         if offset != expected {
             return Err(format!("republished offset {expected} as {offset}"));
         }

@@ -55,6 +55,9 @@ fn kafka_broker(extra: &[&str]) -> (Broker, String) {
 /// A message: its key, if any, and its payload.
 type Message = (Option<Vec<u8>>, Vec<u8>);
 
+/// Record headers: name and value.
+type Headers = Vec<(String, Vec<u8>)>;
+
 /// A persistence-file line: partition, offset, producer, key, payload.
 type Persisted = (u32, u64, String, Option<Vec<u8>>, Vec<u8>);
 
@@ -112,11 +115,16 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Messages as client.py reads them: JSON lines of hex key (or null) and value.
+/// Messages as client.py reads them: JSON lines of hex key (or null), value
+/// and headers.
 fn as_client_input(messages: &[Message]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (k, v) in messages {
-        let line = serde_json::json!({"k": k.as_deref().map(hex), "v": hex(v)});
+    for (i, (k, v)) in messages.iter().enumerate() {
+        let h: Vec<(String, String)> = headers_of(i)
+            .into_iter()
+            .map(|(n, v)| (n, hex(&v)))
+            .collect();
+        let line = serde_json::json!({"k": k.as_deref().map(hex), "v": hex(v), "h": h});
         out.extend_from_slice(line.to_string().as_bytes());
         out.push(b'\n');
     }
@@ -132,6 +140,33 @@ fn varied_messages(n: usize) -> Vec<Message> {
             let mut value = format!("{i}:\t\\\n").into_bytes();
             value.extend((0..(i * 13) % 300).map(|j| ((i * 31 + j * 7) % 256) as u8));
             (key, value)
+        })
+        .collect()
+}
+
+/// The headers message `i` is sent with: none for some, several for others,
+/// with bytes the file's header column escapes.
+fn headers_of(i: usize) -> Headers {
+    match i % 3 {
+        0 => Vec::new(),
+        1 => vec![("trace-id".to_string(), format!("t-{i}").into_bytes())],
+        _ => vec![
+            ("n=1;x".to_string(), vec![0, 0xff, b'\t', b';']),
+            ("empty".to_string(), Vec::new()),
+        ],
+    }
+}
+
+fn headers_in(v: &serde_json::Value) -> Headers {
+    v["h"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_string(),
+                unhex(h[1].as_str().unwrap()),
+            )
         })
         .collect()
 }
@@ -288,11 +323,13 @@ fn kcat_reads_from_offset_zero_what_shared_memory_sent_after_it_left_the_ring() 
     broker.stop();
 }
 
-/// Produces `messages` to `topic` with a Python client (gzip), then reads them
-/// back with the same client and with a shared-memory reader: all byte-exact,
-/// at the offsets the client was told.
+/// Produces `messages` to `topic` with a Python client (gzip, headers on most),
+/// then reads them back with the same client and with a shared-memory reader:
+/// all byte-exact, at the offsets the client was told. The ring is small and
+/// nobody holds it: most of them are fetched from the file, the last ones from
+/// the ring, headers and all.
 fn round_trip(library: &str) {
-    let (broker, kafka) = kafka_broker(&["--topics", "py:3"]);
+    let (broker, kafka) = kafka_broker(&["--topics", "py:3", "--slots", "64"]);
     let messages = varied_messages(500);
     let sent = python(
         library,
@@ -310,8 +347,11 @@ fn round_trip(library: &str) {
             assert_eq!(*partition, partitioner::partition_for_key(k, 3));
         }
     }
-    let by_place: HashMap<(u32, u64), &Message> =
-        placed.iter().copied().zip(messages.iter()).collect();
+    let by_place: HashMap<(u32, u64), (&Message, Headers)> = placed
+        .iter()
+        .copied()
+        .zip(messages.iter().enumerate().map(|(i, m)| (m, headers_of(i))))
+        .collect();
     assert_eq!(
         by_place.len(),
         messages.len(),
@@ -323,18 +363,49 @@ fn round_trip(library: &str) {
         &[&kafka, "py", &messages.len().to_string()],
         None,
     );
-    for v in json_lines(&fetched.stdout) {
+    let fetched = json_lines(&fetched.stdout);
+    assert_eq!(fetched.len(), messages.len());
+    for v in fetched {
         let place = (v["p"].as_u64().unwrap() as u32, v["o"].as_u64().unwrap());
-        let (key, value) = by_place[&place];
+        let ((key, value), headers) = &by_place[&place];
         assert_eq!(v["k"].as_str().map(unhex), *key, "{place:?}");
         assert_eq!(unhex(v["v"].as_str().unwrap()), *value, "{place:?}");
+        assert_eq!(headers_in(&v), *headers, "{place:?}");
+    }
+    // The persistence file shows each record's headers in an eighth column.
+    let index_of: HashMap<(u32, u64), usize> = placed
+        .iter()
+        .copied()
+        .enumerate()
+        .map(|(i, place)| (place, i))
+        .collect();
+    wait_lines(
+        &broker,
+        "persistencia_mensajes.txt",
+        "py",
+        0,
+        messages.len(),
+    );
+    for line in broker.data_lines_so_far("persistencia_mensajes.txt") {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f[0] != "py" {
+            continue;
+        }
+        let i = index_of[&(f[1].parse().unwrap(), f[2].parse().unwrap())];
+        let column = match i % 3 {
+            0 => None,
+            1 => Some(format!("trace-id=t-{i}")),
+            _ => Some("n\\x3d1\\x3bx=\\x00\\xff\\t\\x3b;empty=".to_string()),
+        };
+        assert_eq!(f.get(7).map(|c| c.to_string()), column, "{line}");
+        assert_eq!(f.len(), if column.is_some() { 8 } else { 7 }, "{line}");
     }
     for r in read_shared_memory(&broker, "py", messages.len()) {
         let place = (
             r["partition"].as_u64().unwrap() as u32,
             r["offset"].as_u64().unwrap(),
         );
-        let (key, value) = by_place[&place];
+        let ((key, value), _) = &by_place[&place];
         assert_eq!(key_of(&r), *key);
         assert_eq!(payload_of(&r), *value);
     }

@@ -75,6 +75,11 @@ impl<'a> Batch<'a> {
             .expect("inside the header")
     }
 
+    /// The offset of the batch's first record.
+    pub fn base_offset(&self) -> u64 {
+        i64::from_be_bytes(self.field(0)) as u64
+    }
+
     pub fn attributes(&self) -> i16 {
         i16::from_be_bytes(self.field(ATTRIBUTES_AT))
     }
@@ -197,8 +202,10 @@ pub struct RecordRef<'a> {
     pub key: Option<&'a [u8]>,
     /// None for a null value (a tombstone).
     pub value: Option<&'a [u8]>,
-    /// How many headers, and their bytes as the batch holds them.
+    /// How many headers.
     pub header_count: u32,
+    /// The headers as the batch holds them, their count first (Kafka's record
+    /// header encoding); empty when there are none.
     pub headers: &'a [u8],
 }
 
@@ -262,10 +269,15 @@ fn read_record<'a>(data: &mut &'a [u8]) -> Result<RecordRef<'a>, BatchError> {
     let offset_delta = read_varint(&mut body)?;
     let key = read_nullable(&mut body)?;
     let value = read_nullable(&mut body)?;
+    let with_count = body;
     let header_count = u32::try_from(read_varint(&mut body)?).map_err(|_| BatchError::Malformed)?;
-    let headers = body;
+    let headers = if header_count == 0 {
+        &[][..]
+    } else {
+        with_count
+    };
     // Each header is checked to lie inside the record.
-    let mut walk = headers;
+    let mut walk = body;
     for _ in 0..header_count {
         let key = read_nullable(&mut walk)?.ok_or(BatchError::Malformed)?;
         let _ = key;
@@ -388,9 +400,9 @@ impl BatchWriter {
     }
 
     /// Bytes a record of these sizes adds to a batch, at most (its deltas
-    /// small).
-    pub fn record_size(key: Option<usize>, value: usize) -> usize {
-        let body = record_body_len(0, 0, key, value);
+    /// small); `headers` as [`BatchWriter::push`] takes them.
+    pub fn record_size(key: Option<usize>, value: usize, headers: usize) -> usize {
+        let body = record_body_len(0, 0, key, value, headers);
         unsigned_len(zigzag(body as i64)) + body
     }
 
@@ -400,7 +412,9 @@ impl BatchWriter {
     }
 
     /// Appends a record: `offset` at or after the last one, `timestamp` in
-    /// milliseconds.
+    /// milliseconds, `headers` in Kafka's encoding with their count (empty for
+    /// none).
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         out: &mut Vec<u8>,
@@ -408,6 +422,7 @@ impl BatchWriter {
         timestamp: i64,
         key: Option<&[u8]>,
         value: &[u8],
+        headers: &[u8],
     ) {
         let timestamp_delta = timestamp - self.base_timestamp;
         let offset_delta = (offset - self.base_offset) as i64;
@@ -416,6 +431,7 @@ impl BatchWriter {
             offset_delta,
             key.map(<[u8]>::len),
             value.len(),
+            headers.len(),
         );
         push_varint(out, body as i64);
         out.push(0);
@@ -430,7 +446,11 @@ impl BatchWriter {
         }
         push_varint(out, value.len() as i64);
         out.extend_from_slice(value);
-        push_varint(out, 0);
+        if headers.is_empty() {
+            push_varint(out, 0);
+        } else {
+            out.extend_from_slice(headers);
+        }
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.last_offset = offset;
         self.count += 1;
@@ -473,13 +493,14 @@ fn record_body_len(
     offset_delta: i64,
     key: Option<usize>,
     value: usize,
+    headers: usize,
 ) -> usize {
     1 + varint_len(timestamp_delta)
         + varint_len(offset_delta)
         + key.map_or(varint_len(-1), |k| varint_len(k as i64) + k)
         + varint_len(value as i64)
         + value
-        + varint_len(0)
+        + headers.max(varint_len(0))
 }
 
 #[cfg(test)]
@@ -491,7 +512,7 @@ mod tests {
         let mut out = Vec::new();
         let mut w = BatchWriter::begin(&mut out, 7, 1_000);
         for (i, (k, v)) in records.iter().enumerate() {
-            w.push(&mut out, 7 + i as u64, 1_000 + i as i64, *k, v);
+            w.push(&mut out, 7 + i as u64, 1_000 + i as i64, *k, v, &[]);
         }
         w.finish(&mut out);
         out
@@ -595,17 +616,42 @@ mod tests {
 
     #[test]
     fn record_size_is_what_push_adds() {
-        for (key, value) in [(None, 0), (Some(0), 5), (Some(200), 70_000)] {
+        let headers = [2u8, 2, b'h', 2, b'v'];
+        for (key, value, h) in [
+            (None, 0, &[][..]),
+            (Some(0), 5, &headers[..]),
+            (Some(200), 70_000, &[][..]),
+        ] {
             let k = key.map(|n| vec![1u8; n]);
             let v = vec![2u8; value];
             let mut out = Vec::new();
             let mut w = BatchWriter::begin(&mut out, 0, 0);
-            w.push(&mut out, 0, 0, k.as_deref(), &v);
+            w.push(&mut out, 0, 0, k.as_deref(), &v, h);
             assert_eq!(
                 w.len(&out) - HEADER_LEN,
-                BatchWriter::record_size(key, value)
+                BatchWriter::record_size(key, value, h.len())
             );
         }
+    }
+
+    #[test]
+    fn headers_written_read_back_with_their_count() {
+        // One header, "h" = "v": count 1, then name and value.
+        let headers = [2u8, 2, b'h', 2, b'v'];
+        let mut out = Vec::new();
+        let mut w = BatchWriter::begin(&mut out, 0, 0);
+        w.push(&mut out, 0, 0, None, b"x", &headers);
+        w.push(&mut out, 1, 0, None, b"y", &[]);
+        w.finish(&mut out);
+        let batch = batches(&out).next().unwrap().unwrap();
+        let mut scratch = Vec::new();
+        let read: Vec<_> = batch
+            .records(&mut scratch, 1 << 20)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!((read[0].header_count, read[0].headers), (1, &headers[..]));
+        assert_eq!((read[1].header_count, read[1].headers), (0, &[][..]));
     }
 
     proptest! {

@@ -43,6 +43,10 @@ pub enum AppendError {
     Refused(String),
 }
 
+/// A record to append: its key, its payload, and its headers in Kafka's
+/// encoding (their count first; empty for none).
+pub type RecordToAppend<'a> = (Option<&'a [u8]>, &'a [u8], &'a [u8]);
+
 /// A record read back, borrowed for the visit.
 #[derive(Debug, Clone, Copy)]
 pub struct StoredRecord<'a> {
@@ -51,6 +55,8 @@ pub struct StoredRecord<'a> {
     pub timestamp_us: u64,
     pub key: Option<&'a [u8]>,
     pub payload: &'a [u8],
+    /// Its headers in Kafka's encoding, their count first; empty for none.
+    pub headers: &'a [u8],
 }
 
 /// How a read ended.
@@ -103,14 +109,14 @@ pub trait KafkaLog: Send + Sync + 'static {
     /// One user of the stand-in producer is gone; the last one's leaving frees it.
     fn release_producer(&self, producer: ProducerHandle);
 
-    /// Appends `records` (key, payload) to a partition, as many as fit now,
-    /// without waiting.
+    /// Appends `records` (key, payload, headers in Kafka's encoding or empty)
+    /// to a partition, as many as fit now, without waiting.
     fn append(
         &self,
         producer: ProducerHandle,
         topic: &str,
         partition: u32,
-        records: &[(Option<&[u8]>, &[u8])],
+        records: &[RecordToAppend<'_>],
     ) -> Result<Appended, AppendError>;
 
     /// Under `--fsync`, whether every offset below `end` of the partition is on

@@ -489,6 +489,10 @@ pub struct IndexEntry {
     pub payload_len: AtomicU32,
     pub producer: AtomicU32,
     pub producer_generation: AtomicU32,
+    /// Bytes of the record's headers, after its payload (Kafka's record header
+    /// encoding: a varint count, then each header); 0 without headers. Was
+    /// padding before headers existed, so an older region reads as none.
+    pub headers_len: AtomicU32,
 }
 
 /// `IndexEntry::key_len` of a message sent without a key.
@@ -558,6 +562,7 @@ const _: () = assert!(std::mem::offset_of!(GroupMeta, state) == 32);
 const _: () = assert!(std::mem::offset_of!(GroupMeta, name) == 48);
 const _: () = assert!(std::mem::offset_of!(IndexEntry, key_len) == 24);
 const _: () = assert!(std::mem::offset_of!(IndexEntry, producer) == 32);
+const _: () = assert!(std::mem::offset_of!(IndexEntry, headers_len) == 40);
 const _: () = assert!(size_of::<libc::pthread_mutex_t>() <= LINE);
 
 #[cfg(test)]

@@ -136,6 +136,7 @@ impl LogWriter {
                 &self.producer,
                 message.key.as_deref(),
                 &message.payload,
+                &[],
             );
         (position, (self.buffer.len() - before) as u64)
     }

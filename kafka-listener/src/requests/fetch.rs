@@ -118,7 +118,11 @@ impl Fetch {
             let mut next = p.next;
             let first_of_response = total == 0;
             let mut visit = |r: StoredRecord<'_>| {
-                let size = BatchWriter::record_size(r.key.map(<[u8]>::len), r.payload.len());
+                let size = BatchWriter::record_size(
+                    r.key.map(<[u8]>::len),
+                    r.payload.len(),
+                    r.headers.len(),
+                );
                 let len = start_len
                     + writer
                         .as_ref()
@@ -132,7 +136,7 @@ impl Fetch {
                 }
                 let ms = (r.timestamp_us / 1000) as i64;
                 let w = writer.get_or_insert_with(|| BatchWriter::begin(&mut batch, r.offset, ms));
-                w.push(&mut batch, r.offset, ms, r.key, r.payload);
+                w.push(&mut batch, r.offset, ms, r.key, r.payload, r.headers);
                 next = r.offset + 1;
                 true
             };

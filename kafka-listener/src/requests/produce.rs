@@ -6,8 +6,8 @@
 //! all (-1) under `--fsync` once every record is on disk as well.
 //!
 //! A record's key and value go to the ring as they are (a null value, Kafka's
-//! tombstone, as an empty payload); its timestamp is the time the broker
-//! appended it. Record headers are not kept yet.
+//! tombstone, as an empty payload), with its headers; its timestamp is the
+//! time the broker appended it.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use kacrab_protocol::KafkaString;
 use super::{code, decode, respond, Answer, Context, Pending, Request, Undecodable};
 use crate::batch::{batches, BatchError};
 use crate::frame::MAX_KAFKA_REQUEST;
-use crate::log::{AppendError, ProducerHandle};
+use crate::log::{AppendError, ProducerHandle, RecordToAppend};
 
 /// The longest a produce waits for room when its client asked for longer.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
@@ -215,8 +215,7 @@ impl Part {
                 continue;
             }
             // One list per batch: its records borrow the batch's inflated bytes.
-            let mut entries: Vec<(Option<&[u8]>, &[u8])> =
-                Vec::with_capacity(count.min(records.len()));
+            let mut entries: Vec<RecordToAppend<'_>> = Vec::with_capacity(count.min(records.len()));
             let Ok(rs) = batch.records(inflated, MAX_KAFKA_REQUEST) else {
                 return self.fail(code::CORRUPT_MESSAGE, "corrupt batch".into());
             };
@@ -225,7 +224,7 @@ impl Part {
                     return self.fail(code::CORRUPT_MESSAGE, "corrupt record".into());
                 };
                 if seen >= self.appended {
-                    entries.push((r.key, r.value.unwrap_or_default()));
+                    entries.push((r.key, r.value.unwrap_or_default(), r.headers));
                 }
                 seen += 1;
             }

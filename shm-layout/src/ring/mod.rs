@@ -65,6 +65,9 @@ pub struct Record<'r> {
     pub offset: u64,
     pub key: Option<&'r [u8]>,
     pub payload: &'r [u8],
+    /// Its headers as Kafka encodes them (a varint count, then each header);
+    /// empty when it has none.
+    pub headers: &'r [u8],
     pub timestamp_us: u64,
     pub producer: u32,
     pub producer_generation: u32,
@@ -76,9 +79,63 @@ pub struct CopiedRecord {
     pub offset: u64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// As [`Record::headers`].
+    pub headers: Vec<u8>,
     pub timestamp_us: u64,
     pub producer: u32,
     pub producer_generation: u32,
+}
+
+/// A record to send: its key, its payload and its headers (Kafka's record
+/// header encoding, empty for none).
+pub trait Outgoing {
+    fn key(&self) -> Option<&[u8]>;
+    fn payload(&self) -> &[u8];
+    fn headers(&self) -> &[u8] {
+        &[]
+    }
+}
+
+impl Outgoing for (Option<&[u8]>, &[u8]) {
+    fn key(&self) -> Option<&[u8]> {
+        self.0
+    }
+    fn payload(&self) -> &[u8] {
+        self.1
+    }
+}
+
+/// (key, payload, headers).
+impl Outgoing for (Option<&[u8]>, &[u8], &[u8]) {
+    fn key(&self) -> Option<&[u8]> {
+        self.0
+    }
+    fn payload(&self) -> &[u8] {
+        self.1
+    }
+    fn headers(&self) -> &[u8] {
+        self.2
+    }
+}
+
+/// A record with headers, to send.
+#[derive(Debug, Clone, Copy)]
+pub struct WithHeaders<'a> {
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    pub headers: &'a [u8],
+}
+
+impl Outgoing for WithHeaders<'_> {
+    fn key(&self) -> Option<&[u8]> {
+        self.key
+    }
+    fn payload(&self) -> &[u8] {
+        self.payload
+    }
+    fn headers(&self) -> &[u8] {
+        self.headers
+    }
 }
 
 /// Who is sending: the producer's client index and generation.
@@ -159,12 +216,13 @@ mod test_support {
     /// Commits `payload` inside the hold `g` (published when `g` is dropped).
     pub(super) fn commit_in_hold(r: &BrokerRegion, g: &RingGuard<'_>, payload: &[u8]) -> u64 {
         let first = r.try_reserve(g, ME.client, 1).unwrap().unwrap();
-        r.write_record(first, None, payload).unwrap();
+        r.write_record(first, None, payload, &[]).unwrap();
         let meta = RecordMeta {
             sender: ME,
             timestamp_us: 1,
             key_len: NO_KEY,
             payload_len: payload.len() as u32,
+            headers_len: 0,
         };
         r.commit(g, first, &meta)
     }

@@ -18,6 +18,8 @@ struct Located {
     size: usize,
     /// The key's length, if it has one: the key's bytes come first.
     key_len: Option<usize>,
+    /// The headers' length: they come last.
+    headers_len: usize,
     timestamp_us: u64,
     producer: u32,
     producer_generation: u32,
@@ -86,8 +88,9 @@ impl Region {
         let first = e.first_slot.load(Ordering::Relaxed);
         let key_len = e.key_len.load(Ordering::Relaxed);
         let payload_len = e.payload_len.load(Ordering::Relaxed) as u64;
+        let headers_len = e.headers_len.load(Ordering::Relaxed) as u64;
         let stored_key = if key_len == NO_KEY { 0 } else { key_len as u64 };
-        let size = stored_key + payload_len;
+        let size = stored_key + payload_len + headers_len;
         if size > self.geometry().max_message as u64 {
             return Err(ReadError::Corrupt(offset));
         }
@@ -98,6 +101,7 @@ impl Region {
             bytes,
             size: size as usize,
             key_len: (key_len != NO_KEY).then_some(stored_key as usize),
+            headers_len: headers_len as usize,
             timestamp_us: e.timestamp_us.load(Ordering::Relaxed),
             producer: e.producer.load(Ordering::Relaxed),
             producer_generation: e.producer_generation.load(Ordering::Relaxed),
@@ -117,11 +121,12 @@ impl Region {
         let first = e.first_slot.load(Ordering::Relaxed);
         let key_len = e.key_len.load(Ordering::Relaxed);
         let payload_len = e.payload_len.load(Ordering::Relaxed) as u64;
+        let headers_len = e.headers_len.load(Ordering::Relaxed) as u64;
         let timestamp_us = e.timestamp_us.load(Ordering::Relaxed);
         let producer = e.producer.load(Ordering::Relaxed);
         let producer_generation = e.producer_generation.load(Ordering::Relaxed);
         let stored_key = if key_len == NO_KEY { 0 } else { key_len as u64 };
-        let size = stored_key + payload_len;
+        let size = stored_key + payload_len + headers_len;
         if size > self.geometry().max_message as u64 {
             return Err(ReadError::Corrupt(offset));
         }
@@ -132,11 +137,13 @@ impl Region {
         // payload area. The record is committed and pinned by the caller's group until
         // acknowledged, so no process writes these bytes while the borrow lives.
         let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, size as usize) };
-        let (key, payload) = bytes.split_at(stored_key as usize);
+        let (key, rest) = bytes.split_at(stored_key as usize);
+        let (payload, headers) = rest.split_at(payload_len as usize);
         Ok(Record {
             offset,
             key: (key_len != NO_KEY).then_some(key),
             payload,
+            headers,
             timestamp_us,
             producer,
             producer_generation,
@@ -189,7 +196,13 @@ impl Region {
             v
         };
         let key = l.key_len.map(|_| copy(0, key_len));
-        let payload = copy(key_len, l.size - key_len);
+        let payload_len = l.size - key_len - l.headers_len;
+        let payload = copy(key_len, payload_len);
+        let headers = if l.headers_len == 0 {
+            Vec::new()
+        } else {
+            copy(key_len + payload_len, l.headers_len)
+        };
         // The copy's loads before the cursor's: a cursor still at or below `offset`
         // was so for the whole copy.
         std::sync::atomic::fence(Ordering::Acquire);
@@ -200,6 +213,7 @@ impl Region {
             offset,
             key,
             payload,
+            headers,
             timestamp_us: l.timestamp_us,
             producer: l.producer,
             producer_generation: l.producer_generation,

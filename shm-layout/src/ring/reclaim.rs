@@ -335,11 +335,13 @@ pub enum ReclaimError {
     BadDescriptor(u64),
 }
 
-/// Key plus payload bytes of the record an index entry describes.
+/// Key, payload and header bytes of the record an index entry describes.
 fn stored_size(e: &crate::layout::IndexEntry) -> u64 {
     let key_len = e.key_len.load(Ordering::Relaxed);
     let stored_key = if key_len == NO_KEY { 0 } else { key_len as u64 };
-    stored_key + e.payload_len.load(Ordering::Relaxed) as u64
+    stored_key
+        + e.payload_len.load(Ordering::Relaxed) as u64
+        + e.headers_len.load(Ordering::Relaxed) as u64
 }
 
 /// A record [`Region::repair_ring`] found intact.

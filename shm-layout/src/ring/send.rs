@@ -10,7 +10,7 @@ use crate::layout::{admission, descriptor, NO_KEY};
 use crate::region::{BrokerRegion, Region};
 
 use super::lock::RingGuard;
-use super::{as_committed, SendError, Sender, POSITION_LIMIT};
+use super::{as_committed, Outgoing, SendError, Sender, POSITION_LIMIT};
 
 impl Region {
     /// Occupied slots and the head position, after checking `tail <= head <= tail + slots`.
@@ -101,6 +101,7 @@ impl Region {
         e.timestamp_us.store(meta.timestamp_us, Ordering::Relaxed);
         e.key_len.store(meta.key_len, Ordering::Relaxed);
         e.payload_len.store(meta.payload_len, Ordering::Relaxed);
+        e.headers_len.store(meta.headers_len, Ordering::Relaxed);
         e.producer.store(meta.sender.client, Ordering::Relaxed);
         e.producer_generation
             .store(meta.sender.generation, Ordering::Relaxed);
@@ -149,7 +150,7 @@ impl Region {
     pub fn send_batch(
         &self,
         sender: Sender,
-        records: &[(Option<&[u8]>, &[u8])],
+        records: &[impl Outgoing],
         timestamp_us: u64,
         stop: impl FnMut() -> bool,
         deadline: Option<Instant>,
@@ -170,10 +171,10 @@ impl Region {
     /// As [`Region::send_batch`]; `durable`: under `--fsync`, waits until the
     /// records are on disk.
     #[allow(clippy::too_many_arguments)]
-    fn send_records(
+    fn send_records<R: Outgoing>(
         &self,
         sender: Sender,
-        records: &[(Option<&[u8]>, &[u8])],
+        records: &[R],
         timestamp_us: u64,
         mut stop: impl FnMut() -> bool,
         deadline: Option<Instant>,
@@ -181,10 +182,10 @@ impl Region {
         durable: bool,
     ) -> Result<(), (usize, SendError)> {
         let max = self.geometry().max_message as u64;
-        for (key, payload) in records {
-            let key_len = key.map_or(0, |k| k.len() as u64);
-            let size = key_len + payload.len() as u64;
-            if size > max || (key.is_some() && key_len >= NO_KEY as u64) {
+        for r in records {
+            let key_len = r.key().map_or(0, |k| k.len() as u64);
+            let size = key_len + r.payload().len() as u64 + r.headers().len() as u64;
+            if size > max || (r.key().is_some() && key_len >= NO_KEY as u64) {
                 return Err((0, SendError::TooLarge { size, max }));
             }
         }
@@ -196,13 +197,15 @@ impl Region {
         while sent < records.len() {
             let mut guard = self.lock_ring(&mut stop).map_err(|e| (sent, e))?;
             // A hold commits what fits, then lets others in while it waits for space.
-            while let Some(&(key, payload)) = records.get(sent) {
+            while let Some(record) = records.get(sent) {
+                let (key, payload, headers) = (record.key(), record.payload(), record.headers());
                 // Checked under the lock: a broker salvaging this region marks it
                 // closing before taking the lock, so nothing commits after its look.
                 if self.is_closing() {
                     return Err((sent, SendError::Stopped));
                 }
-                let size = key.map_or(0, |k| k.len() as u64) + payload.len() as u64;
+                let size =
+                    key.map_or(0, |k| k.len() as u64) + payload.len() as u64 + headers.len() as u64;
                 let slots = self.geometry().slots_for(size);
                 let admission = self.admission();
                 if admission == admission::REFUSING {
@@ -229,13 +232,14 @@ impl Region {
                     continue;
                 };
                 crate::fault::point("send-reserved");
-                self.write_record(first, key, payload)
+                self.write_record(first, key, payload, headers)
                     .map_err(|e| (sent, e))?;
                 let meta = RecordMeta {
                     sender,
                     timestamp_us,
                     key_len: key.map_or(NO_KEY, |k| k.len() as u32),
                     payload_len: payload.len() as u32,
+                    headers_len: headers.len() as u32,
                 };
                 let offset = self.commit(&guard, first, &meta);
                 committed(offset);
@@ -261,25 +265,34 @@ impl Region {
         Ok(())
     }
 
-    /// Copies a key and payload into the slots reserved at `first`.
+    /// Copies a key, payload and headers into the slots reserved at `first`.
     pub(super) fn write_record(
         &self,
         first: u64,
         key: Option<&[u8]>,
         payload: &[u8],
+        headers: &[u8],
     ) -> Result<(), SendError> {
         let key_len = key.map_or(0, |k| k.len());
         let dst = self
-            .slot_bytes(first, (key_len + payload.len()) as u64)
+            .slot_bytes(first, (key_len + payload.len() + headers.len()) as u64)
             .ok_or(SendError::Corrupt("reservation outside the payload area"))?;
         // SAFETY: the slots from `first` were reserved for this producer under the
         // lock and nobody else writes them until they are committed and freed; `dst`
-        // has room for key + payload (checked by slot_bytes); sources are valid slices.
+        // has room for key + payload + headers (checked by slot_bytes); sources are
+        // valid slices.
         unsafe {
             if let Some(k) = key {
                 std::ptr::copy_nonoverlapping(k.as_ptr(), dst, k.len());
             }
             std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(key_len), payload.len());
+            if !headers.is_empty() {
+                std::ptr::copy_nonoverlapping(
+                    headers.as_ptr(),
+                    dst.add(key_len + payload.len()),
+                    headers.len(),
+                );
+            }
         }
         Ok(())
     }
@@ -314,7 +327,7 @@ impl Region {
             if !self.is_paused() {
                 if let Some(first) = self.try_reserve(&guard, sender.client, slots)? {
                     drop(guard);
-                    self.write_record(first, key, &[])?;
+                    self.write_record(first, key, &[], &[])?;
                     let payload = self
                         .slot_bytes(first, size)
                         .ok_or(SendError::Corrupt("reservation outside the payload area"))?;
@@ -391,7 +404,7 @@ impl BrokerRegion {
     pub fn send_batch_now(
         &self,
         sender: Sender,
-        records: &[(Option<&[u8]>, &[u8])],
+        records: &[impl Outgoing],
         timestamp_us: u64,
     ) -> Result<(Option<u64>, usize), SendError> {
         let mut first = None;
@@ -626,6 +639,7 @@ impl Loan<'_> {
             timestamp_us,
             key_len: self.key_len,
             payload_len: self.len as u32,
+            headers_len: 0,
         };
         let offset = region.commit(&guard, self.first, &meta);
         self.open = false;
@@ -671,6 +685,7 @@ pub(super) struct RecordMeta {
     pub(super) timestamp_us: u64,
     pub(super) key_len: u32,
     pub(super) payload_len: u32,
+    pub(super) headers_len: u32,
 }
 
 #[cfg(test)]
