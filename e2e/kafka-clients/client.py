@@ -4,6 +4,10 @@
     client.py LIBRARY consume BOOTSTRAP TOPIC COUNT
     client.py kafka-python create-topic BOOTSTRAP NAME PARTITIONS
     client.py kafka-python api-version BOOTSTRAP
+    client.py kafka-python offsets BOOTSTRAP TOPIC PARTITION TIME_MS
+
+`produce ... --check-file PATH` checks, as each send returns, that PATH (the
+broker's persistence file) already holds the record's line.
 
 LIBRARY is kafka-python or confluent-kafka. Messages come on stdin as JSON
 lines {"k": hex or null, "v": hex, "h": [[name, hex], ...]}; what is sent
@@ -55,10 +59,16 @@ def kafka_python(command, args):
             )
             for m in read_messages()
         ]
-        producer.flush()
+        check = args[args.index("--check-file") + 1] if "--check-file" in args else None
         for f in futures:
             md = f.get(timeout=30)
+            if check is not None:
+                prefix = ("%s\t%d\t%d\t" % (topic, md.partition, md.offset)).encode()
+                with open(check, "rb") as lines:
+                    if not any(line.startswith(prefix) for line in lines):
+                        sys.exit("offset %d returned before it was in %s" % (md.offset, check))
             print(json.dumps({"p": md.partition, "o": md.offset}))
+        producer.flush()
         producer.close()
     elif command == "consume":
         bootstrap, topic, count = args[0], args[1], int(args[2])
@@ -79,6 +89,17 @@ def kafka_python(command, args):
             seen += 1
             if seen == count:
                 break
+        consumer.close()
+    elif command == "offsets":
+        bootstrap, topic, partition, at = args[0], args[1], int(args[2]), int(args[3])
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        tp = TopicPartition(topic, partition)
+        found = consumer.offsets_for_times({tp: at})[tp]
+        print(json.dumps({
+            "earliest": consumer.beginning_offsets([tp])[tp],
+            "latest": consumer.end_offsets([tp])[tp],
+            "at_time": None if found is None else found.offset,
+        }))
         consumer.close()
     elif command == "create-topic":
         from kafka.admin import KafkaAdminClient, NewTopic

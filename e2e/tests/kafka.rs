@@ -607,3 +607,64 @@ fn hostile_input_on_the_kafka_port_costs_only_its_own_connection() {
     assert!(peak_mib < 256, "broker RSS reached {peak_mib} MiB");
     broker.stop();
 }
+
+#[test]
+fn under_fsync_acks_all_returns_only_once_the_records_are_in_the_file() {
+    let (broker, kafka) = kafka_broker(&["--topics", "durable", "--fsync"]);
+    let file = broker.data.0.join("persistencia_mensajes.txt");
+    let messages = varied_messages(50);
+    // The client reads the file as each send returns.
+    let sent = python(
+        "kafka-python",
+        "produce",
+        &[
+            &kafka,
+            "durable",
+            "--acks",
+            "all",
+            "--check-file",
+            &file.display().to_string(),
+        ],
+        Some(as_client_input(&messages)),
+    );
+    assert_eq!(json_lines(&sent.stdout).len(), messages.len());
+    broker.stop();
+}
+
+#[test]
+fn list_offsets_finds_the_earliest_the_end_and_the_first_at_a_time() {
+    let (broker, kafka) = kafka_broker(&["--topics", "timed"]);
+    let send = |first: usize| {
+        let lines: String = (first..first + 5).map(|i| format!("m{i}\n")).collect();
+        let p = broker
+            .producer(&["--topic", "timed"], Some(lines.into_bytes()))
+            .wait_exit();
+        assert_eq!(p.code(), Some(0), "{:?}", p.stderr);
+    };
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    send(0);
+    // A millisecond none of the first five was published in, and none of the
+    // next five will be: the clock is waited past it before they are sent.
+    let between = now_ms() + 1;
+    while now_ms() <= between {
+        std::thread::yield_now();
+    }
+    send(5);
+    let f = python(
+        "kafka-python",
+        "offsets",
+        &[&kafka, "timed", "0", &between.to_string()],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"earliest": 0, "latest": 10, "at_time": 5})
+    );
+    broker.stop();
+}
