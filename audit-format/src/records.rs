@@ -644,15 +644,36 @@ impl PersistedRecord {
     /// Parses a data line (not a `#` comment).
     pub fn parse(line: &str) -> Result<PersistedRecord, ParseError> {
         let trimmed = line.strip_suffix('\n').unwrap_or(line);
-        let (seven, headers) = match trimmed.split('\t').count() {
-            8 => {
-                let (seven, column) = trimmed.rsplit_once('\t').expect("eight fields");
-                let raw = crate::headers::parse_column(column).map_err(|_| ParseError::Headers)?;
-                (seven, raw)
-            }
-            _ => (trimmed, Vec::new()),
+        // One pass over the line: the payload is escaped (it holds no TAB), so
+        // a TAB after it starts the headers column.
+        let mut parts = trimmed.splitn(7, '\t');
+        let mut next = |found| {
+            parts
+                .next()
+                .ok_or(ParseError::FieldCount { expected: 7, found })
         };
-        let [topic, partition, offset, timestamp, producer, key, payload] = fields::<7>(seven)?;
+        let (topic, partition, offset, timestamp, producer, key, last) = (
+            next(0)?,
+            next(1)?,
+            next(2)?,
+            next(3)?,
+            next(4)?,
+            next(5)?,
+            next(6)?,
+        );
+        let (payload, headers) = match last.split_once('\t') {
+            None => (last, Vec::new()),
+            Some((payload, column)) if !column.contains('\t') => (
+                payload,
+                crate::headers::parse_column(column).map_err(|_| ParseError::Headers)?,
+            ),
+            Some((_, more)) => {
+                return Err(ParseError::FieldCount {
+                    expected: 7,
+                    found: 8 + more.matches('\t').count(),
+                })
+            }
+        };
         Ok(PersistedRecord {
             topic: text("topic", topic)?,
             partition: number("partition", partition)?,

@@ -78,10 +78,10 @@ fn cpu_seconds() -> f64 {
     t(u.user_time()) + t(u.system_time())
 }
 
-fn payload(seq: u64, size: usize) -> Vec<u8> {
-    let mut p = format!("{seq:016x}").into_bytes();
-    p.resize(size, b'.');
-    p
+/// A payload of `size` bytes (at least 16), its sequence number first in hex:
+/// written over the same buffer for each message.
+fn stamp(payload: &mut [u8], seq: u64) {
+    payload[..16].copy_from_slice(&crate::workers::hex_digits(seq));
 }
 
 /// `kafka-produce broker=HOST:PORT topic=T count=N size=B`: acks 1, batches of
@@ -95,13 +95,15 @@ pub fn kafka_produce(args: &Args) {
     let started = Instant::now();
     let (mut sent, mut correlation, mut waiting) = (0u64, 0i32, std::collections::VecDeque::new());
     let mut batch = Vec::new();
+    let mut p = vec![b'.'; size.max(16)];
     while sent < count || !waiting.is_empty() {
         if sent < count && waiting.len() < IN_FLIGHT {
             let n = PER_BATCH.min(count - sent);
             batch.clear();
             let mut w = BatchWriter::begin(&mut batch, 0, 0);
             for i in 0..n {
-                w.push(&mut batch, i, 0, None, &payload(sent + i, size), &[]);
+                stamp(&mut p, sent + i);
+                w.push(&mut batch, i, 0, None, &p, &[]);
             }
             w.finish(&mut batch);
             let request = ProduceRequestData {
@@ -213,15 +215,17 @@ pub fn redis_produce(args: &Args) {
     crate::workers::ready();
     let started = Instant::now();
     let mut sent = 0;
+    let mut p = vec![b'.'; size.max(16)];
     while sent < count {
         let n = PER_BATCH.min(count - sent);
         let mut pipe = redis::pipe();
         for i in 0..n {
+            stamp(&mut p, sent + i);
             pipe.cmd("XADD")
                 .arg("w9")
                 .arg("*")
                 .arg("m")
-                .arg(payload(sent + i, size))
+                .arg(&p[..])
                 .ignore();
         }
         pipe.query::<()>(&mut con).expect("XADD");

@@ -87,7 +87,7 @@ const BYTES_30: u128 = BYTES_01 * 0x30;
 /// `value` as 16 lower-case hex digits. The stamp is written and read for every
 /// message of every system measured, so it is done a word at a time: the nibbles
 /// are spread one per byte, then each becomes its digit without a branch.
-fn hex_digits(value: u64) -> [u8; 16] {
+pub fn hex_digits(value: u64) -> [u8; 16] {
     let v = value as u128;
     let mut x = ((v & 0xFFFF_FFFF_0000_0000) << 32) | (v & 0xFFFF_FFFF);
     x = ((x & 0x0000_0000_FFFF_0000_0000_0000_FFFF_0000) << 16)

@@ -72,12 +72,23 @@ impl BrokerLog {
         topic: &str,
         partition: u32,
     ) -> Option<(Arc<BrokerRegion>, TopicPartition)> {
+        self.ring(topic, partition)
+            .map(|(region, tp, _)| (region, tp))
+    }
+
+    /// As [`BrokerLog::partition`], with the ring's number in the control
+    /// region's pending set (0 for `default`'s own).
+    fn ring(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Option<(Arc<BrokerRegion>, TopicPartition, u32)> {
         if topic == DEFAULT_TOPIC {
             return (partition == 0)
-                .then(|| (self.region.clone(), TopicPartition::default_topic()));
+                .then(|| (self.region.clone(), TopicPartition::default_topic(), 0));
         }
         let ring = self.topics.ring_of(topic, partition)?;
-        Some((ring.region.clone(), ring.partition.clone()))
+        Some((ring.region.clone(), ring.partition.clone(), ring.number))
     }
 
     fn first_in_file(&self, tp: &TopicPartition) -> Option<u64> {
@@ -165,10 +176,17 @@ impl KafkaLog for BrokerLog {
         partition: u32,
         records: &[RecordToAppend<'_>],
     ) -> Result<Appended, AppendError> {
-        let (region, _) = self
-            .partition(topic, partition)
+        let (region, _, number) = self
+            .ring(topic, partition)
             .ok_or(AppendError::UnknownPartition)?;
-        match region.send_batch_now(sender_of(producer), records, wall_clock_micros()) {
+        let sent = region.send_batch_now(sender_of(producer), records, wall_clock_micros());
+        // The broker's own mapping of a partition's ring rings no doorbell: the
+        // persister is told here, as a producer's commit or shortage tells it.
+        if number != 0 {
+            self.region.mark_ring_pending(number);
+        }
+        shm_layout::event::notify(&self.region.header().cleaner);
+        match sent {
             Ok((first_offset, count)) => Ok(Appended {
                 first_offset,
                 count,

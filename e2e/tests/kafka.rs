@@ -492,6 +492,18 @@ fn a_request_not_served_gets_kafkas_error_and_the_connection_stays_open() {
     assert_eq!(&r[..4], &7i32.to_be_bytes(), "correlation id");
     // throttle_time_ms, then error_code UNSUPPORTED_VERSION (35).
     assert_eq!(&r[8..10], &35i16.to_be_bytes());
+    // DeleteTopics v1 of topic "x": its one result carries the error.
+    let mut body = 1i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(b"x");
+    body.extend_from_slice(&1000i32.to_be_bytes());
+    s.write_all(&request(20, 1, 9, &body)).unwrap();
+    let r = response(&mut s);
+    assert_eq!(&r[..4], &9i32.to_be_bytes(), "correlation id");
+    // throttle_time_ms, one result: name "x", error_code 35.
+    assert_eq!(&r[8..12], &1i32.to_be_bytes());
+    assert_eq!(&r[12..15], &[0, 1, b'x']);
+    assert_eq!(&r[15..17], &35i16.to_be_bytes());
     // The same connection is served on: ApiVersions v0.
     s.write_all(&request(18, 0, 8, &[])).unwrap();
     let r = response(&mut s);

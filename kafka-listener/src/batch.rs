@@ -110,6 +110,45 @@ impl<'a> Batch<'a> {
         i32::from_be_bytes(self.field(RECORD_COUNT_AT))
     }
 
+    /// Bytes of the whole batch, header included.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the batch is only its header (never: a header alone is refused
+    /// as cut short, but a length has its `is_empty`).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.len() <= HEADER_LEN
+    }
+
+    /// The records' bytes: in place, or inflated into `inflated` (cleared
+    /// first) when compressed; at most `limit` bytes of them.
+    pub fn records_data<'b>(
+        &self,
+        inflated: &'b mut Vec<u8>,
+        limit: usize,
+    ) -> Result<&'b [u8], BatchError>
+    where
+        'a: 'b,
+    {
+        let raw = &self.bytes[HEADER_LEN..];
+        match self.codec() {
+            Codec::None => Ok(raw),
+            Codec::Gzip => {
+                inflated.clear();
+                let mut decoder = flate2::read::GzDecoder::new(raw).take(limit as u64 + 1);
+                decoder
+                    .read_to_end(inflated)
+                    .map_err(|_| BatchError::Inflate)?;
+                if inflated.len() > limit {
+                    return Err(BatchError::TooLarge(limit));
+                }
+                Ok(inflated)
+            }
+            Codec::Other(c) => Err(BatchError::Codec(c)),
+        }
+    }
+
     /// The records, inflated into `inflated` (cleared first) when compressed;
     /// at most `limit` bytes of them.
     pub fn records<'b>(
@@ -120,27 +159,8 @@ impl<'a> Batch<'a> {
     where
         'a: 'b,
     {
-        let raw = &self.bytes[HEADER_LEN..];
-        let data: &'b [u8] = match self.codec() {
-            Codec::None => raw,
-            Codec::Gzip => {
-                inflated.clear();
-                let mut decoder = flate2::read::GzDecoder::new(raw).take(limit as u64 + 1);
-                decoder
-                    .read_to_end(inflated)
-                    .map_err(|_| BatchError::Inflate)?;
-                if inflated.len() > limit {
-                    return Err(BatchError::TooLarge(limit));
-                }
-                inflated
-            }
-            Codec::Other(c) => return Err(BatchError::Codec(c)),
-        };
-        Ok(Records {
-            data,
-            left: self.record_count(),
-            declared: self.record_count(),
-        })
+        let data = self.records_data(inflated, limit)?;
+        Ok(Records::resume(data, self.record_count()))
     }
 }
 
@@ -216,6 +236,23 @@ pub struct Records<'a> {
     declared: i32,
 }
 
+impl<'a> Records<'a> {
+    /// The records of a batch from where a reading stopped: `data` holds the
+    /// rest of its records, `left` of them.
+    pub fn resume(data: &'a [u8], left: i32) -> Self {
+        Records {
+            data,
+            left,
+            declared: left,
+        }
+    }
+
+    /// Bytes of records not read yet.
+    pub fn rest_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
 impl<'a> Iterator for Records<'a> {
     type Item = Result<RecordRef<'a>, BatchError>;
 
@@ -254,6 +291,7 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
+#[inline]
 fn read_record<'a>(data: &mut &'a [u8]) -> Result<RecordRef<'a>, BatchError> {
     if data.is_empty() {
         return Err(BatchError::Truncated);
@@ -296,6 +334,7 @@ fn read_record<'a>(data: &mut &'a [u8]) -> Result<RecordRef<'a>, BatchError> {
     })
 }
 
+#[inline]
 fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], BatchError> {
     if data.len() < n {
         return Err(BatchError::Malformed);
@@ -305,6 +344,7 @@ fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], BatchError> {
     Ok(head)
 }
 
+#[inline]
 fn read_nullable<'a>(data: &mut &'a [u8]) -> Result<Option<&'a [u8]>, BatchError> {
     match read_varint(data)? {
         -1 => Ok(None),
@@ -314,6 +354,7 @@ fn read_nullable<'a>(data: &mut &'a [u8]) -> Result<Option<&'a [u8]>, BatchError
 }
 
 /// A zigzag varint of at most 5 bytes (Kafka's `varint`).
+#[inline]
 pub fn read_varint(data: &mut &[u8]) -> Result<i32, BatchError> {
     let v = read_unsigned(data, 5)?;
     let v = u32::try_from(v).map_err(|_| BatchError::Malformed)?;
@@ -321,12 +362,21 @@ pub fn read_varint(data: &mut &[u8]) -> Result<i32, BatchError> {
 }
 
 /// A zigzag varint of at most 10 bytes (Kafka's `varlong`).
+#[inline]
 pub fn read_varlong(data: &mut &[u8]) -> Result<i64, BatchError> {
     let v = read_unsigned(data, 10)?;
     Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
 }
 
+#[inline]
 fn read_unsigned(data: &mut &[u8], max_bytes: usize) -> Result<u64, BatchError> {
+    // Most of a record's varints (small lengths and deltas) are one byte.
+    if let Some((&b, rest)) = data.split_first() {
+        if b < 0x80 {
+            *data = rest;
+            return Ok(u64::from(b));
+        }
+    }
     let mut value = 0u64;
     for i in 0..max_bytes {
         let (&b, rest) = data.split_first().ok_or(BatchError::Malformed)?;

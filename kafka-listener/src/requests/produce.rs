@@ -19,7 +19,7 @@ use kacrab_protocol::generated::produce_response::{
 use kacrab_protocol::KafkaString;
 
 use super::{code, decode, respond, Answer, Context, Pending, Request, Undecodable};
-use crate::batch::{batches, BatchError};
+use crate::batch::{batches, BatchError, Codec, Records};
 use crate::frame::MAX_KAFKA_REQUEST;
 use crate::log::{AppendError, ProducerHandle, RecordToAppend};
 
@@ -31,8 +31,10 @@ struct Part {
     topic: KafkaString,
     index: i32,
     records: Bytes,
-    /// Records already appended (the first of them at `base_offset`).
-    appended: usize,
+    /// Where appending goes on: the byte of `records` where the batch being
+    /// appended starts, and that batch once begun.
+    batch_at: usize,
+    begun: Option<Begun>,
     base_offset: Option<u64>,
     /// The offset after the last record appended.
     end: u64,
@@ -64,7 +66,8 @@ pub fn start(
                 topic: t.name.clone(),
                 index: p.index,
                 records: p.records.unwrap_or_default(),
-                appended: 0,
+                batch_at: 0,
+                begun: None,
                 base_offset: None,
                 end: 0,
                 placed: false,
@@ -197,49 +200,64 @@ impl Part {
         self.placed = true;
     }
 
+    /// Appends as many of its records as fit now, going on from where the last
+    /// call stopped: a produce waiting for room reads each record once.
     fn append(&mut self, cx: &mut Context<'_>, producer: ProducerHandle) {
         let Ok(partition) = u32::try_from(self.index) else {
             return;
         };
-        let mut seen = 0usize;
         let records = self.records.clone();
         let log = cx.log;
-        let inflated = &mut cx.connection.inflated;
-        for batch in batches(&records) {
-            let Ok(batch) = batch else {
-                return self.fail(code::CORRUPT_MESSAGE, "corrupt batch".into());
-            };
-            let count = usize::try_from(batch.record_count()).unwrap_or(0);
-            if seen + count <= self.appended {
-                seen += count;
-                continue;
+        while self.batch_at < records.len() {
+            if self.begun.is_none() {
+                // The batch was checked whole (its CRC too) before anything was
+                // appended; it is read once more here, then never again.
+                let Some(Ok(batch)) = batches(&records[self.batch_at..]).next() else {
+                    return self.fail(code::CORRUPT_MESSAGE, "corrupt batch".into());
+                };
+                let inflated = if batch.codec() == Codec::None {
+                    None
+                } else {
+                    let mut inflated = Vec::new();
+                    if batch
+                        .records_data(&mut inflated, MAX_KAFKA_REQUEST)
+                        .is_err()
+                    {
+                        return self.fail(code::CORRUPT_MESSAGE, "corrupt batch".into());
+                    }
+                    Some(inflated)
+                };
+                self.begun = Some(Begun {
+                    inflated,
+                    len: batch.len(),
+                    next_at: 0,
+                    left: batch.record_count(),
+                });
             }
-            // One list per batch: its records borrow the batch's inflated bytes.
-            let mut entries: Vec<RecordToAppend<'_>> = Vec::with_capacity(count.min(records.len()));
-            let Ok(rs) = batch.records(inflated, MAX_KAFKA_REQUEST) else {
-                return self.fail(code::CORRUPT_MESSAGE, "corrupt batch".into());
+            let begun = self.begun.as_ref().expect("begun above");
+            let data: &[u8] = match &begun.inflated {
+                Some(v) => &v[begun.next_at..],
+                None => {
+                    &records[self.batch_at + crate::batch::HEADER_LEN + begun.next_at
+                        ..self.batch_at + begun.len]
+                }
             };
-            for r in rs {
-                let Ok(r) = r else {
+            // A chunk at a time: a ring with little room costs the reading of no
+            // more than a chunk.
+            let chunk = APPEND_CHUNK.min(begun.left.max(0) as usize);
+            let mut rs = Records::resume(data, begun.left);
+            // Each entry with where the records after it start.
+            let mut entries: Vec<RecordToAppend<'_>> = Vec::with_capacity(chunk);
+            let mut ends: Vec<usize> = Vec::with_capacity(chunk);
+            while entries.len() < chunk {
+                let Some(Ok(r)) = rs.next() else {
                     return self.fail(code::CORRUPT_MESSAGE, "corrupt record".into());
                 };
-                if seen >= self.appended {
-                    entries.push((r.key, r.value.unwrap_or_default(), r.headers));
-                }
-                seen += 1;
+                entries.push((r.key, r.value.unwrap_or_default(), r.headers));
+                ends.push(data.len() - rs.rest_len());
             }
-            match log.append(producer, self.topic.as_str(), partition, &entries) {
-                Ok(done) => {
-                    if let Some(first) = done.first_offset {
-                        self.base_offset.get_or_insert(first);
-                        self.end = first + done.count as u64;
-                    }
-                    self.appended += done.count;
-                    if done.count < entries.len() {
-                        // The ring is full: the rest waits for room.
-                        return;
-                    }
-                }
+            let appended = match log.append(producer, self.topic.as_str(), partition, &entries) {
+                Ok(done) => done,
                 Err(AppendError::UnknownPartition) => {
                     return self.fail(code::UNKNOWN_TOPIC_OR_PARTITION, "no such partition".into())
                 }
@@ -247,11 +265,43 @@ impl Part {
                     return self.fail(code::MESSAGE_TOO_LARGE, e.to_string())
                 }
                 Err(AppendError::Refused(why)) => return self.fail(code::KAFKA_STORAGE_ERROR, why),
+            };
+            if let Some(first) = appended.first_offset {
+                self.base_offset.get_or_insert(first);
+                self.end = first + appended.count as u64;
+            }
+            let all = appended.count == entries.len();
+            drop(entries);
+            let begun = self.begun.as_mut().expect("begun above");
+            if appended.count > 0 {
+                begun.next_at += ends[appended.count - 1];
+                begun.left -= appended.count as i32;
+            }
+            if !all {
+                // The ring is full: the rest waits for room, from here.
+                return;
+            }
+            if begun.left <= 0 {
+                self.batch_at += begun.len;
+                self.begun = None;
             }
         }
         self.placed = true;
     }
 }
+
+/// A batch partly appended: its records inflated (when compressed; in place
+/// otherwise), where the next one starts in them, and how many are left.
+struct Begun {
+    inflated: Option<Vec<u8>>,
+    /// Bytes of the whole batch in the request.
+    len: usize,
+    next_at: usize,
+    left: i32,
+}
+
+/// Records read and appended at a time.
+const APPEND_CHUNK: usize = 256;
 
 /// Checks a partition's batches whole; the Kafka error and its message if not.
 fn check_batches(records: &[u8], inflated: &mut Vec<u8>) -> Result<(), (i16, String)> {

@@ -1,21 +1,45 @@
 //! Requests the listener does not serve (an API or a version outside
 //! [`super::SERVED`]): answered with Kafka's UNSUPPORTED_VERSION in the
 //! request's own response shape, so that the client hears why and the
-//! connection stays open. An API whose response shape carries no error code at
-//! its top cannot be answered that way: its connection is closed.
+//! connection stays open. Where the shape carries an error per item (a topic,
+//! a partition, a group, a resource), the request is read and every item it
+//! names is answered so. An API the codec does not know, or a version of one it
+//! cannot read, cannot be answered at all: its connection is closed.
 
 use bytes::BytesMut;
 use kacrab_protocol::generated::{
+    create_partitions_request::CreatePartitionsRequestData,
+    create_partitions_response::{CreatePartitionsResponseData, CreatePartitionsTopicResult},
+    delete_records_request::DeleteRecordsRequestData,
+    delete_records_response::{
+        DeleteRecordsPartitionResult, DeleteRecordsResponseData, DeleteRecordsTopicResult,
+    },
+    delete_topics_request::DeleteTopicsRequestData,
+    delete_topics_response::{DeletableTopicResult, DeleteTopicsResponseData},
+    describe_configs_request::DescribeConfigsRequestData,
+    describe_configs_response::{DescribeConfigsResponseData, DescribeConfigsResult},
+    describe_groups_request::DescribeGroupsRequestData,
+    describe_groups_response::{DescribeGroupsResponseData, DescribedGroup},
     find_coordinator_response::FindCoordinatorResponseData,
     heartbeat_response::HeartbeatResponseData,
     init_producer_id_response::InitProducerIdResponseData,
-    join_group_response::JoinGroupResponseData, leave_group_response::LeaveGroupResponseData,
+    join_group_response::JoinGroupResponseData,
+    leave_group_response::LeaveGroupResponseData,
     list_groups_response::ListGroupsResponseData,
-    sasl_handshake_response::SaslHandshakeResponseData, sync_group_response::SyncGroupResponseData,
+    offset_commit_request::OffsetCommitRequestData,
+    offset_commit_response::{
+        OffsetCommitResponseData, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    },
+    offset_fetch_request::OffsetFetchRequestData,
+    offset_fetch_response::OffsetFetchResponseData,
+    sasl_handshake_response::SaslHandshakeResponseData,
+    sync_group_response::SyncGroupResponseData,
 };
 use kacrab_protocol::version::{request_header_version, response_header_version};
 
-use super::{code, respond_with_header, Request, Undecodable};
+use super::{code, decode, respond_with_header, Request, Undecodable};
+
+const REFUSED: i16 = code::UNSUPPORTED_VERSION;
 
 /// Whether the request header of `api_key` at `version` is the flexible one.
 pub fn is_flexible(api_key: i16, version: i16) -> bool {
@@ -49,6 +73,133 @@ pub fn answer(request: &Request) -> Result<Vec<u8>, Undecodable> {
         16 => respond(&refusal!(ListGroupsResponseData)),
         17 => respond(&refusal!(SaslHandshakeResponseData)),
         22 => respond(&refusal!(InitProducerIdResponseData)),
+        8 => {
+            let asked = decode(request, OffsetCommitRequestData::read)?;
+            let r = OffsetCommitResponseData {
+                topics: asked
+                    .topics
+                    .into_iter()
+                    .map(|t| OffsetCommitResponseTopic {
+                        name: t.name,
+                        topic_id: t.topic_id,
+                        partitions: t
+                            .partitions
+                            .iter()
+                            .map(|p| OffsetCommitResponsePartition {
+                                partition_index: p.partition_index,
+                                error_code: REFUSED,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            respond(&|out, v| r.write(out, v))
+        }
+        9 => {
+            decode(request, OffsetFetchRequestData::read)?;
+            let r = OffsetFetchResponseData {
+                error_code: REFUSED,
+                ..Default::default()
+            };
+            respond(&|out, v| r.write(out, v))
+        }
+        15 => {
+            let asked = decode(request, DescribeGroupsRequestData::read)?;
+            let r = DescribeGroupsResponseData {
+                groups: asked
+                    .groups
+                    .into_iter()
+                    .map(|g| DescribedGroup {
+                        error_code: REFUSED,
+                        group_id: g,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            respond(&|out, v| r.write(out, v))
+        }
+        20 => {
+            let asked = decode(request, DeleteTopicsRequestData::read)?;
+            let names: Vec<_> = if asked.topics.is_empty() {
+                asked.topic_names.into_iter().map(Some).collect()
+            } else {
+                asked.topics.into_iter().map(|t| t.name).collect()
+            };
+            let r = DeleteTopicsResponseData {
+                responses: names
+                    .into_iter()
+                    .map(|name| DeletableTopicResult {
+                        name,
+                        error_code: REFUSED,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            respond(&|out, v| r.write(out, v))
+        }
+        21 => {
+            let asked = decode(request, DeleteRecordsRequestData::read)?;
+            let r = DeleteRecordsResponseData {
+                topics: asked
+                    .topics
+                    .into_iter()
+                    .map(|t| DeleteRecordsTopicResult {
+                        name: t.name,
+                        partitions: t
+                            .partitions
+                            .iter()
+                            .map(|p| DeleteRecordsPartitionResult {
+                                partition_index: p.partition_index,
+                                low_watermark: -1,
+                                error_code: REFUSED,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            respond(&|out, v| r.write(out, v))
+        }
+        32 => {
+            let asked = decode(request, DescribeConfigsRequestData::read)?;
+            let r = DescribeConfigsResponseData {
+                results: asked
+                    .resources
+                    .into_iter()
+                    .map(|res| DescribeConfigsResult {
+                        error_code: REFUSED,
+                        resource_type: res.resource_type,
+                        resource_name: res.resource_name,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            respond(&|out, v| r.write(out, v))
+        }
+        37 => {
+            let asked = decode(request, CreatePartitionsRequestData::read)?;
+            let r = CreatePartitionsResponseData {
+                results: asked
+                    .topics
+                    .into_iter()
+                    .map(|t| CreatePartitionsTopicResult {
+                        name: t.name,
+                        error_code: REFUSED,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            respond(&|out, v| r.write(out, v))
+        }
         _ => Err(Undecodable(format!(
             "API key {api} version {v} is not served (docs/kafka.md lists what is)"
         ))),
