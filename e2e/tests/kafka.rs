@@ -680,3 +680,89 @@ fn list_offsets_finds_the_earliest_the_end_and_the_first_at_a_time() {
     );
     broker.stop();
 }
+
+#[test]
+fn the_kafka_port_listens_on_loopback_only_and_hands_out_the_advertised_address() {
+    // Another address would need authentication, which the port does not serve.
+    for bind in ["0.0.0.0", "192.0.2.1"] {
+        let f = Proc::spawn(
+            &e2e::bin("broker"),
+            &["--port", "0", "--kafka-port", "0", "--kafka-bind", bind],
+            None,
+            StdoutMode::Collect,
+        )
+        .wait_exit();
+        assert_eq!(f.code(), Some(2), "{:?}", f.stderr);
+        assert!(
+            f.last_stderr_line().contains("loopback") && f.last_stderr_line().contains(bind),
+            "{:?}",
+            f.stderr
+        );
+        assert!(f.stdout.is_empty(), "never ready");
+    }
+    let (broker, kafka) = kafka_broker(&["--kafka-advertise", "kafka.example:19092"]);
+    let listed = kcat(&["-b", &kafka, "-L"], None).stdout_text();
+    assert!(
+        listed.contains("broker 0 at kafka.example:19092"),
+        "{listed}"
+    );
+    broker.stop();
+}
+
+#[test]
+fn a_produce_with_acks_0_is_never_answered_and_its_records_arrive() {
+    let (broker, kafka) = kafka_broker(&["--topics", "quiet"]);
+    let messages = varied_messages(200);
+    python(
+        "kafka-python",
+        "produce",
+        &[&kafka, "quiet", "--acks", "0"],
+        Some(as_client_input(&messages)),
+    );
+    // kafka-python reports offset -1 for what it was never answered; the
+    // records are there all the same, in order.
+    let read = read_shared_memory(&broker, "quiet", messages.len());
+    let got: Vec<Vec<u8>> = read.iter().map(payload_of).collect();
+    let sent: Vec<Vec<u8>> = messages.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(got, sent);
+    broker.stop();
+}
+
+#[test]
+fn a_fetch_at_the_end_waits_for_the_next_message_and_answers_with_it() {
+    let (broker, kafka) = kafka_broker(&["--topics", "waits"]);
+    let mut s = TcpStream::connect(&kafka).unwrap();
+    s.set_read_timeout(Some(e2e::DEADLINE)).unwrap();
+    // Fetch v4 of waits/0 from offset 0 (its end): max_wait_ms 30 s, min_bytes 1.
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+    body.extend_from_slice(&30_000i32.to_be_bytes()); // max_wait_ms
+    body.extend_from_slice(&1i32.to_be_bytes()); // min_bytes
+    body.extend_from_slice(&(1i32 << 20).to_be_bytes()); // max_bytes
+    body.push(0); // isolation level
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&5i16.to_be_bytes());
+    body.extend_from_slice(b"waits");
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&0i32.to_be_bytes()); // partition
+    body.extend_from_slice(&0i64.to_be_bytes()); // fetch offset
+    body.extend_from_slice(&(1i32 << 20).to_be_bytes()); // partition max bytes
+    let started = std::time::Instant::now();
+    s.write_all(&request(1, 4, 3, &body)).unwrap();
+    // It waits: the message it answers with is sent only now.
+    let sent = broker
+        .producer(&["--topic", "waits", "the awaited message"], None)
+        .wait_exit();
+    assert_eq!(sent.code(), Some(0), "{:?}", sent.stderr);
+    let r = response(&mut s);
+    println!(
+        "a waiting fetch answered {:?} after it was sent",
+        started.elapsed()
+    );
+    assert_eq!(&r[..4], &3i32.to_be_bytes());
+    let found = r
+        .windows(b"the awaited message".len())
+        .any(|w| w == b"the awaited message");
+    assert!(found, "the answer carries the message");
+    broker.stop();
+}
