@@ -766,3 +766,45 @@ fn a_fetch_at_the_end_waits_for_the_next_message_and_answers_with_it() {
     assert!(found, "the answer carries the message");
     broker.stop();
 }
+
+#[test]
+fn a_kafka_records_headers_go_with_it_to_the_dead_letter_topic() {
+    let (broker, kafka) =
+        kafka_broker(&["--topics", "jobs", "--groups", "0", "--max-attempts", "1"]);
+    let member = |fault: Option<&str>| {
+        let env: Vec<(&str, &str)> = fault.map(|f| ("MINIKAFKA_FAULT", f)).into_iter().collect();
+        let mut p = e2e::Proc::spawn_env(
+            &e2e::bin("consumer"),
+            &broker.client_args(&["--group", "g", "--topic", "jobs", "--format", "none"]),
+            None,
+            StdoutMode::Collect,
+            &env,
+        );
+        p.wait_stderr("joined group ");
+        p
+    };
+    // The member dies once it has printed the message: one delivery without an
+    // acknowledgement is all --max-attempts 1 allows.
+    let first = member(Some("consumer-printed:1"));
+    let input = serde_json::json!({"k": hex(b"job-1"), "v": hex(b"poison"), "h": [["trace-id", hex(b"t-1")]]});
+    python(
+        "kafka-python",
+        "produce",
+        &[&kafka, "jobs"],
+        Some(format!("{input}\n").into_bytes()),
+    );
+    assert_eq!(first.wait_exit().code(), None, "killed by its fault");
+    // The group publishes its dead letters while it has members.
+    let second = member(None);
+    let dead = wait_lines(&broker, "persistencia_mensajes.txt", "jobs.dlq", 0, 1);
+    let f: Vec<&str> = dead[0].split('\t').collect();
+    assert_eq!(
+        (f[4], f[5], f[6], f.get(7).copied()),
+        ("dlq:g", "job-1", "poison", Some("trace-id=t-1")),
+        "{}",
+        dead[0]
+    );
+    second.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(second.wait_exit().code(), Some(0));
+    broker.stop();
+}

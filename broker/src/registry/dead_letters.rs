@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use audit_format::log_reader::LogReader;
 use shm_layout::client::{ClientRecord, ClientRole};
 use shm_layout::layout::client_state;
-use shm_layout::ring::Sender;
+use shm_layout::ring::{Sender, WithHeaders};
 use shm_layout::sys::wall_clock_micros;
 
 use super::Registry;
@@ -38,10 +38,11 @@ pub(super) enum Creation {
     RetryAt(Instant),
 }
 
-/// A dead letter's key and payload, as sent.
+/// A dead letter's key, payload and headers, as sent.
 struct Letter {
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
+    headers: Vec<u8>,
     producer: Arc<str>,
 }
 
@@ -76,13 +77,15 @@ impl Registry {
                 return;
             };
             // Never waits: a full ring is tried again at the next pass.
-            let sent = ring.region.send_now(
-                sender,
-                letter.key.as_deref(),
-                &letter.payload,
-                wall_clock_micros(),
-            );
-            if sent.is_err() {
+            let one = [WithHeaders {
+                key: letter.key.as_deref(),
+                payload: &letter.payload,
+                headers: &letter.headers,
+            }];
+            let sent = ring
+                .region
+                .send_batch_now(sender, &one, wall_clock_micros());
+            if !matches!(sent, Ok((_, 1))) {
                 return;
             }
             self.region.mark_ring_pending(ring.number);
@@ -116,6 +119,7 @@ impl Registry {
             return Some(Letter {
                 key: record.key.map(<[u8]>::to_vec),
                 payload: record.payload.to_vec(),
+                headers: record.headers.to_vec(),
                 producer: self
                     .producers
                     .get(&key)
@@ -134,6 +138,7 @@ impl Registry {
         (found.record.offset == offset).then(|| Letter {
             key: found.record.key,
             payload: found.record.payload,
+            headers: found.record.headers,
             producer: Arc::from(found.record.producer.as_str()),
         })
     }
