@@ -5,6 +5,11 @@
     client.py kafka-python create-topic BOOTSTRAP NAME PARTITIONS
     client.py kafka-python api-version BOOTSTRAP
     client.py kafka-python offsets BOOTSTRAP TOPIC PARTITION TIME_MS
+    client.py kafka-python produce-until-failure BOOTSTRAP TOPIC
+
+`produce-until-failure` sends numbered messages ("m0", "m1", ...) with acks 1
+and prints each one the broker acknowledged, as it is acknowledged, until a
+send fails (the broker is gone).
 
 `produce ... --check-file PATH` checks, as each send returns, that PATH (the
 broker's persistence file) already holds the record's line.
@@ -90,6 +95,35 @@ def kafka_python(command, args):
             if seen == count:
                 break
         consumer.close()
+    elif command == "produce-until-failure":
+        import threading
+        bootstrap, topic = args[0], args[1]
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks=1, retries=0, linger_ms=1,
+            request_timeout_ms=2000, max_block_ms=2000, reconnect_backoff_max_ms=100,
+        )
+        failed = threading.Event()
+        lock = threading.Lock()
+
+        def acknowledged(value):
+            def report(md):
+                with lock:
+                    print(json.dumps({"p": md.partition, "o": md.offset, "v": value}), flush=True)
+            return report
+
+        i = 0
+        while not failed.is_set():
+            value = "m%d" % i
+            try:
+                f = producer.send(topic, value=value.encode())
+            except Exception:
+                break
+            f.add_callback(acknowledged(value))
+            f.add_errback(lambda e: failed.set())
+            i += 1
+            if i % 100 == 0:
+                producer.flush(timeout=5)
+        producer.close(timeout=2)
     elif command == "offsets":
         bootstrap, topic, partition, at = args[0], args[1], int(args[2]), int(args[3])
         consumer = KafkaConsumer(bootstrap_servers=bootstrap)

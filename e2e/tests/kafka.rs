@@ -808,3 +808,55 @@ fn a_kafka_records_headers_go_with_it_to_the_dead_letter_topic() {
     assert_eq!(second.wait_exit().code(), Some(0));
     broker.stop();
 }
+
+#[test]
+fn a_broker_killed_under_kafka_produce_keeps_every_record_it_acknowledged() {
+    let (broker, kafka) = kafka_broker(&["--topics", "kept"]);
+    let watcher = e2e::Watcher::default();
+    let client = Proc::spawn(
+        Path::new(PYTHON),
+        &[
+            client_script().display().to_string(),
+            "kafka-python".into(),
+            "produce-until-failure".into(),
+            kafka.clone(),
+            "kept".into(),
+        ],
+        None,
+        StdoutMode::Watched(watcher.clone()),
+    );
+    // Killed in the middle of the stream, after a few thousand acknowledgements.
+    watcher.wait_until(
+        "the client's acknowledgements",
+        std::time::Duration::from_millis(100),
+        || match client.stdout_lines_so_far() {
+            n if n >= 3000 => Ok(()),
+            n => Err(format!("{n} of 3000 acknowledged")),
+        },
+    );
+    let (data, shm) = broker.kill();
+    let mut out = client.take_stdout_so_far();
+    out.extend(client.wait_exit().stdout);
+    let acknowledged = json_lines(&out);
+    assert!(acknowledged.len() >= 3000);
+    // The next broker recovers the region: every acknowledged record is in the
+    // file, once, at the offset the client was told.
+    let broker = Broker::start_with(data, shm, &["--topics", "kept", "--flush-interval", "10ms"]);
+    let files = persisted(&broker, "kept");
+    let by_offset: HashMap<u64, &Vec<u8>> = files.iter().map(|(_, o, _, _, v)| (*o, v)).collect();
+    assert_eq!(by_offset.len(), files.len(), "no offset twice");
+    for a in &acknowledged {
+        let offset = a["o"].as_u64().unwrap();
+        assert_eq!(
+            by_offset.get(&offset).map(|v| v.as_slice()),
+            Some(a["v"].as_str().unwrap().as_bytes()),
+            "acknowledged offset {offset}"
+        );
+    }
+    println!(
+        "{} acknowledged, {} in the file after the restart",
+        acknowledged.len(),
+        files.len()
+    );
+    broker.stop();
+}
