@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use audit_format::index::TopicPartition;
 use audit_format::log_reader::LogReader;
 use kafka_listener::log::{
-    AppendError, Appended, CreateTopicError, KafkaLog, Offsets, ProducerHandle, ReadDone,
-    ReadError, RecordToAppend, StoredRecord, TopicSummary,
+    AppendError, Appended, CreateTopicError, GroupSummary, KafkaLog, Offsets, ProducerHandle,
+    ReadDone, ReadError, RecordToAppend, StoredRecord, TopicSummary,
 };
 use shm_layout::ring::{ReadError as RingReadError, SendError, Sender};
 use shm_layout::sys::wall_clock_micros;
@@ -127,6 +127,18 @@ impl KafkaLog for BrokerLog {
             partitions: t.partitions,
         }));
         all
+    }
+
+    fn groups(&self) -> Vec<GroupSummary> {
+        self.registry()
+            .group_summaries()
+            .into_iter()
+            .map(|(name, members, assignment)| GroupSummary {
+                name,
+                members,
+                assignment: assignment.name().to_string(),
+            })
+            .collect()
     }
 
     fn partitions(&self, topic: &str) -> Option<u32> {

@@ -6,6 +6,7 @@
     client.py kafka-python api-version BOOTSTRAP
     client.py kafka-python offsets BOOTSTRAP TOPIC PARTITION TIME_MS
     client.py kafka-python produce-until-failure BOOTSTRAP TOPIC
+    client.py kafka-python groups BOOTSTRAP GROUP...
 
 `produce-until-failure` sends numbered messages ("m0", "m1", ...) with acks 1
 and prints each one the broker acknowledged, as it is acknowledged, until a
@@ -124,6 +125,17 @@ def kafka_python(command, args):
             if i % 100 == 0:
                 producer.flush(timeout=5)
         producer.close(timeout=2)
+    elif command == "groups":
+        from kafka.admin import KafkaAdminClient
+        admin = KafkaAdminClient(bootstrap_servers=args[0])
+        listed = sorted([list(g) for g in admin.list_consumer_groups()])
+        described = [
+            {"group": d.group, "state": d.state, "protocol_type": d.protocol_type,
+             "protocol": d.protocol, "members": sorted(m.member_id for m in d.members)}
+            for d in admin.describe_consumer_groups(args[1:])
+        ]
+        print(json.dumps({"listed": listed, "described": described}))
+        admin.close()
     elif command == "offsets":
         bootstrap, topic, partition, at = args[0], args[1], int(args[2]), int(args[3])
         consumer = KafkaConsumer(bootstrap_servers=bootstrap)

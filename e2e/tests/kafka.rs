@@ -860,3 +860,34 @@ fn a_broker_killed_under_kafka_produce_keeps_every_record_it_acknowledged() {
     );
     broker.stop();
 }
+
+#[test]
+fn kafkas_admin_client_lists_and_describes_the_shared_memory_groups() {
+    let (broker, kafka) = kafka_broker(&["--groups", "alpha,beta", "--assignment", "partition"]);
+    let (member, _) = broker.consumer(&["--group", "alpha", "--id", "worker-1"]);
+    let f = python(
+        "kafka-python",
+        "groups",
+        &[&kafka, "alpha", "beta", "gamma"],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
+    assert_eq!(
+        v["listed"],
+        serde_json::json!([["alpha", "consumer"], ["beta", "consumer"]])
+    );
+    assert_eq!(
+        v["described"],
+        serde_json::json!([
+            {"group": "alpha", "state": "Stable", "protocol_type": "consumer",
+             "protocol": "partition", "members": ["worker-1"]},
+            {"group": "beta", "state": "Empty", "protocol_type": "consumer",
+             "protocol": "partition", "members": []},
+            {"group": "gamma", "state": "Dead", "protocol_type": "",
+             "protocol": "", "members": []},
+        ])
+    );
+    member.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(member.wait_exit().code(), Some(0));
+    broker.stop();
+}

@@ -3,6 +3,16 @@
 //! implements [`KafkaLog`] over its rings and its persistence file; the
 //! listener knows nothing of either.
 
+/// A group as ListGroups and DescribeGroups show it: today a shared-memory
+/// group, with its consumers' ids and its assignment (`round-robin` or
+/// `partition`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub name: String,
+    pub members: Vec<String>,
+    pub assignment: String,
+}
+
 /// A topic as Metadata lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSummary {
@@ -98,6 +108,9 @@ pub enum CreateTopicError {
 pub trait KafkaLog: Send + Sync + 'static {
     /// Every topic, `default` included, in creation order.
     fn topics(&self) -> Vec<TopicSummary>;
+
+    /// Every live group, oldest first.
+    fn groups(&self) -> Vec<GroupSummary>;
 
     /// How many partitions `topic` has, if it exists.
     fn partitions(&self, topic: &str) -> Option<u32>;

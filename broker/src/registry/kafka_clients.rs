@@ -84,6 +84,24 @@ impl Registry {
         }
     }
 
+    /// Every live group, oldest first: its name, its members' ids and its
+    /// assignment.
+    pub fn group_summaries(&self) -> Vec<(String, Vec<String>, control_protocol::Assignment)> {
+        let mut groups: Vec<_> = self.groups.iter().flatten().collect();
+        groups.sort_by_key(|g| g.created);
+        groups
+            .into_iter()
+            .map(|g| {
+                let members = g
+                    .members
+                    .iter()
+                    .filter_map(|&m| Some(self.clients.get(m as usize)?.as_ref()?.id.to_string()))
+                    .collect();
+                (g.name.to_string(), members, g.assignment)
+            })
+            .collect()
+    }
+
     /// Whether Kafka client `client_id` has a stand-in producer now.
     pub fn has_kafka_producer(&self, client_id: &str) -> bool {
         self.kafka_producers.contains_key(client_id)

@@ -14,7 +14,10 @@ use crate::log::{KafkaLog, ProducerHandle};
 
 mod api_versions;
 mod create_topics;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod list_groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -25,6 +28,9 @@ pub const PRODUCE: i16 = 0;
 pub const FETCH: i16 = 1;
 pub const LIST_OFFSETS: i16 = 2;
 pub const METADATA: i16 = 3;
+pub const FIND_COORDINATOR: i16 = 10;
+pub const DESCRIBE_GROUPS: i16 = 15;
+pub const LIST_GROUPS: i16 = 16;
 pub const API_VERSIONS: i16 = 18;
 pub const CREATE_TOPICS: i16 = 19;
 
@@ -69,6 +75,27 @@ pub const SERVED: &[Served] = &[
         min: 0,
         max: 9,
         flexible_from: 9,
+    },
+    Served {
+        key: FIND_COORDINATOR,
+        name: "FindCoordinator",
+        min: 0,
+        max: 3,
+        flexible_from: 3,
+    },
+    Served {
+        key: DESCRIBE_GROUPS,
+        name: "DescribeGroups",
+        min: 0,
+        max: 5,
+        flexible_from: 5,
+    },
+    Served {
+        key: LIST_GROUPS,
+        name: "ListGroups",
+        min: 0,
+        max: 4,
+        flexible_from: 3,
     },
     Served {
         key: API_VERSIONS,
@@ -221,6 +248,13 @@ pub fn start(
         API_VERSIONS => Ok(Box::new(Ready(Some(api_versions::answer(&request)?)))),
         METADATA => Ok(Box::new(Ready(Some(metadata::answer(&request, cx)?)))),
         LIST_OFFSETS => Ok(Box::new(Ready(Some(list_offsets::answer(&request, cx)?)))),
+        FIND_COORDINATOR => Ok(Box::new(Ready(Some(find_coordinator::answer(
+            &request, cx,
+        )?)))),
+        LIST_GROUPS => Ok(Box::new(Ready(Some(list_groups::answer(&request, cx)?)))),
+        DESCRIBE_GROUPS => Ok(Box::new(Ready(Some(describe_groups::answer(
+            &request, cx,
+        )?)))),
         PRODUCE => produce::start(request, cx, now),
         FETCH => fetch::start(request, now),
         CREATE_TOPICS => create_topics::start(request, cx),

@@ -18,14 +18,10 @@ use kacrab_protocol::generated::{
     delete_topics_response::{DeletableTopicResult, DeleteTopicsResponseData},
     describe_configs_request::DescribeConfigsRequestData,
     describe_configs_response::{DescribeConfigsResponseData, DescribeConfigsResult},
-    describe_groups_request::DescribeGroupsRequestData,
-    describe_groups_response::{DescribeGroupsResponseData, DescribedGroup},
-    find_coordinator_response::FindCoordinatorResponseData,
     heartbeat_response::HeartbeatResponseData,
     init_producer_id_response::InitProducerIdResponseData,
     join_group_response::JoinGroupResponseData,
     leave_group_response::LeaveGroupResponseData,
-    list_groups_response::ListGroupsResponseData,
     offset_commit_request::OffsetCommitRequestData,
     offset_commit_response::{
         OffsetCommitResponseData, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -65,12 +61,10 @@ pub fn answer(request: &Request) -> Result<Vec<u8>, Undecodable> {
         respond_with_header(request, flexible, v, write)
     };
     match api {
-        10 => respond(&refusal!(FindCoordinatorResponseData)),
         11 => respond(&refusal!(JoinGroupResponseData)),
         12 => respond(&refusal!(HeartbeatResponseData)),
         13 => respond(&refusal!(LeaveGroupResponseData)),
         14 => respond(&refusal!(SyncGroupResponseData)),
-        16 => respond(&refusal!(ListGroupsResponseData)),
         17 => respond(&refusal!(SaslHandshakeResponseData)),
         22 => respond(&refusal!(InitProducerIdResponseData)),
         8 => {
@@ -102,22 +96,6 @@ pub fn answer(request: &Request) -> Result<Vec<u8>, Undecodable> {
             decode(request, OffsetFetchRequestData::read)?;
             let r = OffsetFetchResponseData {
                 error_code: REFUSED,
-                ..Default::default()
-            };
-            respond(&|out, v| r.write(out, v))
-        }
-        15 => {
-            let asked = decode(request, DescribeGroupsRequestData::read)?;
-            let r = DescribeGroupsResponseData {
-                groups: asked
-                    .groups
-                    .into_iter()
-                    .map(|g| DescribedGroup {
-                        error_code: REFUSED,
-                        group_id: g,
-                        ..Default::default()
-                    })
-                    .collect(),
                 ..Default::default()
             };
             respond(&|out, v| r.write(out, v))
