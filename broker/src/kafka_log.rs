@@ -12,7 +12,7 @@ use audit_format::index::TopicPartition;
 use audit_format::log_reader::LogReader;
 use kafka_listener::log::{
     AppendError, Appended, CreateTopicError, GroupSummary, KafkaLog, Offsets, ProducerHandle,
-    ReadDone, ReadError, RecordToAppend, StoredRecord, TopicSummary,
+    ReadError, RecordToAppend, StoredRecord, TopicSummary,
 };
 use shm_layout::ring::{ReadError as RingReadError, SendError, Sender};
 use shm_layout::sys::wall_clock_micros;
@@ -72,23 +72,12 @@ impl BrokerLog {
         topic: &str,
         partition: u32,
     ) -> Option<(Arc<BrokerRegion>, TopicPartition)> {
-        self.ring(topic, partition)
-            .map(|(region, tp, _)| (region, tp))
-    }
-
-    /// As [`BrokerLog::partition`], with the ring's number in the control
-    /// region's pending set (0 for `default`'s own).
-    fn ring(
-        &self,
-        topic: &str,
-        partition: u32,
-    ) -> Option<(Arc<BrokerRegion>, TopicPartition, u32)> {
         if topic == DEFAULT_TOPIC {
             return (partition == 0)
-                .then(|| (self.region.clone(), TopicPartition::default_topic(), 0));
+                .then(|| (self.region.clone(), TopicPartition::default_topic()));
         }
         let ring = self.topics.ring_of(topic, partition)?;
-        Some((ring.region.clone(), ring.partition.clone(), ring.number))
+        Some((ring.region.clone(), ring.partition.clone()))
     }
 
     fn first_in_file(&self, tp: &TopicPartition) -> Option<u64> {
@@ -188,16 +177,10 @@ impl KafkaLog for BrokerLog {
         partition: u32,
         records: &[RecordToAppend<'_>],
     ) -> Result<Appended, AppendError> {
-        let (region, _, number) = self
-            .ring(topic, partition)
+        let (region, _) = self
+            .partition(topic, partition)
             .ok_or(AppendError::UnknownPartition)?;
         let sent = region.send_batch_now(sender_of(producer), records, wall_clock_micros());
-        // The broker's own mapping of a partition's ring rings no doorbell: the
-        // persister is told here, as a producer's commit or shortage tells it.
-        if number != 0 {
-            self.region.mark_ring_pending(number);
-        }
-        shm_layout::event::notify(&self.region.header().cleaner);
         match sent {
             Ok((first_offset, count)) => Ok(Appended {
                 first_offset,
@@ -214,10 +197,6 @@ impl KafkaLog for BrokerLog {
             || self
                 .partition(topic, partition)
                 .is_none_or(|(region, _)| region.persisted_offset() >= end)
-    }
-
-    fn waits_for_disk(&self) -> bool {
-        self.fsync
     }
 
     fn offsets(&self, topic: &str, partition: u32) -> Option<Offsets> {
@@ -239,7 +218,7 @@ impl KafkaLog for BrokerLog {
         from: u64,
         reader: &str,
         visit: &mut dyn FnMut(StoredRecord<'_>) -> bool,
-    ) -> Result<ReadDone, ReadError> {
+    ) -> Result<Option<u64>, ReadError> {
         let (region, tp) = self
             .partition(topic, partition)
             .ok_or(ReadError::UnknownPartition)?;
@@ -325,7 +304,7 @@ impl KafkaLog for BrokerLog {
         drop(readers);
         let log_mark =
             (!reads.is_empty()).then(|| self.registry().log_kafka_reads(&tp, reader, &reads));
-        Ok(ReadDone { next, log_mark })
+        Ok(log_mark)
     }
 
     fn log_written(&self, mark: u64) -> bool {

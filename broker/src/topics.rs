@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use audit_format::index::TopicPartition;
 use audit_format::topics::{self as directory, TopicRecord, DEFAULT_TOPIC};
+use shm_layout::doorbell::Doorbell;
 use shm_layout::layout::Geometry;
 use shm_layout::region::OwnerState;
 use shm_layout::{BrokerRegion, Region, RegionError};
@@ -355,6 +356,8 @@ impl Topics {
             }
             other => other?,
         };
+        // The broker's own sends into the ring tell its persister, as clients' do.
+        let region = region.ring_doorbell(Doorbell::open(&self.control, number)?);
         region.start_at(next, next);
         region.set_fsync(self.fsync);
         let region = Arc::new(region);

@@ -97,15 +97,6 @@ impl<'a> Batch<'a> {
         self.attributes() & CONTROL_BIT != 0
     }
 
-    /// The producer id of an idempotent or transactional producer, -1 otherwise.
-    pub fn producer_id(&self) -> i64 {
-        i64::from_be_bytes(self.field(PRODUCER_ID_AT))
-    }
-
-    pub fn base_timestamp(&self) -> i64 {
-        i64::from_be_bytes(self.field(BASE_TIMESTAMP_AT))
-    }
-
     pub fn record_count(&self) -> i32 {
         i32::from_be_bytes(self.field(RECORD_COUNT_AT))
     }

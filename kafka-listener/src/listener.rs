@@ -197,22 +197,11 @@ impl Listener {
         let Some(conn) = conns.get_mut(&token) else {
             return;
         };
-        let mut cx = Context {
-            log: &self.log,
-            advertised: (&self.config.advertised_host, self.config.advertised_port),
-            connection: &mut conn.state,
-            spawn_creation,
-        };
-        let alive = serve_connection(
-            &mut conn.stream,
-            &mut conn.input,
-            &mut conn.output,
-            &mut conn.waiting,
-            &mut conn.closing,
-            &mut cx,
-            reports,
-            conn.peer,
+        let advertised = (
+            self.config.advertised_host.as_str(),
+            self.config.advertised_port,
         );
+        let alive = conn.serve(&self.log, advertised, spawn_creation, reports);
         if !alive {
             self.close(poll, conns, token);
         } else if conn.waiting.is_none() {
@@ -279,79 +268,95 @@ impl Listener {
     }
 }
 
-/// Answers what the connection sent, reads on while nothing waits, and writes
-/// what is answered; false once the connection is to be closed.
-#[allow(clippy::too_many_arguments)]
-fn serve_connection(
-    stream: &mut TcpStream,
-    input: &mut FrameInput,
-    output: &mut Vec<u8>,
-    waiting: &mut Option<Box<dyn Pending>>,
-    closing: &mut bool,
-    cx: &mut Context<'_>,
-    reports: &mut Reports,
-    peer: Option<SocketAddr>,
-) -> bool {
-    let peer_name = || peer.map_or_else(|| "a client".to_string(), |p| p.to_string());
-    loop {
-        // The request waiting, if any, first.
-        if let Some(pending) = waiting.as_mut() {
-            match pending.poll(cx, Instant::now()) {
-                Ok(Answer::NotYet) => break,
-                Ok(Answer::Done(frame)) => {
-                    *waiting = None;
-                    if let Some(f) = frame {
-                        output.extend_from_slice(&f);
+impl Connection {
+    /// Answers what the connection sent, reads on while nothing waits, and
+    /// writes what is answered; false once the connection is to be closed.
+    fn serve(
+        &mut self,
+        log: &Arc<dyn KafkaLog>,
+        advertised: (&str, u16),
+        spawn_creation: &dyn Fn(Box<dyn FnOnce() + Send>),
+        reports: &mut Reports,
+    ) -> bool {
+        let Connection {
+            stream,
+            peer,
+            input,
+            output,
+            waiting,
+            state,
+            closing,
+            ..
+        } = self;
+        let cx = &mut Context {
+            log,
+            advertised,
+            connection: state,
+            spawn_creation,
+        };
+        let peer = *peer;
+        let peer_name = || peer.map_or_else(|| "a client".to_string(), |p| p.to_string());
+        loop {
+            // The request waiting, if any, first.
+            if let Some(pending) = waiting.as_mut() {
+                match pending.poll(cx, Instant::now()) {
+                    Ok(Answer::NotYet) => break,
+                    Ok(Answer::Done(frame)) => {
+                        *waiting = None;
+                        if let Some(f) = frame {
+                            output.extend_from_slice(&f);
+                        }
                     }
-                }
-                Err(e) => {
-                    reports.say(|| format!("closing the connection of {}: {e}", peer_name()));
-                    return false;
-                }
-            }
-        }
-        if !flush(stream, output) {
-            return false;
-        }
-        if *closing {
-            return !output.is_empty();
-        }
-        if output.len() > MAX_OUTPUT {
-            // The client does not read its answers: it is read from no more
-            // until it does.
-            break;
-        }
-        match input.next_frame() {
-            Ok(Some(frame)) => {
-                let started =
-                    Request::parse(frame).and_then(|r| requests::start(r, cx, Instant::now()));
-                match started {
-                    Ok(p) => *waiting = Some(p),
                     Err(e) => {
                         reports.say(|| format!("closing the connection of {}: {e}", peer_name()));
                         return false;
                     }
                 }
-                continue;
             }
-            Ok(None) => {}
-            Err(e) => {
-                reports.say(|| format!("closing the connection of {}: {e}", peer_name()));
+            if !flush(stream, output) {
                 return false;
             }
-        }
-        match input.read_from(stream) {
-            Ok(0) => {
-                *closing = true;
+            if *closing {
                 return !output.is_empty();
             }
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return false,
+            if output.len() > MAX_OUTPUT {
+                // The client does not read its answers: it is read from no more
+                // until it does.
+                break;
+            }
+            match input.next_frame() {
+                Ok(Some(frame)) => {
+                    let started =
+                        Request::parse(frame).and_then(|r| requests::start(r, cx, Instant::now()));
+                    match started {
+                        Ok(p) => *waiting = Some(p),
+                        Err(e) => {
+                            reports
+                                .say(|| format!("closing the connection of {}: {e}", peer_name()));
+                            return false;
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    reports.say(|| format!("closing the connection of {}: {e}", peer_name()));
+                    return false;
+                }
+            }
+            match input.read_from(stream) {
+                Ok(0) => {
+                    *closing = true;
+                    return !output.is_empty();
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
         }
+        flush(stream, output)
     }
-    flush(stream, output)
 }
 
 /// Writes as much output as the socket takes; false if the connection is dead.

@@ -69,16 +69,6 @@ pub struct StoredRecord<'a> {
     pub headers: &'a [u8],
 }
 
-/// How a read ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadDone {
-    /// The offset after the last record visited.
-    pub next: u64,
-    /// The records visited are in the consumption log once [`KafkaLog::log_written`]
-    /// says this mark is written; None when none was visited.
-    pub log_mark: Option<u64>,
-}
-
 /// Why a read failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
@@ -136,9 +126,6 @@ pub trait KafkaLog: Send + Sync + 'static {
     /// disk; without it, always true.
     fn on_disk(&self, topic: &str, partition: u32, end: u64) -> bool;
 
-    /// Whether the broker runs with `--fsync`.
-    fn waits_for_disk(&self) -> bool;
-
     /// The partition's earliest readable offset and its end.
     fn offsets(&self, topic: &str, partition: u32) -> Option<Offsets>;
 
@@ -147,7 +134,9 @@ pub trait KafkaLog: Send + Sync + 'static {
 
     /// Visits the partition's records from `from` on, in order, while `visit`
     /// returns true, up to the end; logs each visited one as read by `reader`
-    /// (the consumption log's consumer column; group `-`).
+    /// (the consumption log's consumer column; group `-`). The visited records
+    /// are in the consumption log once [`KafkaLog::log_written`] says the mark
+    /// returned is written; None when none was visited.
     fn read(
         &self,
         topic: &str,
@@ -155,7 +144,7 @@ pub trait KafkaLog: Send + Sync + 'static {
         from: u64,
         reader: &str,
         visit: &mut dyn FnMut(StoredRecord<'_>) -> bool,
-    ) -> Result<ReadDone, ReadError>;
+    ) -> Result<Option<u64>, ReadError>;
 
     /// Whether the consumption log has written everything up to `mark`; if not,
     /// asks for it to be written now.

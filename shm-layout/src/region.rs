@@ -414,6 +414,13 @@ impl Region {
 }
 
 impl BrokerRegion {
+    /// As [`Region::ring_doorbell`], for the broker's own mapping of a
+    /// partition's ring: its sends there (dead letters, Kafka produces) mark the
+    /// ring pending and nudge the persister as a producer's do.
+    pub fn ring_doorbell(self, doorbell: Doorbell) -> BrokerRegion {
+        BrokerRegion(self.0.ring_doorbell(doorbell))
+    }
+
     /// Broker only, before it writes its first consumption-log line: records that
     /// its lines begin at byte `log_len` of `log_consumo.txt`. The broker that
     /// recovers this region after a crash reads the log back only to there, so it

@@ -88,7 +88,6 @@ impl Registry {
             if !matches!(sent, Ok((_, 1))) {
                 return;
             }
-            self.region.mark_ring_pending(ring.number);
             shm_layout::event::wake(&self.region.header().cleaner);
             let Registry {
                 groups, log_text, ..

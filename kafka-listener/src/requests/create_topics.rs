@@ -133,8 +133,4 @@ impl Pending for CreateTopics {
         };
         respond(&self.request, |out, v| response.write(out, v)).map(|r| Answer::Done(Some(r)))
     }
-
-    fn deadline(&self) -> Option<Instant> {
-        None
-    }
 }

@@ -152,9 +152,9 @@ impl Fetch {
             }
             p.batch = batch;
             match read {
-                Ok(done) => {
+                Ok(log_mark) => {
                     p.next = next;
-                    if let Some(mark) = done.log_mark {
+                    if let Some(mark) = log_mark {
                         self.log_mark = Some(self.log_mark.map_or(mark, |m| m.max(mark)));
                     }
                 }
@@ -215,9 +215,5 @@ impl Pending for Fetch {
             }
         }
         Ok(Answer::Done(Some(self.response()?)))
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        (!self.gathered).then_some(self.deadline)
     }
 }

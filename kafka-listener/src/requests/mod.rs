@@ -213,11 +213,9 @@ pub enum Answer {
 
 /// A request being answered.
 pub trait Pending: Send {
-    /// Goes as far as it can now.
+    /// Goes as far as it can now: a request that waits answers by itself once
+    /// its deadline (a fetch's `max_wait_ms`, a produce's timeout) has passed.
     fn poll(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<Answer, Undecodable>;
-    /// When it answers whatever happens (a fetch's `max_wait_ms`, a produce's
-    /// timeout), if it waits at all.
-    fn deadline(&self) -> Option<Instant>;
 }
 
 /// A request answered at once.
@@ -227,9 +225,6 @@ impl Pending for Ready {
     fn poll(&mut self, _: &mut Context<'_>, _: Instant) -> Result<Answer, Undecodable> {
         Ok(Answer::Done(self.0.take()))
     }
-    fn deadline(&self) -> Option<Instant> {
-        None
-    }
 }
 
 /// Starts answering `request`.
@@ -238,12 +233,12 @@ pub fn start(
     cx: &mut Context<'_>,
     now: Instant,
 ) -> Result<Box<dyn Pending>, Undecodable> {
-    let Some(served) = served(request.api_key)
-        .filter(|s| request.api_key == API_VERSIONS || (s.min..=s.max).contains(&request.version))
-    else {
+    let is_served = served(request.api_key).is_some_and(|s| {
+        request.api_key == API_VERSIONS || (s.min..=s.max).contains(&request.version)
+    });
+    if !is_served {
         return unsupported::answer(&request).map(|r| Box::new(Ready(Some(r))) as Box<dyn Pending>);
-    };
-    let _ = served;
+    }
     match request.api_key {
         API_VERSIONS => Ok(Box::new(Ready(Some(api_versions::answer(&request)?)))),
         METADATA => Ok(Box::new(Ready(Some(metadata::answer(&request, cx)?)))),
@@ -255,7 +250,7 @@ pub fn start(
         DESCRIBE_GROUPS => Ok(Box::new(Ready(Some(describe_groups::answer(
             &request, cx,
         )?)))),
-        PRODUCE => produce::start(request, cx, now),
+        PRODUCE => produce::start(request, now),
         FETCH => fetch::start(request, now),
         CREATE_TOPICS => create_topics::start(request, cx),
         _ => unreachable!("every served key is matched"),

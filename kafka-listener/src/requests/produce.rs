@@ -52,11 +52,7 @@ pub struct Produce {
     checked: bool,
 }
 
-pub fn start(
-    request: Request,
-    cx: &mut Context<'_>,
-    now: Instant,
-) -> Result<Box<dyn Pending>, Undecodable> {
+pub fn start(request: Request, now: Instant) -> Result<Box<dyn Pending>, Undecodable> {
     let asked = decode(&request, ProduceRequestData::read)?;
     let timeout = Duration::from_millis(u64::try_from(asked.timeout_ms).unwrap_or(0));
     let mut parts = Vec::new();
@@ -88,7 +84,6 @@ pub fn start(
     } else if !(-1..=1).contains(&produce.acks) {
         produce.fail_all(code::INVALID_REQUIRED_ACKS, "acks must be 0, 1 or -1");
     }
-    let _ = cx;
     Ok(Box::new(produce))
 }
 
@@ -367,9 +362,5 @@ impl Pending for Produce {
             }
         }
         Ok(Answer::Done(self.response()?))
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        Some(self.deadline)
     }
 }
