@@ -225,7 +225,7 @@ fn persist_lost_records(
 /// to the persistence file the records it holds that the file lacks (the file's
 /// records of the partition end before `file_next`), and to the consumption log
 /// the deliveries its groups made there that the log lacks, then unlinks it;
-/// returns how many records.
+/// returns how many records, and how far each group had acknowledged there.
 /// Garbage is unlinked; a region of a live broker is refused; one of another
 /// geometry that still holds records is refused, naming it.
 pub fn salvage_partition(
@@ -236,9 +236,9 @@ pub fn salvage_partition(
     file_next: u64,
     persist: &mut File,
     log: &mut File,
-) -> Result<u64, BrokerError> {
+) -> Result<PartitionSalvage, BrokerError> {
     let Left::Dead(old) = left_behind(name)? else {
-        return Ok(0);
+        return Ok(PartitionSalvage::default());
     };
     let guard = hold_closed(&old, name)?;
     let next = old.next_offset();
@@ -273,6 +273,21 @@ pub fn salvage_partition(
     };
     let lost =
         deliveries::log_lost_deliveries_of(&dead, freed, next, log).map_err(BrokerError::Audit)?;
+    // What the groups reading it had acknowledged there, which the state file
+    // may not have caught up with (it is saved every --flush-interval). A group
+    // reading the ring has its entry active there, under its name.
+    let groups = (0..old.geometry().max_groups)
+        .filter_map(|g| {
+            let name = old.group_name(g)?;
+            let entry = old.group(g)?;
+            let cursor = shm_layout::group::cursor(entry).min(next);
+            Some(RecoveredGroup {
+                name,
+                acknowledged: acknowledged_lower_bound(&old, g, cursor).max(freed),
+                handed_out: cursor,
+            })
+        })
+        .collect();
     drop(guard);
     drop(old);
     Region::unlink(name)?;
@@ -282,7 +297,26 @@ pub fn salvage_partition(
             describe(&lost)
         );
     }
-    Ok(appended)
+    Ok(PartitionSalvage { appended, groups })
+}
+
+/// What [`salvage_partition`] recovered.
+#[derive(Debug, Default)]
+pub struct PartitionSalvage {
+    /// Records appended to the persistence file.
+    pub appended: u64,
+    /// Each group that read the partition.
+    pub groups: Vec<RecoveredGroup>,
+}
+
+/// How far a group had got in a salvaged partition: every offset below
+/// `acknowledged` was acknowledged (a lower bound), every one below
+/// `handed_out` handed to a member.
+#[derive(Debug)]
+pub struct RecoveredGroup {
+    pub name: String,
+    pub acknowledged: u64,
+    pub handed_out: u64,
 }
 
 /// What recovery did for the consumption log, for the operator's line.

@@ -69,7 +69,7 @@ pub(crate) fn raise_fd_limit(config: &BrokerConfig) {
 /// Reads and repairs what the broker resumes from (see the module docs), for the
 /// region named `name`.
 pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, BrokerError> {
-    let saved = state::load(&config.data_dir)?;
+    let mut saved = state::load(&config.data_dir)?;
     if saved.from_legacy {
         eprintln!(
             "broker: read the group positions from {} (an older format); {} replaces it",
@@ -118,9 +118,10 @@ pub(crate) fn recover(config: &BrokerConfig, name: &str) -> Result<Recovered, Br
                 &mut persist_file,
                 &mut log_file,
             )?;
-            appended += salvaged;
-            in_file.push((tp.clone(), file_end + salvaged));
-            let next = next_offset(config, &saved.state, &tp, file_end + salvaged)?;
+            appended += salvaged.appended;
+            in_file.push((tp.clone(), file_end + salvaged.appended));
+            let next = next_offset(config, &saved.state, &tp, file_end + salvaged.appended)?;
+            resume_recovered_groups(&mut saved.state, &tp, salvaged.groups, next);
             partitions.push(topics::PartitionStart {
                 partition: tp,
                 geometry,
@@ -315,6 +316,38 @@ pub(crate) fn lock_data_dir(dir: &Path) -> Result<Flock<File>, BrokerError> {
     let file = File::create(&path).map_err(|source| BrokerError::File { path, source })?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .map_err(|_| BrokerError::DataDirInUse(dir.to_path_buf()))
+}
+
+/// Raises the saved position of each group `recovered` from partition `tp`'s
+/// region to what the region shows it acknowledged (the state file is saved
+/// every --flush-interval, so a broker killed between saves left it behind);
+/// a group the state file lacks there gets a line. A group resumes at its
+/// line when a member joins (SPEC §10), so nothing it acknowledged comes again.
+fn resume_recovered_groups(
+    state: &mut state::State,
+    tp: &TopicPartition,
+    recovered: Vec<recovery::RecoveredGroup>,
+    next: u64,
+) {
+    for r in recovered {
+        let line = state
+            .groups
+            .iter_mut()
+            .find(|g| g.name == r.name && g.topic == tp.topic && g.partition == tp.partition);
+        match line {
+            Some(g) => {
+                g.position = g.position.max(r.acknowledged.min(next));
+                g.handed_out = g.handed_out.max(r.handed_out.min(next)).max(g.position);
+            }
+            None => state.groups.push(state::GroupState {
+                name: r.name,
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                position: r.acknowledged.min(next),
+                handed_out: r.handed_out.min(next).max(r.acknowledged.min(next)),
+            }),
+        }
+    }
 }
 
 /// Where each pre-created group resumes. The state file and a salvaged region each

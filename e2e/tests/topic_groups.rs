@@ -1274,3 +1274,68 @@ fn group_topics_must_exist_and_be_well_named() {
         .collect();
     assert_eq!(read, ["default", "nope", "nope"]);
 }
+
+#[test]
+fn a_group_killed_with_its_broker_between_state_saves_resumes_past_what_it_acknowledged() {
+    // The state file is saved only at the group's departure here: the region
+    // alone knows how far the group got after that.
+    let args = [
+        "--topics",
+        "jobs:1",
+        "--groups",
+        "0",
+        "--flush-interval",
+        "10s",
+    ];
+    let broker = Broker::start(&args);
+    let member = |id: &str| {
+        let args = [
+            "--group", "g", "--topic", "jobs", "--id", id, "--format", "json",
+        ];
+        watched_member(&broker, &args, None)
+    };
+    let (first, watcher) = member("first");
+    send_lines(
+        &broker,
+        "jobs",
+        &(0..10).map(|i| format!("a {i}\n")).collect::<String>(),
+    );
+    printed_so_far(&first, &watcher, 10);
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.wait_exit().code(), Some(0));
+    // Its last member left: saved at 10. The next member goes on from there.
+    let (second, watcher) = member("second");
+    send_lines(
+        &broker,
+        "jobs",
+        &(10..110).map(|i| format!("b {i}\n")).collect::<String>(),
+    );
+    let got = printed(&printed_so_far(&second, &watcher, 100));
+    assert_eq!(got.first().map(|g| g.0 .2), Some(10));
+    // Killed with the member still in: the state file still says 10.
+    let (data, shm) = broker.kill();
+    assert_eq!(second.wait_exit().code(), Some(1));
+    let restarted = Broker::start_with(data, shm, &args);
+    let (third, watcher) = {
+        let broker = &restarted;
+        let args = [
+            "--group", "g", "--topic", "jobs", "--id", "third", "--format", "json",
+        ];
+        watched_member(broker, &args, None)
+    };
+    send_lines(&restarted, "jobs", "c 110\n");
+    let out = printed(&printed_so_far(&third, &watcher, 1));
+    // Only what the second member may not have acknowledged (its last message,
+    // acknowledged by the poll after it) can come again; then the new one.
+    let offsets: Vec<u64> = out.iter().map(|g| g.0 .2).collect();
+    assert!(
+        offsets[0] >= 109,
+        "{offsets:?}: acknowledged messages came again"
+    );
+    third.signal(Signal::SIGTERM);
+    let rest = third.wait_exit();
+    let mut all = offsets;
+    all.extend(printed(&rest.stdout).iter().map(|g| g.0 .2));
+    assert_eq!(all.last(), Some(&110), "{all:?}");
+    restarted.stop();
+}

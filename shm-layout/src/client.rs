@@ -215,6 +215,19 @@ impl BrokerRegion {
         }
     }
 
+    /// Frees the entries of group `g`'s consumers: in a partition's region, once
+    /// the group stops reading the ring there (its position is saved), so that
+    /// a broker recovering the region after a crash never takes what those
+    /// members had acknowledged for the group's progress when it read the ring
+    /// again.
+    pub fn free_consumers_of(&self, g: u32) {
+        for slot in 0..self.geometry().max_clients {
+            if self.client(slot).is_some_and(|e| e.is_consumer_of(g)) {
+                self.free_client(slot);
+            }
+        }
+    }
+
     /// Uncounts client `slot` from the event it sleeps on, if any, and wakes that
     /// event's other sleepers: for a client that left or died asleep. Exactly once,
     /// whoever (the client waking, or this) swaps its flag back to zero.

@@ -862,6 +862,9 @@ impl Registry {
         let gr = grp.rings.remove(r);
         gr.region.free_group(g);
         if let Some(ring) = gr.partition_ring {
+            // Only a partition's region: the control region's entries are the
+            // clients' own, freed when their processes are gone.
+            gr.region.free_consumers_of(g);
             self.released_rings.push(ring);
         }
         self.departed.insert(
@@ -997,6 +1000,7 @@ impl Registry {
             for gr in &grp.rings {
                 gr.region.free_group(g);
                 if let Some(ring) = &gr.partition_ring {
+                    gr.region.free_consumers_of(g);
                     self.released_rings.push(ring.clone());
                 }
             }
