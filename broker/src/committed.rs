@@ -33,6 +33,13 @@ pub fn committed_offsets(
             });
         }
     }
+    out.extend(saved.kafka_groups.iter().map(|k| CommittedOffset {
+        kind: OwnerKind::Group,
+        owner: k.name.clone(),
+        topic: k.topic.clone(),
+        partition: k.partition,
+        offset: k.offset,
+    }));
     out.extend(saved.readers.iter().map(|r| CommittedOffset {
         kind: OwnerKind::Reader,
         owner: r.name.clone(),

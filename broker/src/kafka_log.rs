@@ -6,37 +6,38 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use audit_format::index::TopicPartition;
 use audit_format::log_reader::LogReader;
+use control_protocol::OwnerKind;
+use kafka_listener::coordinator::GroupView;
 use kafka_listener::log::{
-    AppendError, Appended, CreateTopicError, GroupSummary, KafkaLog, Offsets, ProducerHandle,
-    ReadError, RecordToAppend, StoredRecord, TopicSummary,
+    AppendError, Appended, Committed, CreateTopicError, GroupClaimError, GroupCommit, GroupSummary,
+    KafkaLog, Offsets, ProducerHandle, ReadError, RecordToAppend, StoredRecord, TopicSummary,
 };
 use shm_layout::ring::{ReadError as RingReadError, SendError, Sender};
 use shm_layout::sys::wall_clock_micros;
 use shm_layout::BrokerRegion;
 
-use crate::audit::state::DEFAULT_TOPIC;
+use crate::audit::state::{Commit, StateFile, DEFAULT_TOPIC};
 use crate::partition_offsets;
 use crate::registry::{ProducerOf, Registry};
 use crate::topics::{CreateError, Topics};
-
-/// How long a partition found without records in the file is believed so.
-const NONE_IN_FILE_FOR: Duration = Duration::from_secs(1);
 
 pub struct BrokerLog {
     pub region: Arc<BrokerRegion>,
     pub topics: Arc<Topics>,
     pub registry: Arc<Mutex<Registry>>,
+    /// Where Kafka groups' commits are written (SPEC §10's state file).
+    pub state_file: Arc<StateFile>,
     pub data_dir: PathBuf,
     pub fsync: bool,
     /// Stand-in producers handed out: their client ids.
     producers: Mutex<HashMap<ProducerHandle, String>>,
     /// Each partition's first offset in the file, once found (it never
-    /// changes), or when it was last looked for in vain.
-    first_in_file: Mutex<HashMap<(u32, u32), Result<u64, Instant>>>,
+    /// changes), or the ring's freed offset when it was last looked for in
+    /// vain: while that has not moved, no record left the ring for the file.
+    first_in_file: Mutex<HashMap<(u32, u32), Result<u64, u64>>>,
     /// Readers of the file, left where the last fetch of each partition
     /// stopped (the next one usually starts there).
     file_readers: Mutex<HashMap<(u32, u32), LogReader>>,
@@ -47,6 +48,7 @@ impl BrokerLog {
         region: Arc<BrokerRegion>,
         topics: Arc<Topics>,
         registry: Arc<Mutex<Registry>>,
+        state_file: Arc<StateFile>,
         data_dir: PathBuf,
         fsync: bool,
     ) -> Self {
@@ -54,6 +56,7 @@ impl BrokerLog {
             region,
             topics,
             registry,
+            state_file,
             data_dir,
             fsync,
             producers: Mutex::default(),
@@ -80,16 +83,17 @@ impl BrokerLog {
         Some((ring.region.clone(), ring.partition.clone()))
     }
 
-    fn first_in_file(&self, tp: &TopicPartition) -> Option<u64> {
+    fn first_in_file(&self, tp: &TopicPartition, region: &BrokerRegion) -> Option<u64> {
         let key = (tp.topic_id, tp.partition);
         let mut known = self.first_in_file.lock().unwrap_or_else(|p| p.into_inner());
+        let freed = region.freed_offset();
         match known.get(&key) {
             Some(Ok(first)) => return Some(*first),
-            Some(Err(at)) if at.elapsed() < NONE_IN_FILE_FOR => return None,
+            Some(Err(then)) if *then == freed => return None,
             _ => {}
         }
         let found = partition_offsets::first_in_file(&self.data_dir, tp);
-        known.insert(key, found.ok_or_else(Instant::now));
+        known.insert(key, found.ok_or(freed));
         found
     }
 }
@@ -202,7 +206,7 @@ impl KafkaLog for BrokerLog {
     fn offsets(&self, topic: &str, partition: u32) -> Option<Offsets> {
         let (region, tp) = self.partition(topic, partition)?;
         let end = region.next_offset();
-        let earliest = partition_offsets::earliest(self.first_in_file(&tp), &region);
+        let earliest = partition_offsets::earliest(self.first_in_file(&tp, &region), &region);
         Some(Offsets { earliest, end })
     }
 
@@ -216,6 +220,7 @@ impl KafkaLog for BrokerLog {
         topic: &str,
         partition: u32,
         from: u64,
+        group: Option<&str>,
         reader: &str,
         visit: &mut dyn FnMut(StoredRecord<'_>) -> bool,
     ) -> Result<Option<u64>, ReadError> {
@@ -302,8 +307,8 @@ impl KafkaLog for BrokerLog {
             next += 1;
         }
         drop(readers);
-        let log_mark =
-            (!reads.is_empty()).then(|| self.registry().log_kafka_reads(&tp, reader, &reads));
+        let log_mark = (!reads.is_empty())
+            .then(|| self.registry().log_kafka_reads(&tp, group, reader, &reads));
         Ok(log_mark)
     }
 
@@ -344,5 +349,66 @@ impl KafkaLog for BrokerLog {
             Err(CreateError::Limit(why)) => Err(CreateTopicError::InvalidPartitions(why)),
             Err(e) => Err(CreateTopicError::Failed(e.to_string())),
         }
+    }
+
+    fn claim_group(&self, group: &str) -> Result<(), GroupClaimError> {
+        self.registry().claim_kafka_group(group)
+    }
+
+    fn release_group(&self, group: &str) {
+        let has_offsets = self
+            .state_file
+            .snapshot()
+            .kafka_groups
+            .iter()
+            .any(|c| c.name == group);
+        if !has_offsets {
+            self.registry().release_kafka_group(group);
+        }
+    }
+
+    fn commit_offsets(&self, commits: &[GroupCommit]) -> Result<(), String> {
+        let commits = commits
+            .iter()
+            .map(|c| Commit {
+                name: c.group.clone(),
+                topic: c.topic.clone(),
+                partition: c.partition,
+                offset: c.offset,
+            })
+            .collect();
+        self.state_file
+            .commit_kafka_groups(commits)
+            .map_err(|e| format!("cannot write {}: {e}", crate::audit::state::STATE_FILE))
+    }
+
+    fn committed_offsets(&self, group: &str) -> Vec<Committed> {
+        let owner = (OwnerKind::Group, group.to_string());
+        let registry = self.registry();
+        crate::committed::committed_offsets(&registry, &self.state_file, Some(&owner))
+            .into_iter()
+            .map(|c| Committed {
+                topic: c.topic,
+                partition: c.partition,
+                offset: c.offset,
+            })
+            .collect()
+    }
+
+    fn kafka_groups_with_offsets(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .state_file
+            .snapshot()
+            .kafka_groups
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn kafka_groups_changed(&self, groups: Vec<GroupView>) {
+        self.registry().set_kafka_groups(groups);
     }
 }

@@ -33,6 +33,7 @@ pub mod config;
 pub mod decode;
 pub mod event_loop;
 pub mod file_producers;
+pub mod kafka_groups;
 pub mod kafka_log;
 pub mod metrics;
 pub mod partition_offsets;

@@ -113,6 +113,8 @@ pub struct MetricSources {
     /// The other topic-partitions' rings.
     pub topics: Arc<crate::topics::Topics>,
     pub registry: Arc<Mutex<Registry>>,
+    /// The Kafka groups' committed offsets.
+    pub state_file: Arc<crate::audit::state::StateFile>,
     pub file_writes: FileWrites,
     /// Under `--fsync` only.
     pub disk_waits: Option<Arc<DiskWaits>>,
@@ -194,9 +196,21 @@ impl MetricSources {
             |r| r.waiting_for_space() as u64,
         );
 
-        let (groups, counts, evictions) = {
+        let commits = self.state_file.snapshot().kafka_groups;
+        let (groups, counts, evictions, kafka_groups) = {
             let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            (r.group_snapshot(), r.counts(), r.evictions().clone())
+            let kafka_groups = crate::kafka_groups::kafka_groups(
+                &r,
+                &commits,
+                &self.topics,
+                self.region.next_offset(),
+            );
+            (
+                r.group_snapshot(),
+                r.counts(),
+                r.evictions().clone(),
+                kafka_groups,
+            )
         };
         let position = Family::<Labels, Gauge>::default();
         let lag = Family::<Labels, Gauge>::default();
@@ -223,9 +237,27 @@ impl MetricSources {
                 dead_letters.get_or_create(&labels).inc_by(p.dead_lettered);
             }
         }
+        // Kafka groups: their committed offsets are their positions.
+        for g in &kafka_groups {
+            let group = ("group", g.name.clone());
+            members
+                .get_or_create(&vec![group.clone()])
+                .set(g.members.len() as i64);
+            for p in &g.partitions {
+                let labels = vec![
+                    group.clone(),
+                    ("topic", p.topic.clone()),
+                    ("partition", p.partition.to_string()),
+                ];
+                position.get_or_create(&labels).set(signed(p.committed));
+                if let Some(l) = p.lag() {
+                    lag.get_or_create(&labels).set(signed(l));
+                }
+            }
+        }
         reg.register(
             "group_position",
-            "Offset below which the group has acknowledged every message",
+            "Offset below which the group has acknowledged every message (a Kafka group: its committed offset)",
             position,
         );
         reg.register(
@@ -248,7 +280,11 @@ impl MetricSources {
             "Messages published to the dead-letter topic since the broker started",
             dead_letters,
         );
-        reg.register("group_members", "Consumers in the group", members);
+        reg.register(
+            "group_members",
+            "Consumers in the group (for a Kafka group, its members)",
+            members,
+        );
         let evicted = Family::<Labels, Counter>::default();
         // Live groups show 0 rather than nothing, as counters should.
         for g in &groups {

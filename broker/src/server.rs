@@ -282,6 +282,7 @@ impl Server {
                     &reg,
                     &self.wait_reasons,
                     self.started,
+                    &self.state_file.snapshot().kafka_groups,
                 );
                 conn.output
                     .extend_from_slice(&ControlFrame::Status { json }.encode());

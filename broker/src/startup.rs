@@ -255,6 +255,7 @@ fn save_starting_state(
             )
             .collect(),
         readers: saved.readers.clone(),
+        kafka_groups: saved.kafka_groups.clone(),
     };
     if let Err(e) = state::save(&config.data_dir, &starting_state, true) {
         eprintln!("broker: cannot save {}: {e}; retrying", state::STATE_FILE);

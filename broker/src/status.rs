@@ -21,9 +21,11 @@ pub fn report(
     registry: &Registry,
     wait_reasons: &WaitReasons,
     started: Instant,
+    kafka_commits: &[crate::audit::state::Commit],
 ) -> String {
     let g = region.geometry();
     let next = region.next_offset();
+    let kafka_groups = crate::kafka_groups::kafka_groups(registry, kafka_commits, topics, next);
     let (producers, consumers, _) = registry.counts();
     let readers = registry.reader_snapshot().len();
     let groups: Vec<_> = registry
@@ -135,6 +137,7 @@ pub fn report(
         "producers": producer_list,
         "readers": reader_list,
         "groups": groups,
+        "kafka_groups": crate::kafka_groups::to_json(&kafka_groups),
     })
     .to_string()
 }
@@ -291,6 +294,51 @@ pub fn render_text(v: &Value) -> String {
             ]);
         }
     }
+    // Kafka groups read from the file when behind: they never hold a ring.
+    let kafka_groups = v["kafka_groups"].as_array().map_or(&[][..], Vec::as_slice);
+    let mut kafka_rows = Vec::new();
+    for g in kafka_groups {
+        let name = text(&g["name"]);
+        for p in g["partitions"].as_array().into_iter().flatten() {
+            partition_rows.push(vec![
+                name.clone(),
+                "no".into(),
+                text(&p["topic"]),
+                text(&p["partition"]),
+                text(&p["committed"]),
+                text(&p["end_offset"]),
+                text(&p["lag"]),
+                "-".into(),
+            ]);
+        }
+        let head = [
+            name.clone(),
+            text(&g["state"]),
+            text(&g["generation"]),
+            text(&g["protocol"]),
+        ];
+        let members = g["members"].as_array().map_or(&[][..], Vec::as_slice);
+        if members.is_empty() {
+            kafka_rows.push(
+                head.iter()
+                    .cloned()
+                    .chain(["-".into(), "-".into(), "-".into()])
+                    .collect(),
+            );
+        }
+        for m in members {
+            kafka_rows.push(
+                head.iter()
+                    .cloned()
+                    .chain([
+                        text(&m["member_id"]),
+                        text(&m["client_id"]),
+                        text(&m["client_host"]),
+                    ])
+                    .collect(),
+            );
+        }
+    }
     use Align::{Left, Right};
     s.push('\n');
     s.push_str(&table(
@@ -318,6 +366,21 @@ pub fn render_text(v: &Value) -> String {
                 ("UNACKED", Right),
             ],
             &member_rows,
+        ));
+    }
+    if !kafka_rows.is_empty() {
+        s.push('\n');
+        s.push_str(&table(
+            &[
+                ("KAFKA-GROUP", Left),
+                ("STATE", Left),
+                ("GENERATION", Right),
+                ("PROTOCOL", Left),
+                ("MEMBER", Left),
+                ("CLIENT-ID", Left),
+                ("HOST", Left),
+            ],
+            &kafka_rows,
         ));
     }
     for line in blocked {

@@ -129,6 +129,10 @@ pub(crate) fn start(
             ((g.name, g.topic, g.partition), d)
         });
     lock(&registry).remember_departed(departed);
+    for k in &saved.kafka_groups {
+        // Saved by this broker: the names were claimed then.
+        let _ = lock(&registry).claim_kafka_group(&k.name);
+    }
     let file_writes = FileWrites::default();
     let disk_waits = config.fsync.then(|| Arc::new(DiskWaits::default()));
     let reclaimer = Arc::new(Reclaimer::new(
@@ -234,6 +238,7 @@ pub(crate) fn start(
                 region: region.clone(),
                 topics: topics.clone(),
                 registry: registry.clone(),
+                state_file: state_file.clone(),
                 file_writes,
                 disk_waits,
             };
@@ -255,6 +260,7 @@ pub(crate) fn start(
                 region.clone(),
                 topics.clone(),
                 registry.clone(),
+                state_file.clone(),
                 config.data_dir.clone(),
                 config.fsync,
             );

@@ -106,6 +106,8 @@ pub enum Refusal {
     UnknownTopic,
     /// A consumer asked for another assignment than its group's.
     AssignmentMismatch,
+    /// A consumer named a group whose members join over the Kafka port.
+    KafkaGroup,
 }
 
 impl Refusal {
@@ -120,6 +122,7 @@ impl Refusal {
             Refusal::NoGroups => 8,
             Refusal::UnknownTopic => 9,
             Refusal::AssignmentMismatch => 10,
+            Refusal::KafkaGroup => 11,
         }
     }
     fn from_code(c: u16) -> Result<Refusal, FrameError> {
@@ -133,6 +136,7 @@ impl Refusal {
             8 => Refusal::NoGroups,
             9 => Refusal::UnknownTopic,
             10 => Refusal::AssignmentMismatch,
+            11 => Refusal::KafkaGroup,
             _ => return Err(FrameError::Malformed("unknown refusal code")),
         })
     }

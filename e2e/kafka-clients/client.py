@@ -7,6 +7,17 @@
     client.py kafka-python offsets BOOTSTRAP TOPIC PARTITION TIME_MS
     client.py kafka-python produce-until-failure BOOTSTRAP TOPIC
     client.py kafka-python groups BOOTSTRAP GROUP...
+    client.py LIBRARY group-consume BOOTSTRAP GROUP TOPIC [--stall-after N]
+        [--session-ms MS] [--client-id ID]
+
+`group-consume` subscribes to TOPIC as a member of GROUP, reading from the
+earliest offset where the group has none committed. It prints
+{"assigned": [partitions]} at each assignment, then each record it reads
+({"p", "o", "v"}), each followed by {"committed": [p, next]} once its
+synchronous commit returned (or {"commit_failed": [p, next]}). An error the
+client raises (a refused join, say) is printed as {"error": name}, exit 3. After
+--stall-after N records it prints {"stalled": true} and stops reading, staying
+in the group (its client's heartbeats go on) until it is killed.
 
 `produce-until-failure` sends numbered messages ("m0", "m1", ...) with acks 1
 and prints each one the broker acknowledged, as it is acknowledged, until a
@@ -23,7 +34,9 @@ broker's files.
 """
 
 import json
+import os
 import sys
+import time
 
 
 def unhex(s):
@@ -36,6 +49,20 @@ def tohex(b):
 
 def read_messages():
     return [json.loads(line) for line in sys.stdin if line.strip()]
+
+
+def option(args, name, default):
+    return args[args.index(name) + 1] if name in args else default
+
+
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+def stall():
+    say(stalled=True)
+    while True:
+        time.sleep(3600)
 
 
 def kafka_python(command, args):
@@ -125,13 +152,61 @@ def kafka_python(command, args):
             if i % 100 == 0:
                 producer.flush(timeout=5)
         producer.close(timeout=2)
+    elif command == "group-consume":
+        from kafka import ConsumerRebalanceListener, OffsetAndMetadata
+        from kafka.errors import CommitFailedError, KafkaError
+        bootstrap, group, topic = args[0], args[1], args[2]
+        stall_after = int(option(args, "--stall-after", "0"))
+        session_ms = int(option(args, "--session-ms", "3000"))
+
+        class Assigned(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                pass
+
+            def on_partitions_assigned(self, assigned):
+                say(assigned=sorted(tp.partition for tp in assigned))
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group,
+            client_id=option(args, "--client-id", "kafka-python"),
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=session_ms, heartbeat_interval_ms=max(100, session_ms // 6),
+        )
+        consumer.subscribe([topic], listener=Assigned())
+        read = 0
+        while True:
+            try:
+                polled = consumer.poll(timeout_ms=100)
+            except KafkaError as e:
+                say(error=type(e).__name__)
+                # At once: the client's heartbeat thread would keep the process.
+                os._exit(3)
+            for tp, records in polled.items():
+                for m in records:
+                    say(p=m.partition, o=m.offset, v=tohex(m.value))
+                    try:
+                        consumer.commit({tp: OffsetAndMetadata(m.offset + 1, None)})
+                        say(committed=[m.partition, m.offset + 1])
+                    except CommitFailedError:
+                        say(commit_failed=[m.partition, m.offset + 1])
+                    read += 1
+                    if read == stall_after:
+                        stall()
     elif command == "groups":
         from kafka.admin import KafkaAdminClient
         admin = KafkaAdminClient(bootstrap_servers=args[0])
         listed = sorted([list(g) for g in admin.list_consumer_groups()])
+
+        def assigned(m):
+            a = m.member_assignment
+            return [] if not a else sorted(
+                [t, p] for t, ps in a.assignment for p in ps)
+
         described = [
             {"group": d.group, "state": d.state, "protocol_type": d.protocol_type,
-             "protocol": d.protocol, "members": sorted(m.member_id for m in d.members)}
+             "protocol": d.protocol, "members": sorted(m.member_id for m in d.members),
+             "clients": sorted([m.client_id, m.client_host] for m in d.members),
+             "assigned": sorted(p for m in d.members for p in assigned(m))}
             for d in admin.describe_consumer_groups(args[1:])
         ]
         print(json.dumps({"listed": listed, "described": described}))
@@ -219,6 +294,38 @@ def confluent_kafka(command, args):
             }), flush=True)
             seen += 1
         consumer.close()
+    elif command == "group-consume":
+        bootstrap, group, topic = args[0], args[1], args[2]
+        stall_after = int(option(args, "--stall-after", "0"))
+        session_ms = int(option(args, "--session-ms", "3000"))
+
+        def assigned(consumer, partitions):
+            say(assigned=sorted(tp.partition for tp in partitions))
+
+        consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": group,
+            "client.id": option(args, "--client-id", "rdkafka"),
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 6),
+        })
+        consumer.subscribe([topic], on_assign=assigned)
+        read = 0
+        while True:
+            m = consumer.poll(0.1)
+            if m is None:
+                continue
+            if m.error():
+                sys.exit("consume failed: %s" % m.error())
+            say(p=m.partition(), o=m.offset(), v=tohex(m.value()))
+            try:
+                consumer.commit(message=m, asynchronous=False)
+                say(committed=[m.partition(), m.offset() + 1])
+            except Exception:
+                say(commit_failed=[m.partition(), m.offset() + 1])
+            read += 1
+            if read == stall_after:
+                stall()
     else:
         sys.exit("unknown command " + command)
 

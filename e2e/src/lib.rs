@@ -4,6 +4,8 @@
 //! it started when dropped.
 #![forbid(unsafe_code)]
 
+pub mod kafka_clients;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

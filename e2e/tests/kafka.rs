@@ -7,50 +7,10 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 
 use audit_format::escape::unescape;
+use e2e::kafka_clients::{kafka_broker, kcat, python, spawn_python};
 use e2e::{json_lines, payload_of, read_until_closed, Broker, Proc, StdoutMode};
-
-/// The system interpreter: Debian's Kafka modules load only there.
-const PYTHON: &str = "/usr/bin/python3";
-
-fn client_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka-clients/client.py")
-}
-
-/// Runs `client.py LIBRARY COMMAND ARGS` with `stdin`, and waits for it.
-fn python(library: &str, command: &str, args: &[&str], stdin: Option<Vec<u8>>) -> e2e::Finished {
-    let mut all = vec![
-        client_script().display().to_string(),
-        library.to_string(),
-        command.to_string(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let f = Proc::spawn(Path::new(PYTHON), &all, stdin, StdoutMode::Collect).wait_exit();
-    assert_eq!(
-        f.code(),
-        Some(0),
-        "{library} {command} failed: {}",
-        f.stderr.join("\n")
-    );
-    f
-}
-
-fn kcat(args: &[&str], stdin: Option<Vec<u8>>) -> e2e::Finished {
-    let f = Proc::spawn(Path::new("kcat"), args, stdin, StdoutMode::Collect).wait_exit();
-    assert_eq!(f.code(), Some(0), "kcat failed: {}", f.stderr.join("\n"));
-    f
-}
-
-fn kafka_broker(extra: &[&str]) -> (Broker, String) {
-    let mut args = vec!["--kafka-port", "0", "--flush-interval", "10ms"];
-    args.extend_from_slice(extra);
-    let broker = Broker::start(&args);
-    let kafka = broker.kafka.clone().expect("the Kafka ready line");
-    assert!(kafka.starts_with("127.0.0.1:"), "{kafka}");
-    (broker, kafka)
-}
 
 /// A message: its key, if any, and its payload.
 type Message = (Option<Vec<u8>>, Vec<u8>);
@@ -681,6 +641,47 @@ fn list_offsets_finds_the_earliest_the_end_and_the_first_at_a_time() {
     broker.stop();
 }
 
+/// ListOffsets v1 for partition 0 of `topic` at `timestamp` (-2 earliest, -1
+/// latest): the offset answered.
+fn list_offset(s: &mut TcpStream, topic: &str, timestamp: i64) -> i64 {
+    let mut body = (-1i32).to_be_bytes().to_vec();
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&timestamp.to_be_bytes());
+    s.write_all(&request(2, 1, 1, &body)).unwrap();
+    let r = response(s);
+    // correlation id, one topic (name), one partition: index, error, time, offset.
+    let at = 4 + 4 + 2 + topic.len() + 4 + 4;
+    assert_eq!(&r[at..at + 2], &0i16.to_be_bytes(), "no error");
+    i64::from_be_bytes(r[at + 10..at + 18].try_into().unwrap())
+}
+
+#[test]
+fn the_earliest_offset_is_found_in_the_file_as_soon_as_records_leave_the_ring() {
+    let (broker, kafka) = kafka_broker(&["--topics", "fresh", "--slots", "64"]);
+    let mut s = TcpStream::connect(&kafka).unwrap();
+    s.set_read_timeout(Some(e2e::DEADLINE)).unwrap();
+    // Asked while the partition has no record anywhere.
+    assert_eq!(list_offset(&mut s, "fresh", -2), 0);
+    // Then 1,000 records pass through its 64 slots: most left the ring, for
+    // the file, at once.
+    let lines: String = (0..1000).map(|i| format!("m{i}\n")).collect();
+    let p = broker
+        .producer(&["--topic", "fresh"], Some(lines.into_bytes()))
+        .wait_exit();
+    assert_eq!(p.code(), Some(0), "{:?}", p.stderr);
+    assert_eq!(list_offset(&mut s, "fresh", -1), 1000);
+    assert_eq!(
+        list_offset(&mut s, "fresh", -2),
+        0,
+        "the first, from the file"
+    );
+    broker.stop();
+}
+
 #[test]
 fn the_kafka_port_listens_on_loopback_only_and_hands_out_the_advertised_address() {
     // Another address would need authentication, which the port does not serve.
@@ -813,16 +814,10 @@ fn a_kafka_records_headers_go_with_it_to_the_dead_letter_topic() {
 fn a_broker_killed_under_kafka_produce_keeps_every_record_it_acknowledged() {
     let (broker, kafka) = kafka_broker(&["--topics", "kept"]);
     let watcher = e2e::Watcher::default();
-    let client = Proc::spawn(
-        Path::new(PYTHON),
-        &[
-            client_script().display().to_string(),
-            "kafka-python".into(),
-            "produce-until-failure".into(),
-            kafka.clone(),
-            "kept".into(),
-        ],
-        None,
+    let client = spawn_python(
+        "kafka-python",
+        "produce-until-failure",
+        &[&kafka, "kept"],
         StdoutMode::Watched(watcher.clone()),
     );
     // Killed in the middle of the stream, after a few thousand acknowledgements.
@@ -880,11 +875,12 @@ fn kafkas_admin_client_lists_and_describes_the_shared_memory_groups() {
         v["described"],
         serde_json::json!([
             {"group": "alpha", "state": "Stable", "protocol_type": "consumer",
-             "protocol": "partition", "members": ["worker-1"]},
+             "protocol": "partition", "members": ["worker-1"],
+             "clients": [["worker-1", "shm"]], "assigned": []},
             {"group": "beta", "state": "Empty", "protocol_type": "consumer",
-             "protocol": "partition", "members": []},
+             "protocol": "partition", "members": [], "clients": [], "assigned": []},
             {"group": "gamma", "state": "Dead", "protocol_type": "",
-             "protocol": "", "members": []},
+             "protocol": "", "members": [], "clients": [], "assigned": []},
         ])
     );
     member.signal(nix::sys::signal::Signal::SIGTERM);

@@ -5,6 +5,8 @@
 //! - [`frame`]: size-prefixed frames, bounded before allocation.
 //! - [`batch`]: record batch v2, read in place and written into responses.
 //! - [`requests`]: one file per request (parse, apply, encode).
+//! - [`coordinator`]: Kafka's group membership and rebalances.
+//! - [`committer`]: offset commits written beside the loop.
 //! - [`log`]: the broker as the listener sees it ([`log::KafkaLog`]).
 //! - [`listener`]: one event loop for every connection.
 //!
@@ -14,6 +16,8 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod committer;
+pub mod coordinator;
 pub mod frame;
 pub mod listener;
 pub mod log;

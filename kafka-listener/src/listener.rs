@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::committer::Committer;
+use crate::coordinator::Coordinator;
 use crate::frame::FrameInput;
 use crate::log::KafkaLog;
 use crate::requests::{self, Answer, ConnectionState, Context, Pending, Request};
@@ -69,6 +71,14 @@ struct Connection {
     interest: Interest,
 }
 
+/// What every connection's requests share: the loop's topic creations, the
+/// group coordinator and the commit writer.
+struct Shared<'a> {
+    spawn_creation: &'a dyn Fn(Box<dyn FnOnce() + Send>),
+    coordinator: &'a mut Coordinator,
+    committer: &'a Committer,
+}
+
 /// A line about a closed connection, at most every [`REPORT_EVERY`].
 struct Reports {
     last: Option<Instant>,
@@ -106,7 +116,36 @@ impl Listener {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let spawn_creation = move |work: Box<dyn FnOnce() + Send>| {
+        let committer = Arc::new(Committer::default());
+        let commits = {
+            let (committer, log, waker) = (committer.clone(), self.log.clone(), waker.clone());
+            std::thread::Builder::new()
+                .name("kafka-commits".into())
+                .spawn(move || {
+                    committer.run(&log, &|| {
+                        let _ = waker.wake();
+                    })
+                })?
+        };
+        let served = self.serve_connections(&mut listener, &mut poll, &waker, &committer, stop);
+        committer.stop();
+        let _ = commits.join();
+        served
+    }
+
+    fn serve_connections(
+        &self,
+        listener: &mut TcpListener,
+        poll: &mut Poll,
+        waker: &Arc<Waker>,
+        committer: &Committer,
+        stop: &AtomicBool,
+    ) -> io::Result<()> {
+        let instance = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut coordinator = Coordinator::new(instance);
+        let spawn_creation = |work: Box<dyn FnOnce() + Send>| {
             let waker = waker.clone();
             let spawned = std::thread::Builder::new()
                 .name("kafka-create-topics".into())
@@ -146,12 +185,26 @@ impl Listener {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept_all(&listener, &poll, &mut conns, &mut next_token),
+                    LISTENER => self.accept_all(listener, poll, &mut conns, &mut next_token),
                     WAKER => {}
-                    token => {
-                        self.serve_one(&poll, &mut conns, token, &spawn_creation, &mut reports)
-                    }
+                    token => self.serve_one(
+                        poll,
+                        &mut conns,
+                        token,
+                        &mut Shared {
+                            spawn_creation: &spawn_creation,
+                            coordinator: &mut coordinator,
+                            committer,
+                        },
+                        &mut reports,
+                    ),
                 }
+            }
+            for emptied in coordinator.advance(Instant::now()) {
+                self.log.release_group(&emptied);
+            }
+            if coordinator.take_changed() {
+                self.log.kafka_groups_changed(coordinator.views());
             }
             // Waiting requests go on; the ones that answered let their
             // connections read on.
@@ -161,7 +214,17 @@ impl Listener {
                 .map(|(t, _)| *t)
                 .collect();
             for token in waiting {
-                self.serve_one(&poll, &mut conns, token, &spawn_creation, &mut reports);
+                self.serve_one(
+                    poll,
+                    &mut conns,
+                    token,
+                    &mut Shared {
+                        spawn_creation: &spawn_creation,
+                        coordinator: &mut coordinator,
+                        committer,
+                    },
+                    &mut reports,
+                );
             }
             for (token, conn) in conns.iter_mut() {
                 let interest = if conn.output.is_empty() {
@@ -180,7 +243,7 @@ impl Listener {
             }
         }
         for token in conns.keys().copied().collect::<Vec<_>>() {
-            self.close(&poll, &mut conns, token);
+            self.close(poll, &mut conns, token);
         }
         Ok(())
     }
@@ -191,7 +254,7 @@ impl Listener {
         poll: &Poll,
         conns: &mut HashMap<Token, Connection>,
         token: Token,
-        spawn_creation: &dyn Fn(Box<dyn FnOnce() + Send>),
+        shared: &mut Shared<'_>,
         reports: &mut Reports,
     ) {
         let Some(conn) = conns.get_mut(&token) else {
@@ -201,7 +264,7 @@ impl Listener {
             self.config.advertised_host.as_str(),
             self.config.advertised_port,
         );
-        let alive = conn.serve(&self.log, advertised, spawn_creation, reports);
+        let alive = conn.serve(&self.log, advertised, shared, reports);
         if !alive {
             self.close(poll, conns, token);
         } else if conn.waiting.is_none() {
@@ -275,7 +338,7 @@ impl Connection {
         &mut self,
         log: &Arc<dyn KafkaLog>,
         advertised: (&str, u16),
-        spawn_creation: &dyn Fn(Box<dyn FnOnce() + Send>),
+        shared: &mut Shared<'_>,
         reports: &mut Reports,
     ) -> bool {
         let Connection {
@@ -288,13 +351,16 @@ impl Connection {
             closing,
             ..
         } = self;
+        let peer = *peer;
         let cx = &mut Context {
             log,
             advertised,
             connection: state,
-            spawn_creation,
+            spawn_creation: shared.spawn_creation,
+            coordinator: shared.coordinator,
+            committer: shared.committer,
+            peer,
         };
-        let peer = *peer;
         let peer_name = || peer.map_or_else(|| "a client".to_string(), |p| p.to_string());
         loop {
             // The request waiting, if any, first.

@@ -13,6 +13,33 @@ pub struct GroupSummary {
     pub assignment: String,
 }
 
+/// A Kafka group's committed offset, to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCommit {
+    pub group: String,
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the group reads (Kafka's committed offset).
+    pub offset: u64,
+}
+
+/// A committed offset of a group, either kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Why a name cannot be a Kafka group's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupClaimError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("group {0} is a shared-memory group")]
+    SharedMemoryGroup(String),
+}
+
 /// A topic as Metadata lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSummary {
@@ -134,7 +161,8 @@ pub trait KafkaLog: Send + Sync + 'static {
 
     /// Visits the partition's records from `from` on, in order, while `visit`
     /// returns true, up to the end; logs each visited one as read by `reader`
-    /// (the consumption log's consumer column; group `-`). The visited records
+    /// (the consumption log's consumer column) for `group` (its group column;
+    /// `-` for none). The visited records
     /// are in the consumption log once [`KafkaLog::log_written`] says the mark
     /// returned is written; None when none was visited.
     fn read(
@@ -142,6 +170,7 @@ pub trait KafkaLog: Send + Sync + 'static {
         topic: &str,
         partition: u32,
         from: u64,
+        group: Option<&str>,
         reader: &str,
         visit: &mut dyn FnMut(StoredRecord<'_>) -> bool,
     ) -> Result<Option<u64>, ReadError>;
@@ -158,4 +187,28 @@ pub trait KafkaLog: Send + Sync + 'static {
         partitions: u32,
         validate_only: bool,
     ) -> Result<(), CreateTopicError>;
+
+    /// Makes `group` a Kafka group's name, if it is not one already: refused
+    /// when a shared-memory group has it (live, or with a saved position), or
+    /// when it is not a valid group name.
+    fn claim_group(&self, group: &str) -> Result<(), GroupClaimError>;
+
+    /// Kafka group `group` has no members left: its name is free again unless
+    /// it has committed offsets.
+    fn release_group(&self, group: &str);
+
+    /// Writes Kafka groups' committed offsets into the state file; returns
+    /// once it is written. Called beside the listener's loop.
+    fn commit_offsets(&self, commits: &[GroupCommit]) -> Result<(), String>;
+
+    /// Group `group`'s committed offsets: a Kafka group's as committed, a
+    /// shared-memory group's acknowledged positions.
+    fn committed_offsets(&self, group: &str) -> Vec<Committed>;
+
+    /// The Kafka groups that have committed offsets, by name.
+    fn kafka_groups_with_offsets(&self) -> Vec<String>;
+
+    /// The Kafka groups with members changed: what `broker status` and the
+    /// metrics show of them.
+    fn kafka_groups_changed(&self, groups: Vec<crate::coordinator::GroupView>);
 }

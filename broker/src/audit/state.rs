@@ -7,6 +7,7 @@
 //! end<TAB>-<TAB>default<TAB>0<TAB>10000<TAB>-
 //! group<TAB>group-1<TAB>default<TAB>0<TAB>500<TAB>502
 //! reader<TAB>audit<TAB>default<TAB>0<TAB>1200<TAB>-
+//! kafka-group<TAB>billing<TAB>orders<TAB>3<TAB>815<TAB>-
 //! ```
 //!
 //! - `end`: every offset of the topic-partition below `offset` has been assigned to
@@ -16,6 +17,9 @@
 //!   restart the offsets between the two are delivered again with attempt 2.
 //! - `reader`: the offset standalone reader `owner` (its `--id`) committed: the next
 //!   one it reads (Kafka's committed offset).
+//! - `kafka-group`: the offset Kafka group `owner` committed over the Kafka port
+//!   (SPEC §12), Kafka's committed offset likewise. A name with such lines is a
+//!   Kafka group's: no shared-memory group may take it.
 //!
 //! Lines are keyed by kind, owner, topic and partition. The file is replaced
 //! atomically (written aside, then renamed). The older `group_positions.txt`
@@ -55,9 +59,10 @@ pub struct GroupState {
     pub handed_out: u64,
 }
 
-/// A standalone reader's committed offset in one topic-partition.
+/// A committed offset in one topic-partition: a standalone reader's or a Kafka
+/// group's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReaderCommit {
+pub struct Commit {
     pub name: String,
     pub topic: String,
     pub partition: u32,
@@ -70,7 +75,8 @@ pub struct ReaderCommit {
 pub struct State {
     pub ends: Vec<PartitionEnd>,
     pub groups: Vec<GroupState>,
-    pub readers: Vec<ReaderCommit>,
+    pub readers: Vec<Commit>,
+    pub kafka_groups: Vec<Commit>,
 }
 
 impl State {
@@ -165,19 +171,24 @@ impl StateFile {
         offset: u64,
     ) -> io::Result<()> {
         let mut state = self.lock();
-        let commit = ReaderCommit {
-            name: name.to_string(),
-            topic: topic.to_string(),
-            partition,
-            offset,
-        };
-        match state
-            .readers
-            .iter_mut()
-            .find(|r| r.name == name && r.topic == topic && r.partition == partition)
-        {
-            Some(r) => r.offset = offset,
-            None => state.readers.push(commit),
+        record_commit(
+            &mut state.readers,
+            Commit {
+                name: name.to_string(),
+                topic: topic.to_string(),
+                partition,
+                offset,
+            },
+        );
+        save(&self.dir, &state, self.sync)
+    }
+
+    /// Records Kafka groups' commits, all with one write; returns once the
+    /// file holding them is written (synced under `--fsync`).
+    pub fn commit_kafka_groups(&self, commits: Vec<Commit>) -> io::Result<()> {
+        let mut state = self.lock();
+        for c in commits {
+            record_commit(&mut state.kafka_groups, c);
         }
         save(&self.dir, &state, self.sync)
     }
@@ -185,6 +196,17 @@ impl StateFile {
     /// What the file holds.
     pub fn snapshot(&self) -> State {
         self.lock().clone()
+    }
+}
+
+/// Puts `commit` in `list`, replacing the owner's older one in its
+/// topic-partition.
+fn record_commit(list: &mut Vec<Commit>, commit: Commit) {
+    match list.iter_mut().find(|r| {
+        r.name == commit.name && r.topic == commit.topic && r.partition == commit.partition
+    }) {
+        Some(r) => r.offset = commit.offset,
+        None => list.push(commit),
     }
 }
 
@@ -247,7 +269,8 @@ fn read_if_exists(dir: &Path, file: &'static str) -> Result<Option<String>, Stat
 enum Line {
     End(PartitionEnd),
     Group(GroupState),
-    Reader(ReaderCommit),
+    Reader(Commit),
+    KafkaGroup(Commit),
 }
 
 fn parse(
@@ -264,6 +287,7 @@ fn parse(
             Some(Line::End(e)) => state.ends.push(e),
             Some(Line::Group(g)) => state.groups.push(g),
             Some(Line::Reader(r)) => state.readers.push(r),
+            Some(Line::KafkaGroup(c)) => state.kafka_groups.push(c),
             None => {
                 return Err(StateError::Malformed {
                     file,
@@ -300,14 +324,19 @@ fn parse_line(line: &str) -> Option<Line> {
                 handed_out: handed_out.max(offset),
             }))
         }
-        "reader" if handed_out == "-" => {
-            shm_layout::names::check_name("reader", owner).ok()?;
-            Some(Line::Reader(ReaderCommit {
+        "reader" | "kafka-group" if handed_out == "-" => {
+            shm_layout::names::check_name("owner", owner).ok()?;
+            let commit = Commit {
                 name: owner.to_string(),
                 topic: topic.to_string(),
                 partition,
                 offset,
-            }))
+            };
+            Some(if kind == "reader" {
+                Line::Reader(commit)
+            } else {
+                Line::KafkaGroup(commit)
+            })
         }
         _ => None,
     }
@@ -352,6 +381,12 @@ pub fn save(dir: &Path, state: &State, sync: bool) -> io::Result<()> {
         text.push_str(&format!(
             "reader\t{}\t{}\t{}\t{}\t-\n",
             r.name, r.topic, r.partition, r.offset
+        ));
+    }
+    for k in &state.kafka_groups {
+        text.push_str(&format!(
+            "kafka-group\t{}\t{}\t{}\t{}\t-\n",
+            k.name, k.topic, k.partition, k.offset
         ));
     }
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
@@ -407,11 +442,17 @@ mod tests {
                 end: 10_000,
             }],
             groups: vec![group("group-1", 500, 502), group("b", 7, 7)],
-            readers: vec![ReaderCommit {
+            readers: vec![Commit {
                 name: "b".into(),
                 topic: DEFAULT_TOPIC.into(),
                 partition: 0,
                 offset: 1200,
+            }],
+            kafka_groups: vec![Commit {
+                name: "billing".into(),
+                topic: "orders".into(),
+                partition: 3,
+                offset: 815,
             }],
         };
         save(dir, &state, false).unwrap();
@@ -427,7 +468,8 @@ mod tests {
              end\t-\tdefault\t0\t10000\t-\n\
              group\tgroup-1\tdefault\t0\t500\t502\n\
              group\tb\tdefault\t0\t7\t7\n\
-             reader\tb\tdefault\t0\t1200\t-\n"
+             reader\tb\tdefault\t0\t1200\t-\n\
+             kafka-group\tbilling\torders\t3\t815\t-\n"
         );
     }
 
@@ -457,6 +499,8 @@ mod tests {
             "group\tgroup 1\tdefault\t0\t5\t5",
             "end\t-\tdefault\t0\t5",
             "reader\tr\tdefault\t0\t5\t5",
+            "kafka-group\tk\tdefault\t0\t5\t5",
+            "kafka-group\tk k\tdefault\t0\t5\t-",
             "garbage",
         ] {
             std::fs::write(

@@ -110,6 +110,12 @@ impl Registry {
         check_name("id", id).map_err(|e| refuse(Refusal::InvalidName, e.to_string()))?;
         if let Some(g) = group {
             check_name("group name", g).map_err(|e| refuse(Refusal::InvalidName, e.to_string()))?;
+            if role == Role::Consumer && self.kafka_group_names.contains(g) {
+                return Err(refuse(
+                    Refusal::KafkaGroup,
+                    format!("group {g} is a Kafka group: its members join over the Kafka port"),
+                ));
+            }
         }
         if self.ids.contains_key(&(role, id.to_string())) {
             return Err(refuse(

@@ -2,7 +2,8 @@
 //! producer, `kafka:<client id>`, with a client entry of its own (records name
 //! their producer by it), shared by that client's connections and retired like
 //! any producer when the last one closes. What Kafka clients fetch is logged
-//! here too, as a standalone reader's reads are.
+//! here too, as a standalone reader's reads are. And the Kafka groups' names
+//! live here beside the shared-memory groups': one namespace, two kinds.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use audit_format::index::TopicPartition;
 use audit_format::records::DeliveryLines;
 use control_protocol::Role;
+use kafka_listener::coordinator::GroupView;
+use kafka_listener::log::GroupClaimError;
 use shm_layout::client::{ClientRecord, ClientRole};
 use shm_layout::layout::client_state;
 use shm_layout::ring::Sender;
@@ -107,17 +110,53 @@ impl Registry {
         self.kafka_producers.contains_key(client_id)
     }
 
-    /// Logs the records a Kafka client fetched from partition `tp` (group `-`,
-    /// consumer `client_id`, attempt 1); the mark [`Registry::log_written_through`]
-    /// takes to say when the lines are written.
+    /// Makes `name` a Kafka group's, unless a shared-memory group has it (live,
+    /// or departed with a saved position).
+    pub fn claim_kafka_group(&mut self, name: &str) -> Result<(), GroupClaimError> {
+        shm_layout::names::check_name("group name", name)
+            .map_err(|e| GroupClaimError::InvalidName(e.to_string()))?;
+        if self.kafka_group_names.contains(name) {
+            return Ok(());
+        }
+        if self.find_group(name).is_some() || self.departed.keys().any(|(g, _, _)| g == name) {
+            return Err(GroupClaimError::SharedMemoryGroup(name.to_string()));
+        }
+        self.kafka_group_names.insert(name.to_string());
+        Ok(())
+    }
+
+    /// `name` is no Kafka group's any more.
+    pub fn release_kafka_group(&mut self, name: &str) {
+        self.kafka_group_names.remove(name);
+    }
+
+    /// Whether `name` is a Kafka group's.
+    pub fn is_kafka_group(&self, name: &str) -> bool {
+        self.kafka_group_names.contains(name)
+    }
+
+    /// The Kafka groups with members, as their coordinator shows them now.
+    pub fn set_kafka_groups(&mut self, groups: Vec<GroupView>) {
+        self.kafka_groups = groups;
+    }
+
+    /// The Kafka groups with members.
+    pub fn kafka_groups(&self) -> &[GroupView] {
+        &self.kafka_groups
+    }
+
+    /// Logs the records a Kafka client fetched from partition `tp` (for
+    /// `group`, or `-`; consumer `client_id`; attempt 1); the mark
+    /// [`Registry::log_written_through`] takes to say when the lines are written.
     pub fn log_kafka_reads(
         &mut self,
         tp: &TopicPartition,
+        group: Option<&str>,
         client_id: &str,
         reads: &[(u64, ProducerOf)],
     ) -> u64 {
         let mut lines = DeliveryLines::new_for(&tp.topic, tp.partition, wall_clock_micros());
-        let group: Arc<str> = Arc::from("-");
+        let group: Arc<str> = Arc::from(group.unwrap_or("-"));
         let consumer: Arc<str> = Arc::from(client_id);
         for (offset, producer) in reads {
             let name = match producer {

@@ -139,6 +139,11 @@ pub struct Registry {
     /// The stand-in producers of Kafka clients, by client id: their client
     /// entry, generation, and how many connections use them.
     kafka_producers: HashMap<String, (u32, u32, usize)>,
+    /// Names of the Kafka groups (with members, or with committed offsets): no
+    /// shared-memory group may take them (SPEC §12).
+    kafka_group_names: std::collections::BTreeSet<String>,
+    /// The Kafka groups with members, as their coordinator last showed them.
+    kafka_groups: Vec<kafka_listener::coordinator::GroupView>,
     /// Dead-letter topics a dead letter waits for, for the cleaner to create
     /// outside this lock.
     dead_letter_topics_wanted: std::collections::BTreeSet<String>,
@@ -200,6 +205,8 @@ impl Registry {
             released_rings: Vec::new(),
             dead_letter_senders: HashMap::new(),
             kafka_producers: HashMap::new(),
+            kafka_group_names: std::collections::BTreeSet::new(),
+            kafka_groups: Vec::new(),
             dead_letter_topics_wanted: Default::default(),
             dead_letter_topic_failures: Default::default(),
             dead_letter_creations: Default::default(),

@@ -89,6 +89,7 @@ impl Fetch {
     /// Reads on in every partition, within the budgets.
     fn gather(&mut self, cx: &mut Context<'_>) {
         let client = self.request.client_id.clone();
+        let group = cx.fetching_group(&client);
         let mut total = self.gathered_bytes();
         for p in &mut self.parts {
             if p.error != code::NONE {
@@ -144,6 +145,7 @@ impl Fetch {
                 p.topic.as_str(),
                 p.index as u32,
                 p.next,
+                group.as_deref(),
                 &client,
                 &mut visit,
             );

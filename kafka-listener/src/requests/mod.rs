@@ -10,17 +10,25 @@ use kacrab_protocol::generated::request_header::RequestHeaderData;
 
 use std::sync::Arc;
 
-use crate::log::{KafkaLog, ProducerHandle};
+use crate::committer::Committer;
+use crate::coordinator::Coordinator;
+use crate::log::{GroupClaimError, KafkaLog, ProducerHandle};
 
 mod api_versions;
 mod create_topics;
 mod describe_groups;
 mod fetch;
 mod find_coordinator;
+mod heartbeat;
+mod join_group;
+mod leave_group;
 mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 mod unsupported;
 
 /// Kafka's API keys the listener serves, with the versions it serves.
@@ -28,7 +36,13 @@ pub const PRODUCE: i16 = 0;
 pub const FETCH: i16 = 1;
 pub const LIST_OFFSETS: i16 = 2;
 pub const METADATA: i16 = 3;
+pub const OFFSET_COMMIT: i16 = 8;
+pub const OFFSET_FETCH: i16 = 9;
 pub const FIND_COORDINATOR: i16 = 10;
+pub const JOIN_GROUP: i16 = 11;
+pub const HEARTBEAT: i16 = 12;
+pub const LEAVE_GROUP: i16 = 13;
+pub const SYNC_GROUP: i16 = 14;
 pub const DESCRIBE_GROUPS: i16 = 15;
 pub const LIST_GROUPS: i16 = 16;
 pub const API_VERSIONS: i16 = 18;
@@ -46,7 +60,8 @@ pub struct Served {
 }
 
 /// Every API served, as ApiVersions advertises them. Fetch stops before 13
-/// (topic ids), ListOffsets before 7, Metadata before 10 (topic ids).
+/// (topic ids), ListOffsets before 7, Metadata before 10 (topic ids),
+/// OffsetFetch before 8 (several groups in one request).
 pub const SERVED: &[Served] = &[
     Served {
         key: PRODUCE,
@@ -77,11 +92,53 @@ pub const SERVED: &[Served] = &[
         flexible_from: 9,
     },
     Served {
+        key: OFFSET_COMMIT,
+        name: "OffsetCommit",
+        min: 2,
+        max: 8,
+        flexible_from: 8,
+    },
+    Served {
+        key: OFFSET_FETCH,
+        name: "OffsetFetch",
+        min: 1,
+        max: 7,
+        flexible_from: 6,
+    },
+    Served {
         key: FIND_COORDINATOR,
         name: "FindCoordinator",
         min: 0,
         max: 3,
         flexible_from: 3,
+    },
+    Served {
+        key: JOIN_GROUP,
+        name: "JoinGroup",
+        min: 0,
+        max: 9,
+        flexible_from: 6,
+    },
+    Served {
+        key: HEARTBEAT,
+        name: "Heartbeat",
+        min: 0,
+        max: 4,
+        flexible_from: 4,
+    },
+    Served {
+        key: LEAVE_GROUP,
+        name: "LeaveGroup",
+        min: 0,
+        max: 5,
+        flexible_from: 4,
+    },
+    Served {
+        key: SYNC_GROUP,
+        name: "SyncGroup",
+        min: 0,
+        max: 5,
+        flexible_from: 4,
     },
     Served {
         key: DESCRIBE_GROUPS,
@@ -173,6 +230,9 @@ pub struct ConnectionState {
     pub producer: Option<(String, ProducerHandle)>,
     /// Where a compressed batch is inflated (kept from one request to the next).
     pub inflated: Vec<u8>,
+    /// The Kafka group this connection last spoke for: its fetches are read
+    /// for that group.
+    pub group: Option<String>,
 }
 
 impl ConnectionState {
@@ -180,6 +240,7 @@ impl ConnectionState {
         ConnectionState {
             producer: None,
             inflated: Vec::new(),
+            group: None,
         }
     }
 }
@@ -198,6 +259,43 @@ pub struct Context<'a> {
     pub connection: &'a mut ConnectionState,
     /// Topic creations run aside: each is started through this.
     pub spawn_creation: &'a dyn Fn(Box<dyn FnOnce() + Send>),
+    pub coordinator: &'a mut Coordinator,
+    /// Offset commits are written aside, through this.
+    pub committer: &'a Committer,
+    /// The client's address, as Kafka's tools show a member's host.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+impl Context<'_> {
+    /// Claims `group` as a Kafka group's name: Kafka's error code if it cannot be.
+    fn claim_group(&self, group: &str) -> Result<(), i16> {
+        self.log.claim_group(group).map_err(|e| match e {
+            GroupClaimError::InvalidName(_) => code::INVALID_GROUP_ID,
+            GroupClaimError::SharedMemoryGroup(_) => code::INCONSISTENT_GROUP_PROTOCOL,
+        })
+    }
+
+    /// Frees `group`'s name if the coordinator has no members of it.
+    fn release_group_if_unused(&self, group: &str) {
+        if self.coordinator.view(group).is_none() {
+            self.log.release_group(group);
+        }
+    }
+
+    /// The client's host as Kafka writes it (`/127.0.0.1`).
+    fn client_host(&self) -> String {
+        self.peer
+            .map_or_else(|| "/unknown".to_string(), |p| format!("/{}", p.ip()))
+    }
+
+    /// The group a fetch on this connection reads for, if any.
+    fn fetching_group(&self, client_id: &str) -> Option<String> {
+        self.connection.group.clone().or_else(|| {
+            self.coordinator
+                .group_of_client(client_id)
+                .map(str::to_string)
+        })
+    }
 }
 
 /// What a request's turn produced.
@@ -250,6 +348,12 @@ pub fn start(
         DESCRIBE_GROUPS => Ok(Box::new(Ready(Some(describe_groups::answer(
             &request, cx,
         )?)))),
+        HEARTBEAT => Ok(Box::new(Ready(Some(heartbeat::answer(&request, cx)?)))),
+        LEAVE_GROUP => Ok(Box::new(Ready(Some(leave_group::answer(&request, cx)?)))),
+        OFFSET_FETCH => Ok(Box::new(Ready(Some(offset_fetch::answer(&request, cx)?)))),
+        JOIN_GROUP => join_group::start(request, cx),
+        SYNC_GROUP => sync_group::start(request, cx),
+        OFFSET_COMMIT => offset_commit::start(request, cx),
         PRODUCE => produce::start(request, now),
         FETCH => fetch::start(request, now),
         CREATE_TOPICS => create_topics::start(request, cx),
@@ -301,6 +405,13 @@ pub mod code {
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
     pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
