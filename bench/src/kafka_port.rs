@@ -32,10 +32,10 @@ const PER_BATCH: u64 = 1000;
 /// Java's 5).
 const IN_FLIGHT: usize = 8;
 const PRODUCE_VERSION: i16 = 7;
-const FETCH_VERSION: i16 = 11;
-const FETCH_BYTES: i32 = 4 << 20;
+pub(crate) const FETCH_VERSION: i16 = 11;
+pub(crate) const FETCH_BYTES: i32 = 4 << 20;
 
-fn frame(
+pub(crate) fn frame(
     api_key: i16,
     version: i16,
     correlation: i32,
@@ -58,7 +58,7 @@ fn frame(
 }
 
 /// Reads one response; returns its body after the correlation id.
-fn response(stream: &mut TcpStream, correlation: i32) -> Bytes {
+pub(crate) fn response(stream: &mut TcpStream, correlation: i32) -> Bytes {
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).expect("response size");
     let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
@@ -71,7 +71,7 @@ fn response(stream: &mut TcpStream, correlation: i32) -> Bytes {
     Bytes::from(body).slice(4..)
 }
 
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     use nix::sys::resource::{getrusage, UsageWho};
     let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
     let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
@@ -84,10 +84,15 @@ fn stamp(payload: &mut [u8], seq: u64) {
     payload[..16].copy_from_slice(&crate::workers::hex_digits(seq));
 }
 
-/// `kafka-produce broker=HOST:PORT topic=T count=N size=B`: acks 1, batches of
-/// [`PER_BATCH`], [`IN_FLIGHT`] requests in flight.
+/// `kafka-produce broker=HOST:PORT topic=T count=N size=B [partitions=P]`:
+/// acks 1, batches of [`PER_BATCH`] dealt over the P partitions in turn,
+/// [`IN_FLIGHT`] requests in flight.
 pub fn kafka_produce(args: &Args) {
     let (count, size) = (args.num("count"), args.num("size") as usize);
+    let partitions = args
+        .opt("partitions")
+        .map_or(1, |p| p.parse::<i32>().expect("partitions"));
+    let mut batches_sent = 0i32;
     let topic = args.get("topic").to_string();
     let mut stream = TcpStream::connect(args.get("broker")).expect("connect to the Kafka port");
     stream.set_nodelay(true).expect("nodelay");
@@ -112,7 +117,7 @@ pub fn kafka_produce(args: &Args) {
                 topic_data: vec![TopicProduceData {
                     name: KafkaString::from(topic.clone()),
                     partition_data: vec![PartitionProduceData {
-                        index: 0,
+                        index: batches_sent % partitions,
                         records: Some(Bytes::copy_from_slice(&batch)),
                         ..Default::default()
                     }],
@@ -129,6 +134,7 @@ pub fn kafka_produce(args: &Args) {
             stream.write_all(&bytes).expect("send");
             waiting.push_back(correlation);
             sent += n;
+            batches_sent += 1;
             continue;
         }
         let c = waiting.pop_front().expect("a request in flight");

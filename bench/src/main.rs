@@ -4,6 +4,7 @@
 //! msgs/s, MB/s, latency percentiles and CPU per million messages, with ratios.
 //! Results go to `target/bench/results.json`, charts to `docs/bench/`.
 
+mod kafka_group;
 mod kafka_port;
 mod workers;
 
@@ -27,6 +28,7 @@ fn main() {
         Some("spsc-recv") => workers::spsc_recv(&worker_args),
         Some("kafka-produce") => kafka_port::kafka_produce(&worker_args),
         Some("kafka-consume") => kafka_port::kafka_consume(&worker_args),
+        Some("kafka-group-consume") => kafka_group::kafka_group_consume(&worker_args),
         Some("redis-produce") => kafka_port::redis_produce(&worker_args),
         Some("redis-consume") => kafka_port::redis_consume(&worker_args),
         _ => orchestrate(),
@@ -577,6 +579,11 @@ fn orchestrate() {
     for r in w9(N) {
         progress(&mut rows, r);
     }
+    // W10: the same port, read by a Kafka consumer group of two members.
+    progress(
+        &mut rows,
+        median_of_rounds(LATENCY_REPEATS, || run_kafka_group(N)),
+    );
 
     let report = render(&rows) + &render_seeks(&seeks);
     println!("{report}");
@@ -622,6 +629,10 @@ fn ratios(rows: &[Row]) -> Value {
         "w9_produce_vs_redis": find(rows, W9_PRODUCE, "broker").msgs_per_s
             / find(rows, W9_PRODUCE, "redis").msgs_per_s,
         "w9_consume_vs_redis": find(rows, W9_CONSUME, "broker").msgs_per_s
+            / find(rows, W9_CONSUME, "redis").msgs_per_s,
+        "w10_vs_w9_consume": find(rows, W10, "broker").msgs_per_s
+            / find(rows, W9_CONSUME, "broker").msgs_per_s,
+        "w10_vs_redis_consume": find(rows, W10, "broker").msgs_per_s
             / find(rows, W9_CONSUME, "redis").msgs_per_s,
     })
 }
@@ -698,10 +709,17 @@ fn render(rows: &[Row]) -> String {
         f("w9_produce_vs_redis"),
         f("w9_consume_vs_redis")
     );
+    let _ = writeln!(
+        s,
+        "- W10 a 2-member Kafka group (committing after each fetch) / W9 one consumer: {:.2}× (/ Redis Streams consume: {:.2}×)",
+        f("w10_vs_w9_consume"),
+        f("w10_vs_redis_consume")
+    );
     s
 }
 
 const W9_PRODUCE: &str = "W9 produce 1M over the Kafka port 64 B";
+const W10: &str = "W10 consume 1M, Kafka group of 2 64 B";
 const W9_CONSUME: &str = "W9 consume 1M over the Kafka port 64 B";
 
 /// W9, [`LATENCY_REPEATS`] rounds, the broker and Redis taking turns: the median
@@ -770,6 +788,55 @@ fn run_kafka_port(n: u64) -> [Row; 2] {
     );
     broker.stop();
     rows
+}
+
+/// The median by throughput of `rounds` runs.
+fn median_of_rounds(rounds: usize, mut run: impl FnMut() -> Row) -> Row {
+    median((0..rounds).map(|_| run()).collect(), By::Throughput)
+}
+
+/// W10: 1M records produced over 2 partitions, then read by a Kafka group of
+/// two members (the bench's own client), each its partition, committing after
+/// each fetch. Timed from the first member settled in the group to the last
+/// record read; CPU is the broker's over the read and both members'.
+fn run_kafka_group(n: u64) -> Row {
+    let broker = Broker::start(&["--groups", "0", "--topics", "w10:2", "--kafka-port", "0"]);
+    let kafka = broker.kafka.clone().expect("the Kafka port");
+    let produce = kv(&[
+        ("broker", kafka.clone()),
+        ("topic", "w10".into()),
+        ("count", n.to_string()),
+        ("size", "64".into()),
+        ("partitions", "2".into()),
+    ]);
+    Worker::start("kafka-produce", &produce).finish();
+    let member = kv(&[
+        ("broker", kafka.clone()),
+        ("topic", "w10".into()),
+        ("group", "w10".into()),
+        ("members", "2".into()),
+        ("partitions", "2".into()),
+        ("count", n.to_string()),
+    ]);
+    let cpu0 = broker.cpu_seconds();
+    let members = [
+        Worker::start("kafka-group-consume", &member),
+        Worker::start("kafka-group-consume", &member),
+    ];
+    let done: Vec<Value> = members.into_iter().map(Worker::finish).collect();
+    let cpu = broker.cpu_seconds() - cpu0
+        + done
+            .iter()
+            .map(|d| d["cpu_s"].as_f64().unwrap_or(0.0))
+            .sum::<f64>();
+    let micros = |k: &'static str| done.iter().map(move |d| d[k].as_u64().unwrap_or(0));
+    let start = micros("start_us").min().unwrap_or(0);
+    let end = micros("end_us").max().unwrap_or(0);
+    let count: u64 = micros("count").sum();
+    assert_eq!(count, n, "the group read every record once");
+    broker.stop();
+    let secs = (end.saturating_sub(start) as f64 / 1e6).max(1e-9);
+    row(W10, "broker", count as f64, secs, 64, &Value::Null, cpu)
 }
 
 /// Debian's `redis-server` on a free port, persisting as the broker does

@@ -91,6 +91,40 @@ pub enum Command {
     /// List every topic: per partition, end offset, persisted offset and ring
     /// occupancy.
     Topics(TopicsArgs),
+    /// Manage the users of the Kafka port (SASL/SCRAM-SHA-256).
+    #[command(name = "kafka-user", subcommand)]
+    KafkaUser(KafkaUserCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KafkaUserCommand {
+    /// Add a user to a users file, or replace its password.
+    #[command(
+        long_about = "Add a user to a users file, or replace its password.\n\n\
+            The password is read from stdin (its first line, without the newline), \
+            so that it shows neither in the process list nor in the shell's history. \
+            The file keeps a salted SCRAM-SHA-256 entry (salt, iterations, stored key, \
+            server key), never the password; it is replaced atomically, readable by \
+            its owner only. A running broker started with --kafka-users FILE reads \
+            the change when the next connection comes. Prints `added user NAME` or \
+            `replaced user NAME`."
+    )]
+    Add(KafkaUserAddArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:\n  \
+        printf '%s\\n' \"$PASSWORD\" | broker kafka-user add alice --kafka-users kafka-users.txt")]
+pub struct KafkaUserAddArgs {
+    /// The user's name: 1 to 255 characters, no spaces.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The users file (created if missing).
+    #[arg(long, value_name = "FILE")]
+    pub kafka_users: PathBuf,
+    /// PBKDF2 iterations (at least 4096, Kafka's least for SCRAM-SHA-256).
+    #[arg(long, value_name = "N", default_value_t = kafka_listener::scram::MIN_ITERATIONS)]
+    pub iterations: u32,
 }
 
 #[derive(Args, Debug)]
@@ -330,8 +364,9 @@ pub struct ServeArgs {
     /// (`kafka on HOST:PORT`) [default: off]. See docs/kafka.md.
     #[arg(long, value_name = "PORT")]
     pub kafka_port: Option<u16>,
-    /// The address the Kafka port listens on. Loopback only: clients on other
-    /// hosts need authentication, which the listener does not serve yet.
+    /// The address the Kafka port listens on. Any address other than loopback
+    /// (e.g. 0.0.0.0) needs --kafka-users: clients on other hosts must
+    /// authenticate.
     #[arg(
         long,
         value_name = "ADDR",
@@ -339,6 +374,21 @@ pub struct ServeArgs {
         requires = "kafka_port"
     )]
     pub kafka_bind: IpAddr,
+    /// Clients of the Kafka port authenticate with SASL/SCRAM-SHA-256 as a
+    /// user of FILE (written by `broker kafka-user add`) [default: no
+    /// authentication, for a loopback --kafka-bind only].
+    #[arg(long, value_name = "FILE", requires = "kafka_port")]
+    pub kafka_users: Option<PathBuf>,
+    /// TLS for the Kafka port: its certificate chain (PEM), with --kafka-tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires_all = ["kafka_port", "kafka_tls_key"]
+    )]
+    pub kafka_tls_cert: Option<PathBuf>,
+    /// TLS for the Kafka port: its private key (PEM), with --kafka-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "kafka_tls_cert")]
+    pub kafka_tls_key: Option<PathBuf>,
     /// The address Kafka clients are told to connect to (Metadata's broker
     /// address) [default: the Kafka port's own].
     #[arg(long, value_name = "HOST:PORT", requires = "kafka_port", value_parser = parse_advertised)]
@@ -366,6 +416,10 @@ fn parse_advertised(s: &str) -> Result<(String, u16), String> {
 pub struct KafkaConfig {
     pub bind: SocketAddr,
     pub advertise: Option<(String, u16)>,
+    /// `--kafka-users`: clients must authenticate as one of its users.
+    pub users: Option<PathBuf>,
+    /// `--kafka-tls-cert` and `--kafka-tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// `--metrics`: `HOST:PORT`, or a port on the loopback address.
@@ -518,10 +572,12 @@ impl ServeArgs {
         let kafka = self.kafka_port.map(|port| KafkaConfig {
             bind: SocketAddr::new(self.kafka_bind, port),
             advertise: self.kafka_advertise.clone(),
+            users: self.kafka_users.clone(),
+            tls: self.kafka_tls_cert.clone().zip(self.kafka_tls_key.clone()),
         });
-        if kafka.is_some() && !self.kafka_bind.is_loopback() {
+        if kafka.is_some() && !self.kafka_bind.is_loopback() && self.kafka_users.is_none() {
             return Err(format!(
-                "--kafka-bind {}: the Kafka port listens on a loopback address only (127.0.0.1 or ::1): clients on other hosts would need authentication, which it does not serve yet",
+                "--kafka-bind {}: clients on other hosts must authenticate: give --kafka-users FILE (users added by `broker kafka-user add NAME --kafka-users FILE`), or bind to 127.0.0.1",
                 self.kafka_bind
             ));
         }

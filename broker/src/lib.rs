@@ -35,6 +35,7 @@ pub mod event_loop;
 pub mod file_producers;
 pub mod kafka_groups;
 pub mod kafka_log;
+pub mod kafka_users;
 pub mod metrics;
 pub mod partition_offsets;
 pub mod persister;
@@ -97,6 +98,8 @@ pub enum BrokerError {
     Replay(String),
     #[error("{0}")]
     Topics(String),
+    #[error("{0}")]
+    KafkaSecurity(String),
     #[error(transparent)]
     State(#[from] state::StateError),
     #[error("{PERSIST_FILE} ends before offset {from} of {partition}, but offsets up to {to} were assigned (offsets.txt): records {from}..{to} are missing (was the file cut, deleted or replaced?); restore it, or start with --accept-lost-records to skip them")]
@@ -134,6 +137,26 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
     })
 }
 
+/// The Kafka port's users and TLS settings, read now: a file that cannot be
+/// used stops the start with one line.
+fn kafka_security(k: &config::KafkaConfig) -> Result<threads::KafkaSecurity, BrokerError> {
+    let users = k
+        .users
+        .as_deref()
+        .map(kafka_listener::scram::UsersFile::open)
+        .transpose()
+        .map_err(|e| BrokerError::KafkaSecurity(format!("--kafka-users {e}")))?;
+    let tls = k
+        .tls
+        .as_ref()
+        .map(|(cert, key)| kafka_listener::transport::tls_config(cert, key))
+        .transpose()
+        .map_err(|e| {
+            BrokerError::KafkaSecurity(format!("--kafka-tls-cert/--kafka-tls-key: {e}"))
+        })?;
+    Ok(threads::KafkaSecurity { users, tls })
+}
+
 /// As [`run`], on a listener already bound (a test can bind port 0 itself).
 pub fn serve(
     config: BrokerConfig,
@@ -153,13 +176,16 @@ pub fn serve(
         Some(l) => format!("\nmetrics on http://{}/metrics", l.local_addr()?),
         None => String::new(),
     };
-    let kafka = config
-        .kafka
-        .as_ref()
-        .map(|k| bind(k.bind).map(|l| (l, k.advertise.clone())))
-        .transpose()?;
+    let kafka = match &config.kafka {
+        Some(k) => Some(threads::KafkaStart {
+            security: kafka_security(k)?,
+            listener: bind(k.bind)?,
+            advertise: k.advertise.clone(),
+        }),
+        None => None,
+    };
     let kafka_line = match &kafka {
-        Some((l, _)) => format!("\nkafka on {}", l.local_addr()?),
+        Some(k) => format!("\nkafka on {}", k.listener.local_addr()?),
         None => String::new(),
     };
     let found = startup::recover(&config, &name)?;

@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use broker::config::{
-    Cli, Command, CommittedArgs, CreateTopicArgs, DecodeArgs, ResetOffsetsArgs, StatusArgs,
-    TopicsArgs,
+    Cli, Command, CommittedArgs, CreateTopicArgs, DecodeArgs, KafkaUserAddArgs, KafkaUserCommand,
+    ResetOffsetsArgs, StatusArgs, TopicsArgs,
 };
 use clap::Parser;
 use control_protocol::{default_id, ConnectError, ControlFrame, OwnerKind, Role, Session};
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Some(Command::ResetOffsets(args)) => reset_offsets(args),
         Some(Command::CreateTopic(args)) => create_topic(args),
         Some(Command::Topics(args)) => topics(args),
+        Some(Command::KafkaUser(KafkaUserCommand::Add(args))) => kafka_user_add(args),
         None => serve(cli.serve),
     }
 }
@@ -53,6 +54,30 @@ fn serve(args: broker::config::ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("broker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn kafka_user_add(args: KafkaUserAddArgs) -> ExitCode {
+    use broker::kafka_users::{add, AddError};
+    let stdin = std::io::stdin();
+    match add(
+        &args.kafka_users,
+        &args.name,
+        args.iterations,
+        &mut stdin.lock(),
+    ) {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(AddError::Usage(e)) => {
+            eprintln!("broker kafka-user add: {e}");
+            ExitCode::from(2)
+        }
+        Err(AddError::Failed(e)) => {
+            eprintln!("broker kafka-user add: {e}");
             ExitCode::from(1)
         }
     }

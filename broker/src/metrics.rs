@@ -218,17 +218,19 @@ impl MetricSources {
         let redeliveries = Family::<Labels, Counter>::default();
         let dead_letters = Family::<Labels, Counter>::default();
         let members = Family::<Labels, Gauge>::default();
+        let labels_of = |group: &str, topic: &str, partition: u32| -> Labels {
+            vec![
+                ("group", group.to_string()),
+                ("topic", topic.to_string()),
+                ("partition", partition.to_string()),
+            ]
+        };
         for g in &groups {
-            let group = ("group", g.name.clone());
             members
-                .get_or_create(&vec![group.clone()])
+                .get_or_create(&vec![("group", g.name.clone())])
                 .set(g.members.len() as i64);
             for p in &g.partitions {
-                let labels = vec![
-                    group.clone(),
-                    ("topic", p.topic.clone()),
-                    ("partition", p.partition.to_string()),
-                ];
+                let labels = labels_of(&g.name, &p.topic, p.partition);
                 position.get_or_create(&labels).set(signed(p.position));
                 lag.get_or_create(&labels)
                     .set(signed(p.end_offset.saturating_sub(p.position)));
@@ -239,16 +241,11 @@ impl MetricSources {
         }
         // Kafka groups: their committed offsets are their positions.
         for g in &kafka_groups {
-            let group = ("group", g.name.clone());
             members
-                .get_or_create(&vec![group.clone()])
+                .get_or_create(&vec![("group", g.name.clone())])
                 .set(g.members.len() as i64);
             for p in &g.partitions {
-                let labels = vec![
-                    group.clone(),
-                    ("topic", p.topic.clone()),
-                    ("partition", p.partition.to_string()),
-                ];
+                let labels = labels_of(&g.name, &p.topic, p.partition);
                 position.get_or_create(&labels).set(signed(p.committed));
                 if let Some(l) = p.lag() {
                     lag.get_or_create(&labels).set(signed(l));

@@ -50,6 +50,33 @@ pub(crate) struct Running {
 /// Kafka connections served at once; more are closed as they come.
 const KAFKA_CONNECTIONS: usize = 1024;
 
+/// The host Metadata hands out without `--kafka-advertise`: the bound address,
+/// or, for a wildcard bind (0.0.0.0, ::), which no client can connect to, this
+/// host's name (as Kafka does).
+fn advertised_host_of(bound: std::net::IpAddr) -> String {
+    if !bound.is_unspecified() {
+        return bound.to_string();
+    }
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The Kafka port, bound, with what it hands out and whom it lets in.
+pub(crate) struct KafkaStart {
+    pub listener: TcpListener,
+    pub advertise: Option<(String, u16)>,
+    pub security: KafkaSecurity,
+}
+
+/// `--kafka-users` and `--kafka-tls-*`, read.
+pub(crate) struct KafkaSecurity {
+    pub users: Option<kafka_listener::scram::UsersFile>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Starts the persister, the cleaner (with their writers) and, if records must be
 /// published again, the replay, over `region`.
 pub(crate) fn start(
@@ -59,7 +86,7 @@ pub(crate) fn start(
     topics: Arc<Topics>,
     stop: &Arc<AtomicBool>,
     metrics_listener: Option<TcpListener>,
-    kafka_listener: Option<(TcpListener, Option<(String, u16)>)>,
+    kafka: Option<KafkaStart>,
 ) -> Result<Running, BrokerError> {
     let Recovered {
         persist_file,
@@ -251,11 +278,15 @@ pub(crate) fn start(
         }
         None => None,
     };
-    let kafka = match kafka_listener {
-        Some((listener, advertise)) => {
+    let kafka = match kafka {
+        Some(KafkaStart {
+            listener,
+            advertise,
+            security,
+        }) => {
             let bound = listener.local_addr()?;
             let (advertised_host, advertised_port) =
-                advertise.unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+                advertise.unwrap_or_else(|| (advertised_host_of(bound.ip()), bound.port()));
             let log = crate::kafka_log::BrokerLog::new(
                 region.clone(),
                 topics.clone(),
@@ -270,6 +301,8 @@ pub(crate) fn start(
                     advertised_host,
                     advertised_port,
                     max_connections: KAFKA_CONNECTIONS,
+                    users: security.users,
+                    tls: security.tls,
                 },
             );
             let stop = Arc::new(AtomicBool::new(false));

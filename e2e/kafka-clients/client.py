@@ -26,6 +26,9 @@ send fails (the broker is gone).
 `produce ... --check-file PATH` checks, as each send returns, that PATH (the
 broker's persistence file) already holds the record's line.
 
+`--sasl USER PASSWORD` authenticates with SCRAM-SHA-256, `--tls CAFILE` speaks
+TLS to the broker, trusting CAFILE (kafka-python's produce and consume).
+
 LIBRARY is kafka-python or confluent-kafka. Messages come on stdin as JSON
 lines {"k": hex or null, "v": hex, "h": [[name, hex], ...]}; what is sent
 (partition and offset) or read goes to stdout as JSON lines, in the same shape
@@ -65,6 +68,21 @@ def stall():
         time.sleep(3600)
 
 
+def kafka_python_security(args):
+    """The client settings --sasl USER PASSWORD and --tls CAFILE ask for."""
+    settings = {}
+    if "--tls" in args:
+        settings.update(security_protocol="SSL", ssl_cafile=option(args, "--tls", None))
+    if "--sasl" in args:
+        i = args.index("--sasl")
+        settings.update(
+            security_protocol="SASL_SSL" if "--tls" in args else "SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-256",
+            sasl_plain_username=args[i + 1], sasl_plain_password=args[i + 2],
+        )
+    return settings
+
+
 def kafka_python(command, args):
     import kafka
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -82,6 +100,7 @@ def kafka_python(command, args):
             acks=acks,
             compression_type="gzip" if "--gzip" in args else None,
             linger_ms=5,
+            **kafka_python_security(args),
         )
         futures = [
             producer.send(
@@ -109,6 +128,7 @@ def kafka_python(command, args):
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             consumer_timeout_ms=30000,
+            **kafka_python_security(args),
         )
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(parts)

@@ -501,6 +501,8 @@ pub struct Broker {
     pub data: TempDir,
     /// The Kafka port's address, under `--kafka-port` (its ready line).
     pub kafka: Option<String>,
+    /// The metrics' address, under `--metrics` (its ready line).
+    pub metrics: Option<String>,
 }
 
 impl Broker {
@@ -525,6 +527,13 @@ impl Broker {
             .unwrap_or_else(|| panic!("unexpected ready line {ready:?}"))
             .to_string();
         assert_eq!(ready, format!("listening on {addr}, shm {shm}"));
+        let metrics = extra.contains(&"--metrics").then(|| {
+            let line = proc.next_stdout_line();
+            line.strip_prefix("metrics on http://")
+                .and_then(|r| r.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("unexpected metrics ready line {line:?}"))
+                .to_string()
+        });
         let kafka = extra.contains(&"--kafka-port").then(|| {
             let line = proc.next_stdout_line();
             line.strip_prefix("kafka on ")
@@ -537,6 +546,7 @@ impl Broker {
             shm,
             data,
             kafka,
+            metrics,
         }
     }
 

@@ -110,6 +110,17 @@ fn produce(kafka: &str, n: usize) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The metrics' text exposition, as a scraper gets it.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: broker\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+}
+
 fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
@@ -274,6 +285,7 @@ fn a_kafka_python_member_resumes_at_its_committed_offsets_after_the_broker_is_ki
     let broker = Broker::start_with(data, shm, &args);
     assert_eq!(committed_by_broker(&broker, "resumer"), committed);
     let kafka = broker.kafka.clone().unwrap();
+    // The rest is read back from the file, below the rings.
     let mut second = Member::start("kafka-python", &kafka, "resumer", "second", &[], &w);
     w.wait_until("the rest read", RECHECK, || {
         match first_read.len() + second.read().len() {
@@ -310,7 +322,7 @@ fn a_kafka_python_member_resumes_at_its_committed_offsets_after_the_broker_is_ki
 
 #[test]
 fn kafka_groups_and_shared_memory_groups_share_one_namespace_and_one_view() {
-    let (broker, kafka) = kafka_broker(&["--topics", "t:4", "--groups", "0"]);
+    let (broker, kafka) = kafka_broker(&["--topics", "t:4", "--groups", "0", "--metrics", "0"]);
     // A shared-memory group, live, with two members.
     let shm_members = [
         broker.consumer(&["--group", "shm-readers", "--id", "shm-1", "--topic", "t"]),
@@ -406,6 +418,31 @@ fn kafka_groups_and_shared_memory_groups_share_one_namespace_and_one_view() {
         .sum();
     assert_eq!(committed, 8);
     assert_eq!(status["groups"][0]["name"], "shm-readers");
+    // The metrics too: members, and per partition the committed offset as the
+    // position, and the lag.
+    let metrics = scrape(broker.metrics.as_deref().unwrap());
+    assert!(
+        metrics.contains("minikafka_group_members{group=\"billing\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("minikafka_group_members{group=\"shm-readers\"} 2\n"),
+        "{metrics}"
+    );
+    let positions: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("minikafka_group_position{group=\"billing\",topic=\"t\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(positions, 8, "{metrics}");
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("minikafka_group_lag{group=\"billing\""))
+            .count(),
+        4,
+        "{metrics}"
+    );
     let text = broker.subcommand("status", &[]).stdout_text();
     assert!(text.contains("KAFKA-GROUP"), "{text}");
     assert!(

@@ -103,13 +103,8 @@ fn scrape(addr: &str) -> Vec<Sample> {
 fn broker_with_metrics(extra: &[&str]) -> (Broker, String) {
     let mut args = vec!["--metrics", "0"];
     args.extend_from_slice(extra);
-    let mut broker = Broker::start(&args);
-    let line = broker.proc.next_stdout_line();
-    let addr = line
-        .strip_prefix("metrics on http://")
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics line: {line:?}"))
-        .to_string();
+    let broker = Broker::start(&args);
+    let addr = broker.metrics.clone().expect("the metrics ready line");
     assert!(
         addr.starts_with("127.0.0.1:"),
         "loopback by default: {addr}"

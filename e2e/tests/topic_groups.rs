@@ -9,16 +9,32 @@ use std::time::Instant;
 use e2e::{json_lines, payload_of, Broker};
 use nix::sys::signal::Signal;
 
-/// (partition, offset) → payload, of every record of `topic` in the persistence file.
-fn persisted(broker: &Broker, topic: &str) -> BTreeMap<(u64, u64), String> {
-    broker
-        .data_lines("persistencia_mensajes.txt")
-        .iter()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[0] == topic).then(|| ((f[1].parse().unwrap(), f[2].parse().unwrap()), f[6].into()))
-        })
-        .collect()
+/// (partition, offset) → payload, of the records of `topic` in the persistence
+/// file, once it holds at least `n` (the broker writes it every
+/// --flush-interval, and consumers may have been served before).
+fn persisted(broker: &Broker, topic: &str, n: usize) -> BTreeMap<(u64, u64), String> {
+    let deadline = std::time::Instant::now() + e2e::DEADLINE;
+    loop {
+        let records: BTreeMap<(u64, u64), String> = broker
+            .data_lines_so_far("persistencia_mensajes.txt")
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[0] == topic)
+                    .then(|| ((f[1].parse().unwrap(), f[2].parse().unwrap()), f[6].into()))
+            })
+            .collect();
+        if records.len() >= n {
+            return records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} records of {topic} persisted",
+            records.len()
+        );
+        // A re-check interval: the file is written every --flush-interval.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The consumption log's lines of `group`, split in fields.
@@ -153,7 +169,7 @@ fn a_group_over_a_topic_deals_each_partition_to_its_members_and_logs_every_deliv
         a.stderr,
         b.stderr
     );
-    let records = persisted(&broker, "orders");
+    let records = persisted(&broker, "orders", N);
     assert_eq!(records.len(), N);
     // Every record went to exactly one member, once, as sent; each member saw
     // every partition, each in offset order.
@@ -336,7 +352,7 @@ fn a_member_killed_mid_stream_hands_its_partitions_share_to_the_other() {
     let survivor = survivor.wait_exit();
     assert_eq!(survivor.code(), Some(0), "{:?}", survivor.stderr);
     assert_eq!(survivors.len(), N);
-    let records = persisted(&broker, "jobs");
+    let records = persisted(&broker, "jobs", N);
     let mut all = BTreeSet::new();
     for ((_, p, o), (payload, _)) in printed(&survivor.stdout) {
         assert_eq!(records.get(&(p, o)), Some(&payload));
@@ -434,7 +450,7 @@ fn a_group_resumes_every_partition_where_it_left_after_the_broker_is_killed() {
     ]);
     let second = second.wait_exit();
     assert_eq!(second.code(), Some(0), "{:?}", second.stderr);
-    let records = persisted(&restarted, "jobs");
+    let records = persisted(&restarted, "jobs", N);
     assert_eq!(records.len(), N);
     // Between them, every record once, as sent: nothing acknowledged comes again.
     let mut seen = BTreeSet::new();
@@ -620,7 +636,7 @@ fn a_partition_group_rebalances_when_members_join_leave_and_die() {
         batch(&c, "b4")
     );
     // Every message reached a member; first deliveries once.
-    let records = persisted(&broker, "jobs");
+    let records = persisted(&broker, "jobs", sent);
     assert_eq!(records.len(), sent);
     let mut first = BTreeSet::new();
     let mut all = BTreeSet::new();

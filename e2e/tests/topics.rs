@@ -24,10 +24,12 @@ fn java_partition(java: i32, partitions: u32) -> u32 {
     (java as u32 & 0x7fff_ffff) % partitions
 }
 
-/// The persistence file's records of `topic`, as (partition, offset, key, payload).
-fn persisted(broker: &Broker, topic: &str) -> Vec<(u32, u64, String, String)> {
+/// The persistence file's records of `topic`, as (partition, offset, key,
+/// payload), while the broker may be writing it: without a last line not
+/// written whole yet.
+fn persisted_so_far(broker: &Broker, topic: &str) -> Vec<(u32, u64, String, String)> {
     broker
-        .data_lines("persistencia_mensajes.txt")
+        .data_lines_so_far("persistencia_mensajes.txt")
         .iter()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
@@ -47,7 +49,7 @@ fn persisted(broker: &Broker, topic: &str) -> Vec<(u32, u64, String, String)> {
 fn wait_persisted(broker: &Broker, topic: &str, n: usize) -> Vec<(u32, u64, String, String)> {
     let deadline = std::time::Instant::now() + e2e::DEADLINE;
     loop {
-        let records = persisted(broker, topic);
+        let records = persisted_so_far(broker, topic);
         if records.len() >= n {
             return records;
         }

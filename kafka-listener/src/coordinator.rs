@@ -456,17 +456,13 @@ impl Coordinator {
         assignments: Vec<(String, Bytes)>,
         now: Instant,
     ) -> Result<(), i16> {
-        let Some(g) = self.groups.get_mut(group) else {
-            return Err(code::UNKNOWN_MEMBER_ID);
-        };
-        let (state, current) = (g.state, g.generation);
-        let Some(i) = g.members.iter().position(|m| m.id == member) else {
-            return Err(code::UNKNOWN_MEMBER_ID);
-        };
-        g.members[i].last_heard = now;
-        if generation != current {
-            return Err(code::ILLEGAL_GENERATION);
-        }
+        let state = self.heard_from(group, generation, member, now)?;
+        let g = self.groups.get_mut(group).expect("heard from");
+        let i = g
+            .members
+            .iter()
+            .position(|m| m.id == member)
+            .expect("heard from");
         match state {
             GroupState::Empty | GroupState::PreparingRebalance => Err(code::REBALANCE_IN_PROGRESS),
             GroupState::Stable => {
@@ -506,22 +502,31 @@ impl Coordinator {
         m.synced.take()
     }
 
-    /// A member says it is alive: Kafka's Heartbeat error code.
-    pub fn heartbeat(&mut self, group: &str, generation: i32, member: &str, now: Instant) -> i16 {
-        let Some(g) = self.groups.get_mut(group) else {
-            return code::UNKNOWN_MEMBER_ID;
-        };
+    /// A member of `group` in `generation` is heard from: the group's state,
+    /// or Kafka's error code for a member or generation it does not know.
+    fn heard_from(
+        &mut self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        now: Instant,
+    ) -> Result<GroupState, i16> {
+        let g = self.groups.get_mut(group).ok_or(code::UNKNOWN_MEMBER_ID)?;
         let (state, current) = (g.state, g.generation);
-        let Some(m) = g.member(member) else {
-            return code::UNKNOWN_MEMBER_ID;
-        };
+        let m = g.member(member).ok_or(code::UNKNOWN_MEMBER_ID)?;
         m.last_heard = now;
         if generation != current {
-            return code::ILLEGAL_GENERATION;
+            return Err(code::ILLEGAL_GENERATION);
         }
-        match state {
-            GroupState::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
-            _ => code::NONE,
+        Ok(state)
+    }
+
+    /// A member says it is alive: Kafka's Heartbeat error code.
+    pub fn heartbeat(&mut self, group: &str, generation: i32, member: &str, now: Instant) -> i16 {
+        match self.heard_from(group, generation, member, now) {
+            Ok(GroupState::PreparingRebalance) => code::REBALANCE_IN_PROGRESS,
+            Ok(_) => code::NONE,
+            Err(e) => e,
         }
     }
 
@@ -546,27 +551,16 @@ impl Coordinator {
     /// outside the group's membership (one that assigns itself partitions):
     /// allowed while the group has no members.
     pub fn may_commit(&mut self, group: &str, generation: i32, member: &str, now: Instant) -> i16 {
-        let g = self.groups.get_mut(group);
         if generation < 0 && member.is_empty() {
-            return match g {
+            return match self.groups.get(group) {
                 Some(g) if !g.members.is_empty() => code::ILLEGAL_GENERATION,
                 _ => code::NONE,
             };
         }
-        let Some(g) = g else {
-            return code::UNKNOWN_MEMBER_ID;
-        };
-        let (state, current) = (g.state, g.generation);
-        let Some(m) = g.member(member) else {
-            return code::UNKNOWN_MEMBER_ID;
-        };
-        m.last_heard = now;
-        if generation != current {
-            return code::ILLEGAL_GENERATION;
-        }
-        match state {
-            GroupState::CompletingRebalance => code::REBALANCE_IN_PROGRESS,
-            _ => code::NONE,
+        match self.heard_from(group, generation, member, now) {
+            Ok(GroupState::CompletingRebalance) => code::REBALANCE_IN_PROGRESS,
+            Ok(_) => code::NONE,
+            Err(e) => e,
         }
     }
 

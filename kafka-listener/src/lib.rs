@@ -22,6 +22,8 @@ pub mod frame;
 pub mod listener;
 pub mod log;
 pub mod requests;
+pub mod scram;
+pub mod transport;
 
 pub use listener::{Listener, ListenerConfig};
 pub use log::KafkaLog;

@@ -7,20 +7,22 @@
 //! [`crate::frame::MAX_KAFKA_REQUEST`], its output by [`MAX_OUTPUT`].
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::committer::Committer;
 use crate::coordinator::Coordinator;
 use crate::frame::FrameInput;
 use crate::log::KafkaLog;
-use crate::requests::{self, Answer, ConnectionState, Context, Pending, Request};
+use crate::requests::{self, Answer, ConnectionState, Context, Pending};
+use crate::scram::UsersFile;
+use crate::transport::Transport;
 
 /// Output a connection may have waiting before it is read from no more.
 pub const MAX_OUTPUT: usize = 32 << 20;
@@ -47,6 +49,10 @@ pub struct ListenerConfig {
     pub advertised_port: u16,
     /// Connections beyond this are closed at once.
     pub max_connections: usize,
+    /// Who may connect (SASL/SCRAM-SHA-256); None: anyone (loopback only).
+    pub users: Option<UsersFile>,
+    /// TLS for every connection, when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub struct Listener {
@@ -55,7 +61,7 @@ pub struct Listener {
 }
 
 struct Connection {
-    stream: TcpStream,
+    transport: Transport,
     peer: Option<SocketAddr>,
     input: FrameInput,
     output: Vec<u8>,
@@ -77,6 +83,7 @@ struct Shared<'a> {
     spawn_creation: &'a dyn Fn(Box<dyn FnOnce() + Send>),
     coordinator: &'a mut Coordinator,
     committer: &'a Committer,
+    users: Option<&'a crate::scram::Users>,
 }
 
 /// A line about a closed connection, at most every [`REPORT_EVERY`].
@@ -145,6 +152,7 @@ impl Listener {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let mut coordinator = Coordinator::new(instance);
+        let mut users = self.config.users.clone();
         let spawn_creation = |work: Box<dyn FnOnce() + Send>| {
             let waker = waker.clone();
             let spawned = std::thread::Builder::new()
@@ -183,28 +191,33 @@ impl Listener {
             if quick && events.is_empty() {
                 std::thread::sleep(QUICK_NAP);
             }
+            // New connections authenticate against the users file as it is now.
+            let accepting = events.iter().any(|e| e.token() == LISTENER);
+            if let Some(u) = users.as_mut().filter(|_| accepting) {
+                match u.refresh() {
+                    Ok(true) => eprintln!("broker: kafka: read the users file again"),
+                    Ok(false) => {}
+                    Err(e) => reports.say(|| format!("keeping the users as they were: {e}")),
+                }
+            }
+            let shared = &mut Shared {
+                spawn_creation: &spawn_creation,
+                coordinator: &mut coordinator,
+                committer,
+                users: users.as_ref().map(UsersFile::users),
+            };
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(listener, poll, &mut conns, &mut next_token),
                     WAKER => {}
-                    token => self.serve_one(
-                        poll,
-                        &mut conns,
-                        token,
-                        &mut Shared {
-                            spawn_creation: &spawn_creation,
-                            coordinator: &mut coordinator,
-                            committer,
-                        },
-                        &mut reports,
-                    ),
+                    token => self.serve_one(poll, &mut conns, token, shared, &mut reports),
                 }
             }
-            for emptied in coordinator.advance(Instant::now()) {
+            for emptied in shared.coordinator.advance(Instant::now()) {
                 self.log.release_group(&emptied);
             }
-            if coordinator.take_changed() {
-                self.log.kafka_groups_changed(coordinator.views());
+            if shared.coordinator.take_changed() {
+                self.log.kafka_groups_changed(shared.coordinator.views());
             }
             // Waiting requests go on; the ones that answered let their
             // connections read on.
@@ -214,28 +227,18 @@ impl Listener {
                 .map(|(t, _)| *t)
                 .collect();
             for token in waiting {
-                self.serve_one(
-                    poll,
-                    &mut conns,
-                    token,
-                    &mut Shared {
-                        spawn_creation: &spawn_creation,
-                        coordinator: &mut coordinator,
-                        committer,
-                    },
-                    &mut reports,
-                );
+                self.serve_one(poll, &mut conns, token, shared, &mut reports);
             }
             for (token, conn) in conns.iter_mut() {
-                let interest = if conn.output.is_empty() {
-                    Interest::READABLE
-                } else {
+                let interest = if conn.transport.wants_write(&conn.output) {
                     Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
                 };
                 if interest != conn.interest
                     && poll
                         .registry()
-                        .reregister(&mut conn.stream, *token, interest)
+                        .reregister(conn.transport.socket(), *token, interest)
                         .is_ok()
                 {
                     conn.interest = interest;
@@ -291,20 +294,20 @@ impl Listener {
                     let _ = stream.set_nodelay(true);
                     let token = Token(*next_token);
                     *next_token = (*next_token + 1) % (usize::MAX - 2);
-                    if poll
-                        .registry()
-                        .register(&mut stream, token, Interest::READABLE)
-                        .is_ok()
-                    {
+                    let registered =
+                        poll.registry()
+                            .register(&mut stream, token, Interest::READABLE);
+                    let transport = Transport::new(stream, self.config.tls.as_ref());
+                    if let (Ok(()), Ok(transport)) = (registered, transport) {
                         conns.insert(
                             token,
                             Connection {
-                                stream,
+                                transport,
                                 peer: Some(peer),
                                 input: FrameInput::default(),
                                 output: Vec::new(),
                                 waiting: None,
-                                state: ConnectionState::new(),
+                                state: ConnectionState::new(self.config.users.is_some()),
                                 closing: false,
                                 interest: Interest::READABLE,
                                 waiting_since: None,
@@ -324,7 +327,7 @@ impl Listener {
         let Some(mut conn) = conns.remove(&token) else {
             return;
         };
-        let _ = poll.registry().deregister(&mut conn.stream);
+        let _ = poll.registry().deregister(conn.transport.socket());
         if let Some((_, producer)) = conn.state.producer.take() {
             self.log.release_producer(producer);
         }
@@ -342,7 +345,7 @@ impl Connection {
         reports: &mut Reports,
     ) -> bool {
         let Connection {
-            stream,
+            transport,
             peer,
             input,
             output,
@@ -360,6 +363,7 @@ impl Connection {
             coordinator: shared.coordinator,
             committer: shared.committer,
             peer,
+            users: shared.users,
         };
         let peer_name = || peer.map_or_else(|| "a client".to_string(), |p| p.to_string());
         loop {
@@ -372,6 +376,11 @@ impl Connection {
                         if let Some(f) = frame {
                             output.extend_from_slice(&f);
                         }
+                        if let Some(line) = cx.connection.report.take() {
+                            reports.say(|| format!("{}: {line}", peer_name()));
+                        }
+                        // A failed authentication is answered, then closed.
+                        *closing |= cx.connection.close_after_answer;
                     }
                     Err(e) => {
                         reports.say(|| format!("closing the connection of {}: {e}", peer_name()));
@@ -379,7 +388,7 @@ impl Connection {
                     }
                 }
             }
-            if !flush(stream, output) {
+            if !transport.flush(output) {
                 return false;
             }
             if *closing {
@@ -392,8 +401,7 @@ impl Connection {
             }
             match input.next_frame() {
                 Ok(Some(frame)) => {
-                    let started =
-                        Request::parse(frame).and_then(|r| requests::start(r, cx, Instant::now()));
+                    let started = requests::start_frame(frame, cx, Instant::now());
                     match started {
                         Ok(p) => *waiting = Some(p),
                         Err(e) => {
@@ -410,7 +418,7 @@ impl Connection {
                     return false;
                 }
             }
-            match input.read_from(stream) {
+            match transport.read_into(input) {
                 Ok(0) => {
                     *closing = true;
                     return !output.is_empty();
@@ -421,25 +429,6 @@ impl Connection {
                 Err(_) => return false,
             }
         }
-        flush(stream, output)
+        transport.flush(output)
     }
-}
-
-/// Writes as much output as the socket takes; false if the connection is dead.
-fn flush(stream: &mut TcpStream, output: &mut Vec<u8>) -> bool {
-    let mut written = 0;
-    while written < output.len() {
-        match stream.write(&output[written..]) {
-            Ok(0) => return false,
-            Ok(n) => written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => {
-                output.clear();
-                return false;
-            }
-        }
-    }
-    output.drain(..written);
-    true
 }

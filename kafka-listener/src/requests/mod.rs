@@ -28,6 +28,7 @@ mod metadata;
 mod offset_commit;
 mod offset_fetch;
 mod produce;
+pub mod sasl;
 mod sync_group;
 mod unsupported;
 
@@ -155,6 +156,13 @@ pub const SERVED: &[Served] = &[
         flexible_from: 3,
     },
     Served {
+        key: sasl::SASL_HANDSHAKE,
+        name: "SaslHandshake",
+        min: 0,
+        max: 1,
+        flexible_from: i16::MAX,
+    },
+    Served {
         key: API_VERSIONS,
         name: "ApiVersions",
         min: 0,
@@ -167,6 +175,13 @@ pub const SERVED: &[Served] = &[
         min: 2,
         max: 5,
         flexible_from: 5,
+    },
+    Served {
+        key: sasl::SASL_AUTHENTICATE,
+        name: "SaslAuthenticate",
+        min: 0,
+        max: 2,
+        flexible_from: 2,
     },
 ];
 
@@ -233,21 +248,29 @@ pub struct ConnectionState {
     /// The Kafka group this connection last spoke for: its fetches are read
     /// for that group.
     pub group: Option<String>,
+    pub auth: sasl::Auth,
+    /// Close once the answer is written (a failed authentication).
+    pub close_after_answer: bool,
+    /// A line for the broker's log about this connection, once answered.
+    pub report: Option<String>,
 }
 
 impl ConnectionState {
-    pub fn new() -> Self {
+    /// A new connection's state; `authenticate` when the listener asks for
+    /// credentials.
+    pub fn new(authenticate: bool) -> Self {
         ConnectionState {
             producer: None,
             inflated: Vec::new(),
             group: None,
+            auth: if authenticate {
+                sasl::Auth::Required
+            } else {
+                sasl::Auth::NotRequired
+            },
+            close_after_answer: false,
+            report: None,
         }
-    }
-}
-
-impl Default for ConnectionState {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -264,6 +287,8 @@ pub struct Context<'a> {
     pub committer: &'a Committer,
     /// The client's address, as Kafka's tools show a member's host.
     pub peer: Option<std::net::SocketAddr>,
+    /// Who may connect, when the listener asks for credentials.
+    pub users: Option<&'a crate::scram::Users>,
 }
 
 impl Context<'_> {
@@ -325,8 +350,30 @@ impl Pending for Ready {
     }
 }
 
+/// Starts answering a frame: a request, or a raw SCRAM message after a
+/// SaslHandshake v0.
+pub fn start_frame(
+    frame: Bytes,
+    cx: &mut Context<'_>,
+    now: Instant,
+) -> Result<Box<dyn Pending>, Undecodable> {
+    if cx.connection.auth.wants_raw_token() {
+        let answer = sasl::raw_token(&frame, cx)?;
+        return Ok(Box::new(Ready(Some(answer))));
+    }
+    let request = Request::parse(frame)?;
+    if !cx.connection.auth.allows(request.api_key) {
+        return Err(Undecodable(format!(
+            "{} (key {}) before authenticating",
+            served(request.api_key).map_or("a request", |s| s.name),
+            request.api_key
+        )));
+    }
+    start(request, cx, now)
+}
+
 /// Starts answering `request`.
-pub fn start(
+fn start(
     request: Request,
     cx: &mut Context<'_>,
     now: Instant,
@@ -357,6 +404,8 @@ pub fn start(
         PRODUCE => produce::start(request, now),
         FETCH => fetch::start(request, now),
         CREATE_TOPICS => create_topics::start(request, cx),
+        sasl::SASL_HANDSHAKE => Ok(Box::new(Ready(Some(sasl::handshake(&request, cx)?)))),
+        sasl::SASL_AUTHENTICATE => Ok(Box::new(Ready(Some(sasl::authenticate(&request, cx)?)))),
         _ => unreachable!("every served key is matched"),
     }
 }

@@ -28,6 +28,7 @@ use kacrab_protocol::generated::{
     },
     offset_fetch_request::OffsetFetchRequestData,
     offset_fetch_response::OffsetFetchResponseData,
+    sasl_authenticate_response::SaslAuthenticateResponseData,
     sasl_handshake_response::SaslHandshakeResponseData,
     sync_group_response::SyncGroupResponseData,
 };
@@ -66,6 +67,7 @@ pub fn answer(request: &Request) -> Result<Vec<u8>, Undecodable> {
         13 => respond(&refusal!(LeaveGroupResponseData)),
         14 => respond(&refusal!(SyncGroupResponseData)),
         17 => respond(&refusal!(SaslHandshakeResponseData)),
+        36 => respond(&refusal!(SaslAuthenticateResponseData)),
         22 => respond(&refusal!(InitProducerIdResponseData)),
         8 => {
             let asked = decode(request, OffsetCommitRequestData::read)?;
