@@ -426,7 +426,8 @@ fn orchestrate() {
     let out_dir = Path::new("../target/bench");
     std::fs::create_dir_all(out_dir).expect("target/bench");
     let mut rows: Vec<Row> = Vec::new();
-    let steps = 19;
+    // One per row of the table.
+    let steps = 25;
     let mut step = 0;
     let mut progress = |rows: &mut Vec<Row>, r: Row| {
         step += 1;

@@ -7,6 +7,7 @@
     client.py kafka-python offsets BOOTSTRAP TOPIC PARTITION TIME_MS
     client.py kafka-python produce-until-failure BOOTSTRAP TOPIC
     client.py kafka-python groups BOOTSTRAP GROUP...
+    client.py kafka-python commit-offsets BOOTSTRAP GROUP TOPIC PARTITION=OFFSET...
     client.py LIBRARY group-consume BOOTSTRAP GROUP TOPIC [--stall-after N]
         [--session-ms MS] [--client-id ID]
 
@@ -212,6 +213,18 @@ def kafka_python(command, args):
                     read += 1
                     if read == stall_after:
                         stall()
+    elif command == "commit-offsets":
+        # As kafka-consumer-groups --reset-offsets does: a commit from outside
+        # the group's membership, while it has no members.
+        from kafka import OffsetAndMetadata
+        bootstrap, group, topic = args[0], args[1], args[2]
+        wanted = {TopicPartition(topic, int(p)): OffsetAndMetadata(int(o), None)
+                  for p, o in (a.split("=") for a in args[3:])}
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                 enable_auto_commit=False)
+        consumer.assign(list(wanted))
+        consumer.commit(wanted)
+        consumer.close()
     elif command == "groups":
         from kafka.admin import KafkaAdminClient
         admin = KafkaAdminClient(bootstrap_servers=args[0])

@@ -677,6 +677,35 @@ impl Broker {
         data_lines_so_far(&self.data.0.join(file))
     }
 
+    /// Waits until `file` in the data directory holds at least `n` data lines
+    /// that `wanted` keeps, and returns them (the broker writes its files every
+    /// --flush-interval); panics at the deadline.
+    pub fn wait_data_lines(
+        &self,
+        file: &str,
+        n: usize,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let lines: Vec<String> = self
+                .data_lines_so_far(file)
+                .into_iter()
+                .filter(|l| wanted(l))
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} lines in {file}",
+                lines.len()
+            );
+            // A re-check interval: the file changes every --flush-interval.
+            std::thread::sleep(STATUS_POLL);
+        }
+    }
+
     /// Runs `broker SUBCOMMAND -b ADDR ARGS` against this broker and waits for it.
     pub fn subcommand(&self, subcommand: &str, args: &[&str]) -> Finished {
         let mut all = vec![subcommand.to_string()];

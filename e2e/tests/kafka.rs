@@ -42,26 +42,10 @@ fn persisted(broker: &Broker, topic: &str) -> Vec<Persisted> {
         .collect()
 }
 
-/// Waits until the file `name` holds at least `n` lines of `topic` (its
-/// writer writes every --flush-interval).
+/// Waits until the file `name` holds at least `n` lines of `topic` (in
+/// `column`).
 fn wait_lines(broker: &Broker, name: &str, topic: &str, column: usize, n: usize) -> Vec<String> {
-    let deadline = std::time::Instant::now() + e2e::DEADLINE;
-    loop {
-        let lines: Vec<String> = broker
-            .data_lines_so_far(name)
-            .into_iter()
-            .filter(|l| l.split('\t').nth(column) == Some(topic))
-            .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {n} lines of {topic} in {name}",
-            lines.len()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    broker.wait_data_lines(name, n, |l| l.split('\t').nth(column) == Some(topic))
 }
 
 fn hex(b: &[u8]) -> String {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use e2e::kafka_clients::{kcat, python, spawn_python};
+use e2e::kafka_clients::{python, spawn_python};
 use e2e::{bin, json_lines, Broker, Finished, Proc, StdoutMode, TempDir};
 
 /// `broker kafka-user add NAME --kafka-users FILE`, the password on stdin.
@@ -69,6 +69,28 @@ fn kcat_run(args: &[&str], extra: &[String], stdin: Option<&str>) -> Finished {
     .wait_exit()
 }
 
+/// The first two records of topic `t`, read by kcat with `extra`.
+fn kcat_read_two(kafka: &str, extra: &[String]) -> String {
+    let f = kcat_run(
+        &[
+            "-b",
+            kafka,
+            "-t",
+            "t",
+            "-C",
+            "-o",
+            "beginning",
+            "-c",
+            "2",
+            "-e",
+        ],
+        extra,
+        None,
+    );
+    assert_eq!(f.code(), Some(0), "{:?}", f.stderr);
+    f.stdout_text()
+}
+
 /// The payloads of topic `t` in the persistence file, in order.
 fn persisted_payloads(broker: &Broker) -> Vec<String> {
     broker
@@ -111,23 +133,7 @@ fn off_loopback_only_the_users_of_the_users_file_get_in() {
     let alice = scram("alice", "correct horse");
     let f = kcat_run(&["-b", &kafka, "-t", "t", "-P"], &alice, Some("one\ntwo\n"));
     assert_eq!(f.code(), Some(0), "{:?}", f.stderr);
-    let f = kcat_run(
-        &[
-            "-b",
-            &kafka,
-            "-t",
-            "t",
-            "-C",
-            "-o",
-            "beginning",
-            "-c",
-            "2",
-            "-e",
-        ],
-        &alice,
-        None,
-    );
-    assert_eq!(f.stdout_text(), "one\ntwo\n", "{:?}", f.stderr);
+    assert_eq!(kcat_read_two(&kafka, &alice), "one\ntwo\n");
     let sasl = ["--sasl", "alice", "correct horse"];
     let mut args = vec![kafka.as_str(), "t"];
     args.extend_from_slice(&sasl);
@@ -268,26 +274,10 @@ fn the_kafka_port_speaks_tls_with_the_certificate_it_is_given() {
         .stdout,
     );
     assert_eq!(read.len(), 2);
-    let f = kcat(
-        &[
-            &[
-                "-b",
-                &kafka,
-                "-t",
-                "t",
-                "-C",
-                "-o",
-                "beginning",
-                "-c",
-                "2",
-                "-e",
-            ][..],
-            &tls_scram.iter().map(String::as_str).collect::<Vec<_>>(),
-        ]
-        .concat(),
-        None,
+    assert_eq!(
+        kcat_read_two(&kafka, &tls_scram),
+        "sealed\nsealed by kafka-python\n"
     );
-    assert_eq!(f.stdout_text(), "sealed\nsealed by kafka-python\n");
     assert_eq!(
         persisted_payloads(&broker),
         ["sealed", "sealed by kafka-python"]

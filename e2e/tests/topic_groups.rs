@@ -10,31 +10,18 @@ use e2e::{json_lines, payload_of, Broker};
 use nix::sys::signal::Signal;
 
 /// (partition, offset) → payload, of the records of `topic` in the persistence
-/// file, once it holds at least `n` (the broker writes it every
-/// --flush-interval, and consumers may have been served before).
+/// file, once it holds at least `n` (consumers may have been served before the
+/// file was written).
 fn persisted(broker: &Broker, topic: &str, n: usize) -> BTreeMap<(u64, u64), String> {
-    let deadline = std::time::Instant::now() + e2e::DEADLINE;
-    loop {
-        let records: BTreeMap<(u64, u64), String> = broker
-            .data_lines_so_far("persistencia_mensajes.txt")
-            .iter()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                (f[0] == topic)
-                    .then(|| ((f[1].parse().unwrap(), f[2].parse().unwrap()), f[6].into()))
-            })
-            .collect();
-        if records.len() >= n {
-            return records;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {n} records of {topic} persisted",
-            records.len()
-        );
-        // A re-check interval: the file is written every --flush-interval.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let prefix = format!("{topic}\t");
+    broker
+        .wait_data_lines("persistencia_mensajes.txt", n, |l| l.starts_with(&prefix))
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            ((f[1].parse().unwrap(), f[2].parse().unwrap()), f[6].into())
+        })
+        .collect()
 }
 
 /// The consumption log's lines of `group`, split in fields.

@@ -24,43 +24,23 @@ fn java_partition(java: i32, partitions: u32) -> u32 {
     (java as u32 & 0x7fff_ffff) % partitions
 }
 
-/// The persistence file's records of `topic`, as (partition, offset, key,
-/// payload), while the broker may be writing it: without a last line not
-/// written whole yet.
-fn persisted_so_far(broker: &Broker, topic: &str) -> Vec<(u32, u64, String, String)> {
+/// Waits until the persistence file holds `n` records of `topic`: (partition,
+/// offset, key, payload).
+fn wait_persisted(broker: &Broker, topic: &str, n: usize) -> Vec<(u32, u64, String, String)> {
+    let prefix = format!("{topic}\t");
     broker
-        .data_lines_so_far("persistencia_mensajes.txt")
+        .wait_data_lines("persistencia_mensajes.txt", n, |l| l.starts_with(&prefix))
         .iter()
-        .filter_map(|l| {
+        .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            (f[0] == topic).then(|| {
-                (
-                    f[1].parse().unwrap(),
-                    f[2].parse().unwrap(),
-                    f[5].to_string(),
-                    f[6].to_string(),
-                )
-            })
+            (
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[5].to_string(),
+                f[6].to_string(),
+            )
         })
         .collect()
-}
-
-/// Waits until the persistence file holds `n` records of `topic`.
-fn wait_persisted(broker: &Broker, topic: &str, n: usize) -> Vec<(u32, u64, String, String)> {
-    let deadline = std::time::Instant::now() + e2e::DEADLINE;
-    loop {
-        let records = persisted_so_far(broker, topic);
-        if records.len() >= n {
-            return records;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {n} records of {topic} persisted",
-            records.len()
-        );
-        // The file is written at least every --flush-interval.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 fn sent_ok(p: e2e::Proc) {

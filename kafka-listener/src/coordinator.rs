@@ -24,6 +24,9 @@ use crate::requests::code;
 /// 6 s; a broker on one host can hear from a member sooner).
 pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(1);
 pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Members a group may have (Kafka's `group.max.size` is unbounded by
+/// default): what one group's joins can make the broker keep is bounded.
+pub const MAX_MEMBERS: usize = 1000;
 
 /// A group's state, by Kafka's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,6 +397,9 @@ impl Coordinator {
         if !consistent {
             return refuse(code::INCONSISTENT_GROUP_PROTOCOL);
         }
+        if !known && group.members.len() >= MAX_MEMBERS {
+            return refuse(code::GROUP_MAX_SIZE_REACHED);
+        }
         let id = if known {
             ask.member_id.clone()
         } else {
@@ -757,6 +763,13 @@ mod tests {
         let mut short = ask("", &["range"]);
         short.session_timeout = Duration::from_millis(10);
         assert_eq!(c.join(short, t).unwrap_err(), code::INVALID_SESSION_TIMEOUT);
+        for _ in 1..MAX_MEMBERS {
+            c.join(ask("", &["range"]), t).unwrap();
+        }
+        assert_eq!(
+            c.join(ask("", &["range"]), t).unwrap_err(),
+            code::GROUP_MAX_SIZE_REACHED
+        );
         let mut other_type = ask("", &["range"]);
         other_type.protocol_type = "connect".into();
         assert_eq!(

@@ -916,6 +916,11 @@ impl Registry {
     /// not know the group), it is remembered as departed there, so that it
     /// starts there when a member reads the topic under its name.
     pub fn reset_group(&mut self, name: &str, topic: &str, offsets: &[u64]) -> Result<(), String> {
+        if self.is_kafka_group(name) {
+            return Err(format!(
+                "group {name} is a Kafka group: move it with a Kafka client's commit while it has no members (kafka-consumer-groups --reset-offsets)"
+            ));
+        }
         let places = self
             .places_of(&[topic.to_string()])
             .map_err(|r| r.message)?;
