@@ -368,7 +368,7 @@ impl KafkaLog for BrokerLog {
     }
 
     fn commit_offsets(&self, commits: &[GroupCommit]) -> Result<(), String> {
-        let commits = commits
+        let lines = commits
             .iter()
             .map(|c| Commit {
                 name: c.group.clone(),
@@ -378,8 +378,15 @@ impl KafkaLog for BrokerLog {
             })
             .collect();
         self.state_file
-            .commit_kafka_groups(commits)
-            .map_err(|e| format!("cannot write {}: {e}", crate::audit::state::STATE_FILE))
+            .commit_kafka_groups(lines)
+            .map_err(|e| format!("cannot write {}: {e}", crate::audit::state::STATE_FILE))?;
+        // A group emptied while its commit was being written gave its name
+        // back: offsets on file keep it a Kafka group's.
+        let mut registry = self.registry();
+        for c in commits {
+            let _ = registry.claim_kafka_group(&c.group);
+        }
+        Ok(())
     }
 
     fn committed_offsets(&self, group: &str) -> Vec<Committed> {

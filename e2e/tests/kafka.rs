@@ -448,6 +448,15 @@ fn a_request_not_served_gets_kafkas_error_and_the_connection_stays_open() {
     assert_eq!(&r[8..12], &1i32.to_be_bytes());
     assert_eq!(&r[12..15], &[0, 1, b'x']);
     assert_eq!(&r[15..17], &35i16.to_be_bytes());
+    // SASL on a port that asks for no credentials: no mechanism is offered
+    // (UNSUPPORTED_SASL_MECHANISM, 33), and the connection goes on.
+    let mut body = 13i16.to_be_bytes().to_vec();
+    body.extend_from_slice(b"SCRAM-SHA-256");
+    s.write_all(&request(17, 1, 10, &body)).unwrap();
+    let r = response(&mut s);
+    assert_eq!(&r[..4], &10i32.to_be_bytes(), "correlation id");
+    assert_eq!(&r[4..6], &33i16.to_be_bytes());
+    assert_eq!(&r[6..10], &0i32.to_be_bytes(), "no mechanism");
     // The same connection is served on: ApiVersions v0.
     s.write_all(&request(18, 0, 8, &[])).unwrap();
     let r = response(&mut s);

@@ -86,7 +86,10 @@ pub fn handshake(request: &Request, cx: &mut Context<'_>) -> Result<Vec<u8>, Und
         .map(|_| KafkaString::from(scram::MECHANISM.to_string()))
         .into_iter()
         .collect();
-    let error_code = if !matches!(cx.connection.auth, Auth::Required) {
+    let error_code = if cx.users.is_none() {
+        // A port that asks for no credentials offers no mechanism.
+        UNSUPPORTED_SASL_MECHANISM
+    } else if !matches!(cx.connection.auth, Auth::Required) {
         ILLEGAL_SASL_STATE
     } else if asked.mechanism.as_str() != scram::MECHANISM {
         UNSUPPORTED_SASL_MECHANISM
