@@ -28,7 +28,8 @@ send fails (the broker is gone).
 broker's persistence file) already holds the record's line.
 
 `--sasl USER PASSWORD` authenticates with SCRAM-SHA-256, `--tls CAFILE` speaks
-TLS to the broker, trusting CAFILE (kafka-python's produce and consume).
+TLS to the broker, trusting CAFILE (kafka-python's produce and consume);
+`--max-block-ms MS` bounds how long kafka-python's produce waits for the broker.
 
 LIBRARY is kafka-python or confluent-kafka. Messages come on stdin as JSON
 lines {"k": hex or null, "v": hex, "h": [[name, hex], ...]}; what is sent
@@ -101,6 +102,7 @@ def kafka_python(command, args):
             acks=acks,
             compression_type="gzip" if "--gzip" in args else None,
             linger_ms=5,
+            max_block_ms=int(option(args, "--max-block-ms", "60000")),
             **kafka_python_security(args),
         )
         futures = [

@@ -33,16 +33,25 @@ pub fn spawn_python(library: &str, command: &str, args: &[&str], mode: StdoutMod
     )
 }
 
-/// Runs `client.py LIBRARY COMMAND ARGS` with `stdin`, waits for it, and
-/// panics unless it succeeded.
-pub fn python(library: &str, command: &str, args: &[&str], stdin: Option<Vec<u8>>) -> Finished {
-    let f = Proc::spawn(
+/// Runs `client.py LIBRARY COMMAND ARGS` with `stdin`, and waits for it.
+pub fn python_outcome(
+    library: &str,
+    command: &str,
+    args: &[&str],
+    stdin: Option<Vec<u8>>,
+) -> Finished {
+    Proc::spawn(
         Path::new(PYTHON),
         &script_args(library, command, args),
         stdin,
         StdoutMode::Collect,
     )
-    .wait_exit();
+    .wait_exit()
+}
+
+/// As [`python_outcome`], and panics unless it succeeded.
+pub fn python(library: &str, command: &str, args: &[&str], stdin: Option<Vec<u8>>) -> Finished {
+    let f = python_outcome(library, command, args, stdin);
     assert_eq!(
         f.code(),
         Some(0),
