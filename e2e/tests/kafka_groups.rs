@@ -110,6 +110,17 @@ fn produce(kafka: &str, n: usize) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Checks that a command exited 1 saying `group` is a Kafka group.
+fn refused_as_kafka_group(f: &e2e::Finished, group: &str) {
+    assert_eq!(f.code(), Some(1), "{:?}", f.stderr);
+    assert!(
+        f.last_stderr_line()
+            .contains(&format!("group {group} is a Kafka group")),
+        "{:?}",
+        f.stderr
+    );
+}
+
 /// The metrics' text exposition, as a scraper gets it.
 fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};
@@ -356,13 +367,7 @@ fn kafka_groups_and_shared_memory_groups_share_one_namespace_and_one_view() {
     let f = broker
         .client_env("consumer", &["--group", "billing", "--id", "shm-3"], &[])
         .wait_exit();
-    assert_eq!(f.code(), Some(1));
-    assert!(
-        f.last_stderr_line()
-            .contains("group billing is a Kafka group"),
-        "{:?}",
-        f.stderr
-    );
+    refused_as_kafka_group(&f, "billing");
     // ...and auto-join considers shared-memory groups only: a consumer
     // without --group joins the group of two, not the Kafka group of one.
     let mut joiner = broker.client_env("consumer", &["--id", "shm-4", "--topic", "t"], &[]);
@@ -469,13 +474,7 @@ fn kafka_groups_and_shared_memory_groups_share_one_namespace_and_one_view() {
         "reset-offsets",
         &["--group", "billing", "--topic", "t", "--to", "earliest"],
     );
-    assert_eq!(f.code(), Some(1));
-    assert!(
-        f.last_stderr_line()
-            .contains("group billing is a Kafka group"),
-        "{:?}",
-        f.stderr
-    );
+    refused_as_kafka_group(&f, "billing");
     python(
         "kafka-python",
         "commit-offsets",
@@ -487,7 +486,7 @@ fn kafka_groups_and_shared_memory_groups_share_one_namespace_and_one_view() {
     let f = broker
         .client_env("consumer", &["--group", "billing", "--id", "shm-5"], &[])
         .wait_exit();
-    assert_eq!(f.code(), Some(1));
+    refused_as_kafka_group(&f, "billing");
     drop(shm_members);
     broker.stop();
 }
