@@ -3,8 +3,7 @@
 //! file is replaced atomically and readable by its owner only; it never holds
 //! the password.
 
-use std::io::{BufRead, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::BufRead;
 use std::path::Path;
 
 use kafka_listener::scram::{check_user_name, Credential, Users, MIN_ITERATIONS};
@@ -61,23 +60,17 @@ pub fn add(
     })
 }
 
-/// Writes `text` beside `file`, readable by its owner only, then renames it over.
+/// Replaces `file` with `text`, readable by its owner only.
 fn write_atomically(file: &Path, text: &[u8]) -> std::io::Result<()> {
     let name = file
         .file_name()
+        .and_then(|n| n.to_str())
         .ok_or_else(|| std::io::Error::other("not a file name"))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = file.with_file_name(tmp_name);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    out.write_all(text)?;
-    out.sync_all()?;
-    std::fs::rename(&tmp, file)
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    audit_format::durable::write_atomically_with_mode(dir, name, text, 0o600)
 }
 
 #[cfg(test)]
